@@ -1,0 +1,31 @@
+# Every target that needs Python builds its own virtualenv from this repo's files.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint demo up bench chaos clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared services tests
+	$(BIN)/mypy
+
+demo: $(STAMP)
+	$(BIN)/python -m services.demo
+
+up:
+	docker compose up --build
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,424 @@
+"""The HTTP transfer of one file: resumable, retried, verified, atomically put in place.
+
+Talks HTTP (httpx) but knows nothing of FastAPI. It reports bytes to the DownloadTracker and
+raises DownloadError with a contract error code when it gives up. Policy (what to do with a
+partial file after a cancel or failure) belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import errno
+import hashlib
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urljoin
+
+import httpx
+import structlog
+
+from services.hive.refs import PART_SUFFIX, origin_of
+from services.hive.tracker import DownloadTracker
+from shared.models import DownloadStatus, ErrorCode
+
+__all__ = ["DownloadError", "DownloadJob", "Downloader", "DownloaderConfig", "part_path"]
+
+log = structlog.get_logger()
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRY_STATUSES = frozenset({408, 429})
+_MAX_REDIRECTS = 10
+_HASH_BLOCK = 8 * 1024 * 1024
+
+
+def part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + PART_SUFFIX)
+
+
+class DownloadError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+
+
+class _Retry(Exception):
+    """This attempt failed in a way worth another try."""
+
+    def __init__(self, reason: str, *, timeout: bool = False, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.timeout = timeout
+        self.delay = delay
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadJob:
+    download_id: str
+    url: str
+    dest: Path
+    expected_sha256: str | None = None
+    token_origin: str | None = None  # the only origin HF_TOKEN is sent to (the hub's)
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    sha256: str
+    size: int
+    resumed: int  # how many times a transfer was resumed with Range
+
+
+@dataclass(frozen=True, slots=True)
+class DownloaderConfig:
+    connect_timeout: float = 10.0
+    stall_timeout: float = 30.0
+    max_attempts: int = 6
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 30.0
+    write_batch_bytes: int = 4 * 1024 * 1024
+    hf_token: str | None = None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, float(when.timestamp()) - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter: uniform in [0.5, 1] x base * 2^(attempt-1), capped."""
+    raw = min(cap, base * float(2 ** max(0, attempt - 1)))
+    return raw * (0.5 + rand() / 2)
+
+
+def sha256_from_etag(value: str | None) -> str | None:
+    if not value:
+        return None
+    tag = value.strip()
+    if tag.startswith("W/"):
+        return None
+    tag = tag.strip('"').lower()
+    return tag if _SHA256_RE.fullmatch(tag) else None
+
+
+def _validator(resp: httpx.Response) -> str | None:
+    """A strong validator for If-Range: a strong ETag, else Last-Modified."""
+    etag: str | None = resp.headers.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    modified: str | None = resp.headers.get("last-modified")
+    return modified
+
+
+def _content_range(resp: httpx.Response) -> tuple[int, int | None] | None:
+    """(start, total) from `Content-Range: bytes start-end/total`."""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("content-range", "").strip())
+    if m is None:
+        return None
+    return int(m[1]), None if m[3] == "*" else int(m[3])
+
+
+class _PartFile:
+    """The partial file, its running sha256, and writes batched onto one worker thread."""
+
+    def __init__(self, path: Path, batch_bytes: int, executor: ThreadPoolExecutor) -> None:
+        self.path = path
+        self.batch_bytes = batch_bytes
+        self._executor = executor
+        self._file: IO[bytes] | None = None
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._inflight: asyncio.Future[None] | None = None
+
+    async def open_fresh(self) -> None:
+        await self._drain()
+        self._close()
+        self._file = await asyncio.get_running_loop().run_in_executor(self._executor, open, self.path, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    async def open_existing(self) -> int:
+        """Open an existing partial to append, hashing what it holds (off the event loop)."""
+        await self._drain()
+        self._close()
+
+        def _rehash() -> tuple[IO[bytes], Any, int]:
+            f = open(self.path, "r+b")
+            h = hashlib.sha256()
+            n = 0
+            while block := f.read(_HASH_BLOCK):
+                h.update(block)
+                n += len(block)
+            return f, h, n
+
+        self._file, self._hash, self.size = await asyncio.get_running_loop().run_in_executor(self._executor, _rehash)
+        return self.size
+
+    async def write(self, chunk: bytes) -> None:
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        self.size += len(chunk)
+        if self._batched >= self.batch_bytes:
+            await self._submit()
+
+    async def _submit(self) -> None:
+        batch, self._batch, self._batched = self._batch, [], 0
+        if not batch:
+            return
+        if self._inflight is not None:
+            await self._inflight  # at most one batch in flight: memory stays bounded
+        f, h = self._file, self._hash
+        assert f is not None
+
+        def _write() -> None:
+            for piece in batch:
+                h.update(piece)
+            f.writelines(batch)
+
+        self._inflight = asyncio.get_running_loop().run_in_executor(self._executor, _write)
+
+    async def _drain(self) -> None:
+        await self._submit()
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
+
+    async def flush(self) -> None:
+        """Everything received so far is written and hashed."""
+        await self._drain()
+
+    async def finish(self) -> str:
+        await self._drain()
+        f = self._file
+        assert f is not None
+
+        def _sync() -> None:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, _sync)
+        self._file = None
+        return self._hash.hexdigest()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    async def close(self) -> None:
+        try:
+            await self._drain()
+        except OSError:
+            pass
+        finally:
+            self._close()
+
+
+class Downloader:
+    def __init__(self, client: httpx.AsyncClient, config: DownloaderConfig) -> None:
+        self.client = client
+        self.config = config
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rbee-io")
+        self.disk_free: Callable[[Path], int] = lambda d: shutil.disk_usage(d).free
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def timeouts(config: DownloaderConfig) -> httpx.Timeout:
+        # read = stall detection: no bytes for stall_timeout counts as a dropped connection
+        return httpx.Timeout(connect=config.connect_timeout, read=config.stall_timeout, write=30.0, pool=30.0)
+
+    async def run(self, job: DownloadJob, tracker: DownloadTracker) -> DownloadResult:
+        cfg = self.config
+        bound = log.bind(download_id=job.download_id)
+        job.dest.parent.mkdir(parents=True, exist_ok=True)
+        part = _PartFile(part_path(job.dest), cfg.write_batch_bytes, self._executor)
+        await part.open_fresh()
+        validator: str | None = None
+        total: int | None = None
+        expected = job.expected_sha256.lower() if job.expected_sha256 else None
+        failures = 0
+        resumed = 0
+        try:
+            while True:
+                offset_before = part.size
+                try:
+                    total, validator, hub_sha = await self._attempt(job, tracker, part, total, validator, bound)
+                    expected = expected or hub_sha
+                    break
+                except _Retry as retry:
+                    await part.flush()
+                    failures = 0 if part.size > offset_before else failures + 1
+                    if failures >= cfg.max_attempts:
+                        code = ErrorCode.DOWNLOAD_TIMEOUT if retry.timeout else ErrorCode.DOWNLOAD_FAILED
+                        raise DownloadError(code, f"gave up after {failures} attempts: {retry}") from None
+                    delay = backoff_delay(failures + 1, cfg.retry_base_delay, cfg.retry_max_delay)
+                    if retry.delay is not None:
+                        delay = min(max(delay, retry.delay), max(cfg.retry_max_delay, 1.0))
+                    bound.warning(
+                        "download_retry", reason=str(retry), attempt=failures, offset=part.size, delay=round(delay, 2)
+                    )
+                    if part.size > 0:
+                        resumed += 1
+                    await asyncio.sleep(delay)
+            sha = await part.finish()
+        except OSError as exc:
+            await part.close()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DownloadError(ErrorCode.INSUFFICIENT_DISK, "the disk filled up while writing") from None
+            raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"could not write the file: {exc.strerror}") from None
+        except BaseException:
+            await part.close()
+            raise
+        if expected and sha != expected:
+            part.path.unlink(missing_ok=True)
+            raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, f"sha256 {sha} does not match expected {expected}")
+        os.replace(part.path, job.dest)
+        _fsync_dir(job.dest.parent)
+        bound.info("download_verified", sha256=sha, size=part.size, resumed=resumed)
+        return DownloadResult(sha, part.size, resumed)
+
+    async def _attempt(
+        self,
+        job: DownloadJob,
+        tracker: DownloadTracker,
+        part: _PartFile,
+        total: int | None,
+        validator: str | None,
+        bound: Any,
+    ) -> tuple[int | None, str | None, str | None]:
+        """One request: returns (total, validator, hub sha256) when the body is complete."""
+        headers = {"Accept-Encoding": "identity"}
+        offset = part.size
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-"
+            if validator:
+                headers["If-Range"] = validator
+        try:
+            resp, hub_sha = await self._open(job, headers)
+        except httpx.TimeoutException as exc:
+            raise _Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
+        except httpx.TransportError as exc:
+            raise _Retry(f"connection failed: {type(exc).__name__}") from None
+        try:
+            status = resp.status_code
+            if status == 416 and offset > 0:
+                cr = resp.headers.get("content-range", "")
+                m = re.fullmatch(r"bytes \*/(\d+)", cr.strip())
+                size = int(m[1]) if m else total
+                if size == offset:
+                    return size, validator, None  # the partial already holds the whole file
+                bound.warning("download_restart", reason="416 on resume", offset=offset)
+                await part.open_fresh()
+                raise _Retry("range not satisfiable; restarting from zero")
+            self._check_status(resp)
+            if status == 206 and offset > 0:
+                cr_parsed = _content_range(resp)
+                if cr_parsed is None or cr_parsed[0] != offset:
+                    await part.open_fresh()
+                    raise _Retry("unexpected Content-Range; restarting from zero")
+                total = cr_parsed[1]
+            else:
+                if offset > 0:
+                    # asked for a range, got the whole file: the remote changed (or ignores ranges)
+                    bound.warning("download_restart", reason=f"status {status} to a range request", offset=offset)
+                    await part.open_fresh()
+                length = resp.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+            if total is not None:
+                tracker.set_total(job.download_id, total)
+                self._check_disk(job.dest.parent, total - part.size)
+            validator = _validator(resp) or validator
+            hub_sha = hub_sha or sha256_from_etag(resp.headers.get("etag"))
+            state = tracker.get_download(job.download_id)
+            if state is not None and state.status is not DownloadStatus.DOWNLOADING:
+                tracker.set_status(job.download_id, DownloadStatus.DOWNLOADING)
+            await self._read_body(job, tracker, part, resp)
+            if total is not None and part.size != total:
+                raise _Retry(f"body ended at {part.size} of {total} bytes")
+            return total, validator, hub_sha
+        finally:
+            await resp.aclose()
+
+    async def _read_body(
+        self, job: DownloadJob, tracker: DownloadTracker, part: _PartFile, resp: httpx.Response
+    ) -> None:
+        download_id = job.download_id
+        update = tracker.update_progress
+        try:
+            async for chunk in resp.aiter_raw():
+                await part.write(chunk)
+                update(download_id, part.size)
+        except httpx.TimeoutException:
+            raise _Retry(f"stalled: no bytes for {self.config.stall_timeout:g}s", timeout=True) from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise _Retry(f"connection dropped: {type(exc).__name__}") from None
+
+    async def _open(self, job: DownloadJob, headers: dict[str, str]) -> tuple[httpx.Response, str | None]:
+        """Send the request, following redirects by hand so HF_TOKEN only goes to the hub's origin."""
+        url = job.url
+        hub_sha: str | None = None
+        token = self.config.hf_token
+        for _ in range(_MAX_REDIRECTS + 1):
+            req_headers = dict(headers)
+            if token and job.token_origin and origin_of(url) == job.token_origin:
+                req_headers["Authorization"] = f"Bearer {token}"
+            request = self.client.build_request("GET", url, headers=req_headers)
+            resp = await self.client.send(request, stream=True, follow_redirects=False)
+            if resp.status_code not in _REDIRECTS or "location" not in resp.headers:
+                return resp, hub_sha
+            hub_sha = hub_sha or sha256_from_etag(resp.headers.get("x-linked-etag"))
+            url = urljoin(str(resp.url), resp.headers["location"])
+            await resp.aclose()
+            if not url.lower().startswith(("http://", "https://")):
+                raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a non-http(s) URL")
+        raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"more than {_MAX_REDIRECTS} redirects")
+
+    def _check_status(self, resp: httpx.Response) -> None:
+        status = resp.status_code
+        if status in (200, 206):
+            return
+        if status in (401, 403):
+            raise DownloadError(ErrorCode.UNAUTHORIZED, f"the server refused access ({status})")
+        if status in (404, 410):
+            raise DownloadError(ErrorCode.NOT_FOUND, f"the file was not found ({status})")
+        if status in _RETRY_STATUSES or status >= 500:
+            delay = parse_retry_after(resp.headers.get("retry-after"))
+            raise _Retry(f"server answered {status}", timeout=status == 408, delay=delay)
+        raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"unexpected HTTP status {status}")
+
+    def _check_disk(self, directory: Path, needed: int) -> None:
+        free = self.disk_free(directory)
+        if needed > free:
+            raise DownloadError(ErrorCode.INSUFFICIENT_DISK, f"needs {needed} more bytes but only {free} are free")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,104 @@
+"""rbee-hive: builds the app (tracker, downloader, manager) and serves it with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from services.hive import routes
+from services.hive.downloader import Downloader, DownloaderConfig
+from services.hive.manager import DownloadManager
+from services.hive.metrics import HiveCollector, render_metrics
+from services.hive.settings import HiveSettings
+from services.hive.tracker import DownloadTracker
+from shared.auth import TokenAuthMiddleware
+from shared.errors import install_error_handlers
+from shared.logging import CorrelationIdMiddleware, configure_logging
+
+__all__ = ["create_app", "main"]
+
+
+def downloader_config(settings: HiveSettings) -> DownloaderConfig:
+    return DownloaderConfig(
+        connect_timeout=settings.connect_timeout,
+        stall_timeout=settings.stall_timeout,
+        max_attempts=settings.max_attempts,
+        retry_base_delay=settings.retry_base_delay,
+        retry_max_delay=settings.retry_max_delay,
+        write_batch_bytes=settings.write_batch_bytes,
+        hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+    )
+
+
+def create_app(settings: HiveSettings | None = None) -> FastAPI:
+    settings = settings or HiveSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        config = downloader_config(settings)
+        async with httpx.AsyncClient(
+            timeout=Downloader.timeouts(config),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            headers={"User-Agent": "rbee-hive/0.1"},
+        ) as client:
+            downloader = Downloader(client, config)
+            manager = DownloadManager(
+                tracker, downloader, settings.models_dir.resolve(), settings.hf_endpoint, settings.max_concurrent
+            )
+            app.state.manager = manager
+            try:
+                yield
+            finally:
+                await manager.shutdown()
+                downloader.close()
+
+    tracker = DownloadTracker(progress_interval=settings.progress_interval)
+    app = FastAPI(title="rbee-hive", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.tracker = tracker
+    registry = CollectorRegistry()
+    registry.register(HiveCollector(tracker, settings.id))
+    install_error_handlers(app)
+    app.include_router(routes.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, object]:
+        active = len(tracker.list_active())
+        return {"status": "ok", "hive_id": settings.id, "active_downloads": active}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics() -> Response:
+        return Response(render_metrics(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(TokenAuthMiddleware, token=settings.api_token)
+    app.add_middleware(CorrelationIdMiddleware)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rbee-hive", description="rbee hive: model downloads on one node")
+    parser.add_argument("--host", help="bind address (HIVE_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (HIVE_PORT, default 9200)")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = HiveSettings(**overrides)
+    configure_logging("rbee-hive", settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

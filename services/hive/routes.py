@@ -1,0 +1,117 @@
+"""/v2/downloads: HTTP <-> DownloadManager / DownloadTracker. Thin on purpose."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from services.hive.deps import ManagerDep, SettingsDep, TrackerDep
+from services.hive.manager import InvalidModelRef, NotCancellable
+from services.hive.refs import MAX_REF_LENGTH
+from services.hive.tracker import DownloadTracker, StreamDecision
+from shared.errors import ApiError
+from shared.models import DownloadState, DownloadStatus
+from shared.sse import parse_last_event_id, to_sse
+
+router = APIRouter(prefix="/v2/downloads", tags=["downloads"])
+
+
+class StartDownload(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+
+    model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+
+
+def state_json(state: DownloadState, hive_id: str) -> dict[str, Any]:
+    return {**state.to_dict(), "hive_id": hive_id}
+
+
+def _not_found(download_id: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"no download {download_id!r} on this hive")
+
+
+def _known(manager_state: DownloadState | None, download_id: str) -> DownloadState:
+    if manager_state is None:
+        raise _not_found(download_id)
+    return manager_state
+
+
+def _sse(stream: AsyncIterator[ServerSentEvent], keepalive: float) -> EventSourceResponse:
+    return EventSourceResponse(stream, ping=keepalive, send_timeout=60, headers={"Cache-Control": "no-store"})
+
+
+@router.post("", status_code=202)
+async def start_download(
+    body: StartDownload, response: Response, manager: ManagerDep, settings: SettingsDep
+) -> dict[str, Any]:
+    try:
+        state, created = await manager.start(body.model_ref, body.sha256)
+    except InvalidModelRef as exc:
+        raise ApiError(422, "INVALID_MODEL_REF", str(exc)) from None
+    response.status_code = 202 if created else 200
+    return state_json(state, settings.id)
+
+
+@router.get("")
+async def list_downloads(
+    manager: ManagerDep, settings: SettingsDep, status: DownloadStatus | None = None
+) -> dict[str, Any]:
+    return {"hive_id": settings.id, "downloads": [state_json(s, settings.id) for s in manager.list(status)]}
+
+
+@router.get("/stream", response_model=None)
+async def stream_all(tracker: TrackerDep, settings: SettingsDep) -> EventSourceResponse:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        sub = tracker.subscribe(None)
+        try:
+            while batch := await sub.next_batch():
+                for event in batch:
+                    yield to_sse(event, {"hive_id": settings.id})
+        finally:
+            tracker.unsubscribe(sub)
+
+    return _sse(events(), settings.keepalive_secs)
+
+
+@router.get("/{download_id}")
+async def get_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
+    return state_json(_known(manager.get(download_id), download_id), settings.id)
+
+
+@router.delete("/{download_id}")
+async def cancel_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
+    if manager.get(download_id) is None:
+        raise _not_found(download_id)
+    try:
+        state = await manager.cancel(download_id)
+    except NotCancellable as exc:
+        raise ApiError(409, "ALREADY_FINISHED", str(exc), state=state_json(exc.state, settings.id)) from None
+    return state_json(state, settings.id)
+
+
+@router.get("/{download_id}/stream", response_model=None)
+async def stream_download(
+    download_id: str,
+    tracker: TrackerDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    after = parse_last_event_id(last_event_id)
+    decision = tracker.stream_decision(download_id, after)
+    if decision == StreamDecision.NOT_FOUND:
+        raise _not_found(download_id)
+    if decision == StreamDecision.ENDED:
+        return Response(status_code=204)
+    return _sse(_one_download(tracker, download_id, after, settings.id), settings.keepalive_secs)
+
+
+async def _one_download(
+    tracker: DownloadTracker, download_id: str, after: int | None, hive_id: str
+) -> AsyncIterator[ServerSentEvent]:
+    async for event in tracker.stream_progress(download_id, after):
+        yield to_sse(event, {"hive_id": hive_id})

@@ -1,0 +1,47 @@
+"""Hive settings: HIVE_* from the environment, plus HF_ENDPOINT / HF_TOKEN / RBEE_API_TOKEN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import CommonSettings
+
+__all__ = ["HiveSettings"]
+
+
+class HiveSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="HIVE_", extra="ignore", populate_by_name=True)
+
+    id: str = Field(default="hive-local", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=9200, ge=0, le=65535)
+    public_url: str | None = None  # how a queen reaches this hive; default http://{host}:{port}
+    models_dir: Path = Path("./models")
+    state_db: Path | None = None  # default <models_dir>/.rbee/hive.db
+    hf_endpoint: str = Field(
+        default="https://huggingface.co", validation_alias=AliasChoices("HF_ENDPOINT", "hf_endpoint")
+    )
+    hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
+    max_concurrent: int = Field(default=3, ge=1, le=256)
+    bandwidth_limit: int = Field(default=0, ge=0)
+    segments: int = Field(default=4, ge=1, le=32)
+    queen_url: str | None = None
+
+    # downloader tuning
+    connect_timeout: float = Field(default=10.0, gt=0)
+    stall_timeout: float = Field(default=30.0, gt=0)  # no bytes for this long = dropped connection
+    max_attempts: int = Field(default=6, ge=1)  # consecutive failed attempts with no bytes received
+    retry_base_delay: float = Field(default=0.5, ge=0)
+    retry_max_delay: float = Field(default=30.0, ge=0)
+    write_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+
+    @property
+    def state_db_path(self) -> Path:
+        return self.state_db or self.models_dir / ".rbee" / "hive.db"
+
+    @property
+    def advertised_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

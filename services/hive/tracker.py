@@ -1,0 +1,374 @@
+"""DownloadTracker: the state of every download on this hive and the events its streams carry.
+
+Pure Python (asyncio only for waking subscribers). Every method is meant to be called on the
+event-loop thread. The rules it keeps (CONTRACT.md, "Server-Sent Events"):
+
+- statuses move forward only; nothing leaves a terminal status;
+- bytes never go backwards; speed is an EMA (alpha 0.3) of speed measured over whole intervals;
+- one progress event per download per `progress_interval` while bytes move, one on every status
+  change, exactly one terminal event; per-download event ids strictly increase;
+- each subscriber holds at most one pending event per download (latest wins), and a terminal event
+  is never replaced, so a slow reader never blocks `update_progress` nor grows memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent
+
+__all__ = [
+    "DownloadTracker",
+    "InvalidTransition",
+    "SpeedMeter",
+    "StreamDecision",
+    "Subscriber",
+    "UnknownDownload",
+]
+
+S = DownloadStatus
+_ALLOWED: dict[DownloadStatus, frozenset[DownloadStatus]] = {
+    S.QUEUED: frozenset({S.STARTING, S.DOWNLOADING, S.COMPLETE, S.FAILED, S.CANCELLED}),
+    S.STARTING: frozenset({S.DOWNLOADING, S.COMPLETE, S.FAILED, S.CANCELLED}),
+    S.DOWNLOADING: frozenset({S.COMPLETE, S.FAILED, S.CANCELLED}),
+    S.COMPLETE: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+
+class UnknownDownload(KeyError):
+    pass
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+class SpeedMeter:
+    """EMA of the speed measured between samples; the first measurement seeds the average."""
+
+    def __init__(self, alpha: float = 0.3) -> None:
+        self.alpha = alpha
+        self.speed_bps = 0.0
+        self._last_t: float | None = None
+        self._last_bytes = 0
+        self._seeded = False
+
+    def reset(self, now: float, nbytes: int) -> None:
+        self._last_t, self._last_bytes = now, nbytes
+
+    def sample(self, now: float, nbytes: int) -> float:
+        if self._last_t is None:
+            self.reset(now, nbytes)
+            return self.speed_bps
+        dt = now - self._last_t
+        if dt <= 0:
+            return self.speed_bps
+        instant = max(0, nbytes - self._last_bytes) / dt
+        if self._seeded:
+            self.speed_bps = self.alpha * instant + (1 - self.alpha) * self.speed_bps
+        else:
+            self.speed_bps, self._seeded = instant, True
+        self.reset(now, nbytes)
+        return self.speed_bps
+
+
+def eta_secs(remaining: int | None, speed_bps: float) -> int | None:
+    if remaining is None or speed_bps <= 0:
+        return None
+    return math.ceil(max(0, remaining) / speed_bps)
+
+
+class Subscriber:
+    """A bounded mailbox: one pending event per download, latest wins, terminal events kept."""
+
+    def __init__(self, download_id: str | None, after_id: int | None = None) -> None:
+        self.download_id = download_id  # None: every download of the hive
+        self.after_id = after_id
+        self.closed = False
+        self._pending: dict[str, ProgressEvent] = {}
+        self._wake = asyncio.Event()
+
+    def offer(self, event: ProgressEvent) -> None:
+        if self.after_id is not None and event.id <= self.after_id:
+            return
+        key = event.download_id
+        current = self._pending.get(key)
+        if current is not None and current.is_terminal:
+            return
+        self._pending[key] = event
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def next_batch(self) -> list[ProgressEvent]:
+        """Wait for and take every pending event; an empty list means the subscriber was closed."""
+        while not self._pending:
+            if self.closed:
+                return []
+            self._wake.clear()
+            await self._wake.wait()
+        batch = list(self._pending.values())
+        self._pending.clear()
+        return batch
+
+
+class StreamDecision:
+    NOT_FOUND = "not_found"
+    ENDED = "ended"  # Last-Event-ID at or past the terminal event: 204
+    STREAM = "stream"
+
+
+@dataclass(slots=True)
+class _Entry:
+    state: DownloadState
+    started_mono: float
+    next_id: int
+    meter: SpeedMeter
+    last_event: ProgressEvent | None = None
+    last_emit: float = 0.0
+    dirty: bool = False
+    subscribers: set[Subscriber] = field(default_factory=set)
+
+
+EventListener = Callable[[DownloadState, ProgressEvent], None]
+
+
+class DownloadTracker:
+    def __init__(
+        self,
+        progress_interval: float = 0.5,
+        alpha: float = 0.3,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.progress_interval = progress_interval
+        self.alpha = alpha
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._all_subscribers: set[Subscriber] = set()
+        self._listeners: list[EventListener] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start_download(
+        self,
+        download_id: str,
+        model_ref: str,
+        total_bytes: int | None = None,
+        *,
+        status: DownloadStatus = DownloadStatus.QUEUED,
+        path: str | None = None,
+        first_event_id: int = 1,
+    ) -> DownloadState:
+        if download_id in self._entries:
+            raise ValueError(f"download {download_id} is already tracked")
+        state = DownloadState(download_id, model_ref, status=status, total_bytes=total_bytes, path=path)
+        entry = _Entry(state, self._clock(), first_event_id, SpeedMeter(self.alpha))
+        self._entries[download_id] = entry
+        self._emit(entry)
+        return replace(state)
+
+    def set_status(self, download_id: str, status: DownloadStatus) -> None:
+        entry = self._entry(download_id)
+        if entry.state.status is status:
+            return
+        self._transition(entry, status)
+        if status is DownloadStatus.DOWNLOADING:
+            entry.meter.reset(self._clock(), entry.state.bytes_downloaded)
+            entry.state.queue_position = None
+        elif status is DownloadStatus.STARTING:
+            entry.state.queue_position = None
+        self._emit(entry)
+
+    def set_total(self, download_id: str, total_bytes: int | None) -> None:
+        entry = self._entry(download_id)
+        if entry.state.total_bytes != total_bytes and not entry.state.status.is_terminal:
+            entry.state.total_bytes = total_bytes
+            entry.dirty = True
+
+    def set_queue_position(self, download_id: str, position: int | None) -> None:
+        entry = self._entry(download_id)
+        if entry.state.queue_position != position and entry.state.status is DownloadStatus.QUEUED:
+            entry.state.queue_position = position
+            self._emit(entry)
+
+    def update_progress(self, download_id: str, bytes_downloaded: int) -> None:
+        """Hot path: O(1); emits at most one event per progress interval."""
+        entry = self._entries.get(download_id)
+        if entry is None:
+            raise UnknownDownload(download_id)
+        state = entry.state
+        if bytes_downloaded <= state.bytes_downloaded or state.status.is_terminal:
+            return
+        state.bytes_downloaded = bytes_downloaded
+        now = self._clock()
+        if now - entry.last_emit >= self.progress_interval:
+            self._measure(entry, now)
+            self._emit(entry, now)
+        else:
+            entry.dirty = True
+
+    def complete_download(self, download_id: str, sha256: str | None = None, path: str | None = None) -> None:
+        entry = self._entry(download_id)
+        self._transition(entry, DownloadStatus.COMPLETE)
+        state = entry.state
+        if state.total_bytes is not None:
+            state.bytes_downloaded = max(state.bytes_downloaded, state.total_bytes)
+        else:
+            state.total_bytes = state.bytes_downloaded
+        state.sha256 = sha256 or state.sha256
+        state.path = path or state.path
+        self._finish(entry)
+
+    def fail_download(self, download_id: str, error: str, code: str = ErrorCode.DOWNLOAD_FAILED) -> None:
+        entry = self._entry(download_id)
+        self._transition(entry, DownloadStatus.FAILED)
+        entry.state.error, entry.state.error_code = error, str(code)
+        self._finish(entry)
+
+    def cancel_download(self, download_id: str) -> None:
+        entry = self._entry(download_id)
+        self._transition(entry, DownloadStatus.CANCELLED)
+        self._finish(entry)
+
+    def forget(self, download_id: str) -> None:
+        """Drop a finished download from memory (history pruning)."""
+        entry = self._entry(download_id)
+        if not entry.state.status.is_terminal:
+            raise InvalidTransition(f"download {download_id} is still {entry.state.status.value}")
+        del self._entries[download_id]
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get_download(self, download_id: str) -> DownloadState | None:
+        entry = self._entries.get(download_id)
+        return replace(entry.state) if entry else None
+
+    def list_active(self) -> list[DownloadState]:
+        return [replace(e.state) for e in self._entries.values() if not e.state.status.is_terminal]
+
+    def list_all(self) -> list[DownloadState]:
+        """Every tracked download, newest first."""
+        return sorted((replace(e.state) for e in self._entries.values()), key=lambda s: s.started_at, reverse=True)
+
+    def last_event_id(self, download_id: str) -> int:
+        entry = self._entry(download_id)
+        return entry.next_id - 1
+
+    def subscriber_count(self) -> int:
+        return len(self._all_subscribers) + sum(len(e.subscribers) for e in self._entries.values())
+
+    def add_listener(self, listener: EventListener) -> None:
+        """Called with (state, event) after every emitted event, e.g. to persist or count."""
+        self._listeners.append(listener)
+
+    # -- streaming -------------------------------------------------------------------------
+
+    def stream_decision(self, download_id: str, last_event_id: int | None) -> str:
+        entry = self._entries.get(download_id)
+        if entry is None:
+            return StreamDecision.NOT_FOUND
+        last = entry.last_event
+        if last_event_id is not None and last is not None and last.is_terminal and last_event_id >= last.id:
+            return StreamDecision.ENDED
+        return StreamDecision.STREAM
+
+    def subscribe(self, download_id: str | None, last_event_id: int | None = None) -> Subscriber:
+        """A subscriber primed with the current state (one download, or every active one)."""
+        if download_id is None:
+            sub = Subscriber(None)
+            for entry in self._entries.values():
+                if not entry.state.status.is_terminal:
+                    sub.offer(self._current_event(entry))
+            self._all_subscribers.add(sub)
+            return sub
+        entry = self._entry(download_id)
+        sub = Subscriber(download_id, last_event_id)
+        sub.offer(self._current_event(entry))
+        if not entry.state.status.is_terminal:
+            entry.subscribers.add(sub)
+        else:
+            sub.close()
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        sub.close()
+        if sub.download_id is None:
+            self._all_subscribers.discard(sub)
+        elif (entry := self._entries.get(sub.download_id)) is not None:
+            entry.subscribers.discard(sub)
+
+    async def stream_progress(self, download_id: str, last_event_id: int | None = None) -> AsyncIterator[ProgressEvent]:
+        """Events of one download, current state first, ending after its terminal event."""
+        sub = self.subscribe(download_id, last_event_id)
+        try:
+            while True:
+                batch = await sub.next_batch()
+                if not batch:
+                    return
+                for event in batch:
+                    yield event
+                    if event.is_terminal:
+                        return
+        finally:
+            self.unsubscribe(sub)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _entry(self, download_id: str) -> _Entry:
+        try:
+            return self._entries[download_id]
+        except KeyError:
+            raise UnknownDownload(download_id) from None
+
+    def _transition(self, entry: _Entry, status: DownloadStatus) -> None:
+        current = entry.state.status
+        if status not in _ALLOWED[current]:
+            raise InvalidTransition(f"{entry.state.download_id}: {current.value} -> {status.value}")
+        entry.state.status = status
+
+    def _measure(self, entry: _Entry, now: float) -> None:
+        state = entry.state
+        speed = entry.meter.sample(now, state.bytes_downloaded)
+        state.speed_bps = round(speed)
+        remaining = None if state.total_bytes is None else state.total_bytes - state.bytes_downloaded
+        state.eta_secs = eta_secs(remaining, speed)
+
+    def _current_event(self, entry: _Entry) -> ProgressEvent:
+        if entry.dirty or entry.last_event is None:
+            self._emit(entry)
+        assert entry.last_event is not None
+        return entry.last_event
+
+    def _finish(self, entry: _Entry) -> None:
+        state = entry.state
+        state.completed_at = datetime.now(UTC)
+        state.speed_bps, state.eta_secs, state.queue_position = 0, None, None
+        self._emit(entry)
+        for sub in entry.subscribers:
+            sub.close()
+        entry.subscribers.clear()
+
+    def _emit(self, entry: _Entry, now: float | None = None) -> None:
+        now = self._clock() if now is None else now
+        duration = round(now - entry.started_mono, 3) if entry.state.status is DownloadStatus.COMPLETE else None
+        event = ProgressEvent.from_state(entry.next_id, entry.state, duration)
+        entry.next_id += 1
+        entry.last_event, entry.last_emit, entry.dirty = event, now, False
+        for sub in entry.subscribers:
+            sub.offer(event)
+        for sub in self._all_subscribers:
+            sub.offer(event)
+        for listener in self._listeners:
+            listener(entry.state, event)

@@ -1,0 +1,153 @@
+"""Download state and event payloads: the shapes every service speaks (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "TERMINAL_EVENTS",
+    "DownloadState",
+    "DownloadStatus",
+    "ErrorCode",
+    "EventType",
+    "ProgressEvent",
+    "rfc3339",
+]
+
+
+class DownloadStatus(enum.StrEnum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    DOWNLOADING = "downloading"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_STATUSES
+
+
+_TERMINAL_STATUSES = frozenset({DownloadStatus.COMPLETE, DownloadStatus.FAILED, DownloadStatus.CANCELLED})
+
+
+class EventType(enum.StrEnum):
+    PROGRESS = "progress"
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_EVENTS = frozenset({EventType.COMPLETE, EventType.ERROR, EventType.CANCELLED})
+
+
+class ErrorCode(enum.StrEnum):
+    DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+    DOWNLOAD_TIMEOUT = "DOWNLOAD_TIMEOUT"
+    NOT_FOUND = "NOT_FOUND"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
+    INSUFFICIENT_DISK = "INSUFFICIENT_DISK"
+    HIVE_UNREACHABLE = "HIVE_UNREACHABLE"
+
+
+def rfc3339(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class DownloadState:
+    """One download as the hive tracks it. Mutated only by the DownloadTracker."""
+
+    download_id: str
+    model_ref: str
+    status: DownloadStatus = DownloadStatus.QUEUED
+    bytes_downloaded: int = 0
+    total_bytes: int | None = None
+    speed_bps: int = 0
+    eta_secs: int | None = None
+    started_at: datetime = field(default_factory=_utcnow)
+    completed_at: datetime | None = None
+    error: str | None = None
+    error_code: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    queue_position: int | None = None
+
+    @property
+    def percent(self) -> float | None:
+        if not self.total_bytes:
+            return None if self.total_bytes is None else 100.0
+        return round(min(100.0, self.bytes_downloaded * 100.0 / self.total_bytes), 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "download_id": self.download_id,
+            "model_ref": self.model_ref,
+            "status": self.status.value,
+            "bytes_downloaded": self.bytes_downloaded,
+            "total_bytes": self.total_bytes,
+            "speed_bps": self.speed_bps,
+            "eta_secs": self.eta_secs,
+            "percent": self.percent,
+            "started_at": rfc3339(self.started_at),
+            "completed_at": rfc3339(self.completed_at),
+            "error": self.error,
+            "error_code": self.error_code,
+            "path": self.path,
+            "sha256": self.sha256,
+            "queue_position": self.queue_position,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """One SSE event of one download: its id (strictly increasing per download), type and payload."""
+
+    id: int
+    event: EventType
+    data: dict[str, Any]
+
+    @property
+    def download_id(self) -> str:
+        return str(self.data["download_id"])
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.event in TERMINAL_EVENTS
+
+    @classmethod
+    def from_state(cls, event_id: int, state: DownloadState, duration_secs: float | None = None) -> ProgressEvent:
+        """The event that describes `state` now: progress while running, else its terminal event."""
+        base: dict[str, Any] = {
+            "download_id": state.download_id,
+            "bytes": state.bytes_downloaded,
+            "total": state.total_bytes,
+        }
+        if state.status is DownloadStatus.COMPLETE:
+            base.update(duration_secs=duration_secs, sha256=state.sha256, path=state.path)
+            return cls(event_id, EventType.COMPLETE, base)
+        if state.status is DownloadStatus.FAILED:
+            base.update(error=state.error, code=state.error_code)
+            return cls(event_id, EventType.ERROR, base)
+        if state.status is DownloadStatus.CANCELLED:
+            return cls(event_id, EventType.CANCELLED, base)
+        base.update(
+            speed_bps=state.speed_bps,
+            eta_secs=state.eta_secs,
+            percent=state.percent,
+            status=state.status.value,
+            model_ref=state.model_ref,
+        )
+        if state.queue_position is not None:
+            base["queue_position"] = state.queue_position
+        return cls(event_id, EventType.PROGRESS, base)
