@@ -77,6 +77,16 @@ class DownloadResult:
     resumed: int  # how many times a transfer was resumed with Range
 
 
+@dataclass(slots=True)
+class _Transfer:
+    """What one download has learnt so far, kept across attempts."""
+
+    total: int | None = None
+    validator: str | None = None  # for If-Range
+    remote_sha256: str | None = None  # from the hub's X-Linked-Etag or a sha256 ETag
+    resumed: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class DownloaderConfig:
     connect_timeout: float = 10.0
@@ -254,17 +264,13 @@ class Downloader:
         job.dest.parent.mkdir(parents=True, exist_ok=True)
         part = _PartFile(part_path(job.dest), cfg.write_batch_bytes, self._executor)
         await part.open_fresh()
-        validator: str | None = None
-        total: int | None = None
-        expected = job.expected_sha256.lower() if job.expected_sha256 else None
+        transfer = _Transfer()
         failures = 0
-        resumed = 0
         try:
             while True:
                 offset_before = part.size
                 try:
-                    total, validator, hub_sha = await self._attempt(job, tracker, part, total, validator, bound)
-                    expected = expected or hub_sha
+                    await self._attempt(job, tracker, part, transfer, bound)
                     break
                 except _Retry as retry:
                     await part.flush()
@@ -276,10 +282,10 @@ class Downloader:
                     if retry.delay is not None:
                         delay = min(max(delay, retry.delay), max(cfg.retry_max_delay, 1.0))
                     bound.warning(
-                        "download_retry", reason=str(retry), attempt=failures, offset=part.size, delay=round(delay, 2)
+                        "download_retry", reason=str(retry), failures=failures, offset=part.size, delay=round(delay, 2)
                     )
                     if part.size > 0:
-                        resumed += 1
+                        transfer.resumed += 1
                     await asyncio.sleep(delay)
             sha = await part.finish()
         except OSError as exc:
@@ -290,32 +296,27 @@ class Downloader:
         except BaseException:
             await part.close()
             raise
+        expected = job.expected_sha256.lower() if job.expected_sha256 else transfer.remote_sha256
         if expected and sha != expected:
             part.path.unlink(missing_ok=True)
             raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, f"sha256 {sha} does not match expected {expected}")
         os.replace(part.path, job.dest)
         _fsync_dir(job.dest.parent)
-        bound.info("download_verified", sha256=sha, size=part.size, resumed=resumed)
-        return DownloadResult(sha, part.size, resumed)
+        bound.info("download_verified", sha256=sha, size=part.size, resumed=transfer.resumed)
+        return DownloadResult(sha, part.size, transfer.resumed)
 
     async def _attempt(
-        self,
-        job: DownloadJob,
-        tracker: DownloadTracker,
-        part: _PartFile,
-        total: int | None,
-        validator: str | None,
-        bound: Any,
-    ) -> tuple[int | None, str | None, str | None]:
-        """One request: returns (total, validator, hub sha256) when the body is complete."""
+        self, job: DownloadJob, tracker: DownloadTracker, part: _PartFile, transfer: _Transfer, bound: Any
+    ) -> None:
+        """One request; returns when the body is complete, raises _Retry or DownloadError."""
         headers = {"Accept-Encoding": "identity"}
         offset = part.size
         if offset > 0:
             headers["Range"] = f"bytes={offset}-"
-            if validator:
-                headers["If-Range"] = validator
+            if transfer.validator:
+                headers["If-Range"] = transfer.validator
         try:
-            resp, hub_sha = await self._open(job, headers)
+            resp, linked_sha = await self._open(job, headers)
         except httpx.TimeoutException as exc:
             raise _Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
         except httpx.TransportError as exc:
@@ -323,40 +324,39 @@ class Downloader:
         try:
             status = resp.status_code
             if status == 416 and offset > 0:
-                cr = resp.headers.get("content-range", "")
-                m = re.fullmatch(r"bytes \*/(\d+)", cr.strip())
-                size = int(m[1]) if m else total
-                if size == offset:
-                    return size, validator, None  # the partial already holds the whole file
+                m = re.fullmatch(r"bytes \*/(\d+)", resp.headers.get("content-range", "").strip())
+                if (int(m[1]) if m else transfer.total) == offset:
+                    return  # the partial already holds the whole file
                 bound.warning("download_restart", reason="416 on resume", offset=offset)
                 await part.open_fresh()
                 raise _Retry("range not satisfiable; restarting from zero")
             self._check_status(resp)
             if status == 206 and offset > 0:
-                cr_parsed = _content_range(resp)
-                if cr_parsed is None or cr_parsed[0] != offset:
+                content_range = _content_range(resp)
+                if content_range is None or content_range[0] != offset:
                     await part.open_fresh()
                     raise _Retry("unexpected Content-Range; restarting from zero")
-                total = cr_parsed[1]
+                transfer.total = content_range[1]
             else:
                 if offset > 0:
                     # asked for a range, got the whole file: the remote changed (or ignores ranges)
                     bound.warning("download_restart", reason=f"status {status} to a range request", offset=offset)
                     await part.open_fresh()
                 length = resp.headers.get("content-length")
-                total = int(length) if length and length.isdigit() else None
-            if total is not None:
-                tracker.set_total(job.download_id, total)
-                self._check_disk(job.dest.parent, total - part.size)
-            validator = _validator(resp) or validator
-            hub_sha = hub_sha or sha256_from_etag(resp.headers.get("etag"))
+                transfer.total = int(length) if length and length.isdigit() else None
+            if transfer.total is not None:
+                tracker.set_total(job.download_id, transfer.total)
+                self._check_disk(job.dest.parent, transfer.total - part.size)
+            transfer.validator = _validator(resp) or transfer.validator
+            transfer.remote_sha256 = (
+                linked_sha or sha256_from_etag(resp.headers.get("etag")) or transfer.remote_sha256
+            )
             state = tracker.get_download(job.download_id)
             if state is not None and state.status is not DownloadStatus.DOWNLOADING:
                 tracker.set_status(job.download_id, DownloadStatus.DOWNLOADING)
             await self._read_body(job, tracker, part, resp)
-            if total is not None and part.size != total:
-                raise _Retry(f"body ended at {part.size} of {total} bytes")
-            return total, validator, hub_sha
+            if transfer.total is not None and part.size != transfer.total:
+                raise _Retry(f"body ended at {part.size} of {transfer.total} bytes")
         finally:
             await resp.aclose()
 

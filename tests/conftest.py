@@ -1,0 +1,53 @@
+"""Fixtures shared by the suite: a real model server and real hives on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.hive.main import create_app
+from services.hive.settings import HiveSettings
+from services.modelserver.server import ModelServer
+from tests.support import ServerThread
+
+# Fast, test-sized defaults: short intervals and backoffs, quick stall detection.
+FAST_HIVE: dict[str, Any] = {
+    "progress_interval": 0.05,
+    "keepalive_secs": 1.0,
+    "stall_timeout": 1.0,
+    "connect_timeout": 2.0,
+    "retry_base_delay": 0.01,
+    "retry_max_delay": 0.05,
+    "max_attempts": 4,
+}
+
+
+@pytest.fixture
+def model_server(tmp_path: Path) -> Iterator[ModelServer]:
+    with ModelServer(tmp_path / "hub") as server:
+        yield server
+
+
+@pytest.fixture
+def make_hive(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable[..., ServerThread]]:
+    """Start a real hive (in-process uvicorn); keyword arguments override HiveSettings."""
+    started: list[ServerThread] = []
+
+    def _make(**overrides: Any) -> ServerThread:
+        fields = {
+            "id": f"hive-{len(started)}",
+            "models_dir": tmp_path / f"models-{len(started)}",
+            "hf_endpoint": model_server.url,
+            **FAST_HIVE,
+            **overrides,
+        }
+        server = ServerThread(create_app(HiveSettings(**fields))).start()
+        started.append(server)
+        return server
+
+    yield _make
+    for server in reversed(started):
+        server.stop()

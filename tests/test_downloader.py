@@ -1,0 +1,301 @@
+"""The downloader against a real Range-capable server on loopback: resume, restart, retries, checks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.hive.downloader import (
+    Downloader,
+    DownloaderConfig,
+    DownloadError,
+    DownloadJob,
+    DownloadResult,
+    backoff_delay,
+    parse_retry_after,
+    part_path,
+    sha256_from_etag,
+)
+from services.hive.refs import origin_of
+from services.hive.tracker import DownloadTracker
+from services.modelserver.server import Fault, ModelServer
+from shared.models import DownloadStatus, ProgressEvent
+
+MiB = 1024 * 1024
+FAST = DownloaderConfig(
+    connect_timeout=2.0, stall_timeout=0.5, max_attempts=4, retry_base_delay=0.01, retry_max_delay=0.05
+)
+
+
+@dataclass
+class Outcome:
+    result: DownloadResult | None
+    error: DownloadError | None
+    events: list[ProgressEvent] = field(default_factory=list)
+    dest: Path = Path()
+
+
+def download(
+    url: str, dest: Path, config: DownloaderConfig = FAST, *, expected: str | None = None, **job: Any
+) -> Outcome:
+    async def go() -> Outcome:
+        tracker = DownloadTracker(progress_interval=0.0)
+        events: list[ProgressEvent] = []
+        tracker.add_listener(lambda _s, e: events.append(e))
+        tracker.start_download("dl-test", url)
+        tracker.set_status("dl-test", DownloadStatus.STARTING)
+        async with httpx.AsyncClient(timeout=Downloader.timeouts(config)) as client:
+            downloader = Downloader(client, config)
+            try:
+                result = await downloader.run(DownloadJob("dl-test", url, dest, expected, **job), tracker)
+                return Outcome(result, None, events, dest)
+            except DownloadError as exc:
+                return Outcome(None, exc, events, dest)
+            finally:
+                downloader.close()
+
+    return asyncio.run(go())
+
+
+def bytes_seen(events: list[ProgressEvent]) -> list[int]:
+    return [int(e.data["bytes"]) for e in events]
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    return tmp_path / "models" / "m.bin"
+
+
+def test_plain_download_is_verified_and_atomic(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 3 * MiB + 17)
+    out = download(model_server.hub_url("org/repo", "m.bin"), dest)
+    assert out.error is None and out.result is not None
+    assert out.result.sha256 == sha == hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert out.result.size == 3 * MiB + 17
+    assert not part_path(dest).exists()
+    assert bytes_seen(out.events) == sorted(bytes_seen(out.events))
+    # no Accept-Encoding games: raw bytes are file bytes
+    assert model_server.records()[0].headers.get("accept-encoding") == "identity"
+
+
+def test_resume_after_dropped_connection_uses_range(model_server: ModelServer, dest: Path) -> None:
+    size = 4 * MiB
+    sha = model_server.add_file("org/repo/m.bin", size)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(drop_after=MiB + 123, drop_times=1))
+    out = download(model_server.url + path, dest)
+    assert out.error is None and out.result is not None
+    assert out.result.sha256 == sha and out.result.resumed == 1
+    gets = model_server.records(path)
+    assert len(gets) == 2
+    assert gets[0].range is None
+    resumed_from = int(gets[1].range.removeprefix("bytes=").rstrip("-"))  # type: ignore[union-attr]
+    assert MiB <= resumed_from <= MiB + 123
+    assert gets[1].headers.get("if-range")  # the validator went along
+    assert gets[1].status == 206
+    # little fetched twice: at most what the server sent beyond the resume point
+    assert model_server.total_bytes_sent(path) - size <= 123 + 64 * 1024
+    assert bytes_seen(out.events) == sorted(bytes_seen(out.events))
+
+
+def test_changed_etag_restarts_from_zero_instead_of_splicing(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(drop_after=MiB, drop_times=1, change_etag_after=1))
+    out = download(model_server.url + path, dest)
+    assert out.error is None and out.result is not None
+    assert out.result.sha256 == sha
+    second = model_server.records(path)[1]
+    assert second.range is not None and second.status == 200  # If-Range failed: the whole file again
+    assert dest.stat().st_size == 2 * MiB
+
+
+def test_server_ignoring_range_restarts_cleanly(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(drop_after=MiB // 2, drop_times=1, ignore_range=True))
+    out = download(model_server.url + path, dest)
+    assert out.result is not None and out.result.sha256 == sha
+    # progress never went backwards although the transfer restarted at zero
+    seen = bytes_seen(out.events)
+    assert seen == sorted(seen)
+
+
+def test_retries_5xx_with_retry_after_then_succeeds(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(statuses=[503, 429], retry_after="0"))
+    out = download(model_server.url + path, dest)
+    assert out.result is not None and out.result.sha256 == sha
+    assert [r.status for r in model_server.records(path)] == [503, 429, 200]
+
+
+def test_retries_are_bounded(model_server: ModelServer, dest: Path) -> None:
+    model_server.add_file("org/repo/m.bin", MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(always_status=500))
+    out = download(model_server.url + path, dest)
+    assert out.error is not None and out.error.code == "DOWNLOAD_FAILED"
+    assert len(model_server.records(path)) == FAST.max_attempts
+    assert not dest.exists()
+
+
+def test_attempt_count_resets_when_bytes_arrive(model_server: ModelServer, dest: Path) -> None:
+    """Six drops in a row would exhaust 4 attempts, but each one delivered bytes, so it completes."""
+    sha = model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(drop_after=256 * 1024, drop_times=6))
+    out = download(model_server.url + path, dest)
+    assert out.result is not None and out.result.sha256 == sha
+    assert len(model_server.records(path)) == 7
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, "NOT_FOUND"), (401, "UNAUTHORIZED"), (403, "UNAUTHORIZED")])
+def test_no_retry_for_client_errors(model_server: ModelServer, dest: Path, status: int, code: str) -> None:
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.add_file("org/repo/m.bin", 1024)
+    model_server.set_fault(path, Fault(always_status=status))
+    out = download(model_server.url + path, dest)
+    assert out.error is not None and out.error.code == code
+    assert len(model_server.records(path)) == 1
+
+
+def test_stall_counts_as_dropped_connection_and_resumes(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(stall_after=MiB, stall_times=1))
+    out = download(model_server.url + path, dest)
+    assert out.result is not None and out.result.sha256 == sha
+    second = model_server.records(path)[1]
+    assert second.range is not None and second.status == 206
+
+
+def test_stalling_forever_gives_download_timeout(model_server: ModelServer, dest: Path) -> None:
+    model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(stall_after=0, stall_times=-1))
+    cfg = DownloaderConfig(stall_timeout=0.2, max_attempts=2, retry_base_delay=0.01, retry_max_delay=0.02)
+    out = download(model_server.url + path, dest, cfg)
+    assert out.error is not None and out.error.code == "DOWNLOAD_TIMEOUT"
+
+
+def test_checksum_mismatch_removes_partial(model_server: ModelServer, dest: Path) -> None:
+    model_server.add_file("org/repo/m.bin", MiB)
+    out = download(model_server.hub_url("org/repo", "m.bin"), dest, expected="0" * 64)
+    assert out.error is not None and out.error.code == "CHECKSUM_MISMATCH"
+    assert not dest.exists() and not part_path(dest).exists()
+
+
+def test_hub_etag_sha256_is_checked(tmp_path: Path, dest: Path) -> None:
+    """A 64-hex ETag (as the hub's LFS files have) is the expected sha256: a lying one fails."""
+    with ModelServer(tmp_path / "hub", etag="sha256") as server:
+        sha = server.add_file("org/repo/m.bin", MiB)
+        ok = download(server.hub_url("org/repo", "m.bin"), dest)
+        assert ok.result is not None and ok.result.sha256 == sha
+    assert sha256_from_etag(f'"{sha}"') == sha
+    assert sha256_from_etag(f'W/"{sha}"') is None
+    assert sha256_from_etag('"abc"') is None
+
+
+def test_redirect_keeps_token_on_hub_only(tmp_path: Path, dest: Path) -> None:
+    with ModelServer(tmp_path / "cdn") as cdn, ModelServer(tmp_path / "hub") as hub:
+        sha = cdn.add_file("blobs/m.bin", MiB)
+        hub.add_file("org/repo/m.bin", MiB)  # same bytes: the hub's X-Linked-Etag is the blob's sha256
+        hub_path = "/org/repo/resolve/main/m.bin"
+        hub.set_fault(hub_path, Fault(redirect_to=f"{cdn.url}/blobs/m.bin", require_auth="hf_secret"))
+        cfg = DownloaderConfig(
+            connect_timeout=2.0, stall_timeout=1.0, retry_base_delay=0.01, retry_max_delay=0.05, hf_token="hf_secret"
+        )
+        url = hub.url + hub_path
+        out = download(url, dest, cfg, token_origin=origin_of(url))
+        assert out.result is not None and out.result.sha256 == sha
+        assert hub.records(hub_path)[0].headers.get("authorization") == "Bearer hf_secret"
+        assert all("authorization" not in r.headers for r in cdn.records())
+
+
+def test_token_not_sent_to_other_hosts(model_server: ModelServer, dest: Path) -> None:
+    model_server.add_file("x/m.bin", 1024)
+    cfg = DownloaderConfig(hf_token="hf_secret", retry_base_delay=0.01)
+    out = download(model_server.url + "/x/m.bin", dest, cfg, token_origin="https://huggingface.co")
+    assert out.result is not None
+    assert "authorization" not in model_server.records()[0].headers
+
+
+def test_insufficient_disk_is_refused_before_writing(model_server: ModelServer, dest: Path) -> None:
+    model_server.add_file("org/repo/m.bin", 2 * MiB)
+
+    async def go() -> DownloadError | None:
+        tracker = DownloadTracker()
+        tracker.start_download("dl-test", "x")
+        async with httpx.AsyncClient() as client:
+            downloader = Downloader(client, FAST)
+            downloader.disk_free = lambda _d: MiB  # less than the file needs
+            try:
+                url = model_server.hub_url("org/repo", "m.bin")
+                await downloader.run(DownloadJob("dl-test", url, dest), tracker)
+            except DownloadError as exc:
+                return exc
+            finally:
+                downloader.close()
+        return None
+
+    err = asyncio.run(go())
+    assert err is not None and err.code == "INSUFFICIENT_DISK"
+    assert not dest.exists()
+    assert part_path(dest).stat().st_size == 0  # nothing was written
+
+
+def test_short_body_is_resumed_not_accepted(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(short_body=MiB))
+    out = download(model_server.url + path, dest)
+    assert out.result is not None and out.result.sha256 == sha
+
+
+def test_unknown_length_download_completes(tmp_path: Path, dest: Path) -> None:
+    """A chunked response with no Content-Length: total unknown, percent None, still verified."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = b"x" * 300_000
+
+    class Chunked(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 65536):
+                piece = body[i : i + 65536]
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Chunked)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = download(f"http://127.0.0.1:{server.server_address[1]}/m.bin", dest)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.result is not None and out.result.sha256 == hashlib.sha256(body).hexdigest()
+    assert all(e.data.get("percent") is None for e in out.events if e.event == "progress")
+
+
+def test_retry_helpers() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    delays = [backoff_delay(n, 0.5, 30.0, rand=lambda: 1.0) for n in range(1, 9)]
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0] and max(delays) == 30.0
+    assert backoff_delay(3, 0.5, 30.0, rand=lambda: 0.0) == 1.0  # jitter keeps at least half
