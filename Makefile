@@ -24,6 +24,10 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m services.demo
 
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run
+
 up:
 	docker compose up --build
 

@@ -1,12 +1,15 @@
 """RBEE_API_TOKEN: bearer-token check for every route but /healthz, constant-time.
 
 Plain ASGI middleware (not BaseHTTPMiddleware) so endless SSE responses pass through untouched.
+A browser's EventSource cannot send headers, so GET requests may carry the token as the
+`access_token` query parameter instead (never logged: access logs are off).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,6 +22,13 @@ def token_ok(header: str | None, token: str) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+
+
+def _query_token(scope: Scope) -> str | None:
+    if scope.get("method") != "GET" or not scope.get("query_string"):
+        return None
+    values = parse_qs(scope["query_string"].decode("latin-1")).get("access_token")
+    return values[0] if values else None
 
 
 class TokenAuthMiddleware:
@@ -35,7 +45,10 @@ class TokenAuthMiddleware:
             if name == b"authorization":
                 header = value.decode("latin-1")
                 break
-        if token_ok(header, self.token):
+        query_token = _query_token(scope)
+        if token_ok(header, self.token) or (
+            query_token is not None and hmac.compare_digest(query_token.encode(), self.token.encode())
+        ):
             await self.app(scope, receive, send)
             return
         body = json.dumps({"error": {"code": "UNAUTHORIZED", "message": "missing or wrong bearer token"}}).encode()

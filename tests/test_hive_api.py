@@ -40,6 +40,8 @@ def events(url: str, headers: dict[str, str] | None = None, limit: int = 10_000)
     with httpx.Client(timeout=httpx.Timeout(10, read=30)) as client:
         with connect_sse(client, "GET", url, headers=headers or {}) as source:
             for sse in source.iter_sse():
+                if not sse.data:  # httpx-sse yields an empty event after a keep-alive comment
+                    continue
                 seen.append(sse)
                 if len(seen) >= limit:
                     break
@@ -279,6 +281,8 @@ def test_hive_wide_stream(hive: ServerThread, hub_ref: HubRef) -> None:
         with httpx.Client(timeout=httpx.Timeout(5, read=20)) as client:
             with connect_sse(client, "GET", f"{hive.url}/v2/downloads/stream") as source:
                 for sse in source.iter_sse():
+                    if not sse.data:
+                        continue
                     got.append(sse)
                     ids = {json.loads(e.data)["download_id"] for e in got if e.event == "complete"}
                     if len(ids) == 2 or len(got) > 5000:

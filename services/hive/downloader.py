@@ -27,6 +27,7 @@ import httpx
 import structlog
 
 from services.hive.refs import PART_SUFFIX, origin_of
+from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
 from shared.models import DownloadStatus, ErrorCode
 
@@ -68,6 +69,8 @@ class DownloadJob:
     dest: Path
     expected_sha256: str | None = None
     token_origin: str | None = None  # the only origin HF_TOKEN is sent to (the hub's)
+    validator: str | None = None  # set when resuming a partial left by an earlier run
+    total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +252,9 @@ class Downloader:
         self.config = config
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rbee-io")
         self.disk_free: Callable[[Path], int] = lambda d: shutil.disk_usage(d).free
+        self.throttle: Throttle | None = None
+        # told (download_id, validator, total) whenever a transfer learns them, for checkpoints
+        self.on_checkpoint: Callable[[str, str | None, int | None], None] | None = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -263,8 +269,8 @@ class Downloader:
         bound = log.bind(download_id=job.download_id)
         job.dest.parent.mkdir(parents=True, exist_ok=True)
         part = _PartFile(part_path(job.dest), cfg.write_batch_bytes, self._executor)
-        await part.open_fresh()
-        transfer = _Transfer()
+        transfer = _Transfer(total=job.total, validator=job.validator)
+        await self._open_partial(job, part, transfer, bound)
         failures = 0
         try:
             while True:
@@ -304,6 +310,21 @@ class Downloader:
         _fsync_dir(job.dest.parent)
         bound.info("download_verified", sha256=sha, size=part.size, resumed=transfer.resumed)
         return DownloadResult(sha, part.size, transfer.resumed)
+
+    async def _open_partial(self, job: DownloadJob, part: _PartFile, transfer: _Transfer, bound: Any) -> None:
+        """Continue a partial an earlier run left (when it can be trusted), else start empty."""
+        if job.validator and part.path.is_file():
+            size = await part.open_existing()
+            if transfer.total is None or size <= transfer.total:
+                bound.info("download_resuming_partial", offset=size)
+                if size:
+                    transfer.resumed += 1
+                return
+            bound.warning("download_partial_discarded", reason="larger than the file", size=size)
+        elif part.path.exists():
+            bound.info("download_partial_discarded", reason="no validator to resume it safely")
+        transfer.validator = None
+        await part.open_fresh()
 
     async def _attempt(
         self, job: DownloadJob, tracker: DownloadTracker, part: _PartFile, transfer: _Transfer, bound: Any
@@ -348,9 +369,9 @@ class Downloader:
                 tracker.set_total(job.download_id, transfer.total)
                 self._check_disk(job.dest.parent, transfer.total - part.size)
             transfer.validator = _validator(resp) or transfer.validator
-            transfer.remote_sha256 = (
-                linked_sha or sha256_from_etag(resp.headers.get("etag")) or transfer.remote_sha256
-            )
+            transfer.remote_sha256 = linked_sha or sha256_from_etag(resp.headers.get("etag")) or transfer.remote_sha256
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(job.download_id, transfer.validator, transfer.total)
             state = tracker.get_download(job.download_id)
             if state is not None and state.status is not DownloadStatus.DOWNLOADING:
                 tracker.set_status(job.download_id, DownloadStatus.DOWNLOADING)
@@ -365,10 +386,13 @@ class Downloader:
     ) -> None:
         download_id = job.download_id
         update = tracker.update_progress
+        throttle = self.throttle
         try:
             async for chunk in resp.aiter_raw():
                 await part.write(chunk)
                 update(download_id, part.size)
+                if throttle is not None and throttle.active(download_id):
+                    await throttle.consume(download_id, len(chunk))
         except httpx.TimeoutException:
             raise _Retry(f"stalled: no bytes for {self.config.stall_timeout:g}s", timeout=True) from None
         except (httpx.TransportError, httpx.StreamError) as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +17,10 @@ from services.hive import routes
 from services.hive.downloader import Downloader, DownloaderConfig
 from services.hive.manager import DownloadManager
 from services.hive.metrics import HiveCollector, render_metrics
+from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
+from services.hive.store import HistoryStore
+from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
 from shared.auth import TokenAuthMiddleware
 from shared.errors import install_error_handlers
@@ -49,14 +54,37 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             headers={"User-Agent": "rbee-hive/0.1"},
         ) as client:
             downloader = Downloader(client, config)
+            store = HistoryStore(settings.state_db_path)
+            records = await store.open()
             manager = DownloadManager(
-                tracker, downloader, settings.models_dir.resolve(), settings.hf_endpoint, settings.max_concurrent
+                tracker,
+                downloader,
+                settings.models_dir.resolve(),
+                settings.hf_endpoint,
+                settings.max_concurrent,
+                store=store,
+                throttle=Throttle(settings.bandwidth_limit),
+                history_ttl=settings.history_ttl,
+                history_max=settings.history_max,
             )
+            await manager.recover(records)
             app.state.manager = manager
+            pruner = asyncio.create_task(manager.prune_forever(), name="history-pruner")
+            registration = (
+                asyncio.create_task(register_forever(settings, client), name="queen-registration")
+                if settings.queen_url
+                else None
+            )
             try:
                 yield
             finally:
+                if registration is not None:
+                    registration.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await registration
+                pruner.cancel()
                 await manager.shutdown()
+                await store.close()
                 downloader.close()
 
     tracker = DownloadTracker(progress_interval=settings.progress_interval)
@@ -67,6 +95,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     registry.register(HiveCollector(tracker, settings.id))
     install_error_handlers(app)
     app.include_router(routes.router)
+    app.include_router(routes.settings_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, object]:

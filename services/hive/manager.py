@@ -1,27 +1,42 @@
 """DownloadManager: turns requests into tracked download tasks, and owns their policy.
 
 Dedupe by destination, files already on disk, the concurrency limit (the rest wait `queued` in
-arrival order), cancellation, and what happens to a partial file after a cancel or a failure.
+arrival order), cancellation, what happens to a partial file after a cancel or a failure, and
+the history: every change is recorded in the HistoryStore, and `recover` picks up after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from services.hive.downloader import Downloader, DownloadError, DownloadJob, part_path
-from services.hive.refs import InvalidModelRef, ModelRef, origin_of, parse_model_ref, resolve_in
-from services.hive.tracker import DownloadTracker, UnknownDownload
-from shared.models import DownloadState, DownloadStatus, ErrorCode
+from services.hive.refs import PART_SUFFIX, InvalidModelRef, ModelRef, origin_of, parse_model_ref, resolve_in
+from services.hive.store import DownloadRecord, HistoryStore
+from services.hive.throttle import Throttle
+from services.hive.tracker import DownloadTracker, InvalidTransition, UnknownDownload
+from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent, rfc3339
 
-__all__ = ["DownloadManager", "InvalidModelRef", "NotCancellable", "UnknownDownload", "new_download_id"]
+__all__ = [
+    "DownloadManager",
+    "InvalidModelRef",
+    "NotCancellable",
+    "StillActive",
+    "UnknownDownload",
+    "new_download_id",
+]
 
 log = structlog.get_logger()
+
+# After a restart, ids jump past anything emitted but not yet checkpointed.
+EVENT_ID_GAP = 1000
 
 
 def new_download_id() -> str:
@@ -32,6 +47,10 @@ class NotCancellable(Exception):
     def __init__(self, state: DownloadState) -> None:
         super().__init__(f"download {state.download_id} is already {state.status.value}")
         self.state = state
+
+
+class StillActive(Exception):
+    pass
 
 
 @dataclass(slots=True)
@@ -49,16 +68,29 @@ class DownloadManager:
         models_dir: Path,
         hf_endpoint: str,
         max_concurrent: int = 3,
+        store: HistoryStore | None = None,
+        throttle: Throttle | None = None,
+        history_ttl: float = 7 * 86400,
+        history_max: int = 1000,
     ) -> None:
         self.tracker = tracker
         self.downloader = downloader
         self.models_dir = models_dir
         self.hf_endpoint = hf_endpoint
         self.max_concurrent = max_concurrent
+        self.store = store
+        self.throttle = throttle or Throttle()
+        self.history_ttl = history_ttl
+        self.history_max = history_max
+        downloader.throttle = self.throttle
+        downloader.on_checkpoint = self._checkpoint
+        tracker.add_listener(self._record_event)
+        self._records: dict[str, DownloadRecord] = {}
         self._running: dict[str, _Running] = {}
         self._by_dest: dict[Path, str] = {}
         self._waiting: list[str] = []  # queued ids in arrival order
         self._active = 0
+        self._seq = 0
         self._slot_freed = asyncio.Condition()
 
     # -- requests --------------------------------------------------------------------------
@@ -68,41 +100,34 @@ class DownloadManager:
         ref = parse_model_ref(model_ref, self.hf_endpoint)
         return ref, resolve_in(self.models_dir, ref.rel_path)
 
-    async def start(self, model_ref: str, sha256: str | None = None) -> tuple[DownloadState, bool]:
+    async def start(
+        self, model_ref: str, sha256: str | None = None, max_bps: int | None = None
+    ) -> tuple[DownloadState, bool]:
         """(state, created): the active download of the same file if there is one."""
         ref, dest = self.parse(model_ref)
         existing = self._by_dest.get(dest)
         if existing is not None:
-            state = self.tracker.get_download(existing)
-            assert state is not None
-            return state, False
+            return self._state(existing), False
         download_id = new_download_id()
+        expected = sha256.lower() if sha256 else None
         if dest.is_file() and not part_path(dest).exists():
             digest = await self._sha_of_existing(dest)
-            if sha256 is None or digest == sha256.lower():
+            if expected is None or digest == expected:
+                self._new_record(download_id, model_ref, ref.url, dest, expected, None, max_bps)
                 self.tracker.start_download(download_id, model_ref, dest.stat().st_size, path=str(dest))
                 self.tracker.complete_download(download_id, sha256=digest, path=str(dest))
                 log.info("download_already_present", download_id=download_id, path=str(dest))
-                state = self.tracker.get_download(download_id)
-                assert state is not None
-                return state, False
-        self.tracker.start_download(download_id, model_ref, path=str(dest))
+                return self._state(download_id), False
         token_origin = origin_of(ref.url) if ref.hub else None
-        job = DownloadJob(download_id, ref.url, dest, sha256.lower() if sha256 else None, token_origin)
-        self._by_dest[dest] = download_id
-        self._waiting.append(download_id)
-        self._publish_queue()
-        task = asyncio.create_task(self._run(job), name=download_id)
-        self._running[download_id] = _Running(task, dest)
+        self._new_record(download_id, model_ref, ref.url, dest, expected, token_origin, max_bps)
+        self.tracker.start_download(download_id, model_ref, path=str(dest))
+        job = DownloadJob(download_id, ref.url, dest, expected, token_origin)
+        self._enqueue(job, max_bps)
         log.info("download_requested", download_id=download_id, model_ref=model_ref, dest=str(dest))
-        state = self.tracker.get_download(download_id)
-        assert state is not None
-        return state, True
+        return self._state(download_id), True
 
     async def cancel(self, download_id: str) -> DownloadState:
-        state = self.tracker.get_download(download_id)
-        if state is None:
-            raise UnknownDownload(download_id)
+        state = self._state(download_id)
         if state.status is DownloadStatus.CANCELLED:
             return state
         if state.status.is_terminal:
@@ -112,29 +137,96 @@ class DownloadManager:
             running.user_cancelled = True
             running.task.cancel()
             await asyncio.wait({running.task}, timeout=30)
-        final = self.tracker.get_download(download_id)
-        assert final is not None
-        return final
+        return self._state(download_id)
+
+    def forget(self, download_id: str, delete_file: bool = False) -> bool:
+        """Remove a finished download from the history; its file only when asked. True if deleted."""
+        state = self._state(download_id)
+        if not state.status.is_terminal:
+            raise StillActive(f"download {download_id} is still {state.status.value}; cancel it first")
+        deleted = False
+        if delete_file and state.status is DownloadStatus.COMPLETE and state.path:
+            path = Path(state.path)
+            if path.is_file() and path.resolve().is_relative_to(self.models_dir) and path not in self._by_dest:
+                path.unlink()
+                deleted = True
+        self._drop([download_id])
+        return deleted
 
     def get(self, download_id: str) -> DownloadState | None:
         return self.tracker.get_download(download_id)
 
-    def list(self, status: DownloadStatus | None = None) -> list[DownloadState]:
+    def list_downloads(self, status: DownloadStatus | None = None) -> list[DownloadState]:
         states = self.tracker.list_all()
         return [s for s in states if status is None or s.status is status]
 
     def active_count(self) -> int:
         return len(self._running)
 
+    def set_bandwidth_limit(self, rate: int) -> None:
+        self.throttle.set_limit(rate)
+        log.info("bandwidth_limit_changed", bandwidth_limit=rate)
+
+    # -- start-up and shutdown -------------------------------------------------------------
+
+    async def recover(self, records: list[DownloadRecord]) -> None:
+        """Rebuild state from history: finished downloads listed, unfinished ones resumed."""
+        resumed = 0
+        for rec in records:
+            self._seq = max(self._seq, rec.seq)
+            self._records[rec.download_id] = rec
+            state = _state_of(rec)
+            if state.status.is_terminal:
+                self.tracker.restore(state, rec.last_event_id + 1)
+                continue
+            state.status, state.speed_bps, state.eta_secs = DownloadStatus.QUEUED, 0, None
+            rec.status = DownloadStatus.QUEUED.value
+            self.tracker.restore(state, rec.last_event_id + EVENT_ID_GAP)
+            dest = Path(rec.dest)
+            job = DownloadJob(
+                rec.download_id, rec.url, dest, rec.expected_sha256, rec.token_origin, rec.validator, rec.total_bytes
+            )
+            self._enqueue(job, rec.max_bps)
+            resumed += 1
+        removed = self._remove_orphan_partials()
+        pruned = self.prune()
+        log.info("history_recovered", records=len(records), resumed=resumed, orphans_removed=removed, pruned=pruned)
+
     async def shutdown(self) -> None:
-        """Stop every transfer, keeping partial files (a restarted hive may resume them)."""
+        """Stop every transfer, keeping partial files (a restarted hive resumes them)."""
         tasks = [r.task for r in self._running.values()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
 
+    def prune(self, now: datetime | None = None) -> int:
+        """Forget finished entries older than the TTL and beyond the newest `history_max`."""
+        now = now or datetime.now(UTC)
+        finished = [s for s in self.tracker.list_all() if s.status.is_terminal]  # newest first
+        cutoff = now - timedelta(seconds=self.history_ttl)
+        doomed = [
+            s.download_id
+            for i, s in enumerate(finished)
+            if i >= self.history_max or (s.completed_at or s.started_at) < cutoff
+        ]
+        self._drop(doomed)
+        return len(doomed)
+
+    async def prune_forever(self, interval: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.prune()
+
     # -- the task --------------------------------------------------------------------------
+
+    def _enqueue(self, job: DownloadJob, max_bps: int | None) -> None:
+        self._by_dest[job.dest] = job.download_id
+        self._waiting.append(job.download_id)
+        self.throttle.set_download_limit(job.download_id, max_bps)
+        self._publish_queue()
+        task = asyncio.create_task(self._run(job), name=job.download_id)
+        self._running[job.download_id] = _Running(task, job.dest)
 
     async def _run(self, job: DownloadJob) -> None:
         download_id = job.download_id
@@ -155,7 +247,7 @@ class DownloadManager:
                 self._finish_quietly(download_id, DownloadStatus.CANCELLED)
                 bound.info("download_cancelled")
             else:
-                bound.info("download_interrupted")  # shutdown: keep the partial
+                bound.info("download_interrupted")  # shutdown: keep the partial for a resume
                 raise
         except DownloadError as exc:
             if exc.code != ErrorCode.INSUFFICIENT_DISK:
@@ -168,6 +260,7 @@ class DownloadManager:
             bound.error("download_crashed", error_type=type(exc).__name__, exc_info=exc)
         finally:
             self._running.pop(download_id, None)
+            self.throttle.forget(download_id)
             if self._by_dest.get(job.dest) == download_id:
                 del self._by_dest[job.dest]
             was_waiting = download_id in self._waiting
@@ -209,6 +302,72 @@ class DownloadManager:
         for position, download_id in enumerate(self._waiting, start=1):
             self.tracker.set_queue_position(download_id, position)
 
+    # -- history -----------------------------------------------------------------------------
+
+    def _new_record(
+        self,
+        download_id: str,
+        model_ref: str,
+        url: str,
+        dest: Path,
+        expected: str | None,
+        token_origin: str | None,
+        max_bps: int | None,
+    ) -> None:
+        self._seq += 1
+        now = rfc3339(datetime.now(UTC))
+        assert now is not None
+        self._records[download_id] = DownloadRecord(
+            download_id, self._seq, model_ref, url, str(dest), DownloadStatus.QUEUED.value, 0, None, now, None,
+            None, None, None, expected, None, max_bps, token_origin, 0,
+        )  # fmt: skip
+
+    def _record_event(self, state: DownloadState, event: ProgressEvent) -> None:
+        """Tracker listener: mirror the state into the history record (batched writes)."""
+        rec = self._records.get(state.download_id)
+        if rec is None or self.store is None:
+            return
+        status_changed = rec.status != state.status.value
+        rec.status = state.status.value
+        rec.bytes_downloaded = state.bytes_downloaded
+        rec.total_bytes = state.total_bytes
+        rec.started_at = rfc3339(state.started_at) or rec.started_at
+        rec.completed_at = rfc3339(state.completed_at)
+        rec.error, rec.error_code, rec.sha256 = state.error, state.error_code, state.sha256
+        rec.last_event_id = event.id
+        self.store.put(rec, urgent=status_changed)
+
+    def _checkpoint(self, download_id: str, validator: str | None, total: int | None) -> None:
+        rec = self._records.get(download_id)
+        if rec is not None and self.store is not None and (rec.validator, rec.total_bytes) != (validator, total):
+            rec.validator, rec.total_bytes = validator, total
+            self.store.put(rec, urgent=True)
+
+    def _drop(self, download_ids: list[str]) -> None:
+        for download_id in download_ids:
+            try:
+                self.tracker.forget(download_id)
+            except (UnknownDownload, InvalidTransition):
+                continue
+            self._records.pop(download_id, None)
+        if self.store is not None and download_ids:
+            self.store.delete(download_ids)
+
+    def _remove_orphan_partials(self) -> int:
+        wanted = {part_path(Path(r.dest)) for r in self._records.values() if r.download_id in self._running}
+        removed = 0
+        for partial in self.models_dir.rglob(f"*{PART_SUFFIX}"):
+            if partial.is_file() and partial not in wanted:
+                partial.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def _state(self, download_id: str) -> DownloadState:
+        state = self.tracker.get_download(download_id)
+        if state is None:
+            raise UnknownDownload(download_id)
+        return state
+
     async def _sha_of_existing(self, dest: Path) -> str:
         for state in self.tracker.list_all():
             if state.path == str(dest) and state.status is DownloadStatus.COMPLETE and state.sha256:
@@ -216,9 +375,27 @@ class DownloadManager:
         return await asyncio.to_thread(_sha256_file, dest)
 
 
+def _state_of(rec: DownloadRecord) -> DownloadState:
+    return DownloadState(
+        download_id=rec.download_id,
+        model_ref=rec.model_ref,
+        status=DownloadStatus(rec.status),
+        bytes_downloaded=rec.bytes_downloaded,
+        total_bytes=rec.total_bytes,
+        started_at=rec.started,
+        completed_at=rec.completed,
+        error=rec.error,
+        error_code=rec.error_code,
+        path=rec.dest,
+        sha256=rec.sha256,
+    )
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
+    started = time.monotonic()
     with open(path, "rb") as f:
         while block := f.read(8 * 1024 * 1024):
             h.update(block)
+    log.info("hashed_existing_file", path=str(path), secs=round(time.monotonic() - started, 3))
     return h.hexdigest()

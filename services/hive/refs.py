@@ -1,7 +1,7 @@
 """Model refs -> (URL to fetch, path under the models directory). Pure; refuses anything unsafe.
 
 - `hf:{org}/{repo}[@{rev}]::file={path}` -> `{HF_ENDPOINT}/{org}/{repo}/resolve/{rev or main}/{path}`,
-  stored at `{org}/{repo}/{path}` (or `{org}/{repo}@{rev}/{path}` for another revision).
+  stored at `{org}/{repo}/{path}` (or `{org}/{repo}@{rev, '/' as %2F}/{path}` for another revision).
 - `http(s)://host[:port]/path` -> as given, stored at `_url/{host}[_{port}]/{path}`.
 
 A file path must be relative, made of plain segments: no `..` or `.`, no empty segments, no
@@ -23,7 +23,7 @@ _HF_RE = re.compile(
     rf"hf:(?P<org>{_NAME})/(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?::file=(?P<path>.+)"
 )
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")  # C0, DEL, C1 controls and backslash
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|25)", re.IGNORECASE)
 PART_SUFFIX = ".part"
 
@@ -56,8 +56,8 @@ def _check_segments(path: str, what: str) -> list[str]:
             raise InvalidModelRef(f"{what} may not contain empty, '.' or '..' segments")
         if len(seg) > 255:
             raise InvalidModelRef(f"{what} has a segment longer than 255 characters")
-    if segments[-1].endswith(PART_SUFFIX):
-        raise InvalidModelRef(f"{what} may not end in '{PART_SUFFIX}'")
+    if any(seg.endswith(PART_SUFFIX) for seg in segments):
+        raise InvalidModelRef(f"{what} may not have a segment ending in '{PART_SUFFIX}'")
     return segments
 
 
@@ -88,7 +88,8 @@ def _parse_hf(ref: str, hf_endpoint: str) -> ModelRef:
     segments = _check_segments(path, "file path")
     base = endpoint_base(hf_endpoint)
     url = f"{base}/{org}/{repo}/resolve/{quote(rev, safe='')}/{quote(path, safe='/')}"
-    repo_dir = repo if rev == "main" else f"{repo}@{rev.replace('/', '--')}"
+    # '%' cannot occur in a revision, so quoting '/' as %2F keeps distinct revisions apart
+    repo_dir = repo if rev == "main" else f"{repo}@{quote(rev, safe='')}"
     return ModelRef(ref, url, PurePosixPath(org, repo_dir, *segments), hub=True)
 
 
@@ -119,7 +120,7 @@ def _parse_url(ref: str) -> ModelRef:
         raise InvalidModelRef("URL path decodes to forbidden characters")
     segments = _check_segments(path, "URL path")
     host = parts.hostname.lower()
-    if not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:]+\]", host) and not re.fullmatch(r"[0-9a-f:]+", host):
+    if not re.fullmatch(r"[a-z0-9._-]+|\[[0-9a-f:]+\]", host) and not re.fullmatch(r"[0-9a-f:]+", host):
         raise InvalidModelRef("URL host is malformed")
     host_dir = host.strip("[]").replace(":", "_") + (f"_{port}" if port else "")
     if host_dir in (".", ".."):

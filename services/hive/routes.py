@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.hive.deps import ManagerDep, SettingsDep, TrackerDep
-from services.hive.manager import InvalidModelRef, NotCancellable
+from services.hive.manager import InvalidModelRef, NotCancellable, StillActive
 from services.hive.refs import MAX_REF_LENGTH
 from services.hive.tracker import DownloadTracker, StreamDecision
 from shared.errors import ApiError
@@ -18,6 +18,7 @@ from shared.models import DownloadState, DownloadStatus
 from shared.sse import parse_last_event_id, to_sse
 
 router = APIRouter(prefix="/v2/downloads", tags=["downloads"])
+settings_router = APIRouter(prefix="/v2/settings", tags=["settings"])
 
 
 class StartDownload(BaseModel):
@@ -25,6 +26,11 @@ class StartDownload(BaseModel):
 
     model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    max_bps: int | None = Field(default=None, ge=1, le=10**12, description="cap for this download, bytes/s")
+
+
+class BandwidthLimit(BaseModel):
+    bandwidth_limit: int = Field(ge=0, le=10**12, description="bytes/s across all downloads; 0 = unlimited")
 
 
 def state_json(state: DownloadState, hive_id: str) -> dict[str, Any]:
@@ -50,7 +56,7 @@ async def start_download(
     body: StartDownload, response: Response, manager: ManagerDep, settings: SettingsDep
 ) -> dict[str, Any]:
     try:
-        state, created = await manager.start(body.model_ref, body.sha256)
+        state, created = await manager.start(body.model_ref, body.sha256, body.max_bps)
     except InvalidModelRef as exc:
         raise ApiError(422, "INVALID_MODEL_REF", str(exc)) from None
     response.status_code = 202 if created else 200
@@ -61,7 +67,7 @@ async def start_download(
 async def list_downloads(
     manager: ManagerDep, settings: SettingsDep, status: DownloadStatus | None = None
 ) -> dict[str, Any]:
-    return {"hive_id": settings.id, "downloads": [state_json(s, settings.id) for s in manager.list(status)]}
+    return {"hive_id": settings.id, "downloads": [state_json(s, settings.id) for s in manager.list_downloads(status)]}
 
 
 @router.get("/stream", response_model=None)
@@ -92,6 +98,30 @@ async def cancel_download(download_id: str, manager: ManagerDep, settings: Setti
     except NotCancellable as exc:
         raise ApiError(409, "ALREADY_FINISHED", str(exc), state=state_json(exc.state, settings.id)) from None
     return state_json(state, settings.id)
+
+
+@router.delete("/{download_id}/history")
+async def forget_download(download_id: str, manager: ManagerDep, delete_file: bool = False) -> dict[str, Any]:
+    """Remove a finished download from the history; the model file stays unless delete_file=true."""
+    if manager.get(download_id) is None:
+        raise _not_found(download_id)
+    try:
+        deleted = manager.forget(download_id, delete_file)
+    except StillActive as exc:
+        raise ApiError(409, "STILL_ACTIVE", str(exc)) from None
+    return {"download_id": download_id, "forgotten": True, "file_deleted": deleted}
+
+
+@settings_router.get("/bandwidth")
+async def get_bandwidth(manager: ManagerDep) -> BandwidthLimit:
+    return BandwidthLimit(bandwidth_limit=manager.throttle.limit)
+
+
+@settings_router.put("/bandwidth")
+async def set_bandwidth(body: BandwidthLimit, manager: ManagerDep) -> BandwidthLimit:
+    """Change HIVE_BANDWIDTH_LIMIT while running; takes effect within a second."""
+    manager.set_bandwidth_limit(body.bandwidth_limit)
+    return BandwidthLimit(bandwidth_limit=manager.throttle.limit)
 
 
 @router.get("/{download_id}/stream", response_model=None)

@@ -29,6 +29,9 @@ class HiveSettings(CommonSettings):
     bandwidth_limit: int = Field(default=0, ge=0)
     segments: int = Field(default=4, ge=1, le=32)
     queen_url: str | None = None
+    heartbeat_secs: float = Field(default=10.0, gt=0)  # re-register with the queen this often
+    history_ttl: float = Field(default=7 * 86400.0, gt=0)  # seconds a finished entry is kept
+    history_max: int = Field(default=1000, ge=1)  # finished entries kept at most
 
     # downloader tuning
     connect_timeout: float = Field(default=10.0, gt=0)

@@ -179,7 +179,28 @@ class DownloadTracker:
         self._emit(entry)
         return replace(state)
 
+    def restore(self, state: DownloadState, next_event_id: int) -> None:
+        """Re-create a download from history after a restart, ids continuing from `next_event_id`.
+
+        A finished one comes back with its terminal event (id `next_event_id - 1`) and emits
+        nothing; an unfinished one emits its current state with id `next_event_id`.
+        """
+        if state.download_id in self._entries:
+            raise ValueError(f"download {state.download_id} is already tracked")
+        entry = _Entry(replace(state), self._clock(), next_event_id, SpeedMeter(self.alpha))
+        self._entries[state.download_id] = entry
+        if state.status.is_terminal:
+            duration = None
+            if state.completed_at is not None and state.status is DownloadStatus.COMPLETE:
+                duration = round((state.completed_at - state.started_at).total_seconds(), 3)
+            entry.last_event = ProgressEvent.from_state(next_event_id - 1, entry.state, duration)
+        else:
+            self._emit(entry)
+
     def set_status(self, download_id: str, status: DownloadStatus) -> None:
+        """Move between running statuses; ending a download is complete/fail/cancel_download's job."""
+        if status.is_terminal:
+            raise InvalidTransition(f"{download_id}: use complete/fail/cancel_download to end a download")
         entry = self._entry(download_id)
         if entry.state.status is status:
             return
@@ -260,7 +281,7 @@ class DownloadTracker:
 
     def list_all(self) -> list[DownloadState]:
         """Every tracked download, newest first."""
-        return sorted((replace(e.state) for e in self._entries.values()), key=lambda s: s.started_at, reverse=True)
+        return [replace(e.state) for e in reversed(self._entries.values())]
 
     def last_event_id(self, download_id: str) -> int:
         entry = self._entry(download_id)

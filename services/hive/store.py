@@ -1,0 +1,188 @@
+"""Download history in embedded SQLite: the hive's source of truth across restarts.
+
+WAL journal, one writer thread, and writes batched: callers mark records dirty (cheap, in
+memory) and a flusher writes them every `flush_interval` seconds, at once on status changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+__all__ = ["DownloadRecord", "HistoryStore"]
+
+log = structlog.get_logger()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS downloads (
+    download_id      TEXT PRIMARY KEY,
+    seq              INTEGER NOT NULL,
+    model_ref        TEXT NOT NULL,
+    url              TEXT NOT NULL,
+    dest             TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    bytes_downloaded INTEGER NOT NULL DEFAULT 0,
+    total_bytes      INTEGER,
+    started_at       TEXT NOT NULL,
+    completed_at     TEXT,
+    error            TEXT,
+    error_code       TEXT,
+    sha256           TEXT,
+    expected_sha256  TEXT,
+    validator        TEXT,
+    max_bps          INTEGER,
+    token_origin     TEXT,
+    last_event_id    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS downloads_status ON downloads(status);
+"""
+
+_COLUMNS = (
+    "download_id",
+    "seq",
+    "model_ref",
+    "url",
+    "dest",
+    "status",
+    "bytes_downloaded",
+    "total_bytes",
+    "started_at",
+    "completed_at",
+    "error",
+    "error_code",
+    "sha256",
+    "expected_sha256",
+    "validator",
+    "max_bps",
+    "token_origin",
+    "last_event_id",
+)
+
+
+@dataclass(slots=True)
+class DownloadRecord:
+    download_id: str
+    seq: int
+    model_ref: str
+    url: str
+    dest: str
+    status: str
+    bytes_downloaded: int
+    total_bytes: int | None
+    started_at: str
+    completed_at: str | None
+    error: str | None
+    error_code: str | None
+    sha256: str | None
+    expected_sha256: str | None
+    validator: str | None
+    max_bps: int | None
+    token_origin: str | None
+    last_event_id: int
+
+    @property
+    def started(self) -> datetime:
+        return datetime.fromisoformat(self.started_at.replace("Z", "+00:00"))
+
+    @property
+    def completed(self) -> datetime | None:
+        return datetime.fromisoformat(self.completed_at.replace("Z", "+00:00")) if self.completed_at else None
+
+
+class HistoryStore:
+    def __init__(self, path: Path, flush_interval: float = 0.5) -> None:
+        self.path = path
+        self.flush_interval = flush_interval
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbee-db")
+        self._conn: sqlite3.Connection | None = None
+        self._dirty: dict[str, DownloadRecord] = {}
+        self._deleted: set[str] = set()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle (sync parts run on the writer thread) --------------------------------------
+
+    def _open(self) -> list[DownloadRecord]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+        rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM downloads ORDER BY seq").fetchall()
+        return [DownloadRecord(*row) for row in rows]
+
+    async def open(self) -> list[DownloadRecord]:
+        """Open (creating) the database and return every record in arrival order."""
+        records = await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._flusher(), name="history-flusher")
+        return records
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put(self, record: DownloadRecord, urgent: bool = False) -> None:
+        """Queue a record to be written (latest version wins); urgent ones go out at once."""
+        self._deleted.discard(record.download_id)
+        self._dirty[record.download_id] = record
+        if urgent and self._wake is not None:
+            self._wake.set()
+
+    def delete(self, download_ids: Iterable[str]) -> None:
+        for download_id in download_ids:
+            self._dirty.pop(download_id, None)
+            self._deleted.add(download_id)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        if not self._dirty and not self._deleted:
+            return
+        rows = [tuple(asdict(r)[c] for c in _COLUMNS) for r in self._dirty.values()]
+        deleted = list(self._deleted)
+        self._dirty.clear()
+        self._deleted.clear()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows, deleted)
+
+    def _write(self, rows: list[tuple[Any, ...]], deleted: list[str]) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with conn:
+            conn.execute("BEGIN")
+            conn.executemany(f"INSERT OR REPLACE INTO downloads ({', '.join(_COLUMNS)}) VALUES ({placeholders})", rows)
+            conn.executemany("DELETE FROM downloads WHERE download_id = ?", [(d,) for d in deleted])
+
+    async def _flusher(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except sqlite3.Error as exc:
+                log.error("history_write_failed", error=str(exc))
