@@ -299,3 +299,81 @@ def test_retry_helpers() -> None:
     delays = [backoff_delay(n, 0.5, 30.0, rand=lambda: 1.0) for n in range(1, 9)]
     assert delays[:4] == [0.5, 1.0, 2.0, 4.0] and max(delays) == 30.0
     assert backoff_delay(3, 0.5, 30.0, rand=lambda: 0.0) == 1.0  # jitter keeps at least half
+
+
+SEGMENTED = DownloaderConfig(
+    connect_timeout=2.0,
+    stall_timeout=0.5,
+    max_attempts=4,
+    retry_base_delay=0.01,
+    retry_max_delay=0.05,
+    segments=4,
+    segment_min_bytes=256 * 1024,
+    write_batch_bytes=64 * 1024,
+)
+
+
+def range_starts(server: ModelServer, path: str) -> list[int]:
+    starts = []
+    for record in server.records(path):
+        if record.range:
+            starts.append(int(record.range.removeprefix("bytes=").split("-")[0]))
+    return starts
+
+
+def test_segmented_download_uses_parallel_ranges(model_server: ModelServer, dest: Path) -> None:
+    size = 4 * MiB + 12345
+    sha = model_server.add_file("org/repo/m.bin", size)
+    path = "/org/repo/resolve/main/m.bin"
+    out = download(model_server.url + path, dest, SEGMENTED)
+    assert out.result is not None and out.result.sha256 == sha and out.result.size == size
+    records = model_server.records(path)
+    assert records[0].range == "bytes=0-0"  # the probe
+    starts = range_starts(model_server, path)[1:]
+    assert len(starts) >= 4 and len(set(starts)) == len(starts)  # distinct chunks over several requests
+    assert all(r.status == 206 for r in records)
+    assert all(r.headers.get("if-range") for r in records[1:])
+    assert model_server.total_bytes_sent(path) == size  # nothing fetched twice
+    seen = bytes_seen(out.events)
+    assert seen == sorted(seen) and seen[-1] == size
+
+
+def test_segmented_chunk_that_drops_resumes_on_its_own(model_server: ModelServer, dest: Path) -> None:
+    size = 4 * MiB
+    sha = model_server.add_file("org/repo/m.bin", size)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(drop_after=100 * 1024, drop_times=3))
+    out = download(model_server.url + path, dest, SEGMENTED)
+    assert out.result is not None and out.result.sha256 == sha
+    assert out.result.resumed >= 3
+    seen = bytes_seen(out.events)
+    assert seen == sorted(seen)
+    assert model_server.total_bytes_sent(path) - size < 3 * 64 * 1024 + 1  # only in-flight bytes again
+
+
+def test_server_ignoring_ranges_gets_one_connection(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(ignore_range=True))
+    out = download(model_server.url + path, dest, SEGMENTED)
+    assert out.result is not None and out.result.sha256 == sha
+    assert [r.status for r in model_server.records(path)] == [200]
+
+
+def test_remote_change_during_segmented_download_restarts_whole(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(change_etag_after=2))
+    out = download(model_server.url + path, dest, SEGMENTED)
+    assert out.result is not None and out.result.sha256 == sha
+    assert 200 in [r.status for r in model_server.records(path)]  # a ranged request got the whole file
+    seen = bytes_seen(out.events)
+    assert seen == sorted(seen)
+
+
+def test_small_file_with_ranges_stays_on_one_connection(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 300 * 1024)
+    path = "/org/repo/resolve/main/m.bin"
+    out = download(model_server.url + path, dest, SEGMENTED)
+    assert out.result is not None and out.result.sha256 == sha
+    assert [r.range for r in model_server.records(path)] == ["bytes=0-0", "bytes=1-"]

@@ -27,6 +27,7 @@ import httpx
 import structlog
 
 from services.hive.refs import PART_SUFFIX, origin_of
+from services.hive.segments import Chunk, SegmentPlan, chunk_size
 from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
 from shared.models import DownloadStatus, ErrorCode
@@ -53,6 +54,10 @@ class DownloadError(Exception):
         self.message = message
 
 
+class _RemoteChanged(Exception):
+    """A range request got the whole file back: the remote changed under a segmented download."""
+
+
 class _Retry(Exception):
     """This attempt failed in a way worth another try."""
 
@@ -71,6 +76,7 @@ class DownloadJob:
     token_origin: str | None = None  # the only origin HF_TOKEN is sent to (the hub's)
     validator: str | None = None  # set when resuming a partial left by an earlier run
     total: int | None = None
+    segments: str | None = None  # a saved SegmentPlan (JSON) when that partial was segmented
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,8 @@ class DownloaderConfig:
     retry_max_delay: float = 30.0
     write_batch_bytes: int = 4 * 1024 * 1024
     hf_token: str | None = None
+    segments: int = 1  # parallel range connections for a large file
+    segment_min_bytes: int = 8 * 1024 * 1024  # smallest chunk; files under two chunks use one connection
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -164,7 +172,7 @@ class _PartFile:
     async def open_fresh(self) -> None:
         await self._drain()
         self._close()
-        self._file = await asyncio.get_running_loop().run_in_executor(self._executor, open, self.path, "wb")
+        self._file = await asyncio.get_running_loop().run_in_executor(self._executor, open, self.path, "w+b")
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -232,6 +240,14 @@ class _PartFile:
         self._file = None
         return self._hash.hexdigest()
 
+    async def detach(self) -> tuple[IO[bytes], Any, int]:
+        """Hand the open file, its hash so far and its size to a segmented transfer."""
+        await self._drain()
+        f, self._file = self._file, None
+        assert f is not None
+        await asyncio.get_running_loop().run_in_executor(self._executor, f.flush)  # raw fd I/O from here on
+        return f, self._hash, self.size
+
     def _close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -255,6 +271,8 @@ class Downloader:
         self.throttle: Throttle | None = None
         # told (download_id, validator, total) whenever a transfer learns them, for checkpoints
         self.on_checkpoint: Callable[[str, str | None, int | None], None] | None = None
+        # told (download_id, SegmentPlan JSON) about once a second while a segmented transfer writes
+        self.on_segments: Callable[[str, str], None] | None = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -270,30 +288,23 @@ class Downloader:
         job.dest.parent.mkdir(parents=True, exist_ok=True)
         part = _PartFile(part_path(job.dest), cfg.write_batch_bytes, self._executor)
         transfer = _Transfer(total=job.total, validator=job.validator)
-        await self._open_partial(job, part, transfer, bound)
-        failures = 0
         try:
-            while True:
-                offset_before = part.size
+            plan = await self._saved_plan(job, part, transfer, bound)
+            saved = plan is not None
+            if plan is None:
+                await self._open_partial(job, part, transfer, bound)
+                plan = await self._single(job, tracker, part, transfer, bound, probe=cfg.segments > 1)
+            if plan is not None:
                 try:
-                    await self._attempt(job, tracker, part, transfer, bound)
-                    break
-                except _Retry as retry:
-                    await part.flush()
-                    failures = 0 if part.size > offset_before else failures + 1
-                    if failures >= cfg.max_attempts:
-                        code = ErrorCode.DOWNLOAD_TIMEOUT if retry.timeout else ErrorCode.DOWNLOAD_FAILED
-                        raise DownloadError(code, f"gave up after {failures} attempts: {retry}") from None
-                    delay = backoff_delay(failures + 1, cfg.retry_base_delay, cfg.retry_max_delay)
-                    if retry.delay is not None:
-                        delay = min(max(delay, retry.delay), max(cfg.retry_max_delay, 1.0))
-                    bound.warning(
-                        "download_retry", reason=str(retry), failures=failures, offset=part.size, delay=round(delay, 2)
-                    )
-                    if part.size > 0:
-                        transfer.resumed += 1
-                    await asyncio.sleep(delay)
-            sha = await part.finish()
+                    sha, size = await self._segmented(job, tracker, part, transfer, plan, bound, saved)
+                except _RemoteChanged:
+                    bound.warning("download_restart", reason="the file changed during a segmented download")
+                    transfer.validator = None
+                    await part.open_fresh()
+                    await self._single(job, tracker, part, transfer, bound, probe=False)
+                    sha, size = await part.finish(), part.size
+            else:
+                sha, size = await part.finish(), part.size
         except OSError as exc:
             await part.close()
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -308,8 +319,50 @@ class Downloader:
             raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, f"sha256 {sha} does not match expected {expected}")
         os.replace(part.path, job.dest)
         _fsync_dir(job.dest.parent)
-        bound.info("download_verified", sha256=sha, size=part.size, resumed=transfer.resumed)
-        return DownloadResult(sha, part.size, transfer.resumed)
+        bound.info("download_verified", sha256=sha, size=size, resumed=transfer.resumed)
+        return DownloadResult(sha, size, transfer.resumed)
+
+    async def _single(
+        self,
+        job: DownloadJob,
+        tracker: DownloadTracker,
+        part: _PartFile,
+        transfer: _Transfer,
+        bound: Any,
+        probe: bool,
+    ) -> SegmentPlan | None:
+        """One connection, resumed as often as needed; a SegmentPlan when the probe says to split."""
+        cfg = self.config
+        failures = 0
+        while True:
+            offset_before = part.size
+            try:
+                await self._attempt(job, tracker, part, transfer, bound, probe)
+                if transfer.total is None or part.size >= transfer.total:
+                    return None
+                if probe and transfer.validator and transfer.total >= 2 * cfg.segment_min_bytes:
+                    size = chunk_size(transfer.total, cfg.segments, cfg.segment_min_bytes)
+                    return SegmentPlan.plan(transfer.total, part.size, size)
+                probe = False  # ranges work but the file is small: carry on with Range from here
+                continue
+            except _Retry as retry:
+                probe = False
+                await part.flush()
+                failures = 0 if part.size > offset_before else failures + 1
+                await self._backoff(retry, failures, part.size, bound)
+                if part.size > 0:
+                    transfer.resumed += 1
+
+    async def _backoff(self, retry: _Retry, failures: int, offset: int, bound: Any) -> None:
+        cfg = self.config
+        if failures >= cfg.max_attempts:
+            code = ErrorCode.DOWNLOAD_TIMEOUT if retry.timeout else ErrorCode.DOWNLOAD_FAILED
+            raise DownloadError(code, f"gave up after {failures} attempts: {retry}") from None
+        delay = backoff_delay(failures + 1, cfg.retry_base_delay, cfg.retry_max_delay)
+        if retry.delay is not None:
+            delay = min(max(delay, retry.delay), max(cfg.retry_max_delay, 1.0))
+        bound.warning("download_retry", reason=str(retry), failures=failures, offset=offset, delay=round(delay, 2))
+        await asyncio.sleep(delay)
 
     async def _open_partial(self, job: DownloadJob, part: _PartFile, transfer: _Transfer, bound: Any) -> None:
         """Continue a partial an earlier run left (when it can be trusted), else start empty."""
@@ -327,12 +380,24 @@ class Downloader:
         await part.open_fresh()
 
     async def _attempt(
-        self, job: DownloadJob, tracker: DownloadTracker, part: _PartFile, transfer: _Transfer, bound: Any
+        self,
+        job: DownloadJob,
+        tracker: DownloadTracker,
+        part: _PartFile,
+        transfer: _Transfer,
+        bound: Any,
+        probe: bool = False,
     ) -> None:
-        """One request; returns when the body is complete, raises _Retry or DownloadError."""
+        """One request; returns when the body is complete, raises _Retry or DownloadError.
+
+        A probe asks for the first byte only: a 206 tells the size and that ranges work (the
+        caller then splits the rest), a 200 is simply the whole file.
+        """
         headers = {"Accept-Encoding": "identity"}
         offset = part.size
-        if offset > 0:
+        if probe and offset == 0:
+            headers["Range"] = "bytes=0-0"
+        elif offset > 0:
             headers["Range"] = f"bytes={offset}-"
             if transfer.validator:
                 headers["If-Range"] = transfer.validator
@@ -352,7 +417,7 @@ class Downloader:
                 await part.open_fresh()
                 raise _Retry("range not satisfiable; restarting from zero")
             self._check_status(resp)
-            if status == 206 and offset > 0:
+            if status == 206 and (offset > 0 or probe):
                 content_range = _content_range(resp)
                 if content_range is None or content_range[0] != offset:
                     await part.open_fresh()
@@ -376,6 +441,8 @@ class Downloader:
             if state is not None and state.status is not DownloadStatus.DOWNLOADING:
                 tracker.set_status(job.download_id, DownloadStatus.DOWNLOADING)
             await self._read_body(job, tracker, part, resp)
+            if status == 206 and probe and offset == 0:
+                return
             if transfer.total is not None and part.size != transfer.total:
                 raise _Retry(f"body ended at {part.size} of {transfer.total} bytes")
         finally:
@@ -418,6 +485,181 @@ class Downloader:
                 raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a non-http(s) URL")
         raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"more than {_MAX_REDIRECTS} redirects")
 
+    # -- segmented transfers ---------------------------------------------------------------
+
+    async def _saved_plan(
+        self, job: DownloadJob, part: _PartFile, transfer: _Transfer, bound: Any
+    ) -> SegmentPlan | None:
+        """The plan of a segmented partial left by an earlier run, if file and plan agree."""
+        if not (job.segments and job.validator):
+            return None
+        plan = SegmentPlan.from_json(job.segments)
+        if plan is None or not part.path.is_file() or part.path.stat().st_size != plan.total:
+            bound.info("download_partial_discarded", reason="segment plan and partial disagree")
+            return None
+        for chunk in plan.chunks:
+            chunk.taken = False
+        transfer.total = plan.total
+        transfer.resumed += 1
+        bound.info("download_resuming_segments", written=plan.written(), total=plan.total)
+        return plan
+
+    async def _segmented(
+        self,
+        job: DownloadJob,
+        tracker: DownloadTracker,
+        part: _PartFile,
+        transfer: _Transfer,
+        plan: SegmentPlan,
+        bound: Any,
+        saved: bool = False,
+    ) -> tuple[str, int]:
+        """Fetch the plan's chunks over several connections, writing in place; (sha256, size)."""
+        loop = asyncio.get_running_loop()
+        f: IO[bytes]
+        if saved:  # an earlier run's partial: the hash follower re-reads what it holds
+            f = await loop.run_in_executor(self._executor, open, part.path, "r+b")
+            digest: Any = hashlib.sha256()
+            hashed = 0
+        else:
+            f, digest, hashed = await part.detach()
+        fd = f.fileno()
+        await loop.run_in_executor(self._executor, os.ftruncate, fd, plan.total)
+        tracker.set_total(job.download_id, plan.total)
+        self._check_disk(job.dest.parent, plan.total - plan.written())
+        state = tracker.get_download(job.download_id)
+        if state is not None and state.status is not DownloadStatus.DOWNLOADING:
+            tracker.set_status(job.download_id, DownloadStatus.DOWNLOADING)
+        hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbee-hash")
+        seg = _SegmentRun(plan, plan.written(), asyncio.Event())
+        follower = asyncio.create_task(self._hash_follower(fd, digest, hashed, seg, hasher))
+        workers = [
+            asyncio.create_task(self._segment_worker(job, tracker, fd, seg, transfer, bound))
+            for _ in range(min(self.config.segments, len(plan.chunks)))
+        ]
+        try:
+            done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                task.result()
+            seg.moved.set()
+            sha = await follower
+            await loop.run_in_executor(self._executor, os.fsync, fd)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+            hasher.shutdown(wait=False)
+            await loop.run_in_executor(self._executor, f.close)
+        return sha, plan.total
+
+    async def _hash_follower(
+        self, fd: int, digest: Any, hashed: int, seg: _SegmentRun, hasher: ThreadPoolExecutor
+    ) -> str:
+        """Hash the file in order, following the contiguous written prefix as it grows."""
+        loop = asyncio.get_running_loop()
+        total = seg.plan.total
+        while hashed < total:
+            frontier = seg.plan.frontier()
+            if frontier <= hashed:
+                seg.moved.clear()
+                await seg.moved.wait()
+                continue
+            await loop.run_in_executor(hasher, _hash_range, fd, digest, hashed, frontier)
+            hashed = frontier
+        return str(digest.hexdigest())
+
+    async def _segment_worker(
+        self, job: DownloadJob, tracker: DownloadTracker, fd: int, seg: _SegmentRun, transfer: _Transfer, bound: Any
+    ) -> None:
+        while (chunk := seg.plan.take()) is not None:
+            failures = 0
+            try:
+                while not chunk.done:
+                    before = chunk.written
+                    try:
+                        await self._fetch_chunk(job, tracker, fd, chunk, seg, transfer)
+                    except _Retry as retry:
+                        failures = 0 if chunk.written > before else failures + 1
+                        await self._backoff(retry, failures, chunk.written, bound)
+                        transfer.resumed += 1
+            finally:
+                seg.plan.release(chunk)
+
+    async def _fetch_chunk(
+        self, job: DownloadJob, tracker: DownloadTracker, fd: int, chunk: Chunk, seg: _SegmentRun, transfer: _Transfer
+    ) -> None:
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={chunk.written}-{chunk.end - 1}"}
+        if transfer.validator:
+            headers["If-Range"] = transfer.validator
+        try:
+            resp, _ = await self._open(job, headers)
+        except httpx.TimeoutException as exc:
+            raise _Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
+        except httpx.TransportError as exc:
+            raise _Retry(f"connection failed: {type(exc).__name__}") from None
+        try:
+            self._check_status(resp)
+            content_range = _content_range(resp)
+            if resp.status_code != 206 or content_range is None:
+                raise _RemoteChanged()
+            if content_range[0] != chunk.written or content_range[1] != seg.plan.total:
+                raise _RemoteChanged()
+            await self._read_chunk(job, tracker, fd, chunk, seg, resp)
+        finally:
+            await resp.aclose()
+        if not chunk.done:
+            raise _Retry(f"range ended at {chunk.written} of {chunk.end}")
+
+    async def _read_chunk(
+        self, job: DownloadJob, tracker: DownloadTracker, fd: int, chunk: Chunk, seg: _SegmentRun, resp: httpx.Response
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        throttle = self.throttle
+        batch: list[bytes] = []
+        batched = 0
+        limit = self.config.write_batch_bytes
+
+        async def flush() -> None:
+            nonlocal batch, batched
+            if not batch:
+                return
+            pieces, offset, n = batch, chunk.written, batched
+            batch, batched = [], 0
+            await loop.run_in_executor(self._executor, _pwrite_all, fd, pieces, offset)
+            chunk.written += n
+            seg.moved.set()
+            self._report_segments(job.download_id, seg)
+
+        try:
+            async for data in resp.aiter_raw():
+                room = chunk.end - (chunk.written + batched)
+                if len(data) > room:
+                    data = data[:room]
+                batch.append(data)
+                batched += len(data)
+                seg.received += len(data)
+                tracker.update_progress(job.download_id, seg.received)
+                if batched >= limit:
+                    await flush()
+                if throttle is not None and throttle.active(job.download_id):
+                    await throttle.consume(job.download_id, len(data))
+                if chunk.written + batched >= chunk.end:
+                    break
+        except httpx.TimeoutException:
+            raise _Retry(f"stalled: no bytes for {self.config.stall_timeout:g}s", timeout=True) from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise _Retry(f"connection dropped: {type(exc).__name__}") from None
+        finally:
+            await flush()
+
+    def _report_segments(self, download_id: str, seg: _SegmentRun) -> None:
+        now = time.monotonic()
+        if self.on_segments is not None and now - seg.reported >= 1.0:
+            seg.reported = now
+            self.on_segments(download_id, seg.plan.to_json())
+
     def _check_status(self, resp: httpx.Response) -> None:
         status = resp.status_code
         if status in (200, 206):
@@ -435,6 +677,35 @@ class Downloader:
         free = self.disk_free(directory)
         if needed > free:
             raise DownloadError(ErrorCode.INSUFFICIENT_DISK, f"needs {needed} more bytes but only {free} are free")
+
+
+@dataclass(slots=True)
+class _SegmentRun:
+    plan: SegmentPlan
+    received: int  # bytes received over every connection (what progress shows)
+    moved: asyncio.Event  # set whenever written bytes advance
+    reported: float = 0.0
+
+
+def _pwrite_all(fd: int, pieces: list[bytes], offset: int) -> None:
+    while pieces:
+        n = os.pwritev(fd, pieces, offset)
+        offset += n
+        while pieces and n >= len(pieces[0]):
+            n -= len(pieces[0])
+            pieces = pieces[1:]
+        if n and pieces:
+            pieces = [pieces[0][n:], *pieces[1:]]
+
+
+def _hash_range(fd: int, digest: Any, start: int, end: int) -> None:
+    pos = start
+    while pos < end:
+        block = os.pread(fd, min(_HASH_BLOCK, end - pos), pos)
+        if not block:
+            raise OSError(errno.EIO, "short read while hashing")
+        digest.update(block)
+        pos += len(block)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -37,6 +37,8 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         retry_base_delay=settings.retry_base_delay,
         retry_max_delay=settings.retry_max_delay,
         write_batch_bytes=settings.write_batch_bytes,
+        segments=settings.segments,
+        segment_min_bytes=settings.segment_min_bytes,
         hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
     )
 

@@ -84,6 +84,7 @@ class DownloadManager:
         self.history_max = history_max
         downloader.throttle = self.throttle
         downloader.on_checkpoint = self._checkpoint
+        downloader.on_segments = self._checkpoint_segments
         tracker.add_listener(self._record_event)
         self._records: dict[str, DownloadRecord] = {}
         self._running: dict[str, _Running] = {}
@@ -184,7 +185,14 @@ class DownloadManager:
             self.tracker.restore(state, rec.last_event_id + EVENT_ID_GAP)
             dest = Path(rec.dest)
             job = DownloadJob(
-                rec.download_id, rec.url, dest, rec.expected_sha256, rec.token_origin, rec.validator, rec.total_bytes
+                rec.download_id,
+                rec.url,
+                dest,
+                rec.expected_sha256,
+                rec.token_origin,
+                rec.validator,
+                rec.total_bytes,
+                rec.segments,
             )
             self._enqueue(job, rec.max_bps)
             resumed += 1
@@ -342,6 +350,12 @@ class DownloadManager:
         if rec is not None and self.store is not None and (rec.validator, rec.total_bytes) != (validator, total):
             rec.validator, rec.total_bytes = validator, total
             self.store.put(rec, urgent=True)
+
+    def _checkpoint_segments(self, download_id: str, plan_json: str) -> None:
+        rec = self._records.get(download_id)
+        if rec is not None and self.store is not None:
+            rec.segments = plan_json
+            self.store.put(rec)
 
     def _drop(self, download_ids: list[str]) -> None:
         for download_id in download_ids:

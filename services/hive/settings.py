@@ -27,7 +27,8 @@ class HiveSettings(CommonSettings):
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
     max_concurrent: int = Field(default=3, ge=1, le=256)
     bandwidth_limit: int = Field(default=0, ge=0)
-    segments: int = Field(default=4, ge=1, le=32)
+    segments: int = Field(default=4, ge=1, le=32)  # parallel range connections for one large file
+    segment_min_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)  # smallest chunk
     queen_url: str | None = None
     heartbeat_secs: float = Field(default=10.0, gt=0)  # re-register with the queen this often
     history_ttl: float = Field(default=7 * 86400.0, gt=0)  # seconds a finished entry is kept

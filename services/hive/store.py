@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS downloads (
     validator        TEXT,
     max_bps          INTEGER,
     token_origin     TEXT,
-    last_event_id    INTEGER NOT NULL DEFAULT 0
+    last_event_id    INTEGER NOT NULL DEFAULT 0,
+    segments         TEXT
 );
 CREATE INDEX IF NOT EXISTS downloads_status ON downloads(status);
 """
@@ -64,6 +65,7 @@ _COLUMNS = (
     "max_bps",
     "token_origin",
     "last_event_id",
+    "segments",
 )
 
 
@@ -87,6 +89,7 @@ class DownloadRecord:
     max_bps: int | None
     token_origin: str | None
     last_event_id: int
+    segments: str | None = None  # the SegmentPlan of a segmented partial, for resuming it
 
     @property
     def started(self) -> datetime:

@@ -1,0 +1,92 @@
+"""Planning a segmented download: the file cut into chunks that N connections take in order.
+
+Pure. A chunk is fetched by one connection at a time and can resume on its own; connections
+take the next untaken chunk, so a slow connection never holds the tail. `written` counts bytes
+safely in the file, which is what the ordered hash follows and what survives a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+__all__ = ["Chunk", "SegmentPlan", "chunk_size"]
+
+MiB = 1024 * 1024
+
+
+def chunk_size(total: int, connections: int, min_chunk: int = 8 * MiB, max_chunk: int = 128 * MiB) -> int:
+    """About four chunks per connection, within [min_chunk, max_chunk]."""
+    return max(min_chunk, min(max_chunk, -(-total // (connections * 4))))
+
+
+@dataclass(slots=True)
+class Chunk:
+    start: int
+    end: int  # exclusive
+    written: int  # next byte not yet safely in the file
+    taken: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.written >= self.end
+
+
+@dataclass(slots=True)
+class SegmentPlan:
+    total: int
+    chunks: list[Chunk] = field(default_factory=list)
+
+    @classmethod
+    def plan(cls, total: int, start: int, size: int) -> SegmentPlan:
+        """Chunks of `size` covering [start, total); bytes before `start` are already written."""
+        chunks = [Chunk(0, start, start)] if start > 0 else []
+        pos = start
+        while pos < total:
+            end = min(total, pos + size)
+            chunks.append(Chunk(pos, end, pos))
+            pos = end
+        return cls(total, chunks)
+
+    def take(self) -> Chunk | None:
+        for chunk in self.chunks:
+            if not chunk.taken and not chunk.done:
+                chunk.taken = True
+                return chunk
+        return None
+
+    def release(self, chunk: Chunk) -> None:
+        chunk.taken = False
+
+    def frontier(self) -> int:
+        """End of the contiguous prefix of written bytes: what the ordered hash may read."""
+        for chunk in self.chunks:
+            if not chunk.done:
+                return chunk.written
+        return self.total
+
+    def written(self) -> int:
+        return sum(c.written - c.start for c in self.chunks)
+
+    @property
+    def done(self) -> bool:
+        return all(c.done for c in self.chunks)
+
+    def to_json(self) -> str:
+        return json.dumps({"total": self.total, "chunks": [[c.start, c.end, c.written] for c in self.chunks]})
+
+    @classmethod
+    def from_json(cls, text: str) -> SegmentPlan | None:
+        """A saved plan, or None if it is not one we can trust."""
+        try:
+            raw = json.loads(text)
+            total = int(raw["total"])
+            chunks = [Chunk(int(s), int(e), int(w)) for s, e, w in raw["chunks"]]
+        except (ValueError, KeyError, TypeError):
+            return None
+        pos = 0
+        for c in chunks:
+            if c.start != pos or not c.start <= c.written <= c.end:
+                return None
+            pos = c.end
+        return cls(total, chunks) if pos == total and chunks else None
