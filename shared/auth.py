@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Iterable
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,12 +33,15 @@ def _query_token(scope: Scope) -> str | None:
 
 
 class TokenAuthMiddleware:
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    """`open_paths` are served without a token: /healthz, and static pages that carry no data."""
+
+    def __init__(self, app: ASGIApp, token: str | None, open_paths: Iterable[str] = ()) -> None:
         self.app = app
         self.token = token
+        self.open_paths = OPEN_PATHS | frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.token or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if not self.token or scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         header = None

@@ -11,7 +11,7 @@ import pytest
 from services.hive.main import create_app
 from services.hive.settings import HiveSettings
 from services.modelserver.server import ModelServer
-from tests.support import ServerThread
+from tests.support import ServerThread, free_port
 
 # Fast, test-sized defaults: short intervals and backoffs, quick stall detection.
 FAST_HIVE: dict[str, Any] = {
@@ -37,14 +37,16 @@ def make_hive(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable[..
     started: list[ServerThread] = []
 
     def _make(**overrides: Any) -> ServerThread:
+        port = overrides.pop("port", None) or free_port()
         fields = {
             "id": f"hive-{len(started)}",
+            "port": port,  # so a hive that registers with a queen advertises where it really listens
             "models_dir": tmp_path / f"models-{len(started)}",
             "hf_endpoint": model_server.url,
             **FAST_HIVE,
             **overrides,
         }
-        server = ServerThread(create_app(HiveSettings(**fields))).start()
+        server = ServerThread(create_app(HiveSettings(**fields)), port).start()
         started.append(server)
         return server
 

@@ -1,0 +1,219 @@
+"""AggregateHub: every download on every hive in one stream, from one upstream connection per hive.
+
+Each registered hive's `/v2/downloads/stream` is followed forever (reconnecting with backoff) and
+every event is fanned out, with `orchestrator_id` and `hive_id` added, to any number of clients'
+bounded ClientQueues. The hub keeps the latest event of every active download, so a new client
+first gets the current state of all of them. Event ids are the per-download ids as the hives
+give them; Last-Event-ID is ignored here: a reconnecting client simply gets the full current state.
+
+After a reconnect, downloads the hub still thinks active on that hive are checked once: the
+terminal event of one that ended meanwhile is fetched and relayed; one the hive forgot is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import structlog
+from httpx_sse import EventSource
+
+from services.queen.hive_client import HiveClient
+from services.queen.mailbox import ClientQueue
+from services.queen.registry import HiveInfo
+from services.queen.upstream import Backoff, RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
+from shared.errors import ApiError
+from shared.models import DownloadStatus, ProgressEvent
+
+__all__ = ["AggregateConfig", "AggregateHub"]
+
+log = structlog.get_logger()
+
+_FINISHED_MEMORY = 10_000  # ids of recently finished downloads, so a late event cannot revive one
+_TERMINAL_STATUSES = frozenset(s.value for s in DownloadStatus if s.is_terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateConfig:
+    orchestrator_id: str
+    queue_size: int
+    backoff_initial: float
+    backoff_max: float
+    check_timeout: float
+
+
+@dataclass(slots=True)
+class _Upstream:
+    url: str
+    task: asyncio.Task[None] | None = None
+    connected: bool = False
+    helpers: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class AggregateHub:
+    def __init__(
+        self,
+        hives: HiveClient,
+        on_download: Callable[[str, str], None],
+        config: AggregateConfig,
+        stats: RelayStats,
+    ) -> None:
+        self.hives = hives
+        self.on_download = on_download  # (download_id, hive_id): where each download lives
+        self.config = config
+        self.stats = stats
+        self._latest: dict[str, ProgressEvent] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._clients: set[ClientQueue] = set()
+        self._upstreams: dict[str, _Upstream] = {}
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def join(self) -> ClientQueue:
+        queue = ClientQueue(maxsize=self.config.queue_size)
+        for event in self._latest.values():
+            queue.offer(event)
+        if not queue.closed:
+            self._clients.add(queue)
+        return queue
+
+    def leave(self, queue: ClientQueue) -> None:
+        queue.close()
+        self._clients.discard(queue)
+
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def connected_upstreams(self) -> int:
+        return sum(1 for u in self._upstreams.values() if u.connected)
+
+    # -- hives -----------------------------------------------------------------------------
+
+    def watch(self, hive: HiveInfo) -> None:
+        """Follow this hive's stream (again, if it moved to another url)."""
+        upstream = self._upstreams.get(hive.hive_id)
+        if upstream is not None and upstream.url == hive.url and upstream.task is not None:
+            return
+        if upstream is not None and upstream.task is not None:
+            upstream.task.cancel()
+        upstream = _Upstream(hive.url)
+        upstream.task = asyncio.create_task(self._follow(hive, upstream), name=f"hive-stream-{hive.hive_id}")
+        self._upstreams[hive.hive_id] = upstream
+
+    async def close(self) -> None:
+        tasks = [t for u in self._upstreams.values() for t in (u.task, *u.helpers) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for queue in self._clients:
+            queue.close()
+        self._clients.clear()
+
+    def publish(self, hive_id: str, event: ProgressEvent) -> None:
+        download_id = event.download_id
+        if download_id in self._finished:
+            return
+        current = self._latest.get(download_id)
+        if current is not None and (event.id <= current.id or bytes_went_back(current, event)):
+            return
+        event = enrich(event, orchestrator_id=self.config.orchestrator_id, hive_id=hive_id)
+        if event.is_terminal:
+            self._latest.pop(download_id, None)
+            self._finished[download_id] = None
+            while len(self._finished) > _FINISHED_MEMORY:
+                self._finished.popitem(last=False)
+        else:
+            self._latest[download_id] = event
+        self.on_download(download_id, hive_id)
+        for queue in list(self._clients):
+            if not queue.offer(event):
+                self._clients.discard(queue)
+                log.warning("aggregate_client_overflow", queue_size=self.config.queue_size)
+
+    # -- upstream --------------------------------------------------------------------------
+
+    async def _follow(self, hive: HiveInfo, upstream: _Upstream) -> None:
+        structlog.contextvars.bind_contextvars(correlation_id=f"stream-{uuid.uuid4().hex[:16]}", hive_id=hive.hive_id)
+        backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
+        connected_before = False
+        while True:
+            try:
+                response = await self.hives.open_stream(f"{upstream.url}/v2/downloads/stream")
+            except httpx.HTTPError as exc:
+                log.debug("hive_stream_unreachable", error=type(exc).__name__)
+                self.stats.reconnect_failures += connected_before
+            else:
+                try:
+                    if response.status_code == 200 and is_event_stream(response.headers.get("content-type", "")):
+                        reconnect, connected_before = connected_before, True
+                        backoff.reset()
+                        await self._relay(hive, upstream, response, reconnect)
+                    else:
+                        log.warning("hive_stream_refused", status=response.status_code)
+                except httpx.HTTPError as exc:
+                    log.warning("hive_stream_dropped", error=type(exc).__name__)
+                finally:
+                    upstream.connected = False
+                    await response.aclose()
+            await asyncio.sleep(backoff.next())
+
+    async def _relay(self, hive: HiveInfo, upstream: _Upstream, response: httpx.Response, reconnect: bool) -> None:
+        upstream.connected = True
+        log.info("hive_stream_connected", reconnect=reconnect)
+        if reconnect:
+            self.stats.reconnects += 1
+            self._check_later(hive, upstream)
+        async for sse in EventSource(response).aiter_sse():
+            if (event := decode_event(sse.event, sse.data, sse.id)) is not None:
+                self.publish(hive.hive_id, event)
+        log.warning("hive_stream_ended")
+
+    def _check_later(self, hive: HiveInfo, upstream: _Upstream) -> None:
+        stale = {d: e for d, e in self._latest.items() if e.data.get("hive_id") == hive.hive_id}
+        if stale:
+            task = asyncio.create_task(self._check_stale(hive, stale))
+            upstream.helpers.add(task)
+            task.add_done_callback(upstream.helpers.discard)
+
+    async def _check_stale(self, hive: HiveInfo, stale: dict[str, ProgressEvent]) -> None:
+        """Settle downloads that ended (or were forgotten) on the hive while its stream was down."""
+        try:
+            states = {
+                s["download_id"]: s for s in await self.hives.list_downloads(hive, time_limit=self.config.check_timeout)
+            }
+        except ApiError as exc:
+            log.warning("hive_stale_check_failed", error=exc.message)
+            return
+        for download_id, seen in stale.items():
+            state = states.get(download_id)
+            if state is None:
+                if self._latest.get(download_id) is seen:
+                    del self._latest[download_id]
+                continue
+            if state.get("status") in _TERMINAL_STATUSES:
+                await self._fetch_terminal(hive, download_id, seen.id)
+
+    async def _fetch_terminal(self, hive: HiveInfo, download_id: str, after: int) -> None:
+        try:
+            async with asyncio.timeout(self.config.check_timeout):
+                response = await self.hives.open_stream(f"{hive.url}/v2/downloads/{download_id}/stream", after)
+                try:
+                    if response.status_code == 200:
+                        async for sse in EventSource(response).aiter_sse():
+                            event = decode_event(sse.event, sse.data, sse.id)
+                            if event is not None:
+                                self.publish(hive.hive_id, event)
+                                if event.is_terminal:
+                                    return
+                finally:
+                    await response.aclose()
+        except (httpx.HTTPError, TimeoutError) as exc:
+            log.warning("hive_terminal_fetch_failed", download_id=download_id, error=type(exc).__name__)
+        current = self._latest.get(download_id)
+        if current is not None and current.id <= after:
+            del self._latest[download_id]  # no terminal event to be had: stop showing it as active

@@ -1,0 +1,38 @@
+"""FastAPI dependencies of the queen, as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.queen.aggregate import AggregateHub
+from services.queen.relay import DownloadRelay
+from services.queen.service import QueenService
+from services.queen.settings import QueenSettings
+
+
+def get_service(request: Request) -> QueenService:
+    service: QueenService = request.app.state.service
+    return service
+
+
+def get_relay(request: Request) -> DownloadRelay:
+    relay: DownloadRelay = request.app.state.relay
+    return relay
+
+
+def get_hub(request: Request) -> AggregateHub:
+    hub: AggregateHub = request.app.state.hub
+    return hub
+
+
+def get_settings(request: Request) -> QueenSettings:
+    settings: QueenSettings = request.app.state.settings
+    return settings
+
+
+ServiceDep = Annotated[QueenService, Depends(get_service)]
+RelayDep = Annotated[DownloadRelay, Depends(get_relay)]
+HubDep = Annotated[AggregateHub, Depends(get_hub)]
+SettingsDep = Annotated[QueenSettings, Depends(get_settings)]

@@ -1,0 +1,64 @@
+"""ClientQueue: one relayed SSE client's bounded mailbox. Pure Python (asyncio only to wake the reader).
+
+The relay offers every event to every client without waiting, so a slow client never slows the
+others or the upstream. Per download at most one event waits (latest wins, never an older id), a
+terminal event is never replaced, and at most `maxsize` downloads may wait at once: a client that
+falls further behind than that is closed (it reconnects and gets the current state) instead of
+growing memory. So a connected client never loses a terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.models import ProgressEvent
+
+__all__ = ["ClientQueue"]
+
+
+class ClientQueue:
+    def __init__(self, maxsize: int = 1, after_id: int | None = None) -> None:
+        self.maxsize = maxsize
+        self.after_id = after_id  # a per-download client's Last-Event-ID: nothing at or below it
+        self.closed = False
+        self.overflowed = False
+        self._pending: dict[str, ProgressEvent] = {}
+        self._wake = asyncio.Event()
+
+    def offer(self, event: ProgressEvent) -> bool:
+        """Queue `event` without waiting; False when the client is (now) closed."""
+        if self.closed:
+            return False
+        if self.after_id is not None and event.id <= self.after_id:
+            return True
+        key = event.download_id
+        current = self._pending.get(key)
+        if current is not None:
+            if current.is_terminal or event.id <= current.id:
+                return True
+        elif len(self._pending) >= self.maxsize:
+            self.overflowed = True
+            self.close()
+            return False
+        self._pending[key] = event
+        self._wake.set()
+        return True
+
+    def close(self) -> None:
+        """No more events will come; the reader still gets what is pending, then an empty batch."""
+        self.closed = True
+        self._wake.set()
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def next_batch(self) -> list[ProgressEvent]:
+        """Wait for and take every pending event; an empty list means closed and drained."""
+        while not self._pending:
+            if self.closed:
+                return []
+            self._wake.clear()
+            await self._wake.wait()
+        batch = list(self._pending.values())
+        self._pending.clear()
+        return batch

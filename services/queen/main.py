@@ -1,0 +1,131 @@
+"""rbee-queen: builds the app (registry, hive client, relays, health checks) and serves it with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from services.queen import page, routes
+from services.queen.aggregate import AggregateConfig, AggregateHub
+from services.queen.hive_client import HiveClient
+from services.queen.metrics import QueenCollector
+from services.queen.registry import HiveRegistry
+from services.queen.relay import DownloadRelay, RelayConfig
+from services.queen.service import QueenService
+from services.queen.settings import QueenSettings
+from services.queen.upstream import RelayStats
+from shared.auth import TokenAuthMiddleware
+from shared.errors import install_error_handlers
+from shared.logging import CorrelationIdMiddleware, configure_logging
+
+__all__ = ["create_app", "main"]
+
+
+def create_app(settings: QueenSettings | None = None) -> FastAPI:
+    settings = settings or QueenSettings()
+    registry = HiveRegistry(max_downloads=settings.max_tracked_downloads)
+    stats = RelayStats()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(
+            timeout=settings.hive_timeout,
+            # one stream per hive plus one per watched download, and the API calls: no pool cap
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            headers={"User-Agent": "rbee-queen/0.1"},
+        ) as client:
+            hives = HiveClient(client, settings.api_token, settings.hive_timeout, settings.upstream_read_timeout)
+            hub = AggregateHub(
+                hives,
+                registry.record_download,
+                AggregateConfig(
+                    settings.orchestrator_id,
+                    settings.client_queue_size,
+                    settings.relay_backoff_initial,
+                    settings.relay_backoff_max,
+                    settings.hive_timeout,
+                ),
+                stats,
+            )
+            relay = DownloadRelay(
+                hives,
+                registry.url_of,
+                RelayConfig(
+                    settings.orchestrator_id,
+                    settings.unreachable_budget,
+                    settings.relay_backoff_initial,
+                    settings.relay_backoff_max,
+                ),
+                stats,
+            )
+            service = QueenService(settings, registry, hives, hub)
+            app.state.service, app.state.relay, app.state.hub = service, relay, hub
+            app.state.metrics = CollectorRegistry()
+            app.state.metrics.register(QueenCollector(registry, relay, hub, stats))
+            for hive_id, url in settings.hives.items():
+                service.register(hive_id, url, source="static")
+            health = asyncio.create_task(service.run_health_checks(), name="health-checks")
+            try:
+                yield
+            finally:
+                health.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await health
+                await service.close()
+                await relay.close()
+                await hub.close()
+
+    app = FastAPI(title="rbee-queen", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(page.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, object]:
+        hives = registry.all()
+        return {
+            "status": "ok",
+            "orchestrator_id": settings.orchestrator_id,
+            "hives": len(hives),
+            "healthy_hives": sum(1 for h in hives if h.healthy),
+        }
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(TokenAuthMiddleware, token=settings.api_token, open_paths=page.PUBLIC_PATHS)
+    app.add_middleware(CorrelationIdMiddleware)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rbee-queen", description="rbee queen: hive registry, relay, aggregation")
+    parser.add_argument("--host", help="bind address (QUEEN_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (QUEEN_PORT, default 8080)")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = QueenSettings(**overrides)
+    configure_logging("rbee-queen", settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

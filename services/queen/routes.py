@@ -1,0 +1,145 @@
+"""/v1: hives, downloads across hives, and the relayed streams. Thin on purpose."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Header, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+
+from services.queen.deps import HubDep, RelayDep, ServiceDep, SettingsDep
+from services.queen.mailbox import ClientQueue
+from services.queen.settings import HIVE_ID_PATTERN, QueenSettings
+from shared.errors import ApiError
+from shared.models import DownloadStatus
+from shared.sse import parse_last_event_id, to_sse
+
+router = APIRouter(prefix="/v1", tags=["queen"])
+
+MAX_REF_LENGTH = 2048
+
+
+class RegisterHive(BaseModel):
+    hive_id: str = Field(pattern=HIVE_ID_PATTERN)
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+
+
+class StartDownload(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+
+    model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
+    hive_id: str | None = Field(default=None, pattern=HIVE_ID_PATTERN)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+
+
+def _sse(events: AsyncIterator[ServerSentEvent], settings: QueenSettings, cleanup: BackgroundTask) -> Response:
+    # `background` runs even when the stream never started (HEAD, a client gone at once).
+    return EventSourceResponse(
+        events,
+        ping=settings.keepalive_secs,
+        send_timeout=settings.send_timeout,
+        headers={"Cache-Control": "no-store"},
+        background=cleanup,
+    )
+
+
+async def _drain(queue: ClientQueue, until_terminal: bool) -> AsyncIterator[ServerSentEvent]:
+    while batch := await queue.next_batch():
+        for event in batch:
+            yield to_sse(event)
+            if until_terminal and event.is_terminal:
+                return
+
+
+# -- hives ---------------------------------------------------------------------------------
+
+
+@router.get("/hives")
+async def list_hives(service: ServiceDep) -> dict[str, Any]:
+    return {"hives": [h.to_dict() for h in service.registry.all()]}
+
+
+@router.post("/hives", status_code=201)
+async def register_hive(body: RegisterHive, response: Response, service: ServiceDep) -> dict[str, Any]:
+    known = service.registry.get(body.hive_id) is not None
+    hive, _ = service.register(body.hive_id, body.url)
+    response.status_code = 200 if known else 201
+    return hive.to_dict()
+
+
+# -- downloads -----------------------------------------------------------------------------
+
+
+@router.post("/downloads", status_code=202)
+async def start_download(body: StartDownload, response: Response, service: ServiceDep) -> dict[str, Any]:
+    status, state = await service.start_download(body.model_ref, body.sha256, body.hive_id)
+    response.status_code = status
+    return state
+
+
+@router.get("/downloads")
+async def list_downloads(service: ServiceDep, status: DownloadStatus | None = None) -> dict[str, Any]:
+    downloads, unreachable = await service.list_downloads(status.value if status else None)
+    return {"downloads": downloads, "unreachable_hives": unreachable}
+
+
+@router.get("/downloads/stream", response_model=None)
+async def stream_all(hub: HubDep, settings: SettingsDep) -> Response:
+    """Every download on every hive. Last-Event-ID is ignored: a new connection gets the full current state."""
+    queue = hub.join()
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for sse in _drain(queue, until_terminal=False):
+                yield sse
+        finally:
+            hub.leave(queue)
+
+    return _sse(events(), settings, BackgroundTask(hub.leave, queue))
+
+
+@router.get("/downloads/{download_id}")
+async def get_download(download_id: str, service: ServiceDep) -> dict[str, Any]:
+    structlog.contextvars.bind_contextvars(download_id=download_id)
+    return await service.get_download(download_id)
+
+
+@router.delete("/downloads/{download_id}")
+async def cancel_download(download_id: str, service: ServiceDep) -> dict[str, Any]:
+    structlog.contextvars.bind_contextvars(download_id=download_id)
+    return await service.cancel_download(download_id)
+
+
+@router.get("/downloads/{download_id}/stream", response_model=None)
+async def stream_download(
+    download_id: str,
+    service: ServiceDep,
+    relay: RelayDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    structlog.contextvars.bind_contextvars(download_id=download_id)
+    after = parse_last_event_id(last_event_id)
+    hive = await service.owner_of(download_id)
+    try:
+        attached = await relay.attach(download_id, hive, after)
+    except ApiError as exc:
+        if exc.status == 404:
+            service.registry.forget_download(download_id)
+        raise
+    if attached is None:
+        return Response(status_code=204)
+    sub, queue = attached
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for sse in _drain(queue, until_terminal=True):
+                yield sse
+        finally:
+            relay.detach(sub, queue)
+
+    return _sse(events(), settings, BackgroundTask(relay.detach, sub, queue))

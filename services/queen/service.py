@@ -1,0 +1,222 @@
+"""QueenService: hive registration and health, placement, owner lookup and the proxied /v2 calls.
+
+Everything the routes do that is more than translating HTTP. Hive state lives in the pure
+HiveRegistry; this module does the I/O that feeds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from services.queen.aggregate import AggregateHub
+from services.queen.hive_client import HiveClient, HiveUnreachable
+from services.queen.registry import Health, HiveInfo, HiveRegistry
+from services.queen.settings import QueenSettings
+from shared.errors import ApiError
+from shared.models import ErrorCode
+
+__all__ = ["QueenService"]
+
+log = structlog.get_logger()
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _started_at(download: dict[str, Any]) -> datetime:
+    try:
+        started = datetime.fromisoformat(str(download.get("started_at")))
+    except ValueError:
+        return _EPOCH
+    return started if started.tzinfo else started.replace(tzinfo=UTC)
+
+
+class QueenService:
+    def __init__(self, settings: QueenSettings, registry: HiveRegistry, hives: HiveClient, hub: AggregateHub) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.hives = hives
+        self.hub = hub
+        self._lookups: dict[str, asyncio.Task[HiveInfo | None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- hives -----------------------------------------------------------------------------
+
+    def register(self, hive_id: str, url: str, source: str = "registered") -> tuple[HiveInfo, bool]:
+        """Add or refresh a hive; a new (or moved) hive is checked and followed at once."""
+        hive, changed = self.registry.add(hive_id, url, source)
+        if changed:
+            log.info("hive_registered", hive_id=hive_id, url=hive.url, source=source)
+            self.hub.watch(hive)
+            self._spawn(self._discover(hive))
+        return hive, changed
+
+    async def check_health(self, hive: HiveInfo) -> None:
+        try:
+            body = await self.hives.health(hive, self.settings.health_timeout)
+        except ApiError as exc:
+            if hive.healthy:
+                log.warning("hive_unhealthy", hive_id=hive.hive_id, error=exc.message)
+            self.registry.mark_unhealthy(hive.hive_id, exc.message)
+            return
+        if not hive.healthy:
+            log.info("hive_healthy", hive_id=hive.hive_id)
+        active = body.get("active_downloads")
+        self.registry.mark_healthy(hive.hive_id, active if isinstance(active, int) else 0)
+
+    async def run_health_checks(self) -> None:
+        """Forever: check every hive concurrently, every health interval."""
+        structlog.contextvars.bind_contextvars(correlation_id=f"health-{uuid.uuid4().hex[:16]}")
+        while True:
+            hives = self.registry.all()
+            if hives:
+                await asyncio.gather(*(self.check_health(h) for h in hives))
+            await asyncio.sleep(self.settings.health_interval)
+
+    async def _discover(self, hive: HiveInfo) -> None:
+        """Learn which downloads this hive owns (start-up, registration): health first, then its list."""
+        structlog.contextvars.bind_contextvars(correlation_id=f"discover-{uuid.uuid4().hex[:16]}")
+        await self.check_health(hive)
+        if not hive.healthy:
+            return
+        try:
+            downloads = await self.hives.list_downloads(hive, time_limit=self.settings.health_timeout * 5)
+        except ApiError as exc:
+            log.warning("hive_discovery_failed", hive_id=hive.hive_id, error=exc.message)
+            return
+        for download in downloads:
+            self.registry.record_download(str(download.get("download_id")), hive.hive_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        tasks: list[asyncio.Task[Any]] = [*self._background, *self._lookups.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def _named_hive(self, hive_id: str) -> HiveInfo:
+        hive = self.registry.get(hive_id)
+        if hive is None:
+            raise ApiError(404, "UNKNOWN_HIVE", f"no hive {hive_id!r} is registered with this queen")
+        if hive.health is Health.UNHEALTHY:
+            raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, f"hive {hive_id!r} is unhealthy", hive_id=hive_id)
+        return hive
+
+    async def start_download(
+        self, model_ref: str, sha256: str | None, hive_id: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """Start on the named hive, or on the least busy healthy one (the next if that one refuses connections)."""
+        if hive_id is not None:
+            return await self._start_on(self._named_hive(hive_id), model_ref, sha256)
+        tried: set[str] = set()
+        last_error: ApiError | None = None
+        while (hive := self.registry.least_busy(exclude=tried)) is not None:
+            tried.add(hive.hive_id)
+            try:
+                return await self._start_on(hive, model_ref, sha256)
+            except HiveUnreachable as exc:
+                if exc.connected:  # it may have started there: never risk a second copy elsewhere
+                    raise
+                self.registry.mark_unhealthy(hive.hive_id, exc.message)
+                last_error = exc
+        raise last_error or ApiError(503, ErrorCode.HIVE_UNREACHABLE, "no healthy hive to start the download on")
+
+    async def _start_on(self, hive: HiveInfo, model_ref: str, sha256: str | None) -> tuple[int, dict[str, Any]]:
+        status, body = await self.hives.start_download(hive, model_ref, sha256)
+        download_id = str(body.get("download_id"))
+        self.registry.record_download(download_id, hive.hive_id)
+        if status == 202:
+            self.registry.note_started(hive.hive_id)
+        log.info("download_placed", download_id=download_id, hive_id=hive.hive_id, created=status == 202)
+        return status, body
+
+    async def list_downloads(self, status: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every hive's downloads, newest first, and the hives that could not be asked."""
+        hives = self.registry.all()
+        results = await asyncio.gather(*(self.hives.list_downloads(h, status) for h in hives), return_exceptions=True)
+        downloads: list[dict[str, Any]] = []
+        unreachable: list[str] = []
+        for hive, result in zip(hives, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, ApiError):
+                    raise result
+                unreachable.append(hive.hive_id)
+                continue
+            for download in result:
+                self.registry.record_download(str(download.get("download_id")), hive.hive_id)
+            downloads.extend(result)
+        downloads.sort(key=_started_at, reverse=True)
+        return downloads, unreachable
+
+    async def owner_of(self, download_id: str) -> HiveInfo:
+        """The hive that has the download: the map, else ask every hive at once. 404 / 503 otherwise."""
+        hive_id = self.registry.owner(download_id)
+        hive = self.registry.get(hive_id) if hive_id else None
+        if hive is not None:
+            return hive
+        lookup = self._lookups.get(download_id)
+        if lookup is None:  # concurrent misses of one id share one round of questions
+            lookup = asyncio.create_task(self._ask_hives(download_id))
+            self._lookups[download_id] = lookup
+            lookup.add_done_callback(functools.partial(self._lookup_done, download_id))
+        found = await asyncio.shield(lookup)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"no download {download_id!r} on any hive")
+        return found
+
+    def _lookup_done(self, download_id: str, task: asyncio.Task[HiveInfo | None]) -> None:
+        if self._lookups.get(download_id) is task:
+            del self._lookups[download_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter has gone
+
+    async def _ask_hives(self, download_id: str) -> HiveInfo | None:
+        hives = self.registry.all()
+        timeout = self.settings.health_timeout
+        answers = await asyncio.gather(
+            *(self.hives.get_download(h, download_id, time_limit=timeout) for h in hives), return_exceptions=True
+        )
+        unreachable = []
+        for hive, answer in zip(hives, answers, strict=True):
+            if isinstance(answer, dict):
+                self.registry.record_download(download_id, hive.hive_id)
+                log.info("download_owner_found", download_id=download_id, hive_id=hive.hive_id)
+                return hive
+            if isinstance(answer, ApiError):
+                unreachable.append(hive.hive_id)
+            elif isinstance(answer, BaseException):
+                raise answer
+        if unreachable:
+            message = f"download {download_id!r} not found on the hives that answered; unreachable: {unreachable}"
+            raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, message, unreachable_hives=unreachable)
+        return None
+
+    async def get_download(self, download_id: str) -> dict[str, Any]:
+        hive = await self.owner_of(download_id)
+        state = await self.hives.get_download(hive, download_id)
+        if state is None:
+            self.registry.forget_download(download_id)
+            raise ApiError(404, "NOT_FOUND", f"no download {download_id!r} on hive {hive.hive_id!r}")
+        return state
+
+    async def cancel_download(self, download_id: str) -> dict[str, Any]:
+        hive = await self.owner_of(download_id)
+        try:
+            return await self.hives.cancel_download(hive, download_id)
+        except ApiError as exc:
+            if exc.status == 404:
+                self.registry.forget_download(download_id)
+            raise

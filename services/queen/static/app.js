@@ -1,0 +1,522 @@
+// rbee queen live page. Plain JavaScript, no build step, same-origin only.
+//
+// Data flow: GET /v1/downloads (the whole list) + EventSource('/v1/downloads/stream') (live events),
+// merged per download_id. Text from the server is only ever set with textContent.
+'use strict';
+
+(function () {
+  const TOKEN_KEY = 'rbee-api-token';
+  const ACTIVE = new Set(['queued', 'starting', 'downloading']);
+  const TERMINAL = new Set(['complete', 'failed', 'cancelled']);
+  const RANK = { queued: 0, starting: 1, downloading: 2 };
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 10000;
+  const HIVES_EVERY_MS = 2000;
+
+  const $ = (id) => document.getElementById(id);
+  const rowsEl = $('download-rows');
+  const downloads = new Map(); // download_id -> {state fields..., row: HTMLTableRowElement}
+  const knownHives = new Set();
+
+  let token = sessionStorage.getItem(TOKEN_KEY) || '';
+  let needLogin = false;
+  let source = null;
+  let retryTimer = null;
+  let backoff = BACKOFF_MIN_MS;
+  let hivesTimer = null;
+  let attempts = 0;
+
+  // ------------------------------------------------------------------ formatting (as rbee-keeper prints)
+
+  const UNITS = ['kB', 'MB', 'GB', 'TB', 'PB'];
+
+  function humanBytes(n) {
+    if (n === null || n === undefined) return '?';
+    let v = Number(n);
+    if (Math.abs(v) < 1000) return `${Math.trunc(v)} B`;
+    for (let i = 0; i < UNITS.length; i++) {
+      v /= 1000;
+      if (Math.abs(v) < 999.95 || i === UNITS.length - 1) return `${v.toFixed(1)} ${UNITS[i]}`;
+    }
+    return '?';
+  }
+
+  function humanEta(secs) {
+    if (secs === null || secs === undefined || secs < 0) return '-';
+    let s = Math.round(secs);
+    if (s < 60) return `${s}s`;
+    let m = Math.floor(s / 60); s %= 60;
+    if (m < 60) return `${m}m${String(s).padStart(2, '0')}s`;
+    let h = Math.floor(m / 60); m %= 60;
+    if (h < 24) return `${h}h${String(m).padStart(2, '0')}m`;
+    const d = Math.floor(h / 24); h %= 24;
+    return `${d}d${String(h).padStart(2, '0')}h`;
+  }
+
+  function displayName(ref) {
+    if (!ref) return '…';
+    let path = ref;
+    if (ref.startsWith('hf:') && ref.includes('::file=')) path = ref.split('::file=')[1];
+    else if (/^https?:\/\//.test(ref)) {
+      try { path = decodeURIComponent(new URL(ref).pathname); } catch (e) { path = ref; }
+    }
+    const name = path.replace(/\/+$/, '').split('/').pop();
+    return name || ref;
+  }
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // ------------------------------------------------------------------ API calls
+
+  class AuthError extends Error {}
+
+  async function api(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const response = await fetch(path, {
+      method, headers, cache: 'no-store', body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (response.status === 401) {
+      showLogin(token ? 'The token was refused. Enter the queen\'s RBEE_API_TOKEN.' : null);
+      throw new AuthError('unauthorized');
+    }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function errorText(result) {
+    const err = result.data && result.data.error;
+    if (err && typeof err === 'object') return `${err.code || 'ERROR'}: ${err.message || ''}`;
+    return `HTTP ${result.status}`;
+  }
+
+  // ------------------------------------------------------------------ login
+
+  function showLogin(message) {
+    needLogin = true;
+    if (token) { token = ''; sessionStorage.removeItem(TOKEN_KEY); }
+    stopStream();
+    setConn('auth', 'sign in needed');
+    $('login').hidden = false;
+    if (message) $('login-message').textContent = message;
+    $('token').focus();
+  }
+
+  $('login-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const value = $('token').value.trim();
+    if (!value) return;
+    token = value;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $('token').value = '';
+    $('login').hidden = true;
+    needLogin = false;
+    backoff = BACKOFF_MIN_MS;
+    refreshHives();
+    resyncThenStream();
+  });
+
+  // ------------------------------------------------------------------ connection indicator
+
+  function setConn(state, text) {
+    const node = $('conn-state');
+    node.dataset.state = state;
+    node.textContent = text || state;
+  }
+
+  // ------------------------------------------------------------------ download model
+
+  function fromState(s) {
+    return {
+      download_id: s.download_id,
+      model_ref: s.model_ref,
+      hive_id: s.hive_id,
+      status: s.status,
+      bytes: s.bytes_downloaded || 0,
+      total: s.total_bytes,
+      speed_bps: s.speed_bps,
+      eta_secs: s.eta_secs,
+      percent: s.percent,
+      queue_position: s.queue_position,
+      error: s.error,
+      code: s.error_code,
+      path: s.path,
+      sha256: s.sha256,
+      started_at: s.started_at,
+      completed_at: s.completed_at,
+    };
+  }
+
+  function mergeState(s) {
+    if (!s || typeof s.download_id !== 'string') return;
+    const incoming = fromState(s);
+    const d = downloads.get(s.download_id);
+    if (!d) { addDownload(incoming); return; }
+    const startedBefore = d.started_at;
+    // A list answer may be older than what the stream already told us: never step back.
+    const stale = (TERMINAL.has(d.status) && !TERMINAL.has(incoming.status))
+      || (!TERMINAL.has(incoming.status) && (incoming.bytes < d.bytes
+        || (incoming.bytes === d.bytes && RANK[incoming.status] < RANK[d.status])));
+    if (stale) {
+      for (const key of ['model_ref', 'hive_id']) if (!d[key] && incoming[key]) d[key] = incoming[key];
+      if (d.provisional && incoming.started_at) d.started_at = incoming.started_at;
+    } else {
+      for (const [key, value] of Object.entries(incoming)) if (value !== undefined && value !== null) d[key] = value;
+      for (const key of ['queue_position', 'eta_secs', 'error', 'code']) d[key] = incoming[key];
+    }
+    if (incoming.started_at) d.provisional = false;
+    render(d);
+    if (d.started_at !== startedBefore) place(d);
+  }
+
+  function addDownload(fields) {
+    const d = Object.assign({ status: 'queued', bytes: 0, total: null }, fields);
+    if (!d.started_at) {
+      d.started_at = new Date().toISOString(); // until the real one is known
+      d.provisional = true;
+    }
+    d.row = buildRow(d);
+    downloads.set(d.download_id, d);
+    if (d.hive_id) noteHive(d.hive_id);
+    render(d);
+    place(d);
+    return d;
+  }
+
+  function applyEvent(type, data) {
+    if (!data || typeof data.download_id !== 'string') return;
+    let d = downloads.get(data.download_id);
+    if (!d) {
+      d = addDownload({ download_id: data.download_id });
+      fetchOne(d.download_id); // events carry no started_at, and only progress carries model_ref
+    }
+    if (TERMINAL.has(d.status) && type === 'progress') return; // a late progress after the end
+    if (data.hive_id) { d.hive_id = data.hive_id; noteHive(data.hive_id); }
+    if (data.model_ref) d.model_ref = data.model_ref;
+    if (typeof data.bytes === 'number') d.bytes = Math.max(d.bytes || 0, data.bytes);
+    if (data.total !== undefined && data.total !== null) d.total = data.total;
+    if (type === 'progress') {
+      d.status = data.status || d.status;
+      d.speed_bps = data.speed_bps;
+      d.eta_secs = data.eta_secs;
+      d.percent = data.percent;
+      d.queue_position = data.queue_position === undefined ? null : data.queue_position;
+    } else if (type === 'complete') {
+      d.status = 'complete';
+      d.sha256 = data.sha256; d.path = data.path; d.duration_secs = data.duration_secs;
+      d.speed_bps = 0; d.eta_secs = null; d.percent = d.total !== null && d.total !== undefined ? 100 : null;
+    } else if (type === 'error') {
+      d.status = 'failed'; d.error = data.error; d.code = data.code; d.speed_bps = 0; d.eta_secs = null;
+    } else if (type === 'cancelled') {
+      d.status = 'cancelled'; d.speed_bps = 0; d.eta_secs = null;
+    }
+    render(d);
+  }
+
+  async function fetchOne(id) {
+    try {
+      const r = await api('GET', `/v1/downloads/${encodeURIComponent(id)}`);
+      if (r.ok) mergeState(r.data);
+    } catch (e) { /* the stream keeps the row current anyway */ }
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  function buildRow(d) {
+    const tr = el('tr', 'download');
+    tr.dataset.downloadId = d.download_id;
+    const model = el('td', 'model');
+    model.append(el('span', 'name'), el('span', 'ref'));
+    const progress = el('td', 'col-progress');
+    const bar = el('div', 'bar');
+    bar.setAttribute('role', 'progressbar');
+    bar.setAttribute('aria-valuemin', '0');
+    bar.setAttribute('aria-valuemax', '100');
+    bar.append(el('div', 'fill'));
+    progress.append(bar);
+    const status = el('td', 'state');
+    status.append(el('span', 'status'), el('span', 'error-code'), el('span', 'error-message'), el('span', 'path'));
+    const actions = el('td', 'actions');
+    const cancel = el('button', 'cancel', 'Cancel');
+    cancel.type = 'button';
+    cancel.addEventListener('click', () => cancelDownload(d.download_id, cancel));
+    actions.append(cancel);
+    tr.append(model, el('td', 'hive'), progress, el('td', 'percent num'), el('td', 'bytes num'),
+      el('td', 'speed num'), el('td', 'eta num'), status, actions);
+    return tr;
+  }
+
+  function percentOf(d) {
+    if (d.percent !== null && d.percent !== undefined) return Number(d.percent);
+    if (d.status === 'complete' && d.total !== null && d.total !== undefined) return 100;
+    if (d.total) return Math.min(100, (d.bytes * 100) / d.total);
+    return null;
+  }
+
+  function statusText(d) {
+    if (d.status === 'queued' && d.queue_position !== null && d.queue_position !== undefined) {
+      return `queued #${d.queue_position}`;
+    }
+    return d.status || 'unknown';
+  }
+
+  function render(d) {
+    const tr = d.row;
+    const q = (sel) => tr.querySelector(sel);
+    tr.dataset.status = d.status || 'unknown';
+    tr.dataset.hiveId = d.hive_id || '';
+    q('.name').textContent = displayName(d.model_ref);
+    q('.ref').textContent = d.model_ref || d.download_id;
+    q('.model').title = `${d.download_id}${d.started_at ? ` · started ${d.started_at}` : ''}`;
+    q('.hive').textContent = d.hive_id || '-';
+    const pct = percentOf(d);
+    const running = d.status === 'downloading';
+    q('.fill').style.width = `${pct === null ? 0 : Math.max(0, Math.min(100, pct))}%`;
+    q('.bar').classList.toggle('indeterminate', pct === null && (running || d.status === 'starting'));
+    if (pct === null) q('.bar').removeAttribute('aria-valuenow');
+    else q('.bar').setAttribute('aria-valuenow', pct.toFixed(1));
+    q('.percent').textContent = pct === null ? '-' : `${pct.toFixed(1)}%`;
+    q('.bytes').textContent = d.total === null || d.total === undefined
+      ? humanBytes(d.bytes) : `${humanBytes(d.bytes)} / ${humanBytes(d.total)}`;
+    q('.speed').textContent = running && d.speed_bps ? `${humanBytes(d.speed_bps)}/s` : '-';
+    q('.eta').textContent = running ? humanEta(d.eta_secs) : '-';
+    q('.status').textContent = statusText(d);
+    const failed = d.status === 'failed';
+    q('.error-code').textContent = failed ? (d.code || 'ERROR') : '';
+    q('.error-message').textContent = failed ? (d.error || '') : '';
+    q('.path').textContent = d.status === 'complete' && d.path ? d.path : '';
+    q('.path').title = d.sha256 ? `sha256 ${d.sha256}` : '';
+    const cancel = q('.cancel');
+    cancel.hidden = !ACTIVE.has(d.status);
+    applyFilter(d);
+    summarize();
+  }
+
+  function sortKey(d) { return d.started_at || ''; }
+
+  function place(d) {
+    // Newest first, by started_at (RFC 3339 in UTC sorts as text).
+    const key = sortKey(d);
+    let before = null;
+    for (const other of rowsEl.children) {
+      if (other === d.row) continue;
+      const o = downloads.get(other.dataset.downloadId);
+      if (o && sortKey(o) < key) { before = other; break; }
+    }
+    if (d.row.parentNode !== rowsEl || d.row.nextSibling !== before) rowsEl.insertBefore(d.row, before);
+  }
+
+  function applyFilter(d) {
+    const hive = $('filter-hive').value;
+    const status = $('filter-status').value;
+    const statusOk = !status || (status === 'active' ? ACTIVE.has(d.status) : d.status === status);
+    d.row.hidden = !(statusOk && (!hive || d.hive_id === hive));
+  }
+
+  function summarize() {
+    const counts = {};
+    for (const d of downloads.values()) {
+      const k = ACTIVE.has(d.status) ? 'active' : d.status;
+      counts[k] = (counts[k] || 0) + 1;
+    }
+    const parts = ['active', 'complete', 'failed', 'cancelled'].filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`);
+    $('summary').textContent = parts.length ? `· ${parts.join(' · ')}` : '';
+    $('empty').hidden = downloads.size > 0;
+  }
+
+  for (const id of ['filter-hive', 'filter-status']) {
+    $(id).addEventListener('change', () => { for (const d of downloads.values()) applyFilter(d); });
+  }
+
+  // ------------------------------------------------------------------ hives
+
+  function noteHive(hiveId) {
+    if (knownHives.has(hiveId)) return;
+    knownHives.add(hiveId);
+    for (const id of ['filter-hive', 'hive-select']) {
+      const select = $(id);
+      const option = el('option', '', hiveId);
+      option.value = hiveId;
+      select.append(option);
+    }
+  }
+
+  function hiveList(data) {
+    if (Array.isArray(data)) return data;
+    if (data && Array.isArray(data.hives)) return data.hives;
+    return [];
+  }
+
+  async function refreshHives() {
+    clearTimeout(hivesTimer);
+    try {
+      const r = await api('GET', '/v1/hives');
+      if (r.ok) renderHives(hiveList(r.data));
+    } catch (e) {
+      if (e instanceof AuthError) return;
+    }
+    hivesTimer = setTimeout(refreshHives, HIVES_EVERY_MS);
+  }
+
+  function renderHives(hives) {
+    const list = $('hive-list');
+    list.replaceChildren();
+    if (!hives.length) list.append(el('li', 'muted', 'no hives registered'));
+    for (const h of hives) {
+      const health = h.health || (h.healthy === true ? 'healthy' : h.healthy === false ? 'unhealthy' : 'unknown');
+      const li = el('li', 'hive');
+      li.dataset.hiveId = h.hive_id;
+      li.dataset.health = health;
+      li.append(el('span', 'dot'), el('span', 'hive-id', h.hive_id), el('span', 'health', health));
+      const active = h.active_downloads ?? h.active ?? null;
+      if (active !== null) li.append(el('span', 'active muted', `${active} active`));
+      li.title = [h.url, h.last_error].filter(Boolean).join(' · ');
+      list.append(li);
+      noteHive(h.hive_id);
+      const option = [...$('hive-select').options].find((o) => o.value === h.hive_id);
+      if (option) option.textContent = health === 'healthy' ? h.hive_id : `${h.hive_id} (${health})`;
+    }
+  }
+
+  // ------------------------------------------------------------------ start and cancel
+
+  function formMessage(text, kind) {
+    const node = $('form-message');
+    node.textContent = text || '';
+    node.dataset.kind = kind || '';
+    node.hidden = !text;
+  }
+
+  $('start-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const ref = $('model-ref').value.trim();
+    if (!ref) return;
+    const body = { model_ref: ref };
+    const hive = $('hive-select').value;
+    if (hive) body.hive_id = hive;
+    const button = ev.target.querySelector('button[type=submit]');
+    button.disabled = true;
+    try {
+      const r = await api('POST', '/v1/downloads', body);
+      if (r.ok) {
+        mergeState(r.data);
+        $('model-ref').value = '';
+        const where = r.data.hive_id || 'a hive';
+        formMessage(r.status === 202 ? `started on ${where}` : `already ${r.data.status} on ${where}`, 'ok');
+      } else {
+        formMessage(errorText(r), 'error');
+      }
+    } catch (e) {
+      if (!(e instanceof AuthError)) formMessage(`could not reach the queen (${e.message})`, 'error');
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  async function cancelDownload(id, button) {
+    button.disabled = true;
+    try {
+      const r = await api('DELETE', `/v1/downloads/${encodeURIComponent(id)}`);
+      if (r.ok) mergeState(r.data);
+      else formMessage(`cancel failed: ${errorText(r)}`, 'error');
+    } catch (e) {
+      if (!(e instanceof AuthError)) formMessage(`could not reach the queen (${e.message})`, 'error');
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ list + live stream
+
+  function renderUnreachable(list) {
+    const node = $('unreachable');
+    const items = (list || []).map((u) => (typeof u === 'string' ? u
+      : [u.hive_id, u.error && (u.error.message || u.error), u.message].filter(Boolean).join(': ')));
+    node.textContent = items.length ? `Not answering, their downloads may be missing: ${items.join(' · ')}` : '';
+    node.hidden = !items.length;
+  }
+
+  async function resync() {
+    const r = await api('GET', '/v1/downloads');
+    if (!r.ok) throw new Error(errorText(r));
+    const list = Array.isArray(r.data) ? r.data : (r.data.downloads || []);
+    for (const s of list) mergeState(s);
+    renderUnreachable(r.data.unreachable_hives);
+  }
+
+  function stopStream() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    if (source) { source.close(); source = null; }
+  }
+
+  function scheduleReconnect() {
+    stopStream();
+    if (needLogin) return;
+    setConn('reconnecting', `reconnecting in ${(backoff / 1000).toFixed(1)}s…`);
+    retryTimer = setTimeout(resyncThenStream, backoff);
+    backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+  }
+
+  // Reload the list (which also tells a 401 apart from a queen that is down), then open the stream.
+  async function resyncThenStream() {
+    stopStream();
+    if (needLogin) return;
+    const attempt = ++attempts; // a newer attempt (a login meanwhile) wins
+    try {
+      await resync();
+    } catch (e) {
+      if (!(e instanceof AuthError) && attempt === attempts) scheduleReconnect();
+      return;
+    }
+    if (attempt === attempts && !needLogin) openStream();
+  }
+
+  function openStream() {
+    stopStream();
+    const url = '/v1/downloads/stream' + (token ? `?access_token=${encodeURIComponent(token)}` : '');
+    const es = new EventSource(url);
+    source = es;
+    es.addEventListener('open', () => {
+      if (es !== source) return;
+      backoff = BACKOFF_MIN_MS;
+      setConn('live', 'live');
+      // Catch what ended while we were away; the stream itself replays only active downloads.
+      resync().catch(() => {});
+    });
+    for (const type of ['progress', 'complete', 'cancelled']) {
+      es.addEventListener(type, (ev) => onMessage(type, ev));
+    }
+    // 'error' is two things: a failed download (a MessageEvent with data, sent as `event: error`)
+    // and the EventSource's own connection error (a plain Event, no data).
+    es.addEventListener('error', (ev) => {
+      if (es !== source) return;
+      if (ev instanceof MessageEvent && typeof ev.data === 'string' && ev.data !== '') {
+        onMessage('error', ev);
+        return;
+      }
+      // Connection lost or refused (closed for good after a non-200 answer, or the browser is about
+      // to retry on its own): take over with our own backoff, and resynchronise before streaming again.
+      scheduleReconnect();
+    });
+  }
+
+  function onMessage(type, ev) {
+    let data;
+    try { data = JSON.parse(ev.data); } catch (e) { return; }
+    applyEvent(type, data);
+  }
+
+  // ------------------------------------------------------------------ start
+
+  summarize();
+  refreshHives();
+  resyncThenStream();
+})();

@@ -1,0 +1,511 @@
+"""The queen's relay: its pure parts, then real queens relaying from a scripted fake hive on a real socket.
+
+The fake hive lets a test cut a stream mid-way, replay old ids, refuse connections and answer
+204/404, which a real hive only does by accident; the real-hive scenarios are in test_queen_e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, connect_sse
+
+from services.queen.mailbox import ClientQueue
+from services.queen.main import create_app
+from services.queen.settings import QueenSettings
+from services.queen.subscription import Subscription
+from services.queen.upstream import Backoff, bytes_went_back, decode_event, is_event_stream
+from shared.models import EventType, ProgressEvent
+from tests.support import ServerThread, free_port, wait_until
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def progress(event_id: int, nbytes: int, download_id: str = "dl-1") -> ProgressEvent:
+    return ProgressEvent(event_id, EventType.PROGRESS, {"download_id": download_id, "bytes": nbytes})
+
+
+def terminal(event_id: int, download_id: str = "dl-1") -> ProgressEvent:
+    return ProgressEvent(event_id, EventType.COMPLETE, {"download_id": download_id, "bytes": 100})
+
+
+def take(queue: ClientQueue) -> list[ProgressEvent]:
+    return asyncio.run(asyncio.wait_for(queue.next_batch(), 1))
+
+
+def test_client_queue_keeps_the_latest_event_per_download_and_every_terminal_one() -> None:
+    queue = ClientQueue(maxsize=2)
+    for i in range(1, 1001):  # a reader that never reads holds one event per download, not a thousand
+        assert queue.offer(progress(i, i))
+    queue.offer(progress(1, 1, "dl-2"))
+    assert queue.pending() == 2
+    queue.offer(progress(999, 999))  # never an older id over a newer one
+    queue.offer(terminal(1001))
+    queue.offer(progress(1002, 5000))  # nothing replaces a terminal event
+    assert [(e.download_id, e.id, e.event) for e in take(queue)] == [
+        ("dl-1", 1001, EventType.COMPLETE),
+        ("dl-2", 1, EventType.PROGRESS),
+    ]
+    assert queue.pending() == 0
+
+
+def test_client_queue_honours_last_event_id_and_drains_before_closing() -> None:
+    queue = ClientQueue(after_id=5)
+    queue.offer(progress(5, 50))
+    assert queue.pending() == 0
+    queue.offer(progress(6, 60))
+    queue.close()
+    assert not queue.offer(progress(7, 70))
+    assert [e.id for e in take(queue)] == [6]
+    assert take(queue) == []
+
+
+def test_client_queue_overflow_closes_the_client_instead_of_growing() -> None:
+    queue = ClientQueue(maxsize=2)
+    assert queue.offer(progress(1, 1, "a")) and queue.offer(progress(1, 1, "b"))
+    assert queue.offer(progress(2, 2, "a"))  # same download: coalesced, no growth
+    assert not queue.offer(progress(1, 1, "c"))
+    assert queue.overflowed and queue.closed and queue.pending() == 2
+
+
+def test_subscription_join_primes_late_joiners_and_decides_204() -> None:
+    sub = Subscription("dl-1", "hive-a")
+    early = sub.join(None)
+    assert early is not None and early.pending() == 0  # nothing relayed yet: wait for the next event
+    sub.publish(progress(4, 40))
+    late, resumed, ahead = sub.join(None), sub.join(3), sub.join(4)
+    assert late is not None and [e.id for e in take(late)] == [4]  # the latest event at once
+    assert resumed is not None and resumed.pending() == 1
+    assert ahead is not None and ahead.pending() == 0  # its Last-Event-ID is respected
+    sub.publish(terminal(5))
+    assert [e.id for e in take(early)] == [5]  # coalesced: 4 was never taken, 5 replaced it
+    sub.finish()
+    assert early.closed and not sub.clients
+    assert sub.join(5) is None and sub.join(9) is None  # at or past the terminal event: 204
+    after_end = sub.join(4)
+    assert after_end is not None and after_end.closed and [e.id for e in take(after_end)] == [5]
+
+
+def test_backoff_doubles_to_a_cap_with_jitter_and_resets() -> None:
+    backoff = Backoff(0.1, 0.5, jitter=0.0)
+    assert [round(backoff.next(), 3) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    backoff.reset()
+    assert backoff.next() == pytest.approx(0.1)
+    noisy = Backoff(1.0, 1.0, jitter=0.1, rng=lambda: 1.0)
+    assert noisy.next() == pytest.approx(1.1)
+
+
+def test_decode_event_drops_what_is_not_one_of_ours() -> None:
+    data = json.dumps({"download_id": "dl-1", "bytes": 3})
+    event = decode_event("progress", data, "7")
+    assert event == ProgressEvent(7, EventType.PROGRESS, {"download_id": "dl-1", "bytes": 3})
+    assert decode_event("message", "", "7") is None  # httpx-sse's empty event after a keep-alive comment
+    assert decode_event("progress", data, "") is None
+    assert decode_event("progress", data, "x7") is None
+    assert decode_event("bogus", data, "7") is None
+    assert decode_event("progress", "{not json", "7") is None
+    assert decode_event("progress", "[1]", "7") is None
+    assert decode_event("progress", '{"bytes": 1}', "7") is None
+
+
+def test_bytes_never_go_back_and_content_types() -> None:
+    assert bytes_went_back(progress(1, 10), progress(2, 9))
+    assert not bytes_went_back(progress(1, 10), progress(2, 10))
+    assert not bytes_went_back(None, progress(2, 9))
+    assert not bytes_went_back(progress(1, 10), terminal(2))
+    assert is_event_stream("text/event-stream; charset=utf-8")
+    assert not is_event_stream("application/json")
+
+
+# --------------------------------------------------------------------------- a scripted fake hive
+
+Step = tuple[Any, ...]
+
+
+def ev(event_id: int, kind: str = "progress", download_id: str = "dl-x", **data: Any) -> Step:
+    return ("event", event_id, kind, {"download_id": download_id, **data})
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeHive:
+    """A hive on a real socket whose streams follow scripts: one script per connection to a path
+    (the last one repeats). Steps: ("event", id, type, data), ("raw", text), ("wait", Event),
+    ("status", code, json-or-None) as the whole answer, ("drop",) = cut without ending the chunked
+    body, ("die",) = cut and refuse every later connection, ("end",) = end cleanly, ("hold",)."""
+
+    hive_id: str = "hive-f"
+    port: int = field(default_factory=free_port)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    streams: dict[str, list[list[Step]]] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self._refuse = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._sock.settimeout(0.02)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def requests(self, path: str) -> list[Seen]:
+        return [s for s in self.seen if s.path == path]
+
+    def _accept(self) -> None:
+        with self._sock:
+            while not self._stop.is_set() and not self._refuse.is_set():
+                try:
+                    conn, _ = self._sock.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            reader = conn.makefile("rb")
+            request_line = reader.readline().decode()
+            headers: dict[str, str] = {}
+            while (line := reader.readline().decode().strip()) != "":
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            path = request_line.split(" ")[1].split("?")[0] if request_line else ""
+            self.seen.append(Seen(path, headers))
+            try:
+                self._answer(conn, path)
+            except OSError:
+                pass
+
+    def _answer(self, conn: socket.socket, path: str) -> None:
+        if path == "/healthz":
+            return _json(conn, 200, {"status": "ok", "hive_id": self.hive_id, "active_downloads": 0})
+        if path == "/v2/downloads":
+            return _json(conn, 200, {"hive_id": self.hive_id, "downloads": list(self.states.values())})
+        scripts = self.streams.get(path)
+        if scripts is None and path == "/v2/downloads/stream":
+            scripts = [[("hold",)]]
+        if scripts is None:
+            state = self.states.get(path.removeprefix("/v2/downloads/"))
+            if state is None:
+                return _json(conn, 404, {"error": {"code": "NOT_FOUND", "message": "unknown"}})
+            return _json(conn, 200, state)
+        script = scripts[min(len(self.requests(path)) - 1, len(scripts) - 1)]
+        if script[0][0] == "status":
+            return _json(conn, script[0][1], script[0][2])
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for step in script:
+            if step[0] == "event":
+                _chunk(conn, f"id: {step[1]}\nevent: {step[2]}\ndata: {json.dumps(step[3])}\n\n")
+            elif step[0] == "raw":
+                _chunk(conn, step[1])
+            elif step[0] == "wait":
+                while not step[1].wait(0.05) and not self._stop.is_set():
+                    pass
+            elif step[0] in ("drop", "die"):
+                if step[0] == "die":
+                    self._refuse.set()
+                conn.shutdown(socket.SHUT_RDWR)
+                return None
+            elif step[0] == "end":
+                conn.sendall(b"0\r\n\r\n")
+                return None
+            elif step[0] == "hold":
+                while not self._stop.wait(0.05):
+                    pass
+        return None
+
+
+def _chunk(conn: socket.socket, text: str) -> None:
+    data = text.encode()
+    conn.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+
+def _json(conn: socket.socket, status: int, body: dict[str, Any] | None) -> None:
+    data = b"" if body is None else json.dumps(body).encode()
+    head = f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n"
+    conn.sendall(head.encode() + b"connection: close\r\n\r\n" + data)
+
+
+# --------------------------------------------------------------------------- queens in front of it
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeHive]:
+    hive = FakeHive()
+    yield hive
+    hive.stop()
+
+
+def queen_for(*hives: FakeHive, **overrides: Any) -> ServerThread:
+    fields: dict[str, Any] = {
+        "orchestrator_id": "queen-t",
+        "hives": {h.hive_id: h.url for h in hives},
+        "api_token": TOKEN,
+        "health_interval": 0.2,
+        "relay_backoff_initial": 0.05,
+        "relay_backoff_max": 0.2,
+        "unreachable_budget": 5.0,
+        "keepalive_secs": 1.0,
+        **overrides,
+    }
+    settings = QueenSettings(**fields)
+    return ServerThread(create_app(settings)).start()
+
+
+@pytest.fixture
+def make_queen() -> Iterator[Callable[..., ServerThread]]:
+    started: list[ServerThread] = []
+
+    def _make(*hives: FakeHive, **overrides: Any) -> ServerThread:
+        started.append(queen_for(*hives, **overrides))
+        return started[-1]
+
+    yield _make
+    for queen in started:
+        queen.stop()
+
+
+def read_stream(
+    url: str, headers: dict[str, str] | None = None, until: Callable[[list[ServerSentEvent]], bool] | None = None
+) -> list[ServerSentEvent]:
+    """Read SSE events until the stream ends or `until` holds (bounded: a watchdog closes it after 20 s)."""
+    seen: list[ServerSentEvent] = []
+    with httpx.Client(timeout=httpx.Timeout(5, read=10)) as client:
+        with connect_sse(client, "GET", url, headers={**AUTH, **(headers or {})}) as source:
+            assert source.response.status_code == 200, source.response.read()
+            watchdog = threading.Timer(20, source.response.close)
+            watchdog.start()
+            try:
+                for sse in source.iter_sse():
+                    if not sse.data:
+                        continue  # httpx-sse's empty event after a keep-alive comment
+                    seen.append(sse)
+                    if (until is not None and until(seen)) or len(seen) > 500:
+                        break
+            finally:
+                watchdog.cancel()
+    return seen
+
+
+def metric(queen: ServerThread, name: str) -> float:
+    text = httpx.get(f"{queen.url}/metrics", headers=AUTH, timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def test_relay_reconnects_after_a_cut_and_the_client_sees_one_stream(
+    fake: FakeHive, make_queen: Callable[..., ServerThread]
+) -> None:
+    path = "/v2/downloads/dl-x/stream"
+    cut = threading.Event()
+    fake.states["dl-x"] = {"download_id": "dl-x", "status": "downloading"}
+    fake.streams[path] = [
+        [ev(1, bytes=10), ("raw", ": ping\r\n\r\n"), ev(2, bytes=20), ev(3, bytes=30), ("wait", cut), ("drop",)],
+        [("status", 404, {"error": {"code": "NOT_FOUND", "message": "restarting"}})],  # not back yet
+        [ev(3, bytes=30), ev(4, bytes=25), ev(5, bytes=40), ev(6, "complete", bytes=100), ("end",)],
+    ]
+    queen = make_queen(fake)
+
+    def until(seen: list[ServerSentEvent]) -> bool:
+        if seen[-1].id == "3":
+            cut.set()  # the connection to the hive breaks once the client has id 3
+        return False
+
+    seen = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", {"X-Correlation-Id": "corr-relay-1"}, until)
+
+    # A slow reader may get progress coalesced (latest wins), but never a repeat, never the replayed
+    # id 3 again, never id 4 (fewer bytes than already relayed), and always the terminal event.
+    ids = [int(e.id) for e in seen]
+    assert ids == sorted(set(ids)) and 3 in ids and ids[-1] == 6 and seen[-1].event == "complete"
+    assert set(ids) <= {1, 2, 3, 5, 6}
+    payloads = [e.json() for e in seen]
+    assert all(p["orchestrator_id"] == "queen-t" and p["hive_id"] == "hive-f" for p in payloads)
+    assert [p["bytes"] for p in payloads] == sorted(p["bytes"] for p in payloads)
+    upstream = fake.requests(path)
+    assert [r.headers.get("last-event-id") for r in upstream] == [None, "3", "3"]
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in upstream)
+    assert all(r.headers.get("x-correlation-id") == "corr-relay-1" for r in upstream)
+    assert metric(queen, "rbee_queen_relay_reconnects_total") == 1
+    assert metric(queen, "rbee_queen_relay_reconnect_failures_total") >= 1
+    wait_until(lambda: metric(queen, 'rbee_queen_upstream_subscriptions{stream="download"}') == 0, 5)
+
+
+def test_relay_sends_hive_unreachable_only_after_the_budget(
+    fake: FakeHive, make_queen: Callable[..., ServerThread]
+) -> None:
+    budget = 0.8
+    cut = threading.Event()
+    fake.states["dl-x"] = {"download_id": "dl-x", "status": "downloading"}
+    fake.streams["/v2/downloads/dl-x/stream"] = [
+        [ev(1, bytes=10, total=100), ev(2, bytes=20, total=100), ("wait", cut), ("die",)]
+    ]
+    queen = make_queen(fake, unreachable_budget=budget)
+    stamps: dict[str, float] = {}
+
+    def until(seen: list[ServerSentEvent]) -> bool:
+        stamps[seen[-1].id] = time.monotonic()
+        if seen[-1].id == "2":
+            cut.set()  # the hive dies (and stays away) once the client has id 2
+        return False
+
+    seen = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", until=until)
+
+    assert [(int(e.id), e.event) for e in seen][-2:] == [(2, "progress"), (3, "error")]
+    error = seen[-1].json()
+    assert error["code"] == "HIVE_UNREACHABLE" and error["download_id"] == "dl-x"
+    assert (error["bytes"], error["total"], error["orchestrator_id"], error["hive_id"]) == (
+        20,
+        100,
+        "queen-t",
+        "hive-f",
+    )
+    assert stamps["3"] - stamps["2"] >= budget * 0.9  # not before the budget ran out
+    assert metric(queen, "rbee_queen_relay_gave_up_total") == 1
+    assert metric(queen, "rbee_queen_relay_reconnect_failures_total") >= 2  # it kept trying meanwhile
+
+
+def test_a_hive_that_accepts_and_drops_without_events_does_not_renew_the_budget(
+    fake: FakeHive, make_queen: Callable[..., ServerThread]
+) -> None:
+    budget = 0.6
+    cut = threading.Event()
+    fake.states["dl-x"] = {"download_id": "dl-x", "status": "downloading"}
+    fake.streams["/v2/downloads/dl-x/stream"] = [[ev(1, bytes=10), ("wait", cut), ("drop",)], [("drop",)]]
+    queen = make_queen(fake, unreachable_budget=budget)
+
+    def until(seen: list[ServerSentEvent]) -> bool:
+        cut.set()
+        return False
+
+    seen = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", until=until)
+
+    assert [(int(e.id), e.event) for e in seen] == [(1, "progress"), (2, "error")]
+    assert seen[-1].json()["code"] == "HIVE_UNREACHABLE"
+    assert metric(queen, "rbee_queen_relay_reconnects_total") >= 2  # it did get back in, each time for nothing
+
+
+def test_relay_checks_the_hive_answer_before_streaming(fake: FakeHive, make_queen: Callable[..., ServerThread]) -> None:
+    fake.states["dl-done"] = {"download_id": "dl-done", "status": "complete"}
+    fake.streams["/v2/downloads/dl-done/stream"] = [[("status", 204, None)]]
+    fake.states["dl-gone"] = {"download_id": "dl-gone", "status": "downloading"}
+    fake.streams["/v2/downloads/dl-gone/stream"] = [[("status", 404, {"error": {"code": "NOT_FOUND", "message": "x"}})]]
+    dead = FakeHive("hive-dead")
+    dead.stop()
+    queen = make_queen(fake)
+
+    with httpx.Client(base_url=queen.url, headers=AUTH, timeout=10) as client:
+        done = client.get("/v1/downloads/dl-done/stream", headers={"Last-Event-ID": "7"})
+        assert done.status_code == 204 and done.content == b""
+        assert fake.requests("/v2/downloads/dl-done/stream")[0].headers["last-event-id"] == "7"
+        for download_id in ("dl-gone", "dl-unknown"):
+            missing = client.get(f"/v1/downloads/{download_id}/stream")
+            assert missing.status_code == 404
+            assert missing.headers["content-type"] == "application/json"
+            assert missing.json()["error"]["code"] == "NOT_FOUND"
+        assert client.get("/v1/downloads/dl-x/stream", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+    queen2 = make_queen(fake, dead)  # the owner might be the hive that cannot be asked: 503, not 404
+    with httpx.Client(base_url=queen2.url, headers=AUTH, timeout=10) as client:
+        unsure = client.get("/v1/downloads/dl-unknown/stream")
+        assert unsure.status_code == 503
+        assert unsure.json()["error"]["code"] == "HIVE_UNREACHABLE"
+        assert unsure.json()["error"]["unreachable_hives"] == ["hive-dead"]
+
+
+def test_aggregated_stream_settles_a_download_that_ended_while_the_hive_stream_was_down(
+    fake: FakeHive, make_queen: Callable[..., ServerThread]
+) -> None:
+    gate = threading.Event()
+    fake.states["dl-a"] = {"download_id": "dl-a", "status": "complete"}
+    fake.states["dl-b"] = {"download_id": "dl-b", "status": "downloading"}
+    fake.streams["/v2/downloads/stream"] = [
+        [("wait", gate), ev(1, download_id="dl-a", bytes=5), ev(1, download_id="dl-b", bytes=5), ("drop",)],
+        [ev(2, download_id="dl-b", bytes=10), ("hold",)],  # dl-a finished meanwhile: not active any more
+    ]
+    fake.streams["/v2/downloads/dl-a/stream"] = [[ev(2, "complete", download_id="dl-a", bytes=50), ("end",)]]
+    queen = make_queen(fake)
+    results: list[ServerSentEvent] = []
+
+    def everything(seen: list[ServerSentEvent]) -> bool:
+        got = {(e.json()["download_id"], int(e.id)) for e in seen if e.data}
+        return {("dl-a", 2), ("dl-b", 2)} <= got
+
+    reader = threading.Thread(
+        target=lambda: results.extend(read_stream(f"{queen.url}/v1/downloads/stream", until=everything))
+    )
+    reader.start()
+    wait_until(lambda: metric(queen, 'rbee_queen_sse_clients{stream="all"}') == 1, 5)
+    gate.set()
+    reader.join(20)
+    seen = [e for e in results if e.data]
+    by_download: dict[str, list[tuple[int, str]]] = {}
+    for e in seen:
+        assert e.json()["orchestrator_id"] == "queen-t" and e.json()["hive_id"] == "hive-f"
+        by_download.setdefault(e.json()["download_id"], []).append((int(e.id), e.event))
+    assert by_download == {"dl-a": [(1, "progress"), (2, "complete")], "dl-b": [(1, "progress"), (2, "progress")]}
+    assert fake.requests("/v2/downloads/dl-a/stream")[0].headers["last-event-id"] == "1"
+    first = [e for e in read_stream(f"{queen.url}/v1/downloads/stream", until=lambda s: bool(s[-1].data)) if e.data]
+    assert [(e.json()["download_id"], int(e.id)) for e in first] == [("dl-b", 2)]  # only what is active
+
+
+def test_a_late_joiner_shares_the_subscription_and_starts_from_the_latest_event(
+    fake: FakeHive, make_queen: Callable[..., ServerThread]
+) -> None:
+    gate, three_seen = threading.Event(), threading.Event()
+    path = "/v2/downloads/dl-x/stream"
+    fake.states["dl-x"] = {"download_id": "dl-x", "status": "downloading"}
+    fake.streams[path] = [
+        [ev(1, bytes=1), ev(2, bytes=2), ev(3, bytes=3), ("wait", gate), ev(4, "complete"), ("end",)],
+        [("status", 204, None)],  # what a hive answers at or past the terminal id
+    ]
+    queen = make_queen(fake)
+    results: dict[str, list[ServerSentEvent]] = {}
+
+    def first_client() -> None:
+        def until(seen: list[ServerSentEvent]) -> bool:
+            if seen[-1].id == "3":
+                three_seen.set()
+            return False
+
+        results["first"] = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", until=until)
+
+    thread = threading.Thread(target=first_client)
+    thread.start()
+    assert three_seen.wait(10)
+
+    def late(seen: list[ServerSentEvent]) -> bool:
+        gate.set()  # the download goes on only once the late joiner has its first event
+        return False
+
+    results["late"] = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", until=late)
+    thread.join(10)
+    first = [int(e.id) for e in results["first"]]
+    assert first == sorted(set(first)) and first[-2:] == [3, 4]  # 1 and 2 may be coalesced away
+    assert [(int(e.id), e.event) for e in results["late"]] == [(3, "progress"), (4, "complete")]
+    assert len(fake.requests(path)) == 1  # the late joiner did not open a second upstream
+    resumed = httpx.get(f"{queen.url}/v1/downloads/dl-x/stream", headers={**AUTH, "Last-Event-ID": "4"}, timeout=10)
+    assert resumed.status_code == 204
+    assert fake.requests(path)[1].headers["last-event-id"] == "4"
