@@ -1,0 +1,278 @@
+"""HTTP and SSE to the queen's /v1 API, with stream reconnects that resume from Last-Event-ID."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+__all__ = [
+    "DEFAULT_QUEEN_URL",
+    "QueenClient",
+    "QueenError",
+    "QueenUnreachable",
+    "ReconnectPolicy",
+    "StreamEvent",
+]
+
+DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
+TERMINAL_EVENT_TYPES = frozenset({"complete", "error", "cancelled"})
+
+
+class QueenError(Exception):
+    """The queen answered with an error: HTTP status plus the contract's `{"error": {code, message}}`."""
+
+    def __init__(self, status: int, code: str, message: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body or {}
+
+
+class QueenUnreachable(Exception):
+    """No answer from the queen (refused, timed out, dropped) within the allowed time."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One SSE event as received: its numeric id, type, parsed payload and the payload's raw text."""
+
+    id: int | None
+    event: str
+    data: dict[str, Any]
+    raw: str
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.event in TERMINAL_EVENT_TYPES
+
+    @classmethod
+    def synthetic(cls, event: str, data: dict[str, Any]) -> StreamEvent:
+        return cls(None, event, data, json.dumps(data, separators=(",", ":")))
+
+
+def terminal_event_from_state(state: dict[str, Any]) -> StreamEvent | None:
+    """The terminal event a finished download's state JSON stands for; None while it still runs."""
+    base = {
+        "download_id": state.get("download_id"),
+        "bytes": state.get("bytes_downloaded"),
+        "total": state.get("total_bytes"),
+    }
+    if state.get("hive_id"):
+        base["hive_id"] = state["hive_id"]
+    status = state.get("status")
+    if status == "complete":
+        return StreamEvent.synthetic("complete", {**base, "sha256": state.get("sha256"), "path": state.get("path")})
+    if status == "failed":
+        return StreamEvent.synthetic("error", {**base, "error": state.get("error"), "code": state.get("error_code")})
+    if status == "cancelled":
+        return StreamEvent.synthetic("cancelled", base)
+    return None
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Bounded exponential backoff; give up once the stream has been down for `budget` seconds."""
+
+    budget: float = 60.0
+    initial_delay: float = 0.25
+    max_delay: float = 5.0
+
+
+class _StreamEnded(Exception):
+    """204 No Content: the server says the stream is past its terminal event."""
+
+
+def _error_from_response(response: httpx.Response) -> QueenError:
+    try:
+        body = response.json()
+        err = body["error"]
+        return QueenError(response.status_code, str(err["code"]), str(err["message"]), body)
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else response.reason_phrase
+        return QueenError(response.status_code, f"HTTP_{response.status_code}", text)
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise QueenError(response.status_code, "BAD_RESPONSE", "the queen sent a non-JSON answer") from None
+
+
+def _retryable(exc: QueenError) -> bool:
+    return exc.status >= 500 or exc.status == 429
+
+
+class QueenClient:
+    """A small synchronous client of the queen. Every method raises QueenError or QueenUnreachable."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_QUEEN_URL,
+        token: str | None = None,
+        timeout: float = 10.0,
+        stream_read_timeout: float = 45.0,
+    ) -> None:
+        headers = {"User-Agent": "rbee-keeper/0.1"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout)
+        # The queen sends a keep-alive comment every 15 s, so a silent stream this long is a dead one.
+        self._stream_timeout = httpx.Timeout(timeout, read=stream_read_timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=self._timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> QueenClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plain requests
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise QueenUnreachable(f"cannot reach the queen at {self.base_url} ({_reason(exc)})") from None
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return _json_body(self._send(method, path, **kwargs))
+
+    def hives(self) -> list[dict[str, Any]]:
+        body = self._request("GET", "/v1/hives")
+        hives = body.get("hives", []) if isinstance(body, dict) else body
+        return list(hives)
+
+    def start_download(
+        self, model_ref: str, hive_id: str | None = None, sha256: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """(state, created): created is False when the queen joined an existing download of the file (200)."""
+        payload: dict[str, Any] = {"model_ref": model_ref}
+        if hive_id:
+            payload["hive_id"] = hive_id
+        if sha256:
+            payload["sha256"] = sha256
+        response = self._send("POST", "/v1/downloads", json=payload)
+        return _json_body(response), response.status_code == 202
+
+    def downloads(self, status: str | None = None) -> dict[str, Any]:
+        params = {"status": status} if status else None
+        body: dict[str, Any] = self._request("GET", "/v1/downloads", params=params)
+        return body
+
+    def download(self, download_id: str) -> dict[str, Any]:
+        state: dict[str, Any] = self._request("GET", f"/v1/downloads/{_quote(download_id)}")
+        return state
+
+    def cancel(self, download_id: str) -> dict[str, Any]:
+        state: dict[str, Any] = self._request("DELETE", f"/v1/downloads/{_quote(download_id)}")
+        return state
+
+    # -- streams
+
+    def stream_once(self, download_id: str, last_event_id: int | None = None) -> Iterator[StreamEvent]:
+        """One connection to the download's stream. Raises _StreamEnded on 204, QueenError on an error status,
+        httpx.TransportError / SSEError when the connection fails or drops."""
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        url = f"/v1/downloads/{_quote(download_id)}/stream"
+        with connect_sse(self._http, "GET", url, headers=headers, timeout=self._stream_timeout) as source:
+            response = source.response
+            if response.status_code == 204:
+                raise _StreamEnded
+            if response.status_code >= 400:
+                response.read()
+                raise _error_from_response(response)
+            for sse in source.iter_sse():
+                if sse.event not in ("progress", *TERMINAL_EVENT_TYPES):
+                    continue
+                try:
+                    data = json.loads(sse.data)
+                except ValueError:
+                    continue
+                event_id = int(sse.id) if sse.id.isdigit() else None
+                yield StreamEvent(event_id, sse.event, data if isinstance(data, dict) else {}, sse.data)
+
+    def follow(
+        self,
+        download_id: str,
+        policy: ReconnectPolicy | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[StreamEvent]:
+        """Every event of a download until its terminal one, across dropped connections.
+
+        After a drop it reconnects with Last-Event-ID and skips anything it has already yielded. Raises
+        QueenUnreachable once the stream has been down for `policy.budget` seconds, QueenError on a 4xx.
+        """
+        policy = policy or ReconnectPolicy()
+        last_id: int | None = None
+        down_since: float | None = None
+        delay = policy.initial_delay
+        while True:
+            reason = "the stream ended early"
+            try:
+                for event in self.stream_once(download_id, last_id):
+                    down_since, delay = None, policy.initial_delay
+                    if not event.is_terminal and event.id is not None and last_id is not None and event.id <= last_id:
+                        continue  # already shown before the reconnect
+                    if event.id is not None:
+                        last_id = event.id if last_id is None else max(last_id, event.id)
+                    yield event
+                    if event.is_terminal:
+                        return
+            except _StreamEnded:
+                # Past the terminal event (we missed it somehow): the state says how it ended.
+                try:
+                    terminal = terminal_event_from_state(self.download(download_id))
+                except QueenUnreachable as exc:
+                    terminal, reason = None, str(exc)
+                except QueenError as exc:
+                    if not _retryable(exc):
+                        raise
+                    terminal, reason = None, f"{exc.code}: {exc.message}"
+                if terminal is not None:
+                    yield terminal
+                    return
+            except QueenError as exc:
+                if not _retryable(exc):
+                    raise
+                reason = f"{exc.code}: {exc.message}"
+            except (httpx.TransportError, SSEError) as exc:
+                reason = _reason(exc)
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            left = policy.budget - (now - down_since)
+            if left <= 0:
+                raise QueenUnreachable(
+                    f"lost the stream from {self.base_url} and could not get it back within "
+                    f"{policy.budget:g}s ({reason})"
+                )
+            wait = min(delay, left)
+            if on_reconnect is not None:
+                on_reconnect(f"stream interrupted ({reason}); reconnecting in {wait:.1f}s")
+            sleep(wait)
+            delay = min(delay * 2, policy.max_delay)
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,94 @@
+"""`make demo` in small: the demo runs end to end, verifies the sha256 and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, wait_until
+
+
+def pid_alive(pid: int) -> bool:
+    """True while /proc/<pid> exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def started_pids(output: str) -> dict[str, int]:
+    return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", output)}
+
+
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HIVE_", "QUEEN_", "RBEE_", "HF_"))}
+    return {**env, "RBEE_DEMO_DIR": str(tmp_path / "demo-run"), "NO_COLOR": "1"}
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks processes through /proc")
+def test_demo_downloads_verifies_and_cleans_up(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "services.demo", "--size", "8M", "--rate", "32M"],
+        cwd=REPO,
+        env=demo_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert re.search(r"sha256 verified: [0-9a-f]{64} matches the generated file", output), output
+    assert "summary: 8.4 MB downloaded on hive-" in output
+    assert "complete: model.bin 8.4 MB" in output  # the keeper's own last line, in plain mode (a pipe)
+    assert "\x1b[" not in output
+    pids = started_pids(output)
+    assert set(pids) == {"modelserver", "queen", "hive-a", "hive-b"}, output
+    assert not [name for name, pid in pids.items() if pid_alive(pid)]
+    logs = tmp_path / "demo-run" / "logs"
+    assert {p.name for p in logs.iterdir()} >= {"queen.log", "hive-a.log", "hive-b.log", "modelserver.log"}
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks processes through /proc")
+def test_demo_stops_everything_when_interrupted(tmp_path: Path) -> None:
+    # slow enough that the download is still running when SIGINT arrives
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.demo", "--size", "64M", "--rate", "4M"],
+        cwd=REPO,
+        env=demo_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if " downloading " in line:  # the keeper's plain progress line: the download runs
+                break
+        assert any(" downloading " in line for line in seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    assert re.search(r"rbee-keeper: interrupted; cancelled download dl-\S+", output), output  # SIGINT passed on
+    assert "interrupted; shutting down" in output
+    pids = started_pids(output)
+    assert len(pids) == 4
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids.values()), 5, what="no demo process left")
