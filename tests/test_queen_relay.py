@@ -19,11 +19,11 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
-from services.queen.mailbox import ClientQueue
 from services.queen.main import create_app
 from services.queen.settings import QueenSettings
 from services.queen.subscription import Subscription
 from services.queen.upstream import Backoff, bytes_went_back, decode_event, is_event_stream
+from shared.mailbox import Mailbox
 from shared.models import EventType, ProgressEvent
 from tests.support import ServerThread, free_port, wait_until
 
@@ -38,12 +38,12 @@ def terminal(event_id: int, download_id: str = "dl-1") -> ProgressEvent:
     return ProgressEvent(event_id, EventType.COMPLETE, {"download_id": download_id, "bytes": 100})
 
 
-def take(queue: ClientQueue) -> list[ProgressEvent]:
+def take(queue: Mailbox) -> list[ProgressEvent]:
     return asyncio.run(asyncio.wait_for(queue.next_batch(), 1))
 
 
 def test_client_queue_keeps_the_latest_event_per_download_and_every_terminal_one() -> None:
-    queue = ClientQueue(maxsize=2)
+    queue = Mailbox(maxsize=2)
     for i in range(1, 1001):  # a reader that never reads holds one event per download, not a thousand
         assert queue.offer(progress(i, i))
     queue.offer(progress(1, 1, "dl-2"))
@@ -59,7 +59,7 @@ def test_client_queue_keeps_the_latest_event_per_download_and_every_terminal_one
 
 
 def test_client_queue_honours_last_event_id_and_drains_before_closing() -> None:
-    queue = ClientQueue(after_id=5)
+    queue = Mailbox(after_id=5)
     queue.offer(progress(5, 50))
     assert queue.pending() == 0
     queue.offer(progress(6, 60))
@@ -70,7 +70,7 @@ def test_client_queue_honours_last_event_id_and_drains_before_closing() -> None:
 
 
 def test_client_queue_overflow_closes_the_client_instead_of_growing() -> None:
-    queue = ClientQueue(maxsize=2)
+    queue = Mailbox(maxsize=2)
     assert queue.offer(progress(1, 1, "a")) and queue.offer(progress(1, 1, "b"))
     assert queue.offer(progress(2, 2, "a"))  # same download: coalesced, no growth
     assert not queue.offer(progress(1, 1, "c"))

@@ -13,13 +13,13 @@ event-loop thread. The rules it keeps (CONTRACT.md, "Server-Sent Events"):
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from shared.mailbox import Mailbox
 from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent
 
 __all__ = [
@@ -85,43 +85,12 @@ def eta_secs(remaining: int | None, speed_bps: float) -> int | None:
     return math.ceil(max(0, remaining) / speed_bps)
 
 
-class Subscriber:
-    """A bounded mailbox: one pending event per download, latest wins, terminal events kept."""
+class Subscriber(Mailbox):
+    """A reader of one download (download_id) or of every download on the hive (None)."""
 
     def __init__(self, download_id: str | None, after_id: int | None = None) -> None:
-        self.download_id = download_id  # None: every download of the hive
-        self.after_id = after_id
-        self.closed = False
-        self._pending: dict[str, ProgressEvent] = {}
-        self._wake = asyncio.Event()
-
-    def offer(self, event: ProgressEvent) -> None:
-        if self.after_id is not None and event.id <= self.after_id:
-            return
-        key = event.download_id
-        current = self._pending.get(key)
-        if current is not None and current.is_terminal:
-            return
-        self._pending[key] = event
-        self._wake.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake.set()
-
-    def pending(self) -> int:
-        return len(self._pending)
-
-    async def next_batch(self) -> list[ProgressEvent]:
-        """Wait for and take every pending event; an empty list means the subscriber was closed."""
-        while not self._pending:
-            if self.closed:
-                return []
-            self._wake.clear()
-            await self._wake.wait()
-        batch = list(self._pending.values())
-        self._pending.clear()
-        return batch
+        super().__init__(maxsize=None, after_id=after_id)
+        self.download_id = download_id
 
 
 class StreamDecision:

@@ -2,7 +2,7 @@
 
 Each registered hive's `/v2/downloads/stream` is followed forever (reconnecting with backoff) and
 every event is fanned out, with `orchestrator_id` and `hive_id` added, to any number of clients'
-bounded ClientQueues. The hub keeps the latest event of every active download, so a new client
+bounded Mailboxs. The hub keeps the latest event of every active download, so a new client
 first gets the current state of all of them. Event ids are the per-download ids as the hives
 give them; Last-Event-ID is ignored here: a reconnecting client simply gets the full current state.
 
@@ -23,10 +23,10 @@ import structlog
 from httpx_sse import EventSource
 
 from services.queen.hive_client import HiveClient
-from services.queen.mailbox import ClientQueue
 from services.queen.registry import HiveInfo
 from services.queen.upstream import Backoff, RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
 from shared.errors import ApiError
+from shared.mailbox import Mailbox
 from shared.models import DownloadStatus, ProgressEvent
 
 __all__ = ["AggregateConfig", "AggregateHub"]
@@ -68,20 +68,20 @@ class AggregateHub:
         self.stats = stats
         self._latest: dict[str, ProgressEvent] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._clients: set[ClientQueue] = set()
+        self._clients: set[Mailbox] = set()
         self._upstreams: dict[str, _Upstream] = {}
 
     # -- clients ---------------------------------------------------------------------------
 
-    def join(self) -> ClientQueue:
-        queue = ClientQueue(maxsize=self.config.queue_size)
+    def join(self) -> Mailbox:
+        queue = Mailbox(maxsize=self.config.queue_size)
         for event in self._latest.values():
             queue.offer(event)
         if not queue.closed:
             self._clients.add(queue)
         return queue
 
-    def leave(self, queue: ClientQueue) -> None:
+    def leave(self, queue: Mailbox) -> None:
         queue.close()
         self._clients.discard(queue)
 

@@ -3,7 +3,7 @@
 One upstream subscription per download, however many clients watch it (refcounted: it closes
 when its last client leaves, and ends after relaying the terminal event). Each event is relayed
 with the hive's id, type and order, plus `orchestrator_id` and `hive_id`, into every client's
-bounded ClientQueue without waiting. If the hive connection drops, the subscription reconnects
+bounded Mailbox without waiting. If the hive connection drops, the subscription reconnects
 with Last-Event-ID = the last id it relayed, with backoff, dropping anything at or below that id,
 so clients see one continuous stream; only when the hive stays unreachable (or no longer knows
 the download) past the budget do clients get an `error` event (HIVE_UNREACHABLE, id = last + 1).
@@ -26,11 +26,11 @@ import structlog
 from httpx_sse import EventSource
 
 from services.queen.hive_client import HiveClient, unreachable
-from services.queen.mailbox import ClientQueue
 from services.queen.registry import HiveInfo
 from services.queen.subscription import Subscription
 from services.queen.upstream import Backoff, RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
 from shared.errors import ApiError
+from shared.mailbox import Mailbox
 from shared.models import ErrorCode, EventType, ProgressEvent
 
 __all__ = ["DownloadRelay", "RelayConfig", "Subscription"]
@@ -67,9 +67,7 @@ class DownloadRelay:
     def clients(self) -> int:
         return sum(len(s.clients) for s in self._subs.values())
 
-    async def attach(
-        self, download_id: str, hive: HiveInfo, after: int | None
-    ) -> tuple[Subscription, ClientQueue] | None:
+    async def attach(self, download_id: str, hive: HiveInfo, after: int | None) -> tuple[Subscription, Mailbox] | None:
         """Join the download's subscription, opening it if there is none; None means 204 (already ended).
 
         Raises ApiError: 404 when the hive does not know the download, 503 when it cannot be reached.
@@ -96,7 +94,7 @@ class DownloadRelay:
             del self._opening[download_id]
             opened.set_result(None)
 
-    def detach(self, sub: Subscription, queue: ClientQueue) -> None:
+    def detach(self, sub: Subscription, queue: Mailbox) -> None:
         """A client left (idempotent). The last one out closes the upstream."""
         queue.close()
         sub.clients.discard(queue)

@@ -12,9 +12,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from services.queen.deps import HubDep, RelayDep, ServiceDep, SettingsDep
-from services.queen.mailbox import ClientQueue
 from services.queen.settings import HIVE_ID_PATTERN, QueenSettings
 from shared.errors import ApiError
+from shared.mailbox import Mailbox
 from shared.models import DownloadStatus
 from shared.sse import parse_last_event_id, to_sse
 
@@ -47,7 +47,7 @@ def _sse(events: AsyncIterator[ServerSentEvent], settings: QueenSettings, cleanu
     )
 
 
-async def _drain(queue: ClientQueue, until_terminal: bool) -> AsyncIterator[ServerSentEvent]:
+async def _drain(queue: Mailbox, until_terminal: bool) -> AsyncIterator[ServerSentEvent]:
     while batch := await queue.next_batch():
         for event in batch:
             yield to_sse(event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from services.queen.mailbox import ClientQueue
+from shared.mailbox import Mailbox
 from shared.models import ProgressEvent
 
 __all__ = ["Subscription"]
@@ -19,15 +19,15 @@ class Subscription:
     lost_at: float | None = None  # when the hive went away, unless an event came through since
     latest: ProgressEvent | None = None
     done: bool = False
-    clients: set[ClientQueue] = field(default_factory=set)
+    clients: set[Mailbox] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
 
-    def join(self, after: int | None) -> ClientQueue | None:
+    def join(self, after: int | None) -> Mailbox | None:
         """A client queue primed with the latest event; None when `after` is at or past the terminal one."""
         latest = self.latest
         if after is not None and latest is not None and latest.is_terminal and after >= latest.id:
             return None
-        queue = ClientQueue(maxsize=1, after_id=after)
+        queue = Mailbox(maxsize=1, after_id=after)
         if latest is not None:
             queue.offer(latest)
         if self.done:

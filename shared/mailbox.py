@@ -1,10 +1,11 @@
-"""ClientQueue: one relayed SSE client's bounded mailbox. Pure Python (asyncio only to wake the reader).
+"""Mailbox: one SSE reader's bounded queue of events. Pure Python (asyncio only to wake the reader).
 
-The relay offers every event to every client without waiting, so a slow client never slows the
-others or the upstream. Per download at most one event waits (latest wins, never an older id), a
-terminal event is never replaced, and at most `maxsize` downloads may wait at once: a client that
-falls further behind than that is closed (it reconnects and gets the current state) instead of
-growing memory. So a connected client never loses a terminal event.
+The hive's tracker and the queen's relay offer every event to every reader without waiting, so a
+slow reader never slows the others, the download or the upstream. Per download at most one event
+waits (latest wins, never an older id), a terminal event is never replaced, and at most `maxsize`
+downloads may wait at once (None: no limit beyond the number of downloads): a reader that falls
+further behind than that is closed (it reconnects and gets the current state) instead of growing
+memory. So a connected reader never loses a terminal event.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import asyncio
 
 from shared.models import ProgressEvent
 
-__all__ = ["ClientQueue"]
+__all__ = ["Mailbox"]
 
 
-class ClientQueue:
-    def __init__(self, maxsize: int = 1, after_id: int | None = None) -> None:
+class Mailbox:
+    def __init__(self, maxsize: int | None = 1, after_id: int | None = None) -> None:
         self.maxsize = maxsize
         self.after_id = after_id  # a per-download client's Last-Event-ID: nothing at or below it
         self.closed = False
@@ -36,7 +37,7 @@ class ClientQueue:
         if current is not None:
             if current.is_terminal or event.id <= current.id:
                 return True
-        elif len(self._pending) >= self.maxsize:
+        elif self.maxsize is not None and len(self._pending) >= self.maxsize:
             self.overflowed = True
             self.close()
             return False
