@@ -1,0 +1,167 @@
+"""What every scenario shares: the work dir, the tools, one nginx, generated files, started services."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from bench.nginx import Nginx
+from bench.procs import QuietGate, Service
+from bench.system import Tools
+from services.modelserver.server import generate_file
+
+__all__ = ["TERMINAL", "Context", "Sizes", "Skip", "hive_fetch"]
+
+MIB = 1024 * 1024
+TERMINAL = frozenset({"complete", "error", "cancelled"})
+
+
+class Skip(Exception):
+    """A scenario (or one baseline) cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    big: int  # scenario 1 and the memory scenario
+    segmented: int
+    sse_downloads: int
+    sse_rate: int  # bytes/s per SSE download
+    sse_secs: float  # how long each SSE download lasts
+    fanout_clients: int
+    fanout_secs: float
+
+    @classmethod
+    def for_mode(cls, quick: bool, tiny: bool = False) -> Sizes:
+        if tiny:  # the smoke test: seconds, not figures
+            return cls(8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0)
+        if quick:
+            return cls(64 * MIB, 32 * MIB, 100, 200 * 1024, 4.0, 1000, 8.0)
+        return cls(1024 * MIB, 256 * MIB, 100, 200 * 1024, 10.0, 1000, 15.0)
+
+
+@dataclass
+class Context:
+    workdir: Path
+    tools: Tools
+    runs: int
+    quick: bool
+    stack: ExitStack  # lives for the whole run (nginx)
+    sizes: Sizes
+    tiny: bool = False
+    scope: ExitStack = field(default_factory=ExitStack)  # one scenario's processes; run.py closes it
+    gate: QuietGate = field(default_factory=QuietGate)  # one scenario's; run.py replaces it
+    _nginx: Nginx | None = None
+    _data: dict[str, tuple[Path, str]] = field(default_factory=dict)
+    _services: int = 0
+
+    @property
+    def www(self) -> Path:
+        return self.workdir / "www"
+
+    @property
+    def logs(self) -> Path:
+        path = self.workdir / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def nginx(self) -> Nginx:
+        if self._nginx is None:
+            binary = self.tools.get("nginx")
+            if binary is None:
+                raise Skip(self.tools.missing.get("nginx", "nginx is not installed"))
+            self.www.mkdir(parents=True, exist_ok=True)
+            nginx = Nginx(binary, self.workdir / "nginx", self.www, rate_limited={"/limited/": "20m"})
+            self.stack.callback(nginx.stop)
+            self._nginx = nginx.start()
+            self.log(f"nginx pid {nginx.proc.pid if nginx.proc else '?'} on {nginx.url}")
+        return self._nginx
+
+    def data_file(self, name: str, size: int) -> tuple[Path, str]:
+        """`www/data/<name>` with `size` deterministic bytes, and its sha256 (generated once per run)."""
+        if name not in self._data:
+            path = self.www / "data" / name
+            self.log(f"generating {name} ({size / MIB:.0f} MiB)")
+            self._data[name] = (path, generate_file(path, size, seed=size))
+        return self._data[name]
+
+    def link(self, rel: str, target: Path) -> str:
+        """Serve `target` also at `www/<rel>` (a symlink); returns the URL path."""
+        path = self.www / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.symlink_to(target)
+        return f"/{rel}"
+
+    def service(self, name: str, module: str, env: dict[str, str], timeout: float = 30.0) -> Service:
+        """Start a hive or queen subprocess; it is stopped (by PID) when the scenario ends."""
+        self._services += 1
+        svc = Service(name, module, env, self.logs / f"{self._services:02d}-{name}.log")
+        self.scope.callback(svc.stop)
+        svc.start(timeout)
+        self.log(f"{name} pid {svc.pid} on {svc.url}")
+        return svc
+
+    def hive(self, name: str, **settings: Any) -> Service:
+        models = self.workdir / "models" / f"{self._services + 1:02d}-{name}"
+        env = {
+            "HIVE_ID": name,
+            "HIVE_MODELS_DIR": str(models),
+            **{f"HIVE_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        return self.service(name, "services.hive.main", env)
+
+    @staticmethod
+    def settle() -> None:
+        """Write back dirty pages so one measurement's writeback does not land in the next one."""
+        os.sync()
+
+    def quiet(self) -> None:
+        """Right before a measurement: settle the disk, then wait (bounded) for the machine to be quiet."""
+        self.settle()
+        self.gate.wait()
+
+    @staticmethod
+    def remove(*paths: Path | str | None) -> None:
+        for p in paths:
+            if p is None:
+                continue
+            path = Path(p)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+                Path(f"{path}.part").unlink(missing_ok=True)
+
+
+def hive_fetch(hive_url: str, model_ref: str, timeout: float) -> tuple[float, dict[str, Any]]:
+    """POST a download to a hive and follow its SSE stream: (seconds from POST to `complete`, its payload)."""
+    with httpx.Client(timeout=httpx.Timeout(10.0, read=60.0)) as client:
+        t0 = time.perf_counter()
+        resp = client.post(f"{hive_url}/v2/downloads", json={"model_ref": model_ref})
+        resp.raise_for_status()
+        state = resp.json()
+        if state["status"] == "complete":
+            raise RuntimeError(f"{model_ref} was already on disk; the harness must delete it between runs")
+        with connect_sse(client, "GET", f"{hive_url}/v2/downloads/{state['download_id']}/stream") as source:
+            for sse in source.iter_sse():
+                if sse.event in TERMINAL:
+                    seconds = time.perf_counter() - t0
+                    payload = sse.json()
+                    if sse.event != "complete":
+                        raise RuntimeError(f"hive download ended with {sse.event}: {payload}")
+                    return seconds, payload
+                if time.perf_counter() - t0 > timeout:
+                    break
+    raise TimeoutError(f"hive download of {model_ref} took longer than {timeout:g}s")
