@@ -28,6 +28,11 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
 
+chaos: $(STAMP)
+	@rm -f .chaos-report.txt
+	RBEE_CHAOS_LONG=1 RBEE_CHAOS_REPORT=.chaos-report.txt $(BIN)/pytest -q tests/test_chaos.py; \
+	status=$$?; cat .chaos-report.txt 2>/dev/null; rm -f .chaos-report.txt; exit $$status
+
 up:
 	docker compose up --build
 

@@ -23,13 +23,28 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """JSON lines on stderr for our loggers and for the libraries' stdlib loggers (uvicorn, httpx)."""
+def _static_context(context: dict[str, str]) -> structlog.types.Processor:
+    """Add fields that hold for the whole process (service, hive_id) to every line, from any thread."""
+
+    def processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in context.items():
+            event_dict.setdefault(key, value)
+        return event_dict
+
+    return processor
+
+
+def configure_logging(service: str, level: str = "INFO", **context: str) -> None:
+    """JSON lines on stderr for our loggers and for the libraries' stdlib loggers (uvicorn, httpx).
+
+    `context` (e.g. hive_id=...) is added to every line, like `service`.
+    """
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         lvl = logging.INFO
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _static_context({"service": service, **context}),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
@@ -60,7 +75,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # httpx logs every request URL at INFO; keep it to warnings
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-    structlog.contextvars.bind_contextvars(service=service)
 
 
 class CorrelationIdMiddleware:

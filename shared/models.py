@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "DOWNLOAD_ID_RE",
     "TERMINAL_EVENTS",
     "DownloadState",
     "DownloadStatus",
@@ -52,6 +54,10 @@ class ErrorCode(enum.StrEnum):
     CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
     INSUFFICIENT_DISK = "INSUFFICIENT_DISK"
     HIVE_UNREACHABLE = "HIVE_UNREACHABLE"
+    HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"  # a ref or a redirect outside HIVE_ALLOWED_HOSTS
+
+
+DOWNLOAD_ID_RE = re.compile(r"dl-[0-9a-f]{32}")  # what a hive's ids look like; anything else is not ours
 
 
 def rfc3339(ts: datetime | None) -> str | None:
@@ -132,6 +138,7 @@ class ProgressEvent:
             "download_id": state.download_id,
             "bytes": state.bytes_downloaded,
             "total": state.total_bytes,
+            "emitted_at": rfc3339(_utcnow()),  # when the tracker made the event: end-to-end latency
         }
         if state.status is DownloadStatus.COMPLETE:
             base.update(duration_secs=duration_secs, sha256=state.sha256, path=state.path)

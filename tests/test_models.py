@@ -40,6 +40,14 @@ STATE_KEYS = {
 }
 
 
+def contract(data: dict[str, Any]) -> dict[str, Any]:
+    """An event payload without its `emitted_at`, which must be an RFC 3339 UTC time."""
+    stamp = data.get("emitted_at")
+    assert isinstance(stamp, str) and stamp.endswith("Z"), stamp
+    datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return {k: v for k, v in data.items() if k != "emitted_at"}
+
+
 def test_to_dict_of_a_running_download() -> None:
     state = DownloadState(
         "dl-1",
@@ -166,7 +174,7 @@ def test_progress_event_from_a_queued_state() -> None:
     state = DownloadState("dl-1", "r", total_bytes=None, queue_position=2)
     event = ProgressEvent.from_state(7, state)
     assert (event.id, event.event, event.download_id, event.is_terminal) == (7, EventType.PROGRESS, "dl-1", False)
-    assert event.data == {
+    assert contract(event.data) == {
         "download_id": "dl-1",
         "bytes": 0,
         "total": None,
@@ -184,7 +192,7 @@ def test_progress_event_fields(status: DownloadStatus) -> None:
     state = DownloadState("dl-1", "r", status=status, bytes_downloaded=10, total_bytes=40, speed_bps=5, eta_secs=6)
     event = ProgressEvent.from_state(1, state)
     assert event.event is EventType.PROGRESS
-    assert event.data == {
+    assert contract(event.data) == {
         "download_id": "dl-1",
         "bytes": 10,
         "total": 40,
@@ -203,7 +211,7 @@ def test_terminal_events_carry_exactly_their_contract_fields() -> None:
         9, DownloadState("a", "r", status=S.COMPLETE, sha256="cd" * 32, path="/m/x", **base), 12.5
     )
     assert (complete.event, complete.is_terminal) == (EventType.COMPLETE, True)
-    assert complete.data == {
+    assert contract(complete.data) == {
         "download_id": "a",
         "bytes": 40,
         "total": 40,
@@ -215,10 +223,16 @@ def test_terminal_events_carry_exactly_their_contract_fields() -> None:
         3, DownloadState("b", "r", status=S.FAILED, error="boom", error_code="DOWNLOAD_TIMEOUT", **base)
     )
     assert (error.event, error.is_terminal) == (EventType.ERROR, True)
-    assert error.data == {"download_id": "b", "error": "boom", "code": "DOWNLOAD_TIMEOUT", "bytes": 40, "total": 40}
+    assert contract(error.data) == {
+        "download_id": "b",
+        "error": "boom",
+        "code": "DOWNLOAD_TIMEOUT",
+        "bytes": 40,
+        "total": 40,
+    }
     cancelled = ProgressEvent.from_state(4, DownloadState("c", "r", status=S.CANCELLED, **base))
     assert (cancelled.event, cancelled.is_terminal) == (EventType.CANCELLED, True)
-    assert cancelled.data == {"download_id": "c", "bytes": 40, "total": 40}
+    assert contract(cancelled.data) == {"download_id": "c", "bytes": 40, "total": 40}
     for event in (complete, error, cancelled):
         assert json.loads(json.dumps(event.data)) == event.data
 

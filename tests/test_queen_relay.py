@@ -30,11 +30,11 @@ from tests.support import ServerThread, free_port, wait_until
 # --------------------------------------------------------------------------- pure parts
 
 
-def progress(event_id: int, nbytes: int, download_id: str = "dl-1") -> ProgressEvent:
+def progress(event_id: int, nbytes: int, download_id: str = "dl-31000000000000000000000000000000") -> ProgressEvent:
     return ProgressEvent(event_id, EventType.PROGRESS, {"download_id": download_id, "bytes": nbytes})
 
 
-def terminal(event_id: int, download_id: str = "dl-1") -> ProgressEvent:
+def terminal(event_id: int, download_id: str = "dl-31000000000000000000000000000000") -> ProgressEvent:
     return ProgressEvent(event_id, EventType.COMPLETE, {"download_id": download_id, "bytes": 100})
 
 
@@ -46,14 +46,14 @@ def test_client_queue_keeps_the_latest_event_per_download_and_every_terminal_one
     queue = Mailbox(maxsize=2)
     for i in range(1, 1001):  # a reader that never reads holds one event per download, not a thousand
         assert queue.offer(progress(i, i))
-    queue.offer(progress(1, 1, "dl-2"))
+    queue.offer(progress(1, 1, "dl-32000000000000000000000000000000"))
     assert queue.pending() == 2
     queue.offer(progress(999, 999))  # never an older id over a newer one
     queue.offer(terminal(1001))
     queue.offer(progress(1002, 5000))  # nothing replaces a terminal event
     assert [(e.download_id, e.id, e.event) for e in take(queue)] == [
-        ("dl-1", 1001, EventType.COMPLETE),
-        ("dl-2", 1, EventType.PROGRESS),
+        ("dl-31000000000000000000000000000000", 1001, EventType.COMPLETE),
+        ("dl-32000000000000000000000000000000", 1, EventType.PROGRESS),
     ]
     assert queue.pending() == 0
 
@@ -78,7 +78,7 @@ def test_client_queue_overflow_closes_the_client_instead_of_growing() -> None:
 
 
 def test_subscription_join_primes_late_joiners_and_decides_204() -> None:
-    sub = Subscription("dl-1", "hive-a")
+    sub = Subscription("dl-31000000000000000000000000000000", "hive-a")
     early = sub.join(None)
     assert early is not None and early.pending() == 0  # nothing relayed yet: wait for the next event
     sub.publish(progress(4, 40))
@@ -105,9 +105,11 @@ def test_backoff_doubles_to_a_cap_with_jitter_and_resets() -> None:
 
 
 def test_decode_event_drops_what_is_not_one_of_ours() -> None:
-    data = json.dumps({"download_id": "dl-1", "bytes": 3})
+    data = json.dumps({"download_id": "dl-31000000000000000000000000000000", "bytes": 3})
     event = decode_event("progress", data, "7")
-    assert event == ProgressEvent(7, EventType.PROGRESS, {"download_id": "dl-1", "bytes": 3})
+    assert event == ProgressEvent(
+        7, EventType.PROGRESS, {"download_id": "dl-31000000000000000000000000000000", "bytes": 3}
+    )
     assert decode_event("message", "", "7") is None  # httpx-sse's empty event after a keep-alive comment
     assert decode_event("progress", data, "") is None
     assert decode_event("progress", data, "x7") is None
@@ -131,7 +133,9 @@ def test_bytes_never_go_back_and_content_types() -> None:
 Step = tuple[Any, ...]
 
 
-def ev(event_id: int, kind: str = "progress", download_id: str = "dl-x", **data: Any) -> Step:
+def ev(
+    event_id: int, kind: str = "progress", download_id: str = "dl-78000000000000000000000000000000", **data: Any
+) -> Step:
     return ("event", event_id, kind, {"download_id": download_id, **data})
 
 
@@ -319,9 +323,12 @@ def metric(queen: ServerThread, name: str) -> float:
 def test_relay_reconnects_after_a_cut_and_the_client_sees_one_stream(
     fake: FakeHive, make_queen: Callable[..., ServerThread]
 ) -> None:
-    path = "/v2/downloads/dl-x/stream"
+    path = "/v2/downloads/dl-78000000000000000000000000000000/stream"
     cut = threading.Event()
-    fake.states["dl-x"] = {"download_id": "dl-x", "status": "downloading"}
+    fake.states["dl-78000000000000000000000000000000"] = {
+        "download_id": "dl-78000000000000000000000000000000",
+        "status": "downloading",
+    }
     fake.streams[path] = [
         [ev(1, bytes=10), ("raw", ": ping\r\n\r\n"), ev(2, bytes=20), ev(3, bytes=30), ("wait", cut), ("drop",)],
         [("status", 404, {"error": {"code": "NOT_FOUND", "message": "restarting"}})],  # not back yet
@@ -334,7 +341,11 @@ def test_relay_reconnects_after_a_cut_and_the_client_sees_one_stream(
             cut.set()  # the connection to the hive breaks once the client has id 3
         return False
 
-    seen = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", {"X-Correlation-Id": "corr-relay-1"}, until)
+    seen = read_stream(
+        f"{queen.url}/v1/downloads/dl-78000000000000000000000000000000/stream",
+        {"X-Correlation-Id": "corr-relay-1"},
+        until,
+    )
 
     # A slow reader may get progress coalesced (latest wins), but never a repeat, never the replayed
     # id 3 again, never id 4 (fewer bytes than already relayed), and always the terminal event.
@@ -358,8 +369,11 @@ def test_relay_sends_hive_unreachable_only_after_the_budget(
 ) -> None:
     budget = 0.8
     cut = threading.Event()
-    fake.states["dl-x"] = {"download_id": "dl-x", "status": "downloading"}
-    fake.streams["/v2/downloads/dl-x/stream"] = [
+    fake.states["dl-78000000000000000000000000000000"] = {
+        "download_id": "dl-78000000000000000000000000000000",
+        "status": "downloading",
+    }
+    fake.streams["/v2/downloads/dl-78000000000000000000000000000000/stream"] = [
         [ev(1, bytes=10, total=100), ev(2, bytes=20, total=100), ("wait", cut), ("die",)]
     ]
     queen = make_queen(fake, unreachable_budget=budget)
@@ -371,11 +385,11 @@ def test_relay_sends_hive_unreachable_only_after_the_budget(
             cut.set()  # the hive dies (and stays away) once the client has id 2
         return False
 
-    seen = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", until=until)
+    seen = read_stream(f"{queen.url}/v1/downloads/dl-78000000000000000000000000000000/stream", until=until)
 
     assert [(int(e.id), e.event) for e in seen][-2:] == [(2, "progress"), (3, "error")]
     error = seen[-1].json()
-    assert error["code"] == "HIVE_UNREACHABLE" and error["download_id"] == "dl-x"
+    assert error["code"] == "HIVE_UNREACHABLE" and error["download_id"] == "dl-78000000000000000000000000000000"
     assert (error["bytes"], error["total"], error["orchestrator_id"], error["hive_id"]) == (
         20,
         100,
@@ -392,15 +406,21 @@ def test_a_hive_that_accepts_and_drops_without_events_does_not_renew_the_budget(
 ) -> None:
     budget = 0.6
     cut = threading.Event()
-    fake.states["dl-x"] = {"download_id": "dl-x", "status": "downloading"}
-    fake.streams["/v2/downloads/dl-x/stream"] = [[ev(1, bytes=10), ("wait", cut), ("drop",)], [("drop",)]]
+    fake.states["dl-78000000000000000000000000000000"] = {
+        "download_id": "dl-78000000000000000000000000000000",
+        "status": "downloading",
+    }
+    fake.streams["/v2/downloads/dl-78000000000000000000000000000000/stream"] = [
+        [ev(1, bytes=10), ("wait", cut), ("drop",)],
+        [("drop",)],
+    ]
     queen = make_queen(fake, unreachable_budget=budget)
 
     def until(seen: list[ServerSentEvent]) -> bool:
         cut.set()
         return False
 
-    seen = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", until=until)
+    seen = read_stream(f"{queen.url}/v1/downloads/dl-78000000000000000000000000000000/stream", until=until)
 
     assert [(int(e.id), e.event) for e in seen] == [(1, "progress"), (2, "error")]
     assert seen[-1].json()["code"] == "HIVE_UNREACHABLE"
@@ -408,28 +428,43 @@ def test_a_hive_that_accepts_and_drops_without_events_does_not_renew_the_budget(
 
 
 def test_relay_checks_the_hive_answer_before_streaming(fake: FakeHive, make_queen: Callable[..., ServerThread]) -> None:
-    fake.states["dl-done"] = {"download_id": "dl-done", "status": "complete"}
-    fake.streams["/v2/downloads/dl-done/stream"] = [[("status", 204, None)]]
-    fake.states["dl-gone"] = {"download_id": "dl-gone", "status": "downloading"}
-    fake.streams["/v2/downloads/dl-gone/stream"] = [[("status", 404, {"error": {"code": "NOT_FOUND", "message": "x"}})]]
+    fake.states["dl-646f6e65000000000000000000000000"] = {
+        "download_id": "dl-646f6e65000000000000000000000000",
+        "status": "complete",
+    }
+    fake.streams["/v2/downloads/dl-646f6e65000000000000000000000000/stream"] = [[("status", 204, None)]]
+    fake.states["dl-676f6e65000000000000000000000000"] = {
+        "download_id": "dl-676f6e65000000000000000000000000",
+        "status": "downloading",
+    }
+    fake.streams["/v2/downloads/dl-676f6e65000000000000000000000000/stream"] = [
+        [("status", 404, {"error": {"code": "NOT_FOUND", "message": "x"}})]
+    ]
     dead = FakeHive("hive-dead")
     dead.stop()
     queen = make_queen(fake)
 
     with httpx.Client(base_url=queen.url, headers=AUTH, timeout=10) as client:
-        done = client.get("/v1/downloads/dl-done/stream", headers={"Last-Event-ID": "7"})
+        done = client.get("/v1/downloads/dl-646f6e65000000000000000000000000/stream", headers={"Last-Event-ID": "7"})
         assert done.status_code == 204 and done.content == b""
-        assert fake.requests("/v2/downloads/dl-done/stream")[0].headers["last-event-id"] == "7"
-        for download_id in ("dl-gone", "dl-unknown"):
+        assert (
+            fake.requests("/v2/downloads/dl-646f6e65000000000000000000000000/stream")[0].headers["last-event-id"] == "7"
+        )
+        for download_id in ("dl-676f6e65000000000000000000000000", "dl-756e6b6e6f776e000000000000000000"):
             missing = client.get(f"/v1/downloads/{download_id}/stream")
             assert missing.status_code == 404
             assert missing.headers["content-type"] == "application/json"
             assert missing.json()["error"]["code"] == "NOT_FOUND"
-        assert client.get("/v1/downloads/dl-x/stream", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            client.get(
+                "/v1/downloads/dl-78000000000000000000000000000000/stream", headers={"Authorization": "Bearer wrong"}
+            ).status_code
+            == 401
+        )
 
     queen2 = make_queen(fake, dead)  # the owner might be the hive that cannot be asked: 503, not 404
     with httpx.Client(base_url=queen2.url, headers=AUTH, timeout=10) as client:
-        unsure = client.get("/v1/downloads/dl-unknown/stream")
+        unsure = client.get("/v1/downloads/dl-756e6b6e6f776e000000000000000000/stream")
         assert unsure.status_code == 503
         assert unsure.json()["error"]["code"] == "HIVE_UNREACHABLE"
         assert unsure.json()["error"]["unreachable_hives"] == ["hive-dead"]
@@ -439,19 +474,35 @@ def test_aggregated_stream_settles_a_download_that_ended_while_the_hive_stream_w
     fake: FakeHive, make_queen: Callable[..., ServerThread]
 ) -> None:
     gate = threading.Event()
-    fake.states["dl-a"] = {"download_id": "dl-a", "status": "complete"}
-    fake.states["dl-b"] = {"download_id": "dl-b", "status": "downloading"}
+    fake.states["dl-61000000000000000000000000000000"] = {
+        "download_id": "dl-61000000000000000000000000000000",
+        "status": "complete",
+    }
+    fake.states["dl-62000000000000000000000000000000"] = {
+        "download_id": "dl-62000000000000000000000000000000",
+        "status": "downloading",
+    }
     fake.streams["/v2/downloads/stream"] = [
-        [("wait", gate), ev(1, download_id="dl-a", bytes=5), ev(1, download_id="dl-b", bytes=5), ("drop",)],
-        [ev(2, download_id="dl-b", bytes=10), ("hold",)],  # dl-a finished meanwhile: not active any more
+        [
+            ("wait", gate),
+            ev(1, download_id="dl-61000000000000000000000000000000", bytes=5),
+            ev(1, download_id="dl-62000000000000000000000000000000", bytes=5),
+            ("drop",),
+        ],
+        [
+            ev(2, download_id="dl-62000000000000000000000000000000", bytes=10),
+            ("hold",),
+        ],  # dl-a finished meanwhile: not active any more
     ]
-    fake.streams["/v2/downloads/dl-a/stream"] = [[ev(2, "complete", download_id="dl-a", bytes=50), ("end",)]]
+    fake.streams["/v2/downloads/dl-61000000000000000000000000000000/stream"] = [
+        [ev(2, "complete", download_id="dl-61000000000000000000000000000000", bytes=50), ("end",)]
+    ]
     queen = make_queen(fake)
     results: list[ServerSentEvent] = []
 
     def everything(seen: list[ServerSentEvent]) -> bool:
         got = {(e.json()["download_id"], int(e.id)) for e in seen if e.data}
-        return {("dl-a", 2), ("dl-b", 2)} <= got
+        return {("dl-61000000000000000000000000000000", 2), ("dl-62000000000000000000000000000000", 2)} <= got
 
     reader = threading.Thread(
         target=lambda: results.extend(read_stream(f"{queen.url}/v1/downloads/stream", until=everything))
@@ -465,18 +516,26 @@ def test_aggregated_stream_settles_a_download_that_ended_while_the_hive_stream_w
     for e in seen:
         assert e.json()["orchestrator_id"] == "queen-t" and e.json()["hive_id"] == "hive-f"
         by_download.setdefault(e.json()["download_id"], []).append((int(e.id), e.event))
-    assert by_download == {"dl-a": [(1, "progress"), (2, "complete")], "dl-b": [(1, "progress"), (2, "progress")]}
-    assert fake.requests("/v2/downloads/dl-a/stream")[0].headers["last-event-id"] == "1"
+    assert by_download == {
+        "dl-61000000000000000000000000000000": [(1, "progress"), (2, "complete")],
+        "dl-62000000000000000000000000000000": [(1, "progress"), (2, "progress")],
+    }
+    assert fake.requests("/v2/downloads/dl-61000000000000000000000000000000/stream")[0].headers["last-event-id"] == "1"
     first = [e for e in read_stream(f"{queen.url}/v1/downloads/stream", until=lambda s: bool(s[-1].data)) if e.data]
-    assert [(e.json()["download_id"], int(e.id)) for e in first] == [("dl-b", 2)]  # only what is active
+    assert [(e.json()["download_id"], int(e.id)) for e in first] == [
+        ("dl-62000000000000000000000000000000", 2)
+    ]  # only what is active
 
 
 def test_a_late_joiner_shares_the_subscription_and_starts_from_the_latest_event(
     fake: FakeHive, make_queen: Callable[..., ServerThread]
 ) -> None:
     gate, three_seen = threading.Event(), threading.Event()
-    path = "/v2/downloads/dl-x/stream"
-    fake.states["dl-x"] = {"download_id": "dl-x", "status": "downloading"}
+    path = "/v2/downloads/dl-78000000000000000000000000000000/stream"
+    fake.states["dl-78000000000000000000000000000000"] = {
+        "download_id": "dl-78000000000000000000000000000000",
+        "status": "downloading",
+    }
     fake.streams[path] = [
         [ev(1, bytes=1), ev(2, bytes=2), ev(3, bytes=3), ("wait", gate), ev(4, "complete"), ("end",)],
         [("status", 204, None)],  # what a hive answers at or past the terminal id
@@ -490,7 +549,9 @@ def test_a_late_joiner_shares_the_subscription_and_starts_from_the_latest_event(
                 three_seen.set()
             return False
 
-        results["first"] = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", until=until)
+        results["first"] = read_stream(
+            f"{queen.url}/v1/downloads/dl-78000000000000000000000000000000/stream", until=until
+        )
 
     thread = threading.Thread(target=first_client)
     thread.start()
@@ -500,12 +561,16 @@ def test_a_late_joiner_shares_the_subscription_and_starts_from_the_latest_event(
         gate.set()  # the download goes on only once the late joiner has its first event
         return False
 
-    results["late"] = read_stream(f"{queen.url}/v1/downloads/dl-x/stream", until=late)
+    results["late"] = read_stream(f"{queen.url}/v1/downloads/dl-78000000000000000000000000000000/stream", until=late)
     thread.join(10)
     first = [int(e.id) for e in results["first"]]
     assert first == sorted(set(first)) and first[-2:] == [3, 4]  # 1 and 2 may be coalesced away
     assert [(int(e.id), e.event) for e in results["late"]] == [(3, "progress"), (4, "complete")]
     assert len(fake.requests(path)) == 1  # the late joiner did not open a second upstream
-    resumed = httpx.get(f"{queen.url}/v1/downloads/dl-x/stream", headers={**AUTH, "Last-Event-ID": "4"}, timeout=10)
+    resumed = httpx.get(
+        f"{queen.url}/v1/downloads/dl-78000000000000000000000000000000/stream",
+        headers={**AUTH, "Last-Event-ID": "4"},
+        timeout=10,
+    )
     assert resumed.status_code == 204
     assert fake.requests(path)[1].headers["last-event-id"] == "4"

@@ -84,6 +84,14 @@ def rec(tracker: DownloadTracker) -> Recorder:
     return Recorder(tracker)
 
 
+def contract(data: dict[str, Any]) -> dict[str, Any]:
+    """An event payload without its `emitted_at`, which must be an RFC 3339 UTC time."""
+    stamp = data.get("emitted_at")
+    assert isinstance(stamp, str) and stamp.endswith("Z"), stamp
+    datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return {k: v for k, v in data.items() if k != "emitted_at"}
+
+
 def finish(tracker: DownloadTracker, download_id: str, status: DownloadStatus) -> None:
     if status is S.COMPLETE:
         tracker.complete_download(download_id, sha256="ab" * 32, path="/models/org/repo/model.gguf")
@@ -356,7 +364,7 @@ def test_start_emits_a_queued_progress_event_with_id_1(tracker: DownloadTracker,
     event = rec.last
     assert event.id == 1
     assert event.event is EventType.PROGRESS
-    assert event.data == {
+    assert contract(event.data) == {
         "download_id": DL,
         "bytes": 0,
         "total": 4096,
@@ -482,8 +490,8 @@ def test_progress_payload_has_exactly_the_contract_fields(
     clock.advance(INTERVAL)
     tracker.update_progress(DL, 2500)
     assert rec.last.event is EventType.PROGRESS
-    assert set(rec.last.data) == PROGRESS_KEYS
-    assert rec.last.data == {
+    assert set(contract(rec.last.data)) == PROGRESS_KEYS
+    assert contract(rec.last.data) == {
         "download_id": DL,
         "bytes": 2500,
         "total": 10_000,
@@ -499,7 +507,7 @@ def test_queue_position_is_carried_only_while_queued(tracker: DownloadTracker, r
     tracker.start_download(DL, REF, 100)
     assert "queue_position" not in rec.last.data
     tracker.set_queue_position(DL, 3)
-    assert set(rec.last.data) == PROGRESS_KEYS | {"queue_position"}
+    assert set(contract(rec.last.data)) == PROGRESS_KEYS | {"queue_position"}
     assert rec.last.data["queue_position"] == 3
     before = len(rec.events)
     tracker.set_queue_position(DL, 3)  # unchanged: no event
@@ -526,7 +534,7 @@ def test_complete_payload(tracker: DownloadTracker, clock: FakeClock, rec: Recor
     clock.now = 102.75
     tracker.complete_download(DL, sha256="cd" * 32, path="/m/final")
     assert rec.last.event is EventType.COMPLETE
-    assert rec.last.data == {
+    assert contract(rec.last.data) == {
         "download_id": DL,
         "bytes": 1000,
         "total": 1000,
@@ -544,7 +552,7 @@ def test_complete_keeps_the_start_path_and_fills_an_unknown_total(tracker: Downl
     tracker.set_status(DL, S.DOWNLOADING)
     tracker.update_progress(DL, 777)
     tracker.complete_download(DL, sha256="ef" * 32)
-    assert set(rec.last.data) == COMPLETE_KEYS
+    assert set(contract(rec.last.data)) == COMPLETE_KEYS
     assert rec.last.data["path"] == "/m/start-path"
     assert (rec.last.data["bytes"], rec.last.data["total"]) == (777, 777)
     assert rec.last.data["duration_secs"] == 0.0
@@ -565,7 +573,7 @@ def test_error_payload(tracker: DownloadTracker, clock: FakeClock, rec: Recorder
     tracker.update_progress(DL, 300)
     tracker.fail_download(DL, "sha256 differs", ErrorCode.CHECKSUM_MISMATCH)
     assert rec.last.event is EventType.ERROR
-    assert rec.last.data == {
+    assert contract(rec.last.data) == {
         "download_id": DL,
         "error": "sha256 differs",
         "code": "CHECKSUM_MISMATCH",
@@ -580,7 +588,7 @@ def test_error_payload(tracker: DownloadTracker, clock: FakeClock, rec: Recorder
 def test_error_code_defaults_to_download_failed(tracker: DownloadTracker, rec: Recorder) -> None:
     tracker.start_download(DL, REF)
     tracker.fail_download(DL, "boom")
-    assert set(rec.last.data) == ERROR_KEYS
+    assert set(contract(rec.last.data)) == ERROR_KEYS
     assert rec.last.data["code"] == "DOWNLOAD_FAILED"
 
 
@@ -592,7 +600,7 @@ def test_cancelled_payload(tracker: DownloadTracker, clock: FakeClock, rec: Reco
     tracker.update_progress(DL, 456)  # not emitted yet, but the terminal event carries it
     tracker.cancel_download(DL)
     assert rec.last.event is EventType.CANCELLED
-    assert rec.last.data == {"download_id": DL, "bytes": 456, "total": None}
+    assert contract(rec.last.data) == {"download_id": DL, "bytes": 456, "total": None}
 
 
 @pytest.mark.parametrize("status", TERMINAL)
@@ -1208,7 +1216,7 @@ def test_restoring_a_finished_download_emits_nothing_and_keeps_its_terminal_even
     assert tracker.stream_decision(DL, 6) == StreamDecision.STREAM
     batch = take(tracker.subscribe(DL, last_event_id=6))
     assert [(e.id, e.event) for e in batch] == [(7, EventType.COMPLETE)]
-    assert batch[0].data == {
+    assert contract(batch[0].data) == {
         "download_id": DL,
         "bytes": 1000,
         "total": 1000,

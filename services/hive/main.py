@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from services.hive import routes
 from services.hive.downloader import Downloader, DownloaderConfig
 from services.hive.manager import DownloadManager
-from services.hive.metrics import HiveCollector, render_metrics
+from services.hive.metrics import HiveCollector, HiveStats, render_metrics
 from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
 from services.hive.store import HistoryStore
@@ -24,6 +24,7 @@ from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
 from shared.auth import TokenAuthMiddleware
 from shared.errors import install_error_handlers
+from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware, configure_logging
 
 __all__ = ["create_app", "main"]
@@ -40,6 +41,7 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         segments=settings.segments,
         segment_min_bytes=settings.segment_min_bytes,
         hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+        allowed_hosts=settings.allowed_host_set,
     )
 
 
@@ -56,6 +58,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             headers={"User-Agent": "rbee-hive/0.1"},
         ) as client:
             downloader = Downloader(client, config)
+            downloader.stats = stats
             store = HistoryStore(settings.state_db_path)
             records = await store.open()
             manager = DownloadManager(
@@ -94,7 +97,8 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.tracker = tracker
     registry = CollectorRegistry()
-    registry.register(HiveCollector(tracker, settings.id))
+    stats = HiveStats()
+    registry.register(HiveCollector(tracker, settings.id, stats))
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(routes.settings_router)
@@ -108,6 +112,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(render_metrics(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(BodySizeLimitMiddleware)  # inside the token check: no body is read without a token
     app.add_middleware(TokenAuthMiddleware, token=settings.api_token)
     app.add_middleware(CorrelationIdMiddleware)
     return app
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = HiveSettings(**overrides)
-    configure_logging("rbee-hive", settings.log_level)
+    configure_logging("rbee-hive", settings.log_level, hive_id=settings.id)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

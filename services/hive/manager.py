@@ -18,7 +18,16 @@ from pathlib import Path
 import structlog
 
 from services.hive.downloader import Downloader, DownloadError, DownloadJob, part_path
-from services.hive.refs import PART_SUFFIX, InvalidModelRef, ModelRef, origin_of, parse_model_ref, resolve_in
+from services.hive.refs import (
+    PART_SUFFIX,
+    HostNotAllowed,
+    InvalidModelRef,
+    ModelRef,
+    host_allowed,
+    origin_of,
+    parse_model_ref,
+    resolve_in,
+)
 from services.hive.store import DownloadRecord, HistoryStore
 from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker, InvalidTransition, UnknownDownload
@@ -85,6 +94,7 @@ class DownloadManager:
         downloader.throttle = self.throttle
         downloader.on_checkpoint = self._checkpoint
         downloader.on_segments = self._checkpoint_segments
+        downloader.before_segmented = self._persist_segments
         tracker.add_listener(self._record_event)
         self._records: dict[str, DownloadRecord] = {}
         self._running: dict[str, _Running] = {}
@@ -99,6 +109,8 @@ class DownloadManager:
     def parse(self, model_ref: str) -> tuple[ModelRef, Path]:
         """Validate a ref and its destination; raises InvalidModelRef, touches nothing."""
         ref = parse_model_ref(model_ref, self.hf_endpoint)
+        if not host_allowed(ref.url, self.downloader.config.allowed_hosts):
+            raise HostNotAllowed("the ref's host is not in HIVE_ALLOWED_HOSTS")
         return ref, resolve_in(self.models_dir, ref.rel_path)
 
     async def start(
@@ -120,9 +132,14 @@ class DownloadManager:
                 log.info("download_already_present", download_id=download_id, path=str(dest))
                 return self._state(download_id), False
         token_origin = origin_of(ref.url) if ref.hub else None
+        kept = self._kept_partial(ref.url, dest)
         self._new_record(download_id, model_ref, ref.url, dest, expected, token_origin, max_bps)
         self.tracker.start_download(download_id, model_ref, path=str(dest))
         job = DownloadJob(download_id, ref.url, dest, expected, token_origin)
+        if kept is not None:  # a partial an earlier download kept (the disk filled up): carry on from it
+            job = DownloadJob(
+                download_id, ref.url, dest, expected, token_origin, kept.validator, kept.total_bytes, kept.segments
+            )
         self._enqueue(job, max_bps)
         log.info("download_requested", download_id=download_id, model_ref=model_ref, dest=str(dest))
         return self._state(download_id), True
@@ -307,8 +324,11 @@ class DownloadManager:
             self._slot_freed.notify_all()
 
     def _publish_queue(self) -> None:
-        for position, download_id in enumerate(self._waiting, start=1):
-            self.tracker.set_queue_position(download_id, position)
+        """Queue positions count only downloads that will really wait for a slot."""
+        free = max(0, self.max_concurrent - self._active)
+        for index, download_id in enumerate(self._waiting):
+            position = index + 1 - free
+            self.tracker.set_queue_position(download_id, position if position > 0 else None)
 
     # -- history -----------------------------------------------------------------------------
 
@@ -357,18 +377,39 @@ class DownloadManager:
             rec.segments = plan_json
             self.store.put(rec)
 
+    def _kept_partial(self, url: str, dest: Path) -> DownloadRecord | None:
+        """The newest failed record whose partial of this same URL was kept for a resume."""
+        if not part_path(dest).is_file():
+            return None
+        kept = [r for r in self._records.values() if _kept_for_resume(r) and r.url == url and Path(r.dest) == dest]
+        return max(kept, key=lambda r: r.seq, default=None)
+
+    async def _persist_segments(self, download_id: str, plan_json: str) -> None:
+        """The first plan of a segmented transfer, in the database before the partial grows holes."""
+        rec = self._records.get(download_id)
+        if rec is not None and self.store is not None:
+            rec.segments = plan_json
+            self.store.put(rec, urgent=True)
+            await self.store.sync()
+
     def _drop(self, download_ids: list[str]) -> None:
         for download_id in download_ids:
             try:
                 self.tracker.forget(download_id)
             except (UnknownDownload, InvalidTransition):
                 continue
-            self._records.pop(download_id, None)
+            rec = self._records.pop(download_id, None)
+            if rec is not None and _kept_for_resume(rec) and Path(rec.dest) not in self._by_dest:
+                part_path(Path(rec.dest)).unlink(missing_ok=True)
         if self.store is not None and download_ids:
             self.store.delete(download_ids)
 
     def _remove_orphan_partials(self) -> int:
-        wanted = {part_path(Path(r.dest)) for r in self._records.values() if r.download_id in self._running}
+        wanted = {
+            part_path(Path(r.dest))
+            for r in self._records.values()
+            if r.download_id in self._running or _kept_for_resume(r)
+        }
         removed = 0
         for partial in self.models_dir.rglob(f"*{PART_SUFFIX}"):
             if partial.is_file() and partial not in wanted:
@@ -387,6 +428,15 @@ class DownloadManager:
             if state.path == str(dest) and state.status is DownloadStatus.COMPLETE and state.sha256:
                 return state.sha256
         return await asyncio.to_thread(_sha256_file, dest)
+
+
+def _kept_for_resume(rec: DownloadRecord) -> bool:
+    """A failed download whose partial is kept: the disk filled up, a later request carries on."""
+    return (
+        rec.status == DownloadStatus.FAILED.value
+        and rec.error_code == ErrorCode.INSUFFICIENT_DISK
+        and bool(rec.validator)
+    )
 
 
 def _state_of(rec: DownloadRecord) -> DownloadState:

@@ -1,26 +1,37 @@
-"""Prometheus metrics of the hive, read from the tracker at scrape time."""
+"""Prometheus metrics of the hive: gauges read from the tracker at scrape time, counters kept in HiveStats."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.hive.tracker import DownloadTracker
 from shared.models import DownloadStatus
 
-__all__ = ["HiveCollector", "render_metrics"]
+__all__ = ["HiveCollector", "HiveStats", "render_metrics"]
+
+
+@dataclass(slots=True)
+class HiveStats:
+    """Counters the downloader bumps (plain ints: one event loop, read at scrape time)."""
+
+    bytes_downloaded: int = 0  # body bytes received from remotes, re-fetched ones included
+    retries: int = 0  # failed attempts that were tried again
+    resumes: int = 0  # transfers continued from an offset (Range) instead of from zero
 
 
 class HiveCollector(Collector):
-    def __init__(self, tracker: DownloadTracker, hive_id: str) -> None:
+    def __init__(self, tracker: DownloadTracker, hive_id: str, stats: HiveStats | None = None) -> None:
         self.tracker = tracker
         self.hive_id = hive_id
+        self.stats = stats or HiveStats()
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         states = self.tracker.list_all()
         by_status = Counter(s.status for s in states)
         downloads = GaugeMetricFamily(
@@ -43,6 +54,17 @@ class HiveCollector(Collector):
         )
         yield GaugeMetricFamily(
             "rbee_hive_sse_clients", "Open SSE subscriptions", value=self.tracker.subscriber_count()
+        )
+        yield CounterMetricFamily(
+            "rbee_hive_bytes_downloaded",
+            "Body bytes received from remotes (bytes fetched again after a fault count again)",
+            value=self.stats.bytes_downloaded,
+        )
+        yield CounterMetricFamily(
+            "rbee_hive_retries", "Failed transfer attempts that were tried again", value=self.stats.retries
+        )
+        yield CounterMetricFamily(
+            "rbee_hive_resumes", "Transfers continued from an offset with Range", value=self.stats.resumes
         )
 
 

@@ -5,7 +5,10 @@
 - `http(s)://host[:port]/path` -> as given, stored at `_url/{host}[_{port}]/{path}`.
 
 A file path must be relative, made of plain segments: no `..` or `.`, no empty segments, no
-backslash, NUL, control characters or percent-escapes, and no `.part` suffix (ours).
+backslash, NUL, control or invisible format characters, lone surrogates or percent-escapes, no
+`.part` suffix (ours), and every stored name fits a filesystem name (255 bytes as UTF-8).
+
+`HIVE_ALLOWED_HOSTS` (see `parse_allowed_hosts`) narrows where a ref, and every redirect, may go.
 """
 
 from __future__ import annotations
@@ -15,7 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["MAX_REF_LENGTH", "InvalidModelRef", "ModelRef", "origin_of", "parse_model_ref", "resolve_in"]
+__all__ = [
+    "MAX_REF_LENGTH",
+    "HostNotAllowed",
+    "InvalidModelRef",
+    "ModelRef",
+    "host_allowed",
+    "origin_of",
+    "parse_allowed_hosts",
+    "parse_model_ref",
+    "resolve_in",
+]
 
 MAX_REF_LENGTH = 2048
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
@@ -23,13 +36,25 @@ _HF_RE = re.compile(
     rf"hf:(?P<org>{_NAME})/(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?::file=(?P<path>.+)"
 )
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")  # C0, DEL, C1 controls and backslash
+# C0, DEL, C1 controls, backslash, lone surrogates (cannot name a file), and invisible format
+# characters (bidi overrides, zero-width joiners, BOM) that make a name look like another
+_BAD_CHARS = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\\\ud800-\udfff"
+    r"\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
+_MAX_NAME_BYTES = 255  # one file or directory name, as the filesystem counts it
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|25)", re.IGNORECASE)
 PART_SUFFIX = ".part"
 
 
 class InvalidModelRef(ValueError):
-    pass
+    code = "INVALID_MODEL_REF"
+
+
+class HostNotAllowed(InvalidModelRef):
+    """The URL's host is not in HIVE_ALLOWED_HOSTS."""
+
+    code = "HOST_NOT_ALLOWED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +79,8 @@ def _check_segments(path: str, what: str) -> list[str]:
     for seg in segments:
         if seg in ("", ".", ".."):
             raise InvalidModelRef(f"{what} may not contain empty, '.' or '..' segments")
-        if len(seg) > 255:
-            raise InvalidModelRef(f"{what} has a segment longer than 255 characters")
+        if len(seg.encode("utf-8")) > _MAX_NAME_BYTES:
+            raise InvalidModelRef(f"{what} has a segment longer than {_MAX_NAME_BYTES} bytes")
     if any(seg.endswith(PART_SUFFIX) for seg in segments):
         raise InvalidModelRef(f"{what} may not have a segment ending in '{PART_SUFFIX}'")
     return segments
@@ -67,7 +92,7 @@ def parse_model_ref(ref: str, hf_endpoint: str) -> ModelRef:
     if len(ref) > MAX_REF_LENGTH:
         raise InvalidModelRef(f"model_ref is longer than {MAX_REF_LENGTH} characters")
     if _BAD_CHARS.search(ref):
-        raise InvalidModelRef("model_ref contains a control character, NUL or backslash")
+        raise InvalidModelRef("model_ref contains a control or invisible character, NUL or backslash")
     if ref.startswith("hf:"):
         return _parse_hf(ref, hf_endpoint)
     scheme = ref.split(":", 1)[0].lower()
@@ -90,6 +115,8 @@ def _parse_hf(ref: str, hf_endpoint: str) -> ModelRef:
     url = f"{base}/{org}/{repo}/resolve/{quote(rev, safe='')}/{quote(path, safe='/')}"
     # '%' cannot occur in a revision, so quoting '/' as %2F keeps distinct revisions apart
     repo_dir = repo if rev == "main" else f"{repo}@{quote(rev, safe='')}"
+    if len(repo_dir) > _MAX_NAME_BYTES:
+        raise InvalidModelRef("repository and revision are too long together")
     return ModelRef(ref, url, PurePosixPath(org, repo_dir, *segments), hub=True)
 
 
@@ -123,7 +150,7 @@ def _parse_url(ref: str) -> ModelRef:
     if not re.fullmatch(r"[a-z0-9._-]+|\[[0-9a-f:]+\]", host) and not re.fullmatch(r"[0-9a-f:]+", host):
         raise InvalidModelRef("URL host is malformed")
     host_dir = host.strip("[]").replace(":", "_") + (f"_{port}" if port else "")
-    if host_dir in (".", ".."):
+    if host_dir in (".", "..") or len(host_dir) > _MAX_NAME_BYTES:
         raise InvalidModelRef("URL host is malformed")
     return ModelRef(ref, ref, PurePosixPath("_url", host_dir, *segments), hub=False)
 
@@ -131,7 +158,52 @@ def _parse_url(ref: str) -> ModelRef:
 def resolve_in(models_dir: Path, rel: PurePosixPath) -> Path:
     """The absolute destination of `rel`, refusing anything that would land outside `models_dir`."""
     root = models_dir.resolve()
-    dest = (root / Path(*rel.parts)).resolve()
+    try:
+        dest = (root / Path(*rel.parts)).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL, a symlink loop, a name the OS refuses
+        raise InvalidModelRef(f"file path cannot be resolved: {type(exc).__name__}") from None
     if not dest.is_relative_to(root) or dest == root:
         raise InvalidModelRef("file path leaves the models directory")
     return dest
+
+
+def _host_port(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` -> (lower-case host without brackets, port or None)."""
+    entry = entry.strip().lower()
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+    else:
+        host, port = entry, ""
+    if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
+        raise ValueError(f"not a host or host:port: {entry!r}")
+    return host, int(port) if port else None
+
+
+def parse_allowed_hosts(value: str | None) -> frozenset[tuple[str, int | None]] | None:
+    """HIVE_ALLOWED_HOSTS (`host,host:port,*.example.com`) -> entries; None (= any host) when unset or empty."""
+    if not value or not value.strip():
+        return None
+    return frozenset(_host_port(item) for item in value.split(",") if item.strip())
+
+
+def host_allowed(url: str, allowed: frozenset[tuple[str, int | None]] | None) -> bool:
+    """Whether `url` may be fetched: any host when `allowed` is None, else a listed host (and port)."""
+    if allowed is None:
+        return True
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return False
+    if not host:
+        return False
+    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    for entry_host, entry_port in allowed:
+        if entry_port is not None and entry_port != port:
+            continue
+        if host == entry_host or (entry_host.startswith("*.") and host.endswith(entry_host[1:])):
+            return True
+    return False

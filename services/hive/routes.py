@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -14,7 +15,7 @@ from services.hive.manager import InvalidModelRef, NotCancellable, StillActive
 from services.hive.refs import MAX_REF_LENGTH
 from services.hive.tracker import DownloadTracker, StreamDecision
 from shared.errors import ApiError
-from shared.models import DownloadState, DownloadStatus
+from shared.models import DOWNLOAD_ID_RE, DownloadState, DownloadStatus
 from shared.sse import parse_last_event_id, to_sse
 
 router = APIRouter(prefix="/v2/downloads", tags=["downloads"])
@@ -38,7 +39,15 @@ def state_json(state: DownloadState, hive_id: str) -> dict[str, Any]:
 
 
 def _not_found(download_id: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", f"no download {download_id!r} on this hive")
+    return ApiError(404, "NOT_FOUND", f"no download {download_id[:80]!r} on this hive")
+
+
+def _checked(download_id: str) -> str:
+    """Refuse an id that cannot be one of ours (404) before it reaches the manager, tracker or store."""
+    if not DOWNLOAD_ID_RE.fullmatch(download_id):
+        raise _not_found(download_id)
+    structlog.contextvars.bind_contextvars(download_id=download_id)  # this request's log lines
+    return download_id
 
 
 def _known(manager_state: DownloadState | None, download_id: str) -> DownloadState:
@@ -58,7 +67,7 @@ async def start_download(
     try:
         state, created = await manager.start(body.model_ref, body.sha256, body.max_bps)
     except InvalidModelRef as exc:
-        raise ApiError(422, "INVALID_MODEL_REF", str(exc)) from None
+        raise ApiError(422, exc.code, str(exc)) from None
     response.status_code = 202 if created else 200
     return state_json(state, settings.id)
 
@@ -86,12 +95,13 @@ async def stream_all(tracker: TrackerDep, settings: SettingsDep) -> EventSourceR
 
 @router.get("/{download_id}")
 async def get_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
+    _checked(download_id)
     return state_json(_known(manager.get(download_id), download_id), settings.id)
 
 
 @router.delete("/{download_id}")
 async def cancel_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
-    if manager.get(download_id) is None:
+    if manager.get(_checked(download_id)) is None:
         raise _not_found(download_id)
     try:
         state = await manager.cancel(download_id)
@@ -103,7 +113,7 @@ async def cancel_download(download_id: str, manager: ManagerDep, settings: Setti
 @router.delete("/{download_id}/history")
 async def forget_download(download_id: str, manager: ManagerDep, delete_file: bool = False) -> dict[str, Any]:
     """Remove a finished download from the history; the model file stays unless delete_file=true."""
-    if manager.get(download_id) is None:
+    if manager.get(_checked(download_id)) is None:
         raise _not_found(download_id)
     try:
         deleted = manager.forget(download_id, delete_file)
@@ -132,7 +142,7 @@ async def stream_download(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     after = parse_last_event_id(last_event_id)
-    decision = tracker.stream_decision(download_id, after)
+    decision = tracker.stream_decision(_checked(download_id), after)
     if decision == StreamDecision.NOT_FOUND:
         raise _not_found(download_id)
     if decision == StreamDecision.ENDED:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.hive.refs import parse_allowed_hosts
 from shared.settings import CommonSettings
 
 __all__ = ["HiveSettings"]
@@ -30,6 +31,9 @@ class HiveSettings(CommonSettings):
     segments: int = Field(default=4, ge=1, le=32)  # parallel range connections for one large file
     segment_min_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)  # smallest chunk
     queen_url: str | None = None
+    # comma-separated host names or host:port (`*.example.com` for subdomains); when set, refs and
+    # every redirect target must match. Unset = any host.
+    allowed_hosts: str | None = Field(default=None, max_length=4096)
     heartbeat_secs: float = Field(default=10.0, gt=0)  # re-register with the queen this often
     history_ttl: float = Field(default=7 * 86400.0, gt=0)  # seconds a finished entry is kept
     history_max: int = Field(default=1000, ge=1)  # finished entries kept at most
@@ -41,6 +45,16 @@ class HiveSettings(CommonSettings):
     retry_base_delay: float = Field(default=0.5, ge=0)
     retry_max_delay: float = Field(default=30.0, ge=0)
     write_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: str | None) -> str | None:
+        parse_allowed_hosts(value)  # raises ValueError on a malformed entry
+        return value
+
+    @property
+    def allowed_host_set(self) -> frozenset[tuple[str, int | None]] | None:
+        return parse_allowed_hosts(self.allowed_hosts)
 
     @property
     def state_db_path(self) -> Path:

@@ -24,6 +24,7 @@ from services.queen.settings import QueenSettings
 from services.queen.upstream import RelayStats
 from shared.auth import TokenAuthMiddleware
 from shared.errors import install_error_handlers
+from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware, configure_logging
 
 __all__ = ["create_app", "main"]
@@ -104,6 +105,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(TokenAuthMiddleware, token=settings.api_token, open_paths=page.PUBLIC_PATHS)
     app.add_middleware(CorrelationIdMiddleware)
     return app

@@ -15,7 +15,7 @@ from services.queen.deps import HubDep, RelayDep, ServiceDep, SettingsDep
 from services.queen.settings import HIVE_ID_PATTERN, QueenSettings
 from shared.errors import ApiError
 from shared.mailbox import Mailbox
-from shared.models import DownloadStatus
+from shared.models import DOWNLOAD_ID_RE, DownloadStatus
 from shared.sse import parse_last_event_id, to_sse
 
 router = APIRouter(prefix="/v1", tags=["queen"])
@@ -25,7 +25,7 @@ MAX_REF_LENGTH = 2048
 
 class RegisterHive(BaseModel):
     hive_id: str = Field(pattern=HIVE_ID_PATTERN)
-    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    url: str = Field(pattern=r"^https?://[^\x00-\x20\x7f-\x9f]+$", max_length=2048)  # no spaces or controls
 
 
 class StartDownload(BaseModel):
@@ -102,16 +102,22 @@ async def stream_all(hub: HubDep, settings: SettingsDep) -> Response:
     return _sse(events(), settings, BackgroundTask(hub.leave, queue))
 
 
+def _checked(download_id: str) -> str:
+    """An id that cannot be a hive's is a 404 here: it never reaches a hive URL or the logs."""
+    if not DOWNLOAD_ID_RE.fullmatch(download_id):
+        raise ApiError(404, "NOT_FOUND", f"no download {download_id[:80]!r}")
+    structlog.contextvars.bind_contextvars(download_id=download_id)
+    return download_id
+
+
 @router.get("/downloads/{download_id}")
 async def get_download(download_id: str, service: ServiceDep) -> dict[str, Any]:
-    structlog.contextvars.bind_contextvars(download_id=download_id)
-    return await service.get_download(download_id)
+    return await service.get_download(_checked(download_id))
 
 
 @router.delete("/downloads/{download_id}")
 async def cancel_download(download_id: str, service: ServiceDep) -> dict[str, Any]:
-    structlog.contextvars.bind_contextvars(download_id=download_id)
-    return await service.cancel_download(download_id)
+    return await service.cancel_download(_checked(download_id))
 
 
 @router.get("/downloads/{download_id}/stream", response_model=None)
@@ -122,7 +128,7 @@ async def stream_download(
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    structlog.contextvars.bind_contextvars(download_id=download_id)
+    _checked(download_id)
     after = parse_last_event_id(last_event_id)
     hive = await service.owner_of(download_id)
     try:

@@ -1,0 +1,72 @@
+"""Request body size limit: pure ASGI (so endless SSE responses pass through untouched).
+
+A body larger than `max_bytes` gets 413 `{"error": {"code": "PAYLOAD_TOO_LARGE", ...}}` before the
+app sees any of it: at once when Content-Length says so, else once the streamed body passes the
+limit. A body within the limit is read here (it is small by definition) and replayed to the app.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["DEFAULT_MAX_BODY", "BodySizeLimitMiddleware"]
+
+DEFAULT_MAX_BODY = 64 * 1024
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await self._too_large(send)
+                    return
+                break
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away before sending it all
+                await self.app(scope, _replay([message], receive), send)
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole: Message = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
+
+    async def _too_large(self, send: Send) -> None:
+        payload = {
+            "error": {"code": "PAYLOAD_TOO_LARGE", "message": f"request body is larger than {self.max_bytes} bytes"}
+        }
+        body = json.dumps(payload).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that hands out `messages` first, then defers to the real one (disconnect detection)."""
+    pending = list(messages)
+
+    async def _receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return _receive

@@ -1,0 +1,491 @@
+"""Chaos: many downloads through a seeded fault-injecting proxy, processes killed mid-stream, a disk that fills up.
+
+The bounded version runs in `make test`; `RBEE_CHAOS_LONG=1` (`make chaos`) runs more files and seeds.
+`RBEE_CHAOS_SEED=N` replays one seed; every assertion message names the seed it ran with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, connect_sse
+
+from services.hive.main import create_app as create_hive
+from services.hive.settings import HiveSettings
+from services.modelserver.chaos import KINDS, ChaosConfig, ChaosProxy
+from services.modelserver.server import Fault, ModelServer
+from services.queen.main import create_app as create_queen
+from services.queen.settings import QueenSettings
+from tests.conftest import FAST_HIVE
+from tests.support import REPO, ServerThread, ServiceProcess, free_port, serve, wait_until
+
+KiB = 1024
+MiB = 1024 * KiB
+LONG = os.environ.get("RBEE_CHAOS_LONG") == "1"
+TERMINAL = {"complete", "error", "cancelled"}
+TOKEN = "chaos-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def chaos_seeds() -> list[int]:
+    if "RBEE_CHAOS_SEED" in os.environ:
+        return [int(os.environ["RBEE_CHAOS_SEED"])]
+    return list(range(1, 11)) if LONG else [1]
+
+
+def file_sizes() -> list[int]:
+    sizes = [0, 1, 4 * KiB, 64 * KiB + 7, 200_000, 333_333, 600_000, 1 * MiB, 1_500_000, 2 * MiB, 2_700_000, 3_500_000]
+    more = [
+        5 * MiB + 3,
+        7 * MiB,
+        300 * KiB,
+        9 * MiB,
+        11,
+        4 * MiB,
+        2,
+        777_777,
+        6 * MiB,
+        128 * KiB,
+        3 * MiB - 1,
+        12 * MiB,
+    ]
+    return [*sizes, *more] if LONG else sizes
+
+
+def report(line: str) -> None:
+    """A figure worth keeping: printed (seen with -s) and appended to $RBEE_CHAOS_REPORT (`make chaos` shows it)."""
+    print("\n" + line)
+    if path := os.environ.get("RBEE_CHAOS_REPORT"):
+        with open(path, "a") as out:
+            out.write(line + "\n")
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def state(url: str, download_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = httpx.get(f"{url}/v2/downloads/{download_id}", headers=headers, timeout=5).json()
+    return result
+
+
+def settled(url: str, download_id: str, timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return wait_until(
+        lambda: (s := state(url, download_id, headers))["status"] in ("complete", "failed", "cancelled") and s,
+        timeout,
+        interval=0.05,
+        what=f"{download_id} to settle",
+    )
+
+
+# --------------------------------------------------------------------------- network faults
+
+
+@pytest.mark.parametrize("seed", chaos_seeds())
+def test_many_downloads_through_a_faulty_network(
+    seed: int, model_server: ModelServer, make_hive: Callable[..., ServerThread]
+) -> None:
+    """Every file lands with the right sha256 on a segmented and a single-connection hive; few bytes twice."""
+    sizes = file_sizes()
+    files = {
+        f"f{i:02d}.bin": (size, model_server.add_file(f"org/repo/f{i:02d}.bin", size, seed=i))
+        for i, size in enumerate(sizes)
+    }
+    config = ChaosConfig(seed=seed, probability=0.5 if LONG else 0.4, max_faults=5 if LONG else 3, stall_secs=30.0)
+    with ChaosProxy(model_server.url, config) as proxy:
+        tuning: dict[str, Any] = {
+            "hf_endpoint": proxy.url,
+            "max_concurrent": len(files),
+            "segment_min_bytes": 256 * KiB,
+            "write_batch_bytes": 64 * KiB,
+            "max_attempts": config.max_faults + 2,  # at most max_faults failures in a row per path
+        }
+        hives = [make_hive(segments=4, **tuning), make_hive(segments=1, **tuning)]
+        started: list[tuple[ServerThread, str, str]] = []
+        for hive in hives:
+            for name in files:
+                response = httpx.post(f"{hive.url}/v2/downloads", json={"model_ref": f"hf:org/repo::file={name}"})
+                assert response.status_code == 202, f"seed={seed}: {response.text}"
+                started.append((hive, name, response.json()["download_id"]))
+        began = time.monotonic()
+        for hive, name, download_id in started:
+            final = settled(hive.url, download_id, 60)
+            faults = [f for f in proxy.faults if f.path.endswith(name)]
+            assert final["status"] == "complete", f"seed={seed} {name}: {final} after faults {faults}"
+            assert final["sha256"] == files[name][1], f"seed={seed} {name}"
+            assert sha256_of(Path(final["path"])) == files[name][1], f"seed={seed} {name}"
+        elapsed = time.monotonic() - began
+        served, needed = proxy.body_bytes, sum(size for size, _ in files.values()) * len(hives)
+        received = sum(_metric(hive.url, "rbee_hive_bytes_downloaded_total") for hive in hives)
+        counts = proxy.fault_counts()
+    leftovers = [p for hive in range(len(hives)) for p in (model_server.root.parent / f"models-{hive}").rglob("*.part")]
+    assert not leftovers, f"seed={seed}: {leftovers}"
+    ratio = served / needed
+    figures = (
+        f"chaos seed={seed}: {len(started)} downloads of {len(files)} files in {elapsed:.1f}s; "
+        f"{sum(counts.values())} faults {dict(counts)} over {proxy.requests} requests; "
+        f"bytes served {served} / file bytes {needed} = {ratio:.3f}; "
+        f"bytes the hives received {received:.0f} = {received / needed:.3f}"
+    )
+    report(figures)
+    assert sum(counts.values()) >= len(files), f"seed={seed}: too few faults to mean anything: {counts}"
+    if not LONG and "RBEE_CHAOS_SEED" not in os.environ:
+        assert set(counts) == set(KINDS), f"seed={seed}: every kind of fault should have fired: {counts}"
+    # bytes served but never received are the ones a reset connection destroyed in flight (kernel buffers);
+    # of what the hives did receive, none is fetched twice
+    assert ratio < 1.3, f"seed={seed}: {served} bytes served for {needed} file bytes ({ratio:.3f})"
+    assert received / needed < 1.01, f"seed={seed}: the hives received {received} bytes for {needed}"
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in {url}/metrics")
+
+
+# --------------------------------------------------------------------------- process faults
+
+
+def hive_env(models: Path, hub: str, hive_id: str, **extra: str) -> dict[str, str]:
+    env = {f"HIVE_{k.upper()}": str(v) for k, v in FAST_HIVE.items()}
+    env.update(
+        HIVE_ID=hive_id,
+        HIVE_MODELS_DIR=str(models),
+        HF_ENDPOINT=hub,
+        HIVE_WRITE_BATCH_BYTES=str(64 * KiB),
+        RBEE_API_TOKEN=TOKEN,
+        **extra,
+    )
+    return env
+
+
+FAST_QUEEN: dict[str, Any] = {
+    "orchestrator_id": "queen-chaos",
+    "api_token": TOKEN,
+    "health_interval": 0.1,
+    "health_timeout": 1.0,
+    "relay_backoff_initial": 0.05,
+    "relay_backoff_max": 0.3,
+    "unreachable_budget": 15.0,
+    "keepalive_secs": 1.0,
+}
+
+
+class Reader(threading.Thread):
+    """Reads an SSE stream on a thread into `events` until `done(event)` or the stream ends."""
+
+    def __init__(self, url: str, done: Callable[[ServerSentEvent], bool]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.done = url, done
+        self.events: list[ServerSentEvent] = []
+        self.error: BaseException | None = None
+        self.client = httpx.Client(timeout=httpx.Timeout(5, read=30), headers=AUTH)
+
+    def run(self) -> None:
+        try:
+            with connect_sse(self.client, "GET", self.url) as source:
+                assert source.response.status_code == 200
+                for sse in source.iter_sse():
+                    if sse.data:
+                        self.events.append(sse)
+                        if self.done(sse):
+                            return
+        except BaseException as exc:  # reported by the test thread
+            self.error = exc
+        finally:
+            self.client.close()
+
+
+def test_hive_kill_9_under_relayed_and_aggregated_streams(tmp_path: Path, model_server: ModelServer) -> None:
+    """A hive dies mid-download (segmented) with clients on the queen; both streams carry on after its restart."""
+    kills_at = [MiB, 3 * MiB, 5 * MiB] if LONG else [MiB]  # bytes through the relay before each kill -9
+    size = kills_at[-1] + 3 * MiB
+    sha = model_server.add_file("org/repo/kill.bin", size)
+    model_server.set_fault("/org/repo/resolve/main/kill.bin", Fault(rate_bps=2 * MiB))
+    after_sha = model_server.add_file("org/repo/after.bin", 100_000)
+    env = hive_env(
+        tmp_path / "models", model_server.url, "hive-k", HIVE_SEGMENTS="4", HIVE_SEGMENT_MIN_BYTES=str(256 * KiB)
+    )
+    hive = ServiceProcess("services.hive.main", free_port(), env, tmp_path / "hive.log").start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(hive.stop)
+        queen = stack.enter_context(serve(create_queen(QueenSettings(hives={"hive-k": hive.url}, **FAST_QUEEN))))
+        wait_until(lambda: _healthy(queen.url, "hive-k"), 10, what="hive-k healthy in the queen")
+        response = httpx.post(
+            f"{queen.url}/v1/downloads", json={"model_ref": "hf:org/repo::file=kill.bin"}, headers=AUTH
+        )
+        assert response.status_code == 202, response.text
+        download_id = response.json()["download_id"]
+        relayed = Reader(f"{queen.url}/v1/downloads/{download_id}/stream", lambda e: e.event in TERMINAL)
+        finished: set[str] = set()
+
+        def aggregated_done(e: ServerSentEvent) -> bool:
+            if e.event == "complete":
+                finished.add(e.json()["download_id"])
+            return len(finished) >= 2
+
+        everything = Reader(f"{queen.url}/v1/downloads/stream", aggregated_done)
+        relayed.start()
+        everything.start()
+        for threshold in kills_at:
+            wait_until(
+                lambda t=threshold: any(e.json()["bytes"] >= t for e in relayed.events),
+                15,
+                what=f"{threshold} B relayed",
+            )
+            seen_before = len(everything.events)
+            hive.kill()
+            hive.start()  # same port, same models dir and database
+            # the restarted hive's ids jump past anything it may have sent but not checkpointed
+            last_id = max(int(e.id) for e in everything.events[:seen_before])
+            wait_until(
+                lambda n=seen_before, i=last_id: any(int(e.id) > i for e in everything.events[n:]),
+                15,
+                what="aggregated events after the restart",
+            )
+        later = httpx.post(f"{queen.url}/v1/downloads", json={"model_ref": "hf:org/repo::file=after.bin"}, headers=AUTH)
+        assert later.status_code == 202, later.text
+        relayed.join(30)
+        everything.join(30)
+        relay_metrics = httpx.get(f"{queen.url}/metrics", headers=AUTH, timeout=5).text
+        for name, reader in (("relayed", relayed), ("aggregated", everything)):
+            summary = [(e.event, e.id, e.json()["download_id"][-4:], e.json()["bytes"]) for e in reader.events]
+            assert reader.error is None, f"{name}: {reader.error!r} after {summary}"
+            assert not reader.is_alive(), f"the {name} stream did not reach its end: {summary}"
+
+    events = relayed.events
+    ids = [int(e.id) for e in events]
+    assert ids == sorted(set(ids)), ids  # the restarted hive kept its event ids rising; nothing repeated
+    assert [e.event for e in events].count("complete") == 1 and events[-1].event == "complete"
+    nbytes = [e.json()["bytes"] for e in events]
+    assert nbytes == sorted(nbytes)
+    assert events[-1].json()["sha256"] == sha and events[-1].json()["hive_id"] == "hive-k"
+    assert sha256_of(tmp_path / "models" / "org" / "repo" / "kill.bin") == sha
+    assert sha256_of(tmp_path / "models" / "org" / "repo" / "after.bin") == after_sha
+    assert len(everything.events) > seen_before
+    reconnects = [line for line in relay_metrics.splitlines() if line.startswith("rbee_queen_relay_reconnects_total ")]
+    assert reconnects and float(reconnects[0].split()[1]) >= len(kills_at), reconnects  # the relay came back
+    assert finished >= {download_id, later.json()["download_id"]}
+    log = (tmp_path / "hive.log").read_text()
+    assert log.count('"event": "history_recovered"') == len(kills_at) + 1
+    assert log.count('"event": "download_resuming_segments"') == len(kills_at), "a restart did not resume the plan"
+    assert "download_partial_discarded" not in log and "download_restart" not in log
+    # A kill costs the bytes written since the plan's last durable checkpoint (reported at most once a second,
+    # written within half a second): at these early kills, at most what had arrived, plus what was in flight.
+    sent = model_server.total_bytes_sent("/org/repo/resolve/main/kill.bin")
+    report(f"hive kill -9 x{len(kills_at)}: {sent} bytes served for a {size}-byte file ({sent / size:.2f})")
+    assert sent < size + sum(kills_at) + len(kills_at) * 2 * MiB, sent
+
+
+def _healthy(queen_url: str, hive_id: str) -> bool:
+    hives = httpx.get(f"{queen_url}/v1/hives", headers=AUTH, timeout=5).json()["hives"]
+    return any(h["hive_id"] == hive_id and h["healthy"] for h in hives)
+
+
+def test_segment_plan_is_durable_before_the_partial_grows_holes(tmp_path: Path, model_server: ModelServer) -> None:
+    """A kill -9 at any instant must leave a partial the next run can trust: once the partial is extended
+    to full size (holes in it), the database already holds the plan that tells bytes from holes."""
+    size = 3 * MiB
+    model_server.add_file("org/repo/holes.bin", size)
+    model_server.set_fault("/org/repo/resolve/main/holes.bin", Fault(rate_bps=3 * MiB))
+    models = tmp_path / "models"
+    settings = HiveSettings(
+        id="hive-h",
+        models_dir=models,
+        hf_endpoint=model_server.url,
+        segments=4,
+        segment_min_bytes=256 * KiB,
+        **FAST_HIVE,
+    )
+    partial, db = models / "org" / "repo" / "holes.bin.part", models / ".rbee" / "hive.db"
+    with serve(create_hive(settings)) as hive:
+        download_id = httpx.post(f"{hive.url}/v2/downloads", json={"model_ref": "hf:org/repo::file=holes.bin"}).json()[
+            "download_id"
+        ]
+
+        def extended() -> bool:
+            with contextlib.suppress(FileNotFoundError):
+                return partial.stat().st_size == size
+            return False
+
+        wait_until(extended, 10, interval=0.001, what="the partial extended to full size")
+        with sqlite3.connect(db) as conn:  # read after seeing the file: the plan must already be there
+            (plan,) = conn.execute("SELECT segments FROM downloads WHERE download_id = ?", (download_id,)).fetchone()
+        assert plan and json.loads(plan)["total"] == size
+        settled(hive.url, download_id, 15)
+
+
+def test_keeper_plain_watch_rides_out_a_queen_kill(
+    tmp_path: Path, model_server: ModelServer, make_hive: Callable[..., ServerThread]
+) -> None:
+    """`rbee-keeper watch ID --plain` across a SIGKILL and restart of the queen, with RBEE_API_TOKEN everywhere."""
+    sha = model_server.add_file("org/repo/watch.bin", 6 * MiB)
+    model_server.set_fault("/org/repo/resolve/main/watch.bin", Fault(rate_bps=3 * MiB))
+    hive = make_hive(id="hive-w", api_token=TOKEN)
+    queen_env = {
+        "QUEEN_HIVES": f"hive-w={hive.url}",
+        "RBEE_API_TOKEN": TOKEN,
+        **{f"QUEEN_{k.upper()}": str(v) for k, v in FAST_QUEEN.items() if k != "api_token"},
+    }
+    queen = ServiceProcess("services.queen.main", free_port(), queen_env, tmp_path / "queen.log").start()
+    keeper: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until(lambda: _healthy(queen.url, "hive-w"), 10, what="hive-w healthy")
+        response = httpx.post(
+            f"{queen.url}/v1/downloads", json={"model_ref": "hf:org/repo::file=watch.bin"}, headers=AUTH
+        )
+        download_id = response.json()["download_id"]
+        env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "RBEE_QUEEN_URL")}
+        env.update(RBEE_API_TOKEN=TOKEN, RBEE_QUEEN_URL=queen.url)
+        keeper = subprocess.Popen(
+            [sys.executable, "-m", "services.keeper.cli", "watch", download_id, "--plain"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert keeper.stdout is not None and keeper.stderr is not None
+        before = _read_until(keeper.stdout.fileno(), lambda data: b" downloading " in data, 20)
+        queen.kill()
+        queen.start()
+        after = _read_until(keeper.stdout.fileno(), lambda data: b"complete: " in data, 40)
+        assert keeper.wait(timeout=10) == 0
+        err = keeper.stderr.read().decode()
+    finally:
+        if keeper is not None:
+            if keeper.poll() is None:
+                keeper.kill()
+                keeper.wait()
+            for pipe in (keeper.stdout, keeper.stderr):
+                if pipe is not None:
+                    pipe.close()
+        queen.stop()
+    out = (before + after).decode()
+    assert "reconnecting" in out + err and "Traceback" not in out + err, out + err
+    lines = out.splitlines()
+    assert lines[-1].startswith("complete: watch.bin") and lines[-1].endswith(f"(sha256 {sha})"), lines
+    assert sum(line.startswith("complete: ") for line in lines) == 1
+    assert sha256_of(Path(state(hive.url, download_id, AUTH)["path"])) == sha
+
+
+def _read_until(fd: int, done: Callable[[bytes], bool], timeout: float) -> bytes:
+    import select
+
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not done(data):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out; got {data!r}"
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+# --------------------------------------------------------------------------- disk faults
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs mounted for this test (root only); skipped, saying why, where mounting is not allowed."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if not shutil.which("mount"):
+        pytest.skip("no mount(8) here")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        print(f"tmpfs tests skipped: mount failed: {result.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("segments", [1, 4], ids=["single", "segmented"])
+def test_disk_filling_up_mid_download_keeps_the_partial_and_resumes(
+    tmpfs: Path, tmp_path: Path, model_server: ModelServer, segments: int
+) -> None:
+    size = 2 * MiB + 12345
+    sha = model_server.add_file("org/repo/fill.bin", size)
+    path = "/org/repo/resolve/main/fill.bin"
+    model_server.set_fault(path, Fault(rate_bps=4 * MiB))
+    settings = HiveSettings(
+        id="hive-d",
+        models_dir=tmpfs / "models",
+        state_db=tmp_path / "hive.db",
+        hf_endpoint=model_server.url,
+        segments=segments,
+        segment_min_bytes=256 * KiB,
+        write_batch_bytes=64 * KiB,
+        **FAST_HIVE,
+    )
+    final = tmpfs / "models" / "org" / "repo" / "fill.bin"
+    partial = final.with_name("fill.bin.part")
+    filler = tmpfs / "filler"
+    with serve(create_hive(settings)) as hive:
+        ref = {"model_ref": "hf:org/repo::file=fill.bin"}
+        first = httpx.post(f"{hive.url}/v2/downloads", json=ref).json()["download_id"]
+        wait_until(lambda: state(hive.url, first)["bytes_downloaded"] >= 512 * KiB, 10, what="half a MiB in")
+        with contextlib.suppress(OSError), open(filler, "wb") as f:  # someone else fills the disk
+            while True:
+                f.write(b"\0" * 64 * KiB)
+                f.flush()
+        failed = settled(hive.url, first, 15)
+        assert failed["status"] == "failed" and failed["error_code"] == "INSUFFICIENT_DISK", failed
+        assert not final.exists(), "a truncated file at the final path"
+        assert partial.is_file() and partial.stat().st_size > 0, "the partial should be kept for a resume"
+        sent_before = model_server.total_bytes_sent(path)
+
+        filler.unlink(missing_ok=True)
+        second = httpx.post(f"{hive.url}/v2/downloads", json=ref)
+        assert second.status_code == 202, second.text
+        done = settled(hive.url, second.json()["download_id"], 15)
+        assert done["status"] == "complete" and done["sha256"] == sha, done
+        assert sha256_of(final) == sha and not partial.exists()
+        resumed = [r for r in model_server.records(path)[-3:] if r.range and not r.range.startswith("bytes=0-")]
+        assert resumed, "the second download should carry on from the kept partial with Range"
+        assert model_server.total_bytes_sent(path) - sent_before < size
+
+
+def test_preflight_disk_check_refuses_a_file_larger_than_the_disk(
+    tmpfs: Path, tmp_path: Path, model_server: ModelServer
+) -> None:
+    model_server.add_file("org/repo/huge.bin", 5 * MiB)
+    settings = HiveSettings(
+        id="hive-p",
+        models_dir=tmpfs / "models",
+        state_db=tmp_path / "hive.db",
+        hf_endpoint=model_server.url,
+        **FAST_HIVE,
+    )
+    with serve(create_hive(settings)) as hive:
+        download_id = httpx.post(f"{hive.url}/v2/downloads", json={"model_ref": "hf:org/repo::file=huge.bin"}).json()[
+            "download_id"
+        ]
+        failed = settled(hive.url, download_id, 10)
+    assert failed["status"] == "failed" and failed["error_code"] == "INSUFFICIENT_DISK", failed
+    assert "free" in failed["error"]
+    assert not (tmpfs / "models" / "org" / "repo" / "huge.bin").exists()
+    written = sum(p.stat().st_size for p in (tmpfs / "models").rglob("*") if p.is_file())
+    assert written == 0, f"{written} bytes written before the pre-flight check refused"
