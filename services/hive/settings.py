@@ -28,7 +28,7 @@ class HiveSettings(CommonSettings):
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
     max_concurrent: int = Field(default=3, ge=1, le=256)
     bandwidth_limit: int = Field(default=0, ge=0)
-    segments: int = Field(default=4, ge=1, le=32)  # parallel range connections for one large file
+    segments: int = Field(default=8, ge=1, le=32)  # parallel range connections (8: see BENCHMARKS.md)
     segment_min_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)  # smallest chunk
     queen_url: str | None = None
     # comma-separated host names or host:port (`*.example.com` for subdomains); when set, refs and
