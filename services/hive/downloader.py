@@ -8,6 +8,7 @@ partial file after a cancel or failure) belongs to the caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import errno
 import hashlib
@@ -16,7 +17,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -455,12 +456,7 @@ class Downloader:
             headers["Range"] = f"bytes={offset}-"
             if transfer.validator:
                 headers["If-Range"] = transfer.validator
-        try:
-            resp, linked_sha = await self._open(job, headers)
-        except httpx.TimeoutException as exc:
-            raise _Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
-        except httpx.TransportError as exc:
-            raise _Retry(f"connection failed: {type(exc).__name__}") from None
+        resp, linked_sha = await self._open(job, headers)
         try:
             status = resp.status_code
             if status == 416 and (offset > 0 or probe):
@@ -512,20 +508,28 @@ class Downloader:
         update = tracker.update_progress
         throttle = self.throttle
         stats = self.stats
-        try:
+        with self._body_errors():
             async for chunk in resp.aiter_raw():
                 stats.bytes_downloaded += len(chunk)
                 await part.write(chunk)
                 update(download_id, part.size)
                 if throttle is not None and throttle.active(download_id):
                     await throttle.consume(download_id, len(chunk))
+
+    @contextlib.contextmanager
+    def _body_errors(self) -> Iterator[None]:
+        """A body that stalls (no bytes for the read timeout) or breaks off is worth another try."""
+        try:
+            yield
         except httpx.TimeoutException:
             raise _Retry(f"stalled: no bytes for {self.config.stall_timeout:g}s", timeout=True) from None
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise _Retry(f"connection dropped: {type(exc).__name__}") from None
 
     async def _open(self, job: DownloadJob, headers: dict[str, str]) -> tuple[httpx.Response, str | None]:
-        """Send the request, following redirects by hand so HF_TOKEN only goes to the hub's origin."""
+        """Send the request, following redirects by hand so HF_TOKEN only goes to the hub's origin.
+
+        A connection that cannot be made raises _Retry, like every other transient failure."""
         url = job.url
         hub_sha: str | None = None
         token = self.config.hf_token
@@ -540,7 +544,12 @@ class Downloader:
                 request = self.client.build_request("GET", url, headers=req_headers)
             except httpx.InvalidURL:
                 raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a malformed URL") from None
-            resp = await self.client.send(request, stream=True, follow_redirects=False)
+            try:
+                resp = await self.client.send(request, stream=True, follow_redirects=False)
+            except httpx.TimeoutException as exc:
+                raise _Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
+            except httpx.TransportError as exc:
+                raise _Retry(f"connection failed: {type(exc).__name__}") from None
             if resp.status_code not in _REDIRECTS or "location" not in resp.headers:
                 return resp, hub_sha
             hub_sha = hub_sha or sha256_from_etag(resp.headers.get("x-linked-etag"))
@@ -666,12 +675,7 @@ class Downloader:
         headers = {"Accept-Encoding": "identity", "Range": f"bytes={chunk.written}-{chunk.end - 1}"}
         if transfer.validator:
             headers["If-Range"] = transfer.validator
-        try:
-            resp, _ = await self._open(job, headers)
-        except httpx.TimeoutException as exc:
-            raise _Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
-        except httpx.TransportError as exc:
-            raise _Retry(f"connection failed: {type(exc).__name__}") from None
+        resp, _ = await self._open(job, headers)
         try:
             self._check_status(resp)
             content_range = _content_range(resp)
@@ -707,26 +711,23 @@ class Downloader:
             self._report_segments(job.download_id, seg)
 
         try:
-            async for data in resp.aiter_raw():
-                self.stats.bytes_downloaded += len(data)
-                room = chunk.end - (chunk.written + batched)
-                overrun = len(data) > room  # a server sending past the range: keep what we asked for
-                if overrun:
-                    data = data[:room]
-                batch.append(data)
-                batched += len(data)
-                seg.received += len(data)
-                tracker.update_progress(job.download_id, seg.received)
-                if batched >= limit:
-                    await flush()
-                if throttle is not None and throttle.active(job.download_id):
-                    await throttle.consume(job.download_id, len(data))
-                if overrun:
-                    break  # (otherwise the body ends by itself and the connection goes back to the pool)
-        except httpx.TimeoutException:
-            raise _Retry(f"stalled: no bytes for {self.config.stall_timeout:g}s", timeout=True) from None
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            raise _Retry(f"connection dropped: {type(exc).__name__}") from None
+            with self._body_errors():
+                async for data in resp.aiter_raw():
+                    self.stats.bytes_downloaded += len(data)
+                    room = chunk.end - (chunk.written + batched)
+                    overrun = len(data) > room  # a server sending past the range: keep what we asked for
+                    if overrun:
+                        data = data[:room]
+                    batch.append(data)
+                    batched += len(data)
+                    seg.received += len(data)
+                    tracker.update_progress(job.download_id, seg.received)
+                    if batched >= limit:
+                        await flush()
+                    if throttle is not None and throttle.active(job.download_id):
+                        await throttle.consume(job.download_id, len(data))
+                    if overrun:
+                        break  # (otherwise the body ends by itself and the connection goes back to the pool)
         finally:
             await flush()
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
@@ -25,7 +23,8 @@ from services.hive.tracker import DownloadTracker
 from shared.auth import TokenAuthMiddleware
 from shared.errors import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
-from shared.logging import CorrelationIdMiddleware, configure_logging
+from shared.logging import CorrelationIdMiddleware
+from shared.service import run_service
 
 __all__ = ["create_app", "main"]
 
@@ -119,20 +118,13 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="rbee-hive", description="rbee hive: model downloads on one node")
-    parser.add_argument("--host", help="bind address (HIVE_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (HIVE_PORT, default 9200)")
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = HiveSettings(**overrides)
-    configure_logging("rbee-hive", settings.log_level, hive_id=settings.id)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
+    run_service(
+        "rbee-hive",
+        "rbee hive: model downloads on one node",
+        HiveSettings,
+        create_app,
+        lambda s: {"hive_id": s.id},
+        argv=argv,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -62,4 +63,9 @@ class HiveSettings(CommonSettings):
 
     @property
     def advertised_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        """How a queen reaches this hive: HIVE_PUBLIC_URL, else the bind address - or, when bound to
+        every interface (0.0.0.0, ::), this machine's host name, since 0.0.0.0 reaches nothing."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"

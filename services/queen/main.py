@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -25,7 +23,8 @@ from services.queen.upstream import RelayStats
 from shared.auth import TokenAuthMiddleware
 from shared.errors import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
-from shared.logging import CorrelationIdMiddleware, configure_logging
+from shared.logging import CorrelationIdMiddleware
+from shared.service import run_service
 
 __all__ = ["create_app", "main"]
 
@@ -112,21 +111,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="rbee-queen", description="rbee queen: hive registry, relay, aggregation")
-    parser.add_argument("--host", help="bind address (QUEEN_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (QUEEN_PORT, default 8080)")
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = QueenSettings(**overrides)
-    configure_logging("rbee-queen", settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    run_service("rbee-queen", "rbee queen: hive registry, relay, aggregation", QueenSettings, create_app, argv=argv)
 
 
 if __name__ == "__main__":

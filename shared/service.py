@@ -1,0 +1,56 @@
+"""A service's command line: settings from the environment, --host/--port over them, uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import uvicorn
+from pydantic import ValidationError
+
+from shared.logging import configure_logging
+from shared.settings import CommonSettings
+
+__all__ = ["run_service"]
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def _settings_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{field}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def run_service(
+    prog: str,
+    description: str,
+    settings_cls: type[S],
+    create_app: Callable[[S], Any],
+    log_context: Callable[[S], dict[str, str]] = lambda _s: {},
+    argv: list[str] | None = None,
+) -> None:
+    env = settings_cls.model_config.get("env_prefix", "")
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--host", help=f"bind address ({env}HOST)")
+    parser.add_argument("--port", type=int, help=f"port ({env}PORT)")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = settings_cls(**overrides)
+    except ValidationError as exc:  # a bad environment variable: one line, no traceback
+        print(f"{prog}: invalid settings: {_settings_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(prog, settings.log_level, **log_context(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
