@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -122,3 +123,22 @@ class ServiceProcess:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def read_until(fd: int, done: Callable[[bytes], bool], timeout: float) -> bytes:
+    """Bytes from `fd` until `done(everything so far)` or EOF; fails after `timeout` seconds."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not done(data):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out; got {data!r}"
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # a pty's master reads EIO once the child side is closed
+                chunk = b""
+            if not chunk:
+                break
+            data += chunk
+    return data

@@ -31,7 +31,7 @@ from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
 from tests.conftest import FAST_HIVE
-from tests.support import REPO, ServerThread, ServiceProcess, free_port, serve, wait_until
+from tests.support import REPO, ServerThread, ServiceProcess, free_port, read_until, serve, wait_until
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -360,10 +360,10 @@ def test_keeper_plain_watch_rides_out_a_queen_kill(
             stderr=subprocess.PIPE,
         )
         assert keeper.stdout is not None and keeper.stderr is not None
-        before = _read_until(keeper.stdout.fileno(), lambda data: b" downloading " in data, 20)
+        before = read_until(keeper.stdout.fileno(), lambda data: b" downloading " in data, 20)
         queen.kill()
         queen.start()
-        after = _read_until(keeper.stdout.fileno(), lambda data: b"complete: " in data, 40)
+        after = read_until(keeper.stdout.fileno(), lambda data: b"complete: " in data, 40)
         assert keeper.wait(timeout=10) == 0
         err = keeper.stderr.read().decode()
     finally:
@@ -381,23 +381,6 @@ def test_keeper_plain_watch_rides_out_a_queen_kill(
     assert lines[-1].startswith("complete: watch.bin") and lines[-1].endswith(f"(sha256 {sha})"), lines
     assert sum(line.startswith("complete: ") for line in lines) == 1
     assert sha256_of(Path(state(hive.url, download_id, AUTH)["path"])) == sha
-
-
-def _read_until(fd: int, done: Callable[[bytes], bool], timeout: float) -> bytes:
-    import select
-
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not done(data):
-        left = deadline - time.monotonic()
-        assert left > 0, f"timed out; got {data!r}"
-        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
 
 
 # --------------------------------------------------------------------------- disk faults

@@ -13,7 +13,6 @@ import json
 import os
 import pty
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from services.keeper.cli import (
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
-from tests.support import REPO, ServerThread, ServiceProcess, free_port, serve, wait_until
+from tests.support import REPO, ServerThread, ServiceProcess, free_port, read_until, serve, wait_until
 
 # --------------------------------------------------------------------------- the scripted fake queen
 
@@ -418,25 +417,6 @@ def spawn_keeper(*argv: str, **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "services.keeper.cli", *argv], cwd=REPO, env={**env, **kwargs.pop("env", {})}, **kwargs
     )
-
-
-def read_until(fd: int, done: Callable[[bytes], bool], timeout: float) -> bytes:
-    """Bytes from `fd` until `done(everything so far)` or EOF; fails after `timeout` seconds."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not done(data):
-        left = deadline - time.monotonic()
-        assert left > 0, f"timed out; got {data!r}"
-        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # a pty's master reads EIO once the child side is closed
-                chunk = b""
-            if not chunk:
-                break
-            data += chunk
-    return data
 
 
 def test_download_plain_output_in_a_pipe(cluster: Cluster) -> None:
