@@ -22,6 +22,7 @@ FAST_HIVE: dict[str, Any] = {
     "retry_base_delay": 0.01,
     "retry_max_delay": 0.05,
     "max_attempts": 4,
+    "split_below_bps": 0,  # segmented tests split at once: whether to split is tested on its own
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,3 +378,75 @@ def test_small_file_with_ranges_stays_on_one_connection(model_server: ModelServe
     out = download(model_server.url + path, dest, SEGMENTED)
     assert out.result is not None and out.result.sha256 == sha
     assert [r.range for r in model_server.records(path)] == ["bytes=0-0", "bytes=1-"]
+
+
+# far above the capped server below, so it splits
+WATCHED = dataclasses.replace(SEGMENTED, stall_timeout=2.0, split_below_bps=100 * MiB)
+
+
+def test_slow_connection_is_split_once_watched(model_server: ModelServer, dest: Path) -> None:
+    size = 3 * MiB
+    sha = model_server.add_file("org/repo/m.bin", size)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(rate_bps=MiB))
+    out = download(model_server.url + path, dest, WATCHED)
+    assert out.result is not None and out.result.sha256 == sha and out.result.size == size
+    records = model_server.records(path)
+    assert records[0].range == "bytes=0-"  # no probe of its own: the first request is the whole file
+    starts = range_starts(model_server, path)[1:]
+    assert len(starts) >= 4 and len(set(starts)) == len(starts) and min(starts) > 0
+    assert all(r.headers.get("if-range") for r in records[1:])
+    seen = bytes_seen(out.events)
+    assert seen == sorted(seen) and seen[-1] == size
+
+
+def test_fast_connection_is_never_split(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 4 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    config = DownloaderConfig(
+        connect_timeout=2.0, stall_timeout=2.0, segments=4, segment_min_bytes=256 * 1024, split_below_bps=1
+    )
+    out = download(model_server.url + path, dest, config)
+    assert out.result is not None and out.result.sha256 == sha
+    assert [r.range for r in model_server.records(path)] == ["bytes=0-"]
+    assert model_server.total_bytes_sent(path) == 4 * MiB
+
+
+def test_watched_small_file_is_one_request(model_server: ModelServer, dest: Path) -> None:
+    sha = model_server.add_file("org/repo/m.bin", 300 * 1024)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(rate_bps=MiB))
+    out = download(model_server.url + path, dest, WATCHED)
+    assert out.result is not None and out.result.sha256 == sha
+    assert [r.range for r in model_server.records(path)] == ["bytes=0-"]  # too small to split, however slow
+
+
+def test_cancel_while_the_body_thread_waits_on_a_stalled_server(model_server: ModelServer, dest: Path) -> None:
+    """The body is read on a worker thread: a cancel must wake it (the socket is shut down), not wait
+    for the 30 s stall timeout, and leave the partial with what had arrived."""
+    model_server.add_file("org/repo/m.bin", 2 * MiB)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(stall_after=300 * 1024))
+    config = DownloaderConfig(stall_timeout=30.0, write_batch_bytes=64 * 1024)
+
+    async def go() -> None:
+        tracker = DownloadTracker(progress_interval=0.0)
+        arrived = asyncio.Event()
+        tracker.add_listener(lambda _s, e: e.data.get("bytes", 0) >= 300 * 1024 and arrived.set())
+        tracker.start_download("dl-test", model_server.url + path)
+        tracker.set_status("dl-test", DownloadStatus.STARTING)
+        async with httpx.AsyncClient(timeout=Downloader.timeouts(config)) as client:
+            downloader = Downloader(client, config)
+            try:
+                job = DownloadJob("dl-test", model_server.url + path, dest)
+                task = asyncio.create_task(downloader.run(job, tracker))
+                await asyncio.wait_for(arrived.wait(), 10)
+                task.cancel()
+                done, _ = await asyncio.wait([task], timeout=10)
+                assert done, "the cancel waited for the stall timeout"
+                assert task.cancelled()
+            finally:
+                downloader.close()
+
+    asyncio.run(go())
+    assert part_path(dest).stat().st_size == 300 * 1024

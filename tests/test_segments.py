@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from services.hive.segments import Chunk, SegmentPlan, chunk_size
+from services.hive.segments import Chunk, SegmentPlan, SplitWatch, chunk_size
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 
 
 def test_chunk_size_bounds() -> None:
@@ -53,3 +54,60 @@ def test_saved_plan_round_trip_and_rejects_nonsense() -> None:
     assert SegmentPlan.from_json('{"total": 300, "chunks": [[0, 100, 0], [150, 300, 150]]}') is None  # gap
     assert SegmentPlan.from_json('{"total": 300, "chunks": [[0, 100, 120], [100, 300, 100]]}') is None  # overrun
     assert SegmentPlan.from_json('{"total": 400, "chunks": [[0, 300, 0]]}') is None  # short
+
+
+def test_split_watch_fast_connection_never_splits() -> None:
+    watch = SplitWatch(below_bps=100 * MiB, window=0.1)
+    received = 0
+    for step in range(100):  # 1 s at 200 MiB/s, observed every 10 ms, in reads of any size
+        received += 2 * MiB
+        assert not watch.observe(step * 0.01, received, [2 * MiB, 4096, 100_000][step % 3])
+
+
+def test_split_watch_slow_connection_splits_after_one_window() -> None:
+    watch = SplitWatch(below_bps=100 * MiB, window=0.1)
+    assert not watch.observe(5.0, 256 * KiB, 256 * KiB)  # the first read opens the window (connecting ignored)
+    assert not watch.observe(5.05, 1 * MiB, 16 * KiB)  # too soon to judge
+    assert watch.observe(5.125, 2 * MiB, 16 * KiB)  # 1.75 MiB in 0.125 s = 14 MiB/s, in small reads
+
+
+def test_split_watch_does_not_split_when_the_hive_is_what_is_slow() -> None:
+    """Every read a big one: the data was waiting for us, more connections would not help."""
+    watch = SplitWatch(below_bps=100 * MiB, window=0.1)
+    received, now = 0, 0.0
+    for _ in range(100):  # 10 MiB/s, but always full 256 KiB reads
+        now += 0.025
+        received += 256 * KiB
+        assert not watch.observe(now, received, 256 * KiB)
+
+
+def test_split_watch_catches_a_connection_that_slows_down_later() -> None:
+    watch = SplitWatch(below_bps=100 * MiB, window=0.1)
+    received, now = 0, 0.0
+    for _ in range(50):  # fast for 1 s
+        now += 0.02
+        received += 4 * MiB
+        assert not watch.observe(now, received, 256 * KiB)
+    verdicts = []
+    for _ in range(10):  # then 10 MiB/s in small reads
+        now += 0.02
+        received += 200 * KiB
+        verdicts.append(watch.observe(now, received, 50 * KiB))
+    assert any(verdicts) and not verdicts[0]
+
+
+def test_split_watch_evenly_paced_small_reads_split() -> None:
+    watch = SplitWatch(below_bps=100 * MiB, window=0.1)
+    received, verdicts = 0, []
+    for step in range(10):  # a server pacing 52 KiB every 50 ms
+        received += 52 * KiB
+        verdicts.append(watch.observe(step * 0.05, received, 52 * KiB))
+    assert verdicts.index(True) == 2
+
+
+def test_split_watch_burst_then_cap_still_splits() -> None:
+    """A capped server's first write is unthrottled (nginx): a burst must not pass for speed."""
+    watch = SplitWatch(below_bps=200_000_000, window=0.1)
+    assert not watch.observe(0.0, 64 * KiB, 64 * KiB)
+    assert not watch.observe(0.001, 3 * MiB, 256 * KiB)  # the burst
+    assert watch.observe(0.1, 5 * MiB, 32 * KiB)  # then 20 MiB/s

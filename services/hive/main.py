@@ -39,6 +39,8 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         write_batch_bytes=settings.write_batch_bytes,
         segments=settings.segments,
         segment_min_bytes=settings.segment_min_bytes,
+        split_below_bps=settings.split_below_bps,
+        direct_io=settings.direct_io,
         hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
         allowed_hosts=settings.allowed_host_set,
     )

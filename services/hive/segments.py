@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["Chunk", "SegmentPlan", "chunk_size"]
+__all__ = ["Chunk", "SegmentPlan", "SplitWatch", "chunk_size"]
 
 MiB = 1024 * 1024
 
@@ -90,3 +90,42 @@ class SegmentPlan:
                 return None
             pos = c.end
         return cls(total, chunks) if pos == total and chunks else None
+
+
+@dataclass(slots=True)
+class SplitWatch:
+    """Whether one connection is slow enough that the rest of the file should go over several.
+
+    Splitting is what beats a server that caps each connection (as CDNs do); on a fast link it
+    only adds requests and CPU, and measured slower (BENCHMARKS.md). So a download starts on one
+    connection and splits as soon as a window of `window` seconds ran below `below_bps` - unless
+    most bytes in that window came in big reads (`big_read`, 128 KiB; asyncio reads a socket
+    256 KiB at a time): then the data was piling up in the socket faster than we took it, the
+    hive (CPU, disk) is what is slow, and more connections would only make it slower. The first
+    window opens at the first body byte, so connecting does not count; a connection that was
+    fast and slows down later is caught by a later window.
+    """
+
+    below_bps: float
+    window: float = 0.1
+    _since: float | None = None
+    _at: int = 0
+    big_read: int = 128 * 1024
+    _full: int = 0  # bytes in this window that came in big reads
+
+    def observe(self, now: float, received: int, read: int) -> bool:
+        """Told the time (monotonic), the bytes received so far and the size of the read that
+        just came; True = split now."""
+        if read >= self.big_read:
+            self._full += read
+        if self._since is None:
+            self._since, self._at, self._full = now, received, 0
+            return False
+        elapsed = now - self._since
+        if elapsed < self.window:
+            return False
+        moved = received - self._at
+        if moved < self.below_bps * elapsed and self._full * 2 < moved:
+            return True
+        self._since, self._at, self._full = now, received, 0
+        return False

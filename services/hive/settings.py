@@ -31,6 +31,10 @@ class HiveSettings(CommonSettings):
     bandwidth_limit: int = Field(default=0, ge=0)
     segments: int = Field(default=8, ge=1, le=32)  # parallel range connections (8: see BENCHMARKS.md)
     segment_min_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)  # smallest chunk
+    # a download starts on one connection and splits over `segments` once that connection runs
+    # slower than this (bytes/s); 0 = split every large file at once (see BENCHMARKS.md)
+    split_below_bps: int = Field(default=200_000_000, ge=0)
+    direct_io: bool = True  # write partials with O_DIRECT where the filesystem allows it
     queen_url: str | None = None
     # comma-separated host names or host:port (`*.example.com` for subdomains); when set, refs and
     # every redirect target must match. Unset = any host.

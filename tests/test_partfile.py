@@ -1,0 +1,143 @@
+"""The partial file: aligned direct writes, flushes at any byte, resuming at any offset, the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from services.hive import partfile
+from services.hive.partfile import ALIGN, BlockWriter, PartFile
+
+KiB = 1024
+
+
+def pieces_of(data: bytes, rng: random.Random) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        n = rng.choice([1, 7, ALIGN - 1, ALIGN, ALIGN + 1, 10_000, 70 * KiB])
+        out.append(data[pos : pos + n])
+        pos += n
+    return out
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
+def test_block_writer_file_is_always_exactly_what_was_given(tmp_path: Path, direct: bool) -> None:
+    rng = random.Random(7)
+    data = rng.randbytes(600 * KiB + 123)
+    path = tmp_path / "f.part"
+    path.write_bytes(b"")
+    writer = BlockWriter(path, 0, 64 * KiB, direct)
+    given = 0
+    try:
+        for i, piece in enumerate(pieces_of(data, rng)):
+            writer.write([piece])
+            given += len(piece)
+            if i % 5 == 0:  # a flush at whatever byte we are at: the file is then that prefix, exactly
+                writer.flush()
+                assert path.stat().st_size == given
+                assert path.read_bytes() == data[:given]
+        writer.sync()
+    finally:
+        writer.close()
+    assert path.read_bytes() == data
+
+
+def test_block_writer_resumes_at_an_unaligned_offset(tmp_path: Path) -> None:
+    data = random.Random(1).randbytes(300 * KiB)
+    path = tmp_path / "f.part"
+    offset = 3 * ALIGN + 1000
+    path.write_bytes(data[:offset])
+    writer = BlockWriter(path, offset, 64 * KiB)
+    try:
+        assert writer.position == offset
+        writer.write([data[offset:]])
+        writer.sync()
+    finally:
+        writer.close()
+    assert path.read_bytes() == data
+
+
+def test_block_writer_falls_back_when_direct_writes_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "f.part"
+    path.write_bytes(b"")
+    real_pwrite = os.pwrite
+    writer = BlockWriter(path, 0, 16 * KiB)
+    if not writer.direct:
+        writer.close()
+        pytest.skip("this filesystem refuses O_DIRECT at open: the fallback is taken before any write")
+    direct_fd = writer.dfd
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if fd == direct_fd:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(partfile.os, "pwrite", pwrite)
+    data = random.Random(2).randbytes(100 * KiB + 5)
+    try:
+        writer.write([data])
+        assert not writer.direct
+        writer.sync()
+    finally:
+        writer.close()
+    assert path.read_bytes() == data
+
+
+def test_block_writer_passes_on_other_write_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f.part"
+    path.write_bytes(b"")
+
+    def full(fd: int, data: bytes | memoryview, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = BlockWriter(path, 0, 16 * KiB)
+    monkeypatch.setattr(partfile.os, "pwrite", full)
+    try:
+        with pytest.raises(OSError) as info:
+            writer.write([b"x" * 20 * KiB])
+        assert info.value.errno == errno.ENOSPC
+    finally:
+        writer.close()
+
+
+def test_part_file_hashes_and_writes_batches_and_reopens(tmp_path: Path) -> None:
+    data = random.Random(3).randbytes(1024 * KiB + 77)
+    path = tmp_path / "m.bin.part"
+
+    async def go() -> tuple[str, str]:
+        part = PartFile(path, 64 * KiB)
+        await part.open_fresh()
+        for piece in pieces_of(data[: 500 * KiB + 3], random.Random(4)):
+            await part.write(piece)
+        await part.close()  # as on a cancel: what was received stays in the file
+        assert path.read_bytes() == data[: 500 * KiB + 3]
+        resumed = PartFile(path, 64 * KiB)
+        assert await resumed.open_existing() == 500 * KiB + 3
+        for piece in pieces_of(data[500 * KiB + 3 :], random.Random(5)):
+            await resumed.write(piece)
+        return await resumed.finish(), hashlib.sha256(path.read_bytes()).hexdigest()
+
+    digest, on_disk = asyncio.run(go())
+    assert digest == on_disk == hashlib.sha256(data).hexdigest()
+
+
+def test_part_file_open_fresh_discards_what_was_there(tmp_path: Path) -> None:
+    path = tmp_path / "m.bin.part"
+    path.write_bytes(b"old bytes" * 1000)
+
+    async def go() -> str:
+        part = PartFile(path, 64 * KiB)
+        await part.open_fresh()
+        await part.write(b"new")
+        return await part.finish()
+
+    assert asyncio.run(go()) == hashlib.sha256(b"new").hexdigest()
+    assert path.read_bytes() == b"new"
