@@ -61,14 +61,14 @@ def test_split_watch_fast_connection_never_splits() -> None:
     received = 0
     for step in range(100):  # 1 s at 200 MiB/s, observed every 10 ms, in reads of any size
         received += 2 * MiB
-        assert not watch.observe(step * 0.01, received, [2 * MiB, 4096, 100_000][step % 3])
+        assert not watch.observe(step * 0.01, received, [2 * MiB, 4096, 100_000][step % 3], 0.0)
 
 
 def test_split_watch_slow_connection_splits_after_one_window() -> None:
     watch = SplitWatch(below_bps=100 * MiB, window=0.1)
-    assert not watch.observe(5.0, 256 * KiB, 256 * KiB)  # the first read opens the window (connecting ignored)
-    assert not watch.observe(5.05, 1 * MiB, 16 * KiB)  # too soon to judge
-    assert watch.observe(5.125, 2 * MiB, 16 * KiB)  # 1.75 MiB in 0.125 s = 14 MiB/s, in small reads
+    assert not watch.observe(5.0, 256 * KiB, 256 * KiB, 0.0)  # the first read opens the window (connecting ignored)
+    assert not watch.observe(5.05, 1 * MiB, 16 * KiB, 0.0)  # too soon to judge
+    assert watch.observe(5.125, 2 * MiB, 16 * KiB, 0.0)  # 1.75 MiB in 0.125 s = 14 MiB/s, in small reads
 
 
 def test_split_watch_does_not_split_when_the_hive_is_what_is_slow() -> None:
@@ -78,7 +78,7 @@ def test_split_watch_does_not_split_when_the_hive_is_what_is_slow() -> None:
     for _ in range(100):  # 10 MiB/s, but always full 256 KiB reads
         now += 0.025
         received += 256 * KiB
-        assert not watch.observe(now, received, 256 * KiB)
+        assert not watch.observe(now, received, 256 * KiB, 0.0)
 
 
 def test_split_watch_catches_a_connection_that_slows_down_later() -> None:
@@ -87,12 +87,12 @@ def test_split_watch_catches_a_connection_that_slows_down_later() -> None:
     for _ in range(50):  # fast for 1 s
         now += 0.02
         received += 4 * MiB
-        assert not watch.observe(now, received, 256 * KiB)
+        assert not watch.observe(now, received, 256 * KiB, 0.0)
     verdicts = []
     for _ in range(10):  # then 10 MiB/s in small reads
         now += 0.02
         received += 200 * KiB
-        verdicts.append(watch.observe(now, received, 50 * KiB))
+        verdicts.append(watch.observe(now, received, 50 * KiB, 0.0))
     assert any(verdicts) and not verdicts[0]
 
 
@@ -101,13 +101,31 @@ def test_split_watch_evenly_paced_small_reads_split() -> None:
     received, verdicts = 0, []
     for step in range(10):  # a server pacing 52 KiB every 50 ms
         received += 52 * KiB
-        verdicts.append(watch.observe(step * 0.05, received, 52 * KiB))
+        verdicts.append(watch.observe(step * 0.05, received, 52 * KiB, 0.0))
     assert verdicts.index(True) == 2
 
 
 def test_split_watch_burst_then_cap_still_splits() -> None:
     """A capped server's first write is unthrottled (nginx): a burst must not pass for speed."""
     watch = SplitWatch(below_bps=200_000_000, window=0.1)
-    assert not watch.observe(0.0, 64 * KiB, 64 * KiB)
-    assert not watch.observe(0.001, 3 * MiB, 256 * KiB)  # the burst
-    assert watch.observe(0.1, 5 * MiB, 32 * KiB)  # then 20 MiB/s
+    assert not watch.observe(0.0, 64 * KiB, 64 * KiB, 0.0)
+    assert not watch.observe(0.001, 3 * MiB, 256 * KiB, 0.0)  # the burst
+    assert watch.observe(0.1, 5 * MiB, 32 * KiB, 0.0)  # then 20 MiB/s
+
+
+def test_split_watch_does_not_split_while_the_hive_is_busy() -> None:
+    """Slow small reads, but the hive used most of a core: it is CPU-bound, more connections won't help."""
+    watch = SplitWatch(below_bps=100 * MiB, window=0.1, busy_cores=0.5)
+    received, now, cpu = 0, 0.0, 0.0
+    for _ in range(50):
+        now += 0.02
+        cpu += 0.015  # 0.75 cores
+        received += 64 * KiB
+        assert not watch.observe(now, received, 64 * KiB, cpu)
+    for _ in range(10):  # the other downloads end: the same connection now splits
+        now += 0.02
+        cpu += 0.001
+        received += 64 * KiB
+        if watch.observe(now, received, 64 * KiB, cpu):
+            return
+    raise AssertionError("an idle hive with a slow connection did not split")

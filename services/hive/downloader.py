@@ -478,7 +478,7 @@ class Downloader:
                     if stop.is_set():
                         waiting.cancel()
                         return False
-            if watch is not None and watch.observe(now, part.size, len(chunk)):
+            if watch is not None and watch.observe(now, part.size, len(chunk), time.process_time()):
                 if self._may_split(job, transfer, part.size):
                     return True
                 watch = None  # too little left to be worth it
