@@ -95,7 +95,7 @@ def test_resume_after_dropped_connection_uses_range(model_server: ModelServer, d
     assert out.result.sha256 == sha and out.result.resumed == 1
     gets = model_server.records(path)
     assert len(gets) == 2
-    assert gets[0].range is None
+    assert gets[0].range == "bytes=0-"  # a 206 tells that ranges work
     resumed_from = int(gets[1].range.removeprefix("bytes=").rstrip("-"))  # type: ignore[union-attr]
     assert MiB <= resumed_from <= MiB + 123
     assert gets[1].headers.get("if-range")  # the validator went along
@@ -134,7 +134,7 @@ def test_retries_5xx_with_retry_after_then_succeeds(model_server: ModelServer, d
     model_server.set_fault(path, Fault(statuses=[503, 429], retry_after="0"))
     out = download(model_server.url + path, dest)
     assert out.result is not None and out.result.sha256 == sha
-    assert [r.status for r in model_server.records(path)] == [503, 429, 200]
+    assert [r.status for r in model_server.records(path)] == [503, 429, 206]
 
 
 def test_retries_are_bounded(model_server: ModelServer, dest: Path) -> None:
@@ -427,7 +427,7 @@ def test_cancel_while_the_body_thread_waits_on_a_stalled_server(model_server: Mo
     model_server.add_file("org/repo/m.bin", 2 * MiB)
     path = "/org/repo/resolve/main/m.bin"
     model_server.set_fault(path, Fault(stall_after=300 * 1024))
-    config = DownloaderConfig(stall_timeout=30.0, write_batch_bytes=64 * 1024)
+    config = DownloaderConfig(stall_timeout=30.0, write_batch_bytes=64 * 1024, thread_above_bps=0)
 
     async def go() -> None:
         tracker = DownloadTracker(progress_interval=0.0)
@@ -450,3 +450,33 @@ def test_cancel_while_the_body_thread_waits_on_a_stalled_server(model_server: Mo
 
     asyncio.run(go())
     assert part_path(dest).stat().st_size == 300 * 1024
+
+
+def test_fast_body_moves_to_a_worker_thread_with_range(model_server: ModelServer, dest: Path) -> None:
+    """A body that proves fast goes on from where it is, on a worker thread: a second request with Range
+    and If-Range; nothing is lost or counted twice, and progress never goes back."""
+    size = 6 * MiB
+    sha = model_server.add_file("org/repo/m.bin", size)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(rate_bps=8 * MiB))  # long enough for a window to close first
+    config = dataclasses.replace(FAST, thread_above_bps=1, thread_min_rest=256 * 1024, write_batch_bytes=64 * 1024)
+    out = download(model_server.url + path, dest, config)
+    assert out.result is not None and out.result.sha256 == sha and out.result.resumed == 0
+    records = model_server.records(path)
+    assert len(records) == 2 and records[0].range == "bytes=0-"
+    moved_at = range_starts(model_server, path)[1]
+    assert 0 < moved_at < size and records[1].headers.get("if-range")
+    seen = bytes_seen(out.events)
+    assert seen == sorted(seen) and seen[-1] == size
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+def test_threaded_body_resumes_after_a_drop_or_stall(model_server: ModelServer, dest: Path, fault: str) -> None:
+    size = 3 * MiB
+    sha = model_server.add_file("org/repo/m.bin", size)
+    path = "/org/repo/resolve/main/m.bin"
+    model_server.set_fault(path, Fault(drop_after=MiB) if fault == "drop" else Fault(stall_after=MiB, stall_times=1))
+    config = dataclasses.replace(FAST, thread_above_bps=0, write_batch_bytes=64 * 1024)
+    out = download(model_server.url + path, dest, config)
+    assert out.result is not None and out.result.sha256 == sha and out.result.resumed == 1
+    assert range_starts(model_server, path) == [0, MiB]

@@ -41,6 +41,7 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         segment_min_bytes=settings.segment_min_bytes,
         split_below_bps=settings.split_below_bps,
         direct_io=settings.direct_io,
+        thread_above_bps=settings.thread_above_bps,
         hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
         allowed_hosts=settings.allowed_host_set,
     )

@@ -34,6 +34,7 @@ __all__ = ["BlockWriter", "PartFile", "hash_range", "pwrite_all", "start_writeba
 log = structlog.get_logger()
 
 ALIGN = 4096  # O_DIRECT wants buffer address, file offset and length aligned to the logical block size
+_BLOCK_MAX = 1024 * 1024
 _HASH_BLOCK = 1024 * 1024  # hashing re-reads in blocks this big, into one reused buffer
 _SYNC_FILE_RANGE_WRITE = 2
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
@@ -203,6 +204,9 @@ class PartFile:
     def __init__(self, path: Path, batch_bytes: int, direct: bool = True) -> None:
         self.path = path
         self.batch_bytes = batch_bytes
+        # the aligned buffer: direct writes of 1 MiB ran at 1.2 GB/s here (4 MiB: 1.3-1.6), and
+        # it is resident memory for every running download
+        self._block_bytes = min(batch_bytes, _BLOCK_MAX)
         self.direct = direct
         self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         self._writer: BlockWriter | None = None
@@ -238,7 +242,7 @@ class PartFile:
         def _create() -> BlockWriter:
             with open(self.path, "wb"):
                 pass
-            return BlockWriter(self.path, 0, self.batch_bytes, self.direct)
+            return BlockWriter(self.path, 0, self._block_bytes, self.direct)
 
         self._writer = await self._on_writer(_create)
         self._hash = hashlib.sha256()
@@ -257,7 +261,7 @@ class PartFile:
             return digest, n
 
         self._hash, self.size = await asyncio.get_running_loop().run_in_executor(self._hash_pool, _rehash)
-        self._writer = await self._on_writer(BlockWriter, self.path, self.size, self.batch_bytes, self.direct)
+        self._writer = await self._on_writer(BlockWriter, self.path, self.size, self._block_bytes, self.direct)
         return self.size
 
     async def write(self, chunk: bytes) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["Chunk", "SegmentPlan", "SplitWatch", "chunk_size"]
+__all__ = ["Chunk", "RateWindow", "SegmentPlan", "SplitWatch", "chunk_size"]
 
 MiB = 1024 * 1024
 
@@ -136,3 +136,24 @@ class SplitWatch:
 
     def _restart(self, now: float, received: int, cpu: float) -> None:
         self._since, self._at, self._cpu, self._full = now, received, cpu, 0
+
+
+@dataclass(slots=True)
+class RateWindow:
+    """A connection's rate over consecutive windows of at least `window` seconds, the first
+    opening at the first byte: `observe` gives bytes/s each time a window closes, else None."""
+
+    window: float = 0.1
+    _since: float | None = None
+    _at: int = 0
+
+    def observe(self, now: float, received: int) -> float | None:
+        if self._since is None:
+            self._since, self._at = now, received
+            return None
+        elapsed = now - self._since
+        if elapsed < self.window:
+            return None
+        rate = (received - self._at) / elapsed
+        self._since, self._at = now, received
+        return rate

@@ -35,6 +35,9 @@ class HiveSettings(CommonSettings):
     # slower than this (bytes/s); 0 = split every large file at once (see BENCHMARKS.md)
     split_below_bps: int = Field(default=200_000_000, ge=0)
     direct_io: bool = True  # write partials with O_DIRECT where the filesystem allows it
+    # a body read on the event loop moves to a worker thread once it runs faster than this
+    # (bytes/s); 0 = every body on a thread (see DownloaderConfig)
+    thread_above_bps: int = Field(default=50_000_000, ge=0)
     queen_url: str | None = None
     # comma-separated host names or host:port (`*.example.com` for subdomains); when set, refs and
     # every redirect target must match. Unset = any host.
