@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -525,6 +526,43 @@ def test_aggregated_stream_settles_a_download_that_ended_while_the_hive_stream_w
     assert [(e.json()["download_id"], int(e.id)) for e in first] == [
         ("dl-62000000000000000000000000000000", 2)
     ]  # only what is active
+
+
+def test_aggregated_stream_relays_a_download_that_began_and_ended_while_the_hive_stream_was_down(
+    fake: FakeHive, make_queen: Callable[..., ServerThread]
+) -> None:
+    """The hive's stream shows only active downloads on connect: one that came and went in the gap is
+    found in the hive's list (ended after the drop) and its terminal event relayed; old history is not."""
+    gate = threading.Event()
+    now = datetime.now(UTC)
+    gap, old = "dl-63000000000000000000000000000000", "dl-64000000000000000000000000000000"
+    fake.states[gap] = {"download_id": gap, "status": "complete", "completed_at": now.isoformat()}
+    fake.states[old] = {
+        "download_id": old,
+        "status": "complete",
+        "completed_at": (now - timedelta(days=2)).isoformat(),
+    }
+    fake.streams["/v2/downloads/stream"] = [
+        [("wait", gate), ev(1, download_id="dl-62000000000000000000000000000000", bytes=5), ("drop",)],
+        [("hold",)],
+    ]
+    fake.streams[f"/v2/downloads/{gap}/stream"] = [[ev(7, "complete", download_id=gap, bytes=50), ("end",)]]
+    queen = make_queen(fake)
+    results: list[ServerSentEvent] = []
+
+    def gap_seen(seen: list[ServerSentEvent]) -> bool:
+        return any(e.data and e.json()["download_id"] == gap for e in seen)
+
+    reader = threading.Thread(
+        target=lambda: results.extend(read_stream(f"{queen.url}/v1/downloads/stream", until=gap_seen))
+    )
+    reader.start()
+    wait_until(lambda: metric(queen, 'rbee_queen_sse_clients{stream="all"}') == 1, 5)
+    gate.set()
+    reader.join(20)
+    assert [(e.json()["download_id"], int(e.id), e.event) for e in results if e.data][-1] == (gap, 7, "complete")
+    assert fake.requests(f"/v2/downloads/{gap}/stream")[0].headers["last-event-id"] == "0"
+    assert not fake.requests(f"/v2/downloads/{old}/stream")  # history from before the gap is not replayed
 
 
 def test_a_late_joiner_shares_the_subscription_and_starts_from_the_latest_event(

@@ -6,17 +6,20 @@ bounded Mailboxs. The hub keeps the latest event of every active download, so a 
 first gets the current state of all of them. Event ids are the per-download ids as the hives
 give them; Last-Event-ID is ignored here: a reconnecting client simply gets the full current state.
 
-After a reconnect, downloads the hub still thinks active on that hive are checked once: the
-terminal event of one that ended meanwhile is fetched and relayed; one the hive forgot is dropped.
+After a reconnect, the hive's downloads are checked once: the terminal event of one the hub
+thought active that ended meanwhile is fetched and relayed, and so is that of one the hub never
+saw that began and ended while the stream was down; one the hive forgot is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 import structlog
@@ -34,6 +37,7 @@ __all__ = ["AggregateConfig", "AggregateHub"]
 log = structlog.get_logger()
 
 _FINISHED_MEMORY = 10_000  # ids of recently finished downloads, so a late event cannot revive one
+_GAP_SLACK = 60.0  # seconds: a download that ended this long before the stream dropped counts as unseen (clock skew)
 _TERMINAL_STATUSES = frozenset(s.value for s in DownloadStatus if s.is_terminal)
 
 
@@ -141,6 +145,7 @@ class AggregateHub:
         structlog.contextvars.bind_contextvars(correlation_id=f"stream-{uuid.uuid4().hex[:16]}", hive_id=hive.hive_id)
         backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
         connected_before = False
+        dropped_at = time.time()  # (wall clock: compared with the hive's completed_at)
         while True:
             try:
                 response = await self.hives.open_stream(f"{upstream.url}/v2/downloads/stream")
@@ -152,35 +157,39 @@ class AggregateHub:
                     if response.status_code == 200 and is_event_stream(response.headers.get("content-type", "")):
                         reconnect, connected_before = connected_before, True
                         backoff.reset()
-                        await self._relay(hive, upstream, response, reconnect)
+                        await self._relay(hive, upstream, response, dropped_at if reconnect else None)
                     else:
                         log.warning("hive_stream_refused", status=response.status_code)
                 except httpx.HTTPError as exc:
                     log.warning("hive_stream_dropped", error=type(exc).__name__)
                 finally:
+                    if upstream.connected:
+                        dropped_at = time.time()
                     upstream.connected = False
                     await response.aclose()
             await asyncio.sleep(backoff.next())
 
-    async def _relay(self, hive: HiveInfo, upstream: _Upstream, response: httpx.Response, reconnect: bool) -> None:
+    async def _relay(
+        self, hive: HiveInfo, upstream: _Upstream, response: httpx.Response, dropped_at: float | None
+    ) -> None:
+        """Relay one connection's events; `dropped_at`: when the previous connection went down."""
         upstream.connected = True
-        log.info("hive_stream_connected", reconnect=reconnect)
-        if reconnect:
+        log.info("hive_stream_connected", reconnect=dropped_at is not None)
+        if dropped_at is not None:
             self.stats.reconnects += 1
-            self._check_later(hive, upstream)
+            self._check_later(hive, upstream, dropped_at)
         async for sse in EventSource(response).aiter_sse():
             if (event := decode_event(sse.event, sse.data, sse.id)) is not None:
                 self.publish(hive.hive_id, event)
         log.warning("hive_stream_ended")
 
-    def _check_later(self, hive: HiveInfo, upstream: _Upstream) -> None:
+    def _check_later(self, hive: HiveInfo, upstream: _Upstream, dropped_at: float) -> None:
         stale = {d: e for d, e in self._latest.items() if e.data.get("hive_id") == hive.hive_id}
-        if stale:
-            task = asyncio.create_task(self._check_stale(hive, stale))
-            upstream.helpers.add(task)
-            task.add_done_callback(upstream.helpers.discard)
+        task = asyncio.create_task(self._check_stale(hive, stale, dropped_at))
+        upstream.helpers.add(task)
+        task.add_done_callback(upstream.helpers.discard)
 
-    async def _check_stale(self, hive: HiveInfo, stale: dict[str, ProgressEvent]) -> None:
+    async def _check_stale(self, hive: HiveInfo, stale: dict[str, ProgressEvent], dropped_at: float) -> None:
         """Settle downloads that ended (or were forgotten) on the hive while its stream was down."""
         try:
             states = {
@@ -197,6 +206,16 @@ class AggregateHub:
                 continue
             if state.get("status") in _TERMINAL_STATUSES:
                 await self._fetch_terminal(hive, download_id, seen.id)
+        for download_id, state in states.items():
+            # began and ended in the gap: the hive's stream only ever shows active downloads on connect
+            if (
+                download_id not in stale
+                and download_id not in self._finished
+                and download_id not in self._latest
+                and state.get("status") in _TERMINAL_STATUSES
+                and _ended_after(state.get("completed_at"), dropped_at - _GAP_SLACK)
+            ):
+                await self._fetch_terminal(hive, download_id, 0)
 
     async def _fetch_terminal(self, hive: HiveInfo, download_id: str, after: int) -> None:
         try:
@@ -217,3 +236,12 @@ class AggregateHub:
         current = self._latest.get(download_id)
         if current is not None and current.id <= after:
             del self._latest[download_id]  # no terminal event to be had: stop showing it as active
+
+
+def _ended_after(completed_at: object, since: float) -> bool:
+    if not isinstance(completed_at, str):
+        return False
+    try:
+        return datetime.fromisoformat(completed_at).timestamp() >= since
+    except ValueError:
+        return False
