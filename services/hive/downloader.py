@@ -50,6 +50,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({408, 429})
 _MAX_REDIRECTS = 10
 _RAW_READ = 1024 * 1024  # bytes per socket read of a body read straight off the connection
+_PROGRESS_LOOK = 0.025  # how often the loop takes a threaded body's byte count
 
 
 def _raise_httpcore_read_size(size: int = 1024 * 1024) -> None:
@@ -490,7 +491,7 @@ class Downloader:
         download_id = job.download_id
         stats = self.stats
         counted = part.size
-        progress = _Progress(loop)
+        progress = _Progress(loop, part.size)
 
         def report(size: int) -> None:  # on the event loop
             nonlocal counted
@@ -498,7 +499,15 @@ class Downloader:
             counted = size
             tracker.update_progress(download_id, size)
 
-        progress.report = report
+        timer: asyncio.TimerHandle
+
+        def look() -> None:
+            nonlocal timer
+            if progress.size != counted:
+                report(progress.size)
+            timer = loop.call_later(_PROGRESS_LOOK, look)
+
+        timer = loop.call_later(_PROGRESS_LOOK, look)
         stop = threading.Event()
         pump = loop.run_in_executor(self._body_threads, self._pump, job, part, resp, transfer, watch, stop, progress)
         try:
@@ -510,6 +519,7 @@ class Downloader:
             await asyncio.gather(pump, return_exceptions=True)
             raise
         finally:
+            timer.cancel()
             if counted != part.size and not stop.is_set():
                 report(part.size)
         return outcome
@@ -532,7 +542,7 @@ class Downloader:
             if stop.is_set():
                 return _Outcome.DONE
             part.write_blocking(chunk)
-            progress.post(part.size)
+            progress.size = part.size
             now = clock()
             if throttle is not None and throttle.active(download_id):
                 waiting = asyncio.run_coroutine_threadsafe(throttle.consume(download_id, len(chunk)), progress.loop)
@@ -848,28 +858,13 @@ def _body_chunks(resp: httpx.Response, read_timeout: float) -> Iterator[bytes]:
 
 
 class _Progress:
-    """Bytes from a worker thread to the event loop: at most one callback queued at a time, and it
-    reports the newest count, so a fast body costs the loop little and a stall shows every byte."""
+    """Bytes from a worker thread to the event loop: the thread only stores the newest count, and
+    the loop looks every _PROGRESS_LOOK seconds. Posting each chunk with call_soon_threadsafe
+    cost the body thread ~0.1 s of self-pipe writes per GiB (py-spy), and woke the loop as often."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
-        self.report: Callable[[int], None] = lambda size: None
-        self._lock = threading.Lock()
-        self._newest = -1
-        self._queued = False
-
-    def post(self, size: int) -> None:  # on the worker thread
-        with self._lock:
-            self._newest = size
-            if self._queued:
-                return
-            self._queued = True
-        self.loop.call_soon_threadsafe(self._deliver)
-
-    def _deliver(self) -> None:  # on the event loop
-        with self._lock:
-            size, self._queued = self._newest, False
-        self.report(size)
+        self.size = size  # written by the worker thread, read by the loop (an int: no lock needed)
 
 
 def _wait(future: concurrent.futures.Future[Any], timeout: float) -> bool:

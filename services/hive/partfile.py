@@ -34,7 +34,7 @@ __all__ = ["BlockWriter", "PartFile", "hash_range", "pwrite_all", "start_writeba
 log = structlog.get_logger()
 
 ALIGN = 4096  # O_DIRECT wants buffer address, file offset and length aligned to the logical block size
-_BLOCK_MAX = 1024 * 1024
+_BLOCK_MAX = 4 * 1024 * 1024
 _HASH_BLOCK = 1024 * 1024  # hashing re-reads in blocks this big, into one reused buffer
 _SYNC_FILE_RANGE_WRITE = 2
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
@@ -204,8 +204,9 @@ class PartFile:
     def __init__(self, path: Path, batch_bytes: int, direct: bool = True) -> None:
         self.path = path
         self.batch_bytes = batch_bytes
-        # the aligned buffer: direct writes of 1 MiB ran at 1.2 GB/s here (4 MiB: 1.3-1.6), and
-        # it is resident memory for every running download
+        # the aligned buffer, resident for every running download: direct writes are synchronous,
+        # and at 1 MiB the writer thread was the pipeline's bottleneck (py-spy: 1.27 s per GiB in
+        # pwrite); dd measured 1.2 GB/s at 1 MiB, 1.3-1.6 GB/s at 4 MiB
         self._block_bytes = min(batch_bytes, _BLOCK_MAX)
         self.direct = direct
         self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
