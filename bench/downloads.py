@@ -36,6 +36,20 @@ def _run(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> 
     return result
 
 
+def wait_for_log(nginx: Nginx, offset: int, settle: float = 2.0) -> list[AccessRecord]:
+    """The access-log lines after `offset`; nginx writes a line when its request ends, and a request the
+    client abandoned (a body moved to a thread) ends a moment later."""
+    deadline = time.monotonic() + settle
+    records = nginx.records_since(offset)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = nginx.records_since(offset)
+        if len(again) == len(records) and records:
+            return records
+        records = again
+    return records
+
+
 def _check_size(path: Path, size: int) -> None:
     got = path.stat().st_size if path.exists() else -1
     if got != size:
@@ -95,8 +109,12 @@ def download(ctx: Context) -> Section:
         "hive: a real `rbee-hive` subprocess (default settings, one process for all runs; a second one with "
         "`HIVE_SEGMENTS=1` is listed for comparison, outside the targets); wall time from "
         "sending `POST /v2/downloads {model_ref: <url>}` to receiving the `complete` event on "
-        "`GET /v2/downloads/{id}/stream`. The hive streams to `<file>.part`, hashes sha256 on the way, **fsyncs "
-        "the file before its atomic rename** and fsyncs the directory; the harness checks its sha256.",
+        "`GET /v2/downloads/{id}/stream`. The hive streams to `<file>.part` (with O_DIRECT: the bytes reach the "
+        "disk as they arrive, not the page cache), hashes sha256 on the way, **fsyncs the file before its atomic "
+        "rename** and fsyncs the directory; the harness checks its sha256. Its body starts on the event loop and "
+        "moves to a worker thread once it runs faster than `HIVE_THREAD_ABOVE_BPS` (one more ranged request); "
+        "it splits over several connections only if one proves slow (`HIVE_SPLIT_BELOW_BPS`). The notes list "
+        "the ranges each hive run asked nginx for.",
         "curl: `curl -s -o FILE URL` (no fsync). `curl + sync`: the same followed by `sync FILE`, which "
         "flushes the file to disk as the hive does; that is the like-for-like baseline for durability.",
         "aria2c: one connection (`-x1 -s1 --file-allocation=none`).",
@@ -110,8 +128,13 @@ def download(ctx: Context) -> Section:
     trials: list[tuple[Measurement, Trial]] = []
     missing_notes: list[str] = []
 
+    asked: dict[str, list[str]] = {}
+
     def hive_trial(hive_url: str) -> float:
+        offset = nginx.log_offset()
         seconds, payload = hive_fetch(hive_url, url, timeout)
+        ranges = [r.range or "(none)" for r in wait_for_log(nginx, offset)]
+        asked.setdefault(hive_url, []).append(", ".join(ranges))
         final = Path(payload["path"])
         try:
             if payload.get("sha256") != sha:
@@ -239,6 +262,9 @@ def download(ctx: Context) -> Section:
         section.notes.append(f"hive throughput: {size / m_hive.median / 1e6:.0f} MB/s (median)")
     if m_curl and m_curl.median:
         section.notes.append(f"curl throughput: {size / m_curl.median / 1e6:.0f} MB/s (median)")
+    for label, server in (("hive", hive), ("hive, HIVE_SEGMENTS=1", hive_1)):
+        if asked.get(server.url):
+            section.notes.append(f"{label}, ranges asked per run: " + "; ".join(f"`{a}`" for a in asked[server.url]))
     section.notes += missing_notes
     why = "" if curl else "curl missing"
     section.targets = [

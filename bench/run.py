@@ -114,7 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     fields = HiveSettings.model_fields
     settings = {
         f"HIVE_{k.upper()}": str(fields[k].default)
-        for k in ("segments", "max_concurrent", "progress_interval", "write_batch_bytes")
+        for k in (
+            "segments",
+            "split_below_bps",
+            "thread_above_bps",
+            "direct_io",
+            "max_concurrent",
+            "progress_interval",
+            "write_batch_bytes",
+        )
         if k in fields
     }
     machine = machine_info()
