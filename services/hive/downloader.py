@@ -134,7 +134,7 @@ class DownloaderConfig:
     max_attempts: int = 6
     retry_base_delay: float = 0.5
     retry_max_delay: float = 30.0
-    write_batch_bytes: int = 4 * 1024 * 1024
+    write_batch_bytes: int = 2 * 1024 * 1024
     hf_token: str | None = None
     segments: int = 1  # parallel range connections for a large file
     segment_min_bytes: int = 8 * 1024 * 1024  # smallest chunk; files under two chunks use one connection
@@ -465,7 +465,7 @@ class Downloader:
                 if throttle is not None and throttle.active(download_id):
                     await throttle.consume(download_id, len(chunk))
                 now = clock()
-                if watch is not None and watch.observe(now, part.size, len(chunk), time.process_time()):
+                if watch is not None and watch.observe(now, part.size, time.process_time()):
                     if self._may_split(job, transfer, part.size):
                         return _Outcome.SPLIT
                     watch = None  # too little left to be worth it
@@ -550,7 +550,7 @@ class Downloader:
                     if stop.is_set():
                         waiting.cancel()
                         return _Outcome.DONE
-            if watch is not None and watch.observe(now, part.size, len(chunk), time.process_time()):
+            if watch is not None and watch.observe(now, part.size, time.process_time()):
                 if self._may_split(job, transfer, part.size):
                     return _Outcome.SPLIT
                 watch = None  # too little left to be worth it

@@ -99,43 +99,37 @@ class SplitWatch:
     Splitting is what beats a server that caps each connection (as CDNs do); on a fast link it
     only adds requests and CPU, and measured slower (BENCHMARKS.md). So a download starts on one
     connection and splits as soon as a window of `window` seconds ran below `below_bps` - unless
-    the hive itself is what is slow, and more connections would only make it slower. Two signs
-    of that: most bytes in the window came in big reads (`big_read`, 128 KiB: the data was piling
-    up in the socket faster than we took it), or the hive process used more than `busy_cores` of
-    CPU over the window (four fast downloads at once on two cores split into 32 connections took
-    10.8 s against 5.05 s unsplit). The first window opens at the first body byte, so connecting
-    does not count; a connection that was fast and slows down later is caught by a later window.
+    the hive process used more than `busy_cores` of CPU over that window: then the hive itself is
+    what is slow, and more connections would only make it slower (four fast downloads at once on
+    two cores, split into 32 connections, took 10.8 s against 5.05 s unsplit). The first window
+    opens at the first body byte, so connecting does not count; a connection that was fast and
+    slows down later is caught by a later window.
+
+    (Read sizes are no sign: nginx's limit_rate sends bursts, so a capped connection can deliver
+    in reads as big as a fast one's, and judging by them left a capped download unsplit.)
     """
 
     below_bps: float
     window: float = 0.1
-    big_read: int = 128 * 1024
     busy_cores: float = 0.5
     _since: float | None = None
     _at: int = 0
     _cpu: float = 0.0
-    _full: int = 0  # bytes in this window that came in big reads
 
-    def observe(self, now: float, received: int, read: int, cpu: float) -> bool:
-        """Told the time (monotonic), the bytes received so far, the size of the read that just
-        came and the process's CPU seconds so far; True = split now."""
-        if read >= self.big_read:
-            self._full += read
+    def observe(self, now: float, received: int, cpu: float) -> bool:
+        """Told the time (monotonic), the bytes received so far and the process's CPU seconds so
+        far; True = split now."""
         if self._since is None:
-            self._restart(now, received, cpu)
+            self._since, self._at, self._cpu = now, received, cpu
             return False
         elapsed = now - self._since
         if elapsed < self.window:
             return False
-        moved = received - self._at
-        slow = moved < self.below_bps * elapsed
-        if slow and self._full * 2 < moved and cpu - self._cpu < self.busy_cores * elapsed:
+        slow = received - self._at < self.below_bps * elapsed
+        if slow and cpu - self._cpu < self.busy_cores * elapsed:
             return True
-        self._restart(now, received, cpu)
+        self._since, self._at, self._cpu = now, received, cpu
         return False
-
-    def _restart(self, now: float, received: int, cpu: float) -> None:
-        self._since, self._at, self._cpu, self._full = now, received, cpu, 0
 
 
 @dataclass(slots=True)
