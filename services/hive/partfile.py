@@ -198,7 +198,8 @@ class PartFile:
     """The partial file of one download: batches from the event loop, written and hashed on two threads.
 
     `size` counts every byte handed to `write`; `flush` makes them all be in the file. At most
-    one batch is in flight while the next fills, so memory stays at about three batches.
+    one batch is in flight while the next fills, so memory stays at about three batches (the
+    aligned buffer is one).
     """
 
     def __init__(self, path: Path, batch_bytes: int, direct: bool = True) -> None:
@@ -206,7 +207,7 @@ class PartFile:
         self.batch_bytes = batch_bytes
         # the aligned buffer, resident for every running download: direct writes are synchronous,
         # and at 1 MiB the writer thread was the pipeline's bottleneck (py-spy: 1.27 s per GiB in
-        # pwrite); dd measured 1.2 GB/s at 1 MiB, 1.3-1.6 GB/s at 4 MiB
+        # pwrite); dd measured 1.2 GB/s at 1 MiB, 1.3-1.4 GB/s at 2 and 4 MiB
         self._block_bytes = min(batch_bytes, _BLOCK_MAX)
         self.direct = direct
         self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None

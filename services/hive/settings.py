@@ -52,7 +52,9 @@ class HiveSettings(CommonSettings):
     max_attempts: int = Field(default=6, ge=1)  # consecutive failed attempts with no bytes received
     retry_base_delay: float = Field(default=0.5, ge=0)
     retry_max_delay: float = Field(default=30.0, ge=0)
-    write_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # bytes handed to the writer and hash threads at once (one batch fills while one is written);
+    # 2 MiB: the same speed as 4 MiB, and 106 MB instead of 134 MB peak for four 1 GiB downloads
+    write_batch_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
 
     @field_validator("allowed_hosts")
     @classmethod
