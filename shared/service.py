@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,8 +47,15 @@ def run_service(
         print(f"{prog}: invalid settings: {_settings_error(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(prog, settings.log_level, **log_context(settings))
+    app = create_app(settings)
+    # Everything imported and built so far lives as long as the process: out of the collector's
+    # sight, a full collection no longer walks it. Measured with 100 downloads streaming: full
+    # collections of 62-71 ms in the hive and the queen became none over 5 ms, and the aggregated
+    # stream's p99 went from 63-88 ms to 41-42 ms (make bench --only sse).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
