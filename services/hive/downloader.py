@@ -270,8 +270,9 @@ class Downloader:
         if expected and sha != expected:
             part.path.unlink(missing_ok=True)
             raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, f"sha256 {sha} does not match expected {expected}")
-        os.replace(part.path, job.dest)
-        _fsync_dir(job.dest.parent)
+        # off the event loop: a directory fsync waits for a journal commit (tens of ms on a busy
+        # disk), and with many downloads ending together it held up every SSE stream
+        await asyncio.get_running_loop().run_in_executor(self._executor, _put_in_place, part.path, job.dest)
         bound.info("download_verified", sha256=sha, size=size, resumed=transfer.resumed)
         return DownloadResult(sha, size, transfer.resumed)
 
@@ -894,6 +895,11 @@ def _host_of(url: str) -> str:
         return urlsplit(url).hostname or ""
     except ValueError:
         return ""
+
+
+def _put_in_place(part: Path, dest: Path) -> None:
+    os.replace(part, dest)
+    _fsync_dir(dest.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
