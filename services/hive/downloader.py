@@ -203,10 +203,10 @@ class Downloader:
         self.client = client
         self.config = config
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rbee-io")
-        # A single connection's body is read on a worker thread with httpx's sync client: on the
-        # event loop, httpx cost 1.90 s per GiB from local nginx against 1.58 s on a thread (the
-        # loop's per-read work: transport pause/resume, buffer copies), and the loop stays free
-        # for the SSE streams. Segment connections (slow links, by SplitWatch) stay async.
+        # A fast single connection's body goes on on a worker thread with httpx's sync client (see
+        # thread_above_bps): on the event loop, httpx cost 1.90 s per GiB from local nginx against
+        # 1.58 s on a thread (the loop's per-read work: transport pause/resume, buffer copies), and
+        # the loop stays free for the SSE streams. Slow bodies and segment connections stay async.
         self.sync_client = httpx.Client(
             timeout=self.timeouts(config),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=16),
