@@ -34,7 +34,7 @@ import httpx
 import structlog
 
 from services.hive.metrics import HiveStats
-from services.hive.partfile import PartFile, hash_range, pwrite_all
+from services.hive.partfile import FilePools, PartFile, hash_range, pwrite_all
 from services.hive.refs import PART_SUFFIX, host_allowed, origin_of
 from services.hive.segments import Chunk, RateWindow, SegmentPlan, SplitWatch, chunk_size
 from services.hive.throttle import Throttle
@@ -213,6 +213,7 @@ class Downloader:
             headers=client.headers,
         )
         self._body_threads = ThreadPoolExecutor(max_workers=256, thread_name_prefix="rbee-body")
+        self._file_pools = FilePools()
         _raise_httpcore_read_size()
         self.disk_free: Callable[[Path], int] = lambda d: shutil.disk_usage(d).free
         self.throttle: Throttle | None = None
@@ -228,6 +229,7 @@ class Downloader:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._body_threads.shutdown(wait=False, cancel_futures=True)
+        self._file_pools.shutdown()
         self.sync_client.close()
 
     @staticmethod
@@ -238,7 +240,7 @@ class Downloader:
     async def run(self, job: DownloadJob, tracker: DownloadTracker) -> DownloadResult:
         cfg = self.config
         bound = log.bind(download_id=job.download_id)
-        part = PartFile(part_path(job.dest), cfg.write_batch_bytes, cfg.direct_io)
+        part = PartFile(part_path(job.dest), cfg.write_batch_bytes, cfg.direct_io, self._file_pools)
         transfer = _Transfer(total=job.total, validator=job.validator)
         try:
             job.dest.parent.mkdir(parents=True, exist_ok=True)
