@@ -61,14 +61,14 @@ def test_split_watch_fast_connection_never_splits() -> None:
     received = 0
     for step in range(100):  # 1 s at 200 MiB/s, observed every 10 ms
         received += 2 * MiB
-        assert not watch.observe(step * 0.01, received, 0.0)
+        assert not watch.observe(step * 0.01, received, lambda: 0.0)
 
 
 def test_split_watch_slow_connection_splits_after_one_window() -> None:
     watch = SplitWatch(below_bps=100 * MiB, window=0.1)
-    assert not watch.observe(5.0, 256 * KiB, 0.0)  # the first read opens the window (connecting ignored)
-    assert not watch.observe(5.05, 1 * MiB, 0.0)  # too soon to judge
-    assert watch.observe(5.125, 2 * MiB, 0.0)  # 1.75 MiB in 0.125 s = 14 MiB/s
+    assert not watch.observe(5.0, 256 * KiB, lambda: 0.0)  # the first read opens the window (connecting ignored)
+    assert not watch.observe(5.05, 1 * MiB, lambda: 0.0)  # too soon to judge
+    assert watch.observe(5.125, 2 * MiB, lambda: 0.0)  # 1.75 MiB in 0.125 s = 14 MiB/s
 
 
 def test_split_watch_catches_a_connection_that_slows_down_later() -> None:
@@ -77,12 +77,12 @@ def test_split_watch_catches_a_connection_that_slows_down_later() -> None:
     for _ in range(50):  # fast for 1 s
         now += 0.02
         received += 4 * MiB
-        assert not watch.observe(now, received, 0.0)
+        assert not watch.observe(now, received, lambda: 0.0)
     verdicts = []
     for _ in range(10):  # then 10 MiB/s
         now += 0.02
         received += 200 * KiB
-        verdicts.append(watch.observe(now, received, 0.0))
+        verdicts.append(watch.observe(now, received, lambda: 0.0))
     assert any(verdicts) and not verdicts[0]
 
 
@@ -92,11 +92,11 @@ def test_split_watch_paced_and_bursty_servers_split() -> None:
     received, verdicts = 0, []
     for step in range(10):  # 52 KiB every 50 ms
         received += 52 * KiB
-        verdicts.append(paced.observe(step * 0.05, received, 0.0))
+        verdicts.append(paced.observe(step * 0.05, received, lambda: 0.0))
     assert verdicts.index(True) == 2
-    assert not bursty.observe(0.0, 64 * KiB, 0.0)
-    assert not bursty.observe(0.001, 3 * MiB, 0.0)  # the first write is unthrottled
-    assert bursty.observe(0.1, 5 * MiB, 0.0)  # then 2 MiB in one big read: 20 MiB/s
+    assert not bursty.observe(0.0, 64 * KiB, lambda: 0.0)
+    assert not bursty.observe(0.001, 3 * MiB, lambda: 0.0)  # the first write is unthrottled
+    assert bursty.observe(0.1, 5 * MiB, lambda: 0.0)  # then 2 MiB in one big read: 20 MiB/s
 
 
 def test_split_watch_does_not_split_while_the_hive_is_busy() -> None:
@@ -107,11 +107,11 @@ def test_split_watch_does_not_split_while_the_hive_is_busy() -> None:
         now += 0.02
         cpu += 0.015  # 0.75 cores
         received += 64 * KiB
-        assert not watch.observe(now, received, cpu)
+        assert not watch.observe(now, received, lambda c=cpu: c)
     for _ in range(10):  # the other downloads end: the same connection now splits
         now += 0.02
         cpu += 0.001
         received += 64 * KiB
-        if watch.observe(now, received, cpu):
+        if watch.observe(now, received, lambda c=cpu: c):
             return
     raise AssertionError("an idle hive with a slow connection did not split")

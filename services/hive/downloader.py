@@ -328,6 +328,10 @@ class Downloader:
             return False  # a capped download is slow by choice: more connections would not help
         return transfer.total - offset >= 2 * cfg.segment_min_bytes
 
+    def _split_due(self, watch: SplitWatch, now: float, job: DownloadJob, transfer: _Transfer, size: int) -> bool:
+        """The watch says this connection is slow, and enough is left to split (either thread)."""
+        return watch.observe(now, size, time.process_time) and self._may_split(job, transfer, size)
+
     async def _backoff(self, retry: _Retry, failures: int, offset: int, bound: Any) -> None:
         cfg = self.config
         if failures >= cfg.max_attempts:
@@ -468,10 +472,8 @@ class Downloader:
                 if throttle is not None and throttle.active(download_id):
                     await throttle.consume(download_id, len(chunk))
                 now = clock()
-                if watch is not None and watch.observe(now, part.size, time.process_time()):
-                    if self._may_split(job, transfer, part.size):
-                        return _Outcome.SPLIT
-                    watch = None  # too little left to be worth it
+                if watch is not None and self._split_due(watch, now, job, transfer, part.size):
+                    return _Outcome.SPLIT
                 if rates is not None and (rate := rates.observe(now, part.size)) is not None:
                     if rate >= self.config.thread_above_bps:
                         if transfer.total is not None and transfer.total - part.size >= self.config.thread_min_rest:
@@ -553,10 +555,8 @@ class Downloader:
                     if stop.is_set():
                         waiting.cancel()
                         return _Outcome.DONE
-            if watch is not None and watch.observe(now, part.size, time.process_time()):
-                if self._may_split(job, transfer, part.size):
-                    return _Outcome.SPLIT
-                watch = None  # too little left to be worth it
+            if watch is not None and self._split_due(watch, now, job, transfer, part.size):
+                return _Outcome.SPLIT
         return _Outcome.DONE
 
     @contextlib.contextmanager

@@ -8,6 +8,7 @@ safely in the file, which is what the ordered hash follows and what survives a r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["Chunk", "RateWindow", "SegmentPlan", "SplitWatch", "chunk_size"]
@@ -116,19 +117,20 @@ class SplitWatch:
     _at: int = 0
     _cpu: float = 0.0
 
-    def observe(self, now: float, received: int, cpu: float) -> bool:
-        """Told the time (monotonic), the bytes received so far and the process's CPU seconds so
-        far; True = split now."""
+    def observe(self, now: float, received: int, cpu: Callable[[], float]) -> bool:
+        """Told the time (monotonic) and the bytes received so far, on every read; `cpu` gives the
+        process's CPU seconds, asked only when a window opens or closes. True = split now."""
         if self._since is None:
-            self._since, self._at, self._cpu = now, received, cpu
+            self._since, self._at, self._cpu = now, received, cpu()
             return False
         elapsed = now - self._since
         if elapsed < self.window:
             return False
+        used = cpu()
         slow = received - self._at < self.below_bps * elapsed
-        if slow and cpu - self._cpu < self.busy_cores * elapsed:
+        if slow and used - self._cpu < self.busy_cores * elapsed:
             return True
-        self._since, self._at, self._cpu = now, received, cpu
+        self._since, self._at, self._cpu = now, received, used
         return False
 
 
