@@ -24,6 +24,7 @@ from shared.auth import TokenAuthMiddleware
 from shared.errors import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
+from shared.runtime_metrics import register_runtime_metrics
 from shared.service import run_service
 
 __all__ = ["create_app", "main"]
@@ -101,6 +102,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     stats = HiveStats()
     registry.register(HiveCollector(tracker, settings.id, stats))
+    register_runtime_metrics(registry)
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(routes.settings_router)

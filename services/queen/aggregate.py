@@ -25,7 +25,7 @@ import httpx
 import structlog
 from httpx_sse import EventSource
 
-from services.queen.hive_client import HiveClient
+from services.queen.hive_client import HiveClient, close_stream
 from services.queen.registry import HiveInfo
 from services.queen.upstream import Backoff, RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
 from shared.errors import ApiError
@@ -166,7 +166,7 @@ class AggregateHub:
                     if upstream.connected:
                         dropped_at = time.time()
                     upstream.connected = False
-                    await response.aclose()
+                    await close_stream(response)
             await asyncio.sleep(backoff.next())
 
     async def _relay(
@@ -230,7 +230,7 @@ class AggregateHub:
                                 if event.is_terminal:
                                     return
                 finally:
-                    await response.aclose()
+                    await close_stream(response)
         except (httpx.HTTPError, TimeoutError) as exc:
             log.warning("hive_terminal_fetch_failed", download_id=download_id, error=type(exc).__name__)
         current = self._latest.get(download_id)

@@ -7,6 +7,8 @@ follows a request through the queen's and the hive's logs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -17,7 +19,7 @@ from services.queen.registry import HiveInfo
 from shared.errors import ApiError
 from shared.models import ErrorCode
 
-__all__ = ["HiveClient", "HiveUnreachable", "correlation_id", "unreachable"]
+__all__ = ["HiveClient", "HiveUnreachable", "close_stream", "correlation_id", "unreachable"]
 
 log = structlog.get_logger()
 
@@ -38,6 +40,28 @@ class HiveUnreachable(ApiError):
 
 def unreachable(hive_id: str, detail: str) -> HiveUnreachable:
     return HiveUnreachable(hive_id, detail)
+
+
+async def close_stream(response: httpx.Response) -> None:
+    """Close a streamed response completely, even if the calling task is cancelled meanwhile.
+
+    httpx returns a connection to its pool (or closes it) only at the end of `aclose()`; a
+    cancellation in the middle of it leaves the connection checked out for good, one open socket
+    per relayed download. So the close runs shielded, and a cancelled caller waits for it (bounded)
+    before the cancellation goes on.
+    """
+    closing = asyncio.ensure_future(response.aclose())
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await asyncio.wait([closing], timeout=5)
+        raise
+    except httpx.HTTPError:
+        pass  # the connection is gone either way
+    finally:
+        if closing.done() and not closing.cancelled():
+            with contextlib.suppress(Exception):
+                closing.exception()  # retrieved, so a failed close is not reported as unhandled
 
 
 def _describe(exc: httpx.HTTPError) -> str:
@@ -169,7 +193,7 @@ class HiveClient:
         return {**self._json_object(hive, response), "hive_id": hive.hive_id}
 
     async def open_stream(self, url: str, last_event_id: int | None = None) -> httpx.Response:
-        """GET an SSE route and return the response unread (the caller checks it and closes it).
+        """GET an SSE route and return the response unread (the caller checks it, then `close_stream`s it).
 
         Raises httpx.HTTPError when the hive cannot be reached.
         """

@@ -24,6 +24,7 @@ from shared.auth import TokenAuthMiddleware
 from shared.errors import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
+from shared.runtime_metrics import register_runtime_metrics
 from shared.service import run_service
 
 __all__ = ["create_app", "main"]
@@ -38,8 +39,10 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with httpx.AsyncClient(
             timeout=settings.hive_timeout,
-            # one stream per hive plus one per watched download, and the API calls: no pool cap
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            # One stream per hive plus one per watched download, and the API calls: no cap on
+            # connections in use. Idle ones are bounded, and dropped before a hive's own keep-alive
+            # timeout (uvicorn's, 5 s) closes them under us.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=4.0),
             headers={"User-Agent": "rbee-queen/0.1"},
         ) as client:
             hives = HiveClient(client, settings.api_token, settings.hive_timeout, settings.upstream_read_timeout)
@@ -70,6 +73,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
             app.state.service, app.state.relay, app.state.hub = service, relay, hub
             app.state.metrics = CollectorRegistry()
             app.state.metrics.register(QueenCollector(registry, relay, hub, stats))
+            register_runtime_metrics(app.state.metrics)
             for hive_id, url in settings.hives.items():
                 service.register(hive_id, url, source="static")
             health = asyncio.create_task(service.run_health_checks(), name="health-checks")

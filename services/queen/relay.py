@@ -16,8 +16,9 @@ filtered by its own Last-Event-ID; if nothing has been relayed yet it waits for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import httpx
 import structlog
 from httpx_sse import EventSource
 
-from services.queen.hive_client import HiveClient, unreachable
+from services.queen.hive_client import HiveClient, close_stream, unreachable
 from services.queen.registry import HiveInfo
 from services.queen.subscription import Subscription
 from services.queen.upstream import Backoff, RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
@@ -36,6 +37,8 @@ from shared.models import ErrorCode, EventType, ProgressEvent
 __all__ = ["DownloadRelay", "RelayConfig", "Subscription"]
 
 log = structlog.get_logger()
+
+_END_OF_BODY_SECS = 1.0  # after the terminal event the hive ends the body at once; never wait longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +134,7 @@ class DownloadRelay:
         except httpx.HTTPError as exc:
             raise unreachable(hive.hive_id, type(exc).__name__) from None
         finally:
-            await response.aclose()
+            await close_stream(response)
         if response.status_code == 204:
             return None
         HiveClient.raise_for_status(hive, response)
@@ -156,8 +159,9 @@ class DownloadRelay:
         """Relay events until the terminal one (True) or until the connection ends or breaks (False)."""
         extra = {"orchestrator_id": self.config.orchestrator_id, "hive_id": sub.hive_id}
         connected = time.monotonic()
+        events = EventSource(response).aiter_sse()
         try:
-            async for sse in EventSource(response).aiter_sse():
+            async for sse in events:
                 event = decode_event(sse.event, sse.data, sse.id)
                 if event is None or event.id <= sub.last_id:
                     continue  # keep-alive artefact, or already relayed before a reconnect
@@ -167,12 +171,18 @@ class DownloadRelay:
                 sub.publish(enrich(event, **extra))
                 sub.lost_at = None
                 if event.is_terminal:
+                    # Finished before anything else is awaited: the clients' last detach then has no
+                    # relay left to cancel, and the upstream is read to its end (the hive closes it
+                    # right after this event), so its connection goes back to the pool.
+                    sub.finish()
+                    await _read_to_end(events)
                     return True
             bound.warning("relay_upstream_ended")
         except httpx.HTTPError as exc:
             bound.warning("relay_upstream_dropped", error=type(exc).__name__)
         finally:
-            await response.aclose()
+            await close_stream(response)
+            await events.aclose()
         if time.monotonic() - connected >= self.config.budget:
             sub.lost_at = None  # a connection that held that long was a good one, events or not
         return False
@@ -197,7 +207,7 @@ class DownloadRelay:
                         self.stats.reconnects += 1
                         bound.info("relay_reconnected", after=sub.last_id)
                         return response
-                    await response.aclose()
+                    await close_stream(response)
                     if response.status_code == 204:  # the hive says we have had everything
                         bound.info("relay_upstream_finished", after=sub.last_id)
                         return None
@@ -227,3 +237,11 @@ class DownloadRelay:
     def _forget(self, sub: Subscription) -> None:
         if self._subs.get(sub.download_id) is sub:
             del self._subs[sub.download_id]
+
+
+async def _read_to_end(events: AsyncIterator[object]) -> None:
+    """What a hive sends after a terminal event (nothing but the end of the body), bounded in time."""
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(_END_OF_BODY_SECS):
+            async for _ in events:
+                pass
