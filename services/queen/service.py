@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -25,6 +25,8 @@ from shared.models import ErrorCode
 __all__ = ["QueenService"]
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -143,18 +145,39 @@ class QueenService:
         log.info("download_placed", download_id=download_id, hive_id=hive.hive_id, created=status == 202)
         return status, body
 
+    async def _fan_out(
+        self, call: Callable[[HiveInfo], Awaitable[T]]
+    ) -> tuple[list[tuple[HiveInfo, T]], list[str]]:
+        """`call` on every hive at once, each within the fan-out deadline: the answers, and the hives
+        that gave none (failed, too slow, or already known to be down, which are not asked at all)."""
+        asked = [h for h in self.registry.all() if h.health is not Health.UNHEALTHY]
+        unreachable = [h.hive_id for h in self.registry.all() if h.health is Health.UNHEALTHY]
+        deadline = self.settings.fanout_timeout
+
+        async def one(hive: HiveInfo) -> T:
+            try:
+                async with asyncio.timeout(deadline):
+                    return await call(hive)
+            except TimeoutError:
+                raise HiveUnreachable(hive.hive_id, f"no answer within {deadline:g}s") from None
+
+        results = await asyncio.gather(*(one(h) for h in asked), return_exceptions=True)
+        answers: list[tuple[HiveInfo, T]] = []
+        for hive, result in zip(asked, results, strict=True):
+            if isinstance(result, ApiError):
+                unreachable.append(hive.hive_id)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                answers.append((hive, result))
+        return answers, unreachable
+
     async def list_downloads(self, status: str | None) -> tuple[list[dict[str, Any]], list[str]]:
         """Every hive's downloads, newest first, and the hives that could not be asked."""
-        hives = self.registry.all()
-        results = await asyncio.gather(*(self.hives.list_downloads(h, status) for h in hives), return_exceptions=True)
+        limit = self.settings.fanout_timeout
+        answers, unreachable = await self._fan_out(lambda h: self.hives.list_downloads(h, status, time_limit=limit))
         downloads: list[dict[str, Any]] = []
-        unreachable: list[str] = []
-        for hive, result in zip(hives, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, ApiError):
-                    raise result
-                unreachable.append(hive.hive_id)
-                continue
+        for hive, result in answers:
             for download in result:
                 self.registry.record_download(str(download.get("download_id")), hive.hive_id)
             downloads.extend(result)
@@ -184,21 +207,15 @@ class QueenService:
             task.exception()  # retrieved here too, in case every waiter has gone
 
     async def _ask_hives(self, download_id: str) -> HiveInfo | None:
-        hives = self.registry.all()
-        timeout = self.settings.health_timeout
-        answers = await asyncio.gather(
-            *(self.hives.get_download(h, download_id, time_limit=timeout) for h in hives), return_exceptions=True
+        limit = self.settings.fanout_timeout
+        answers, unreachable = await self._fan_out(
+            lambda h: self.hives.get_download(h, download_id, time_limit=limit)
         )
-        unreachable = []
-        for hive, answer in zip(hives, answers, strict=True):
-            if isinstance(answer, dict):
+        for hive, answer in answers:
+            if answer is not None:
                 self.registry.record_download(download_id, hive.hive_id)
                 log.info("download_owner_found", download_id=download_id, hive_id=hive.hive_id)
                 return hive
-            if isinstance(answer, ApiError):
-                unreachable.append(hive.hive_id)
-            elif isinstance(answer, BaseException):
-                raise answer
         if unreachable:
             message = f"download {download_id!r} not found on the hives that answered; unreachable: {unreachable}"
             raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, message, unreachable_hives=unreachable)

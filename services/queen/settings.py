@@ -44,6 +44,9 @@ class QueenSettings(CommonSettings):
     health_interval: float = Field(default=5.0, gt=0)  # GET /healthz on every hive this often
     health_timeout: float = Field(default=2.0, gt=0)
     hive_timeout: float = Field(default=10.0, gt=0)  # one API call to a hive
+    # A call the queen makes to every hive at once (the download list, finding a download's hive):
+    # each hive gets this long, the answer has what came back, and the rest are `unreachable_hives`.
+    fanout_timeout: float = Field(default=2.0, gt=0)
     # The relay: reconnect a dropped hive stream with backoff; give up (error event) after the budget.
     unreachable_budget: float = Field(default=30.0, gt=0)
     relay_backoff_initial: float = Field(default=0.2, gt=0)
