@@ -37,14 +37,15 @@ class Sizes:
     sse_secs: float  # how long each SSE download lasts
     fanout_clients: int
     fanout_secs: float
+    soak_downloads: int
 
     @classmethod
     def for_mode(cls, quick: bool, tiny: bool = False) -> Sizes:
         if tiny:  # the smoke test: seconds, not figures
-            return cls(8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0)
+            return cls(8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0, 100)
         if quick:
-            return cls(64 * MIB, 32 * MIB, 100, 200 * 1024, 4.0, 1000, 8.0)
-        return cls(1024 * MIB, 256 * MIB, 100, 200 * 1024, 10.0, 1000, 15.0)
+            return cls(64 * MIB, 32 * MIB, 100, 200 * 1024, 4.0, 1000, 8.0, 1000)
+        return cls(1024 * MIB, 256 * MIB, 100, 200 * 1024, 10.0, 1000, 15.0, 5000)
 
 
 @dataclass

@@ -143,8 +143,8 @@ class Report:
             ".venv/bin/python -m bench.run --only segmented,memory --runs 5 --out /tmp/b.md",
             "```",
             "",
-            "Scenarios: `download`, `segmented`, `sse`, `fanout`, `memory`. nginx and aria2c come from the system "
-            "(`apt-get install -y nginx-light aria2`, done by the harness when missing and running as root); "
+            "Scenarios: `download`, `segmented`, `sse`, `fanout`, `memory`, `soak`. nginx and aria2c come from the "
+            "system (`apt-get install -y nginx-light aria2`, done by the harness when missing and running as root); "
             "everything listens on 127.0.0.1 on free ports, and every process the harness starts is stopped "
             "by PID when it ends.",
             "",

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from bench import downloads, latency
+from bench import downloads, latency, soak
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Report, Section, Target
@@ -54,6 +54,12 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         downloads.memory,
         ["nginx"],
         ["hive peak RSS < 150 MB"],
+    ),
+    "soak": (
+        "5. Soak: thousands of downloads relayed through the queen",
+        soak.soak,
+        [],
+        ["queen and hive RSS at the end <= 1.10x the middle", "open files and tasks at the end <= middle + 5"],
     ),
 }
 

@@ -209,7 +209,7 @@ class Downloader:
         # the loop stays free for the SSE streams. Slow bodies and segment connections stay async.
         self.sync_client = httpx.Client(
             timeout=self.timeouts(config),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=4),
             headers=client.headers,
         )
         self._body_threads = ThreadPoolExecutor(max_workers=256, thread_name_prefix="rbee-body")

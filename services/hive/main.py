@@ -57,7 +57,8 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
         config = downloader_config(settings)
         async with httpx.AsyncClient(
             timeout=Downloader.timeouts(config),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            # idle connections to file servers are bounded: the pool only drops expired ones when used
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=16),
             headers={"User-Agent": "rbee-hive/0.1"},
         ) as client:
             downloader = Downloader(client, config)
