@@ -2,7 +2,8 @@
 
 Real `rbee-hive` and `rbee-queen` subprocesses and a local model server on loopback. Every download
 is followed to its end through the queen's relay (the path that once kept one socket per download),
-a few are left by their client mid-stream and cancelled, and then the services' open files,
+a few are left by their client mid-stream and cancelled, clients of both aggregated streams come
+and go, and then the services' open files,
 asyncio tasks, relay subscriptions and SSE clients must come back to within a small constant of
 where they were before. Nothing is timed: the counts are polled with a deadline until they settle.
 """
@@ -125,6 +126,17 @@ async def _run(url: str, refs: Sequence[str], leave: Sequence[str] = ()) -> list
         return await asyncio.gather(*(one(r, True) for r in refs), *(one(r, False) for r in leave))
 
 
+async def _come_and_go(urls: Sequence[str]) -> None:
+    """Clients of the endless aggregated streams that subscribe and leave."""
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def one(stream_url: str) -> None:
+            async with client.stream("GET", stream_url) as response:
+                assert response.status_code == 200  # subscribed; no download runs, so no event comes
+
+        await asyncio.gather(*(one(u) for u in urls))
+
+
 def test_relayed_downloads_leave_nothing_behind(stack: Stack) -> None:
     url = stack.queen.url
     files = [f"{stack.models.url}/files/f{i}.bin" for i in range(RELAYED + AT_ONCE)]
@@ -136,6 +148,7 @@ def test_relayed_downloads_leave_nothing_behind(stack: Stack) -> None:
     slow = [f"{stack.models.url}/files/slow{i}.bin" for i in range(LEFT)]
     results = asyncio.run(_run(url, files[AT_ONCE:], slow))
     assert results == ["complete"] * RELAYED + [200] * LEFT
+    asyncio.run(_come_and_go([f"{url}/v1/downloads/stream", f"{stack.hive.url}/v2/downloads/stream"] * 10))
 
     def settled() -> bool:
         return all(
@@ -147,5 +160,6 @@ def test_relayed_downloads_leave_nothing_behind(stack: Stack) -> None:
     wait_until(settled, timeout=30, interval=0.2, what=f"open files and tasks back near {before}")
     assert gauge(stack.queen, "rbee_queen_upstream_subscriptions", '{stream="download"}') == 0
     assert gauge(stack.queen, "rbee_queen_sse_clients", '{stream="download"}') == 0
+    assert gauge(stack.queen, "rbee_queen_sse_clients", '{stream="all"}') == 0
     assert gauge(stack.hive, "rbee_hive_downloads", '{status="downloading"}') == 0
     assert gauge(stack.hive, "rbee_hive_sse_clients") == 1  # the queen's own stream of every download
