@@ -1,0 +1,53 @@
+"""``python -m services.modelserver.hub_cli``: run the test hub (and its CDN) for the demo or by hand.
+
+Builds one repo from generated files (deterministic bytes, written once under ``--root`` and served
+from disk), prints one JSON line ``{"url", "cdn", "repo", "commit", "files": {path: sha256}}`` and
+serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import zlib
+from pathlib import Path
+
+from services.modelserver.hub import Hub
+from services.modelserver.hub_repo import Generated
+from services.modelserver.server import _wait_for_shutdown_signal, parse_size
+
+
+def _file_spec(text: str) -> tuple[str, int]:
+    path, sep, size = text.rpartition(":")
+    if not sep or not path or path.startswith("/") or ".." in path.split("/"):
+        raise argparse.ArgumentTypeError(f"expected path/in/repo:SIZE, got {text!r}")
+    try:
+        return path, parse_size(size)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rbee-testhub", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, type=Path, help="where generated files are written")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--repo", default="org/model")
+    parser.add_argument("--file", nargs="+", action="extend", type=_file_spec, default=[], metavar="PATH:SIZE")
+    args = parser.parse_args(argv)
+    hub = Hub(args.root, host=args.host, port=args.port)
+    hub.add_repo(args.repo)
+    commit = hub.commit(args.repo, {p: Generated(size, zlib.crc32(p.encode())) for p, size in args.file})
+    files = {p: hub.file(args.repo, p).sha256 for p, _ in args.file}
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    with hub:
+        line = {"url": hub.url, "cdn": hub.cdn.url, "repo": args.repo, "commit": commit, "files": files}
+        print(json.dumps(line), flush=True)
+        _wait_for_shutdown_signal()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

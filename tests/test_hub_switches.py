@@ -1,0 +1,178 @@
+"""The test hub's answers and switches, driven directly with httpx on loopback."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.modelserver.hub import Hub
+from services.modelserver.hub_repo import git_blob_sha1, lfs_pointer
+from tests.hub_fixtures import CDN_LIMIT, LFS_SIZE, REPO, Revisions, build_repo, running_hub
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(tmp_path, cdn_max_unranged_bytes=CDN_LIMIT) as h:
+        yield h
+
+
+@pytest.fixture
+def revs(hub: Hub) -> Revisions:
+    return build_repo(hub)
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10.0) as c:
+        yield c
+
+
+def test_git_blob_sha1_matches_git() -> None:
+    assert git_blob_sha1(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git hash-object /dev/null
+    assert git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_small_file_answers_200_with_git_sha1_etag_commit_and_ranges(
+    hub: Hub, revs: Revisions, client: httpx.Client
+) -> None:
+    url = hub.resolve_url(REPO, "config.json")
+    r = client.get(url)
+    assert r.status_code == 200 and r.content == b'{"hidden": 128}\n'
+    assert r.headers["etag"] == f'"{git_blob_sha1(r.content)}"'
+    assert r.headers["x-repo-commit"] == revs.main
+    assert r.headers["content-length"] == str(len(r.content))
+    part = client.get(url, headers={"Range": "bytes=2-7"})
+    assert part.status_code == 206 and part.content == r.content[2:8]
+    assert client.get(url, headers={"Range": "bytes=999-"}).status_code == 416
+    stale = client.get(url, headers={"Range": "bytes=2-7", "If-Range": '"other"'})
+    assert stale.status_code == 200 and stale.content == r.content
+
+
+def test_lfs_file_redirects_to_the_cdn_with_linked_headers(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
+    f = hub.file(REPO, "model.safetensors")
+    head = client.head(hub.resolve_url(REPO, "model.safetensors"), headers={"Accept-Encoding": "identity"})
+    assert head.status_code == 302
+    assert head.headers["x-linked-etag"] == f'"{f.sha256}"' and head.headers["x-linked-size"] == str(LFS_SIZE)
+    assert head.headers["x-repo-commit"] == revs.main
+    location = head.headers["location"]
+    assert location.startswith(hub.cdn.url) and hub.cdn.url != hub.url
+    assert re.search(r"[?&]Expires=\d+&Signature=[0-9a-f]+", location)
+    part = client.get(location, headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.headers["content-range"] == f"bytes 0-99/{LFS_SIZE}"
+    assert part.headers["etag"].strip('"') != f.sha256  # the CDN's own validator, not the sha256
+    assert client.get(location, headers={"Range": f"bytes={LFS_SIZE}-{LFS_SIZE + 5}"}).status_code == 416
+    stale = client.get(location, headers={"Range": "bytes=0-99", "If-Range": '"nope"'})
+    assert stale.status_code == 400  # If-Range failed: the whole blob, which is above the unranged limit
+    assert hub.resolver_calls(REPO) == 1 and len(hub.cdn.records()) == 3
+
+
+def test_cdn_refuses_unbounded_reads_above_its_limit(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
+    location = client.head(hub.resolve_url(REPO, "model.safetensors")).headers["location"]
+    for headers in ({}, {"Range": "bytes=100-"}, {"Range": f"bytes=0-{CDN_LIMIT}"}):
+        r = client.get(location, headers=headers)
+        assert r.status_code == 400 and b"<Code>InvalidRequest</Code>" in r.content, headers
+    ok = client.get(location, headers={"Range": f"bytes={LFS_SIZE - CDN_LIMIT}-{LFS_SIZE - 1}"})
+    assert ok.status_code == 206 and len(ok.content) == CDN_LIMIT
+    assert hub.cdn.wait_idle()
+    assert sum(r.bytes_sent for r in hub.cdn.records() if r.status == 206) == CDN_LIMIT
+
+
+def test_cdn_urls_expire_and_are_signed(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
+    location = client.head(hub.resolve_url(REPO, "model.safetensors")).headers["location"]
+    assert client.get(location, headers={"Range": "bytes=0-0"}).status_code == 206
+    assert client.get(location.replace("Signature=", "Signature=0"), headers={"Range": "bytes=0-0"}).status_code == 403
+    hub.cdn.advance_clock(hub.switches.url_ttl + 1)
+    expired = client.get(location, headers={"Range": "bytes=0-0"})
+    assert expired.status_code == 403 and b"Request has expired" in expired.content
+    hub.switches.url_ttl = -1  # born expired
+    fresh = client.head(hub.resolve_url(REPO, "model.safetensors")).headers["location"]
+    assert client.get(fresh, headers={"Range": "bytes=0-0"}).status_code == 403
+
+
+def test_moving_a_branch_changes_commit_and_bytes(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
+    url = hub.resolve_url(REPO, "config.json")
+    before = client.get(url)
+    hub.move_branch(REPO, "main", revs.first)
+    after = client.get(url)
+    assert (before.headers["x-repo-commit"], after.headers["x-repo-commit"]) == (revs.main, revs.first)
+    assert (before.content, after.content) == (b'{"hidden": 128}\n', b'{"hidden": 64}\n')
+    assert before.headers["etag"] != after.headers["etag"]
+
+
+@pytest.mark.parametrize("rev", ["refs%2Fpr%2F1", "refs/pr/1"], ids=["quoted", "raw"])
+def test_pr_refs_and_commits_as_revisions(hub: Hub, revs: Revisions, client: httpx.Client, rev: str) -> None:
+    r = client.get(f"{hub.url}/{REPO}/resolve/{rev}/config.json")
+    assert r.headers["x-repo-commit"] == revs.pr and r.content == b'{"hidden": 256}\n'
+    old = client.get(hub.resolve_url(REPO, "config.json", revs.first))
+    assert old.headers["x-repo-commit"] == revs.first
+
+
+def test_error_answers_carry_codes_and_json(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
+    hub.add_repo("org/gated", gated=True)
+    hub.add_token("hf_valid")
+    cases = [
+        ("org/gated", "main", ".gitattributes", None, 401, "GatedRepo"),
+        ("org/gated", "main", ".gitattributes", "hf_valid", 403, "GatedRepo"),
+        ("org/none", "main", "x", None, 401, "RepoNotFound"),
+        ("org/none", "main", "x", "hf_valid", 404, "RepoNotFound"),
+        (REPO, "nope", "config.json", None, 404, "RevisionNotFound"),
+        (REPO, "main", "nope.json", None, 404, "EntryNotFound"),
+        (REPO, "main", "config.json", "hf_unknown", 401, None),
+    ]
+    for repo, rev, path, token, status, code in cases:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = client.get(hub.resolve_url(repo, path, rev), headers=headers)
+        assert (r.status_code, r.headers.get("x-error-code")) == (status, code), (repo, rev, path, token)
+        assert r.json() == {"error": r.headers["x-error-message"]}
+    gated = client.get(hub.resolve_url("org/gated", ".gitattributes"), headers={"Authorization": "Bearer hf_valid"})
+    assert f"{hub.url}/org/gated" in gated.headers["x-error-message"]
+    missing = client.get(hub.resolve_url(REPO, "nope.json"))
+    assert missing.headers["x-repo-commit"] == revs.main  # huggingface_hub caches the miss per commit
+
+
+def test_resolver_quota_answers_429_with_ratelimit_headers(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
+    hub.limits.set_quota(2, window=60)
+    url = hub.resolve_url(REPO, "config.json")
+    first = client.head(url)
+    assert first.status_code == 200 and first.headers["ratelimit"].startswith('"resolvers";r=1;t=')
+    assert client.head(url).status_code == 200
+    limited = client.head(url)
+    assert limited.status_code == 429
+    m = re.fullmatch(r'"resolvers";r=0;t=(\d+)', limited.headers["ratelimit"])
+    assert m and 0 < int(m[1]) <= 60 and limited.headers["retry-after"] == m[1]
+    assert limited.headers["ratelimit-policy"] == '"fixed window";"resolvers";q=2;w=60'
+    hub.limits.set_quota(None)
+    hub.limits.fail_next(1, reset_secs=7)
+    forced = client.head(url)
+    assert forced.status_code == 429 and forced.headers["retry-after"] == "7"
+    assert client.head(url).status_code == 200
+
+
+def test_small_file_redirect_switch_and_renamed_repo_answer_relative_307s(
+    hub: Hub, revs: Revisions, client: httpx.Client
+) -> None:
+    hub.switches.small_file_redirect = True
+    r = client.head(hub.resolve_url(REPO, "config.json"))
+    assert r.status_code == 307 and r.headers["location"].startswith(f"/api/resolve-cache/models/{REPO}/{revs.main}/")
+    assert r.headers["x-repo-commit"] == revs.main
+    cached = client.get(hub.url + r.headers["location"])
+    assert cached.status_code == 200 and cached.content == b'{"hidden": 128}\n'
+    hub.rename_repo(REPO, "org/renamed")
+    moved = client.head(hub.resolve_url(REPO, "config.json"))
+    assert moved.status_code == 307 and moved.headers["location"].startswith("/org/renamed/resolve/main/")
+
+
+def test_tree_lists_one_folder_and_pages_with_link(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
+    r = client.get(f"{hub.url}/api/models/{REPO}/tree/main/sub")
+    assert r.json() == [{"type": "directory", "oid": r.json()[0]["oid"], "size": 0, "path": "sub/dir"}]
+    top = client.get(f"{hub.url}/api/models/{REPO}/tree/main")
+    assert 'rel="next"' in top.headers["link"] and len(top.json()) == 2
+    info = client.get(f"{hub.url}/api/models/{REPO}/revision/main", params={"blobs": "true"}).json()
+    lfs = next(s for s in info["siblings"] if s["rfilename"] == "model.safetensors")
+    f = hub.file(REPO, "model.safetensors")
+    assert lfs["lfs"] == {"sha256": f.sha256, "size": LFS_SIZE, "pointerSize": f.pointer_size}
+    assert lfs["blobId"] == f.blob_id == git_blob_sha1(lfs_pointer(f.sha256, LFS_SIZE))  # git stores the pointer
