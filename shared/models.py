@@ -55,6 +55,10 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_DISK = "INSUFFICIENT_DISK"
     HIVE_UNREACHABLE = "HIVE_UNREACHABLE"
     HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"  # a ref or a redirect outside HIVE_ALLOWED_HOSTS
+    # the hub's own refusals (its X-Error-Code)
+    GATED_REPO = "GATED_REPO"
+    REPO_NOT_FOUND = "REPO_NOT_FOUND"
+    REVISION_NOT_FOUND = "REVISION_NOT_FOUND"
 
 
 DOWNLOAD_ID_RE = re.compile(r"dl-[0-9a-f]{32}")  # what a hive's ids look like; anything else is not ours
