@@ -39,6 +39,7 @@ from services.hive.refs import PART_SUFFIX, host_allowed, origin_of
 from services.hive.segments import Chunk, RateWindow, SegmentPlan, SplitWatch, chunk_size
 from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
+from shared.backoff import Backoff
 from shared.models import DownloadStatus, ErrorCode
 
 __all__ = ["DownloadError", "DownloadJob", "Downloader", "DownloaderConfig", "part_path"]
@@ -166,9 +167,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with full jitter: uniform in [0.5, 1] x base * 2^(attempt-1), capped."""
-    raw = min(cap, base * float(2 ** max(0, attempt - 1)))
-    return raw * (0.5 + rand() / 2)
+    """Exponential backoff with full jitter: uniform in [0.5, 1] x base * 2^(attempt-1), capped
+    (a base above the cap waits the cap)."""
+    return Backoff(min(base, cap), cap, spread=(0.5, 1.0), rng=rand).delay(attempt)
 
 
 def sha256_from_etag(value: str | None) -> str | None:
