@@ -346,9 +346,17 @@ class DownloadManager:
         now = rfc3339(datetime.now(UTC))
         assert now is not None
         self._records[download_id] = DownloadRecord(
-            download_id, self._seq, model_ref, url, str(dest), DownloadStatus.QUEUED.value, 0, None, now, None,
-            None, None, None, expected, None, max_bps, token_origin, 0,
-        )  # fmt: skip
+            download_id=download_id,
+            seq=self._seq,
+            model_ref=model_ref,
+            url=url,
+            dest=str(dest),
+            status=DownloadStatus.QUEUED.value,
+            started_at=now,
+            expected_sha256=expected,
+            max_bps=max_bps,
+            token_origin=token_origin,
+        )
 
     def _record_event(self, state: DownloadState, event: ProgressEvent) -> None:
         """Tracker listener: mirror the state into the history record (batched writes)."""
