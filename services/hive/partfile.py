@@ -32,7 +32,9 @@ from typing import Any
 
 import structlog
 
-__all__ = ["BlockWriter", "FilePools", "PartFile", "hash_range", "pwrite_all", "start_writeback"]
+from services.hive.refs import PART_SUFFIX
+
+__all__ = ["BlockWriter", "FilePools", "PartFile", "hash_range", "part_path", "pwrite_all", "start_writeback"]
 
 log = structlog.get_logger()
 
@@ -375,6 +377,11 @@ class PartFile:
                 own, self._own = self._own, None
                 if own is not None:
                     own.shutdown()
+
+
+def part_path(dest: Path) -> Path:
+    """Where the partial of `dest` is written until it is complete."""
+    return dest.with_name(dest.name + PART_SUFFIX)
 
 
 def pwrite_all(fd: int, pieces: list[bytes], offset: int) -> None:

@@ -21,6 +21,7 @@ __all__ = ["COLUMNS", "SCHEMA_VERSION", "DownloadRecord", "HistoryStore", "migra
 
 log = structlog.get_logger()
 
+
 @dataclass(slots=True, kw_only=True)
 class DownloadRecord:
     """One download's row. Its fields are the table's columns, in this order (`COLUMNS`)."""
