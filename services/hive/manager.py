@@ -29,6 +29,7 @@ from services.hive.refs import (
     parse_model_ref,
     resolve_in,
 )
+from services.hive.slots import SlotQueue
 from services.hive.store import DownloadRecord
 from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker, UnknownDownload
@@ -85,14 +86,11 @@ class DownloadManager:
         self.downloader = downloader
         self.models_dir = models_dir
         self.hf_endpoint = hf_endpoint
-        self.max_concurrent = max_concurrent
         self.history = history
         self.throttle = throttle
         self._running: dict[str, _Running] = {}
         self._by_dest: dict[Path, str] = {}
-        self._waiting: list[str] = []  # queued ids in arrival order
-        self._active = 0
-        self._slot_freed = asyncio.Condition()
+        self._slots = SlotQueue(max_concurrent, tracker.set_queue_position)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -205,7 +203,7 @@ class DownloadManager:
             await asyncio.wait(tasks, timeout=10)
 
     def prune(self, now: datetime | None = None) -> int:
-        """Forget finished entries older than the TTL and beyond the newest `history_max`."""
+        """Forget old finished entries (History.prune), keeping partials of active destinations."""
         return self.history.prune(busy=self._by_dest, now=now)
 
     async def prune_forever(self, interval: float = 60.0) -> None:
@@ -217,9 +215,8 @@ class DownloadManager:
 
     def _enqueue(self, job: DownloadJob, max_bps: int | None) -> None:
         self._by_dest[job.dest] = job.download_id
-        self._waiting.append(job.download_id)
+        self._slots.join(job.download_id)
         self.throttle.set_download_limit(job.download_id, max_bps)
-        self._publish_queue()
         task = asyncio.create_task(self._run(job), name=job.download_id)
         self._running[job.download_id] = _Running(task, job.dest)
 
@@ -228,7 +225,7 @@ class DownloadManager:
         bound = log.bind(download_id=download_id)
         holding_slot = False
         try:
-            await self._acquire_slot(download_id)
+            await self._slots.acquire(download_id)
             holding_slot = True
             self.tracker.set_status(download_id, DownloadStatus.STARTING)
             bound.info("download_starting", url=job.url)
@@ -258,12 +255,7 @@ class DownloadManager:
             self.throttle.forget(download_id)
             if self._by_dest.get(job.dest) == download_id:
                 del self._by_dest[job.dest]
-            was_waiting = download_id in self._waiting
-            if was_waiting:
-                self._waiting.remove(download_id)
-                self._publish_queue()
-            if holding_slot or was_waiting:
-                await self._release_slot(holding_slot)
+            await self._slots.leave(download_id, held=holding_slot)
 
     def _finish_quietly(
         self, download_id: str, status: DownloadStatus, error: str = "", code: str = ErrorCode.DOWNLOAD_FAILED
@@ -275,30 +267,6 @@ class DownloadManager:
             self.tracker.cancel_download(download_id)
         else:
             self.tracker.fail_download(download_id, error, code)
-
-    async def _acquire_slot(self, download_id: str) -> None:
-        async with self._slot_freed:
-            await self._slot_freed.wait_for(
-                lambda: self._active < self.max_concurrent and self._waiting[0] == download_id
-            )
-            self._waiting.pop(0)
-            self._active += 1
-            self._slot_freed.notify_all()
-        self._publish_queue()
-
-    async def _release_slot(self, held: bool) -> None:
-        """Give back a slot (or a place in the queue) and let the next in line re-check."""
-        async with self._slot_freed:
-            if held:
-                self._active -= 1
-            self._slot_freed.notify_all()
-
-    def _publish_queue(self) -> None:
-        """Queue positions count only downloads that will really wait for a slot."""
-        free = max(0, self.max_concurrent - self._active)
-        for index, download_id in enumerate(self._waiting):
-            position = index + 1 - free
-            self.tracker.set_queue_position(download_id, position if position > 0 else None)
 
     def _state(self, download_id: str) -> DownloadState:
         state = self.tracker.get_download(download_id)
