@@ -74,7 +74,7 @@ class DownloaderConfig:
     # split over `segments` connections only while one connection is slower than this (bytes/s);
     # 0 = split every large file at once, after a one-byte probe
     split_below_bps: int = 0
-    direct_io: bool = True  # write the partial with O_DIRECT where the filesystem allows (see partfile.py)
+    direct_io: bool = True  # write the partial with O_DIRECT where the filesystem allows (see blockwriter.py)
     # A body starts on the event loop; one that runs faster than thread_above_bps (over a RateWindow)
     # with at least thread_min_rest left goes on from there on a worker thread (0 = always on a thread).
     # On the loop, httpx took 1.90 s per GiB from local nginx against 1.46 s on a thread; but 100 slow

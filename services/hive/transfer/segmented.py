@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import httpx
 
-from services.hive.partfile import hash_range, pwrite_all
+from services.hive.fileio import hash_range, pwrite_all
 from services.hive.segments import Chunk, SegmentPlan
 from services.hive.transfer.answers import content_range
 from services.hive.transfer.context import Context, Transfer
