@@ -12,7 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.hive.downloader import (
+from services.hive.partfile import part_path
+from services.hive.refs import origin_of
+from services.hive.tracker import DownloadTracker
+from services.hive.transfer import (
     Downloader,
     DownloaderConfig,
     DownloadError,
@@ -20,11 +23,8 @@ from services.hive.downloader import (
     DownloadResult,
     backoff_delay,
     parse_retry_after,
-    part_path,
     sha256_from_etag,
 )
-from services.hive.refs import origin_of
-from services.hive.tracker import DownloadTracker
 from services.modelserver.server import Fault, ModelServer
 from shared.models import DownloadStatus, ProgressEvent
 
@@ -235,8 +235,7 @@ def test_insufficient_disk_is_refused_before_writing(model_server: ModelServer, 
         tracker = DownloadTracker()
         tracker.start_download("dl-test", "x")
         async with httpx.AsyncClient() as client:
-            downloader = Downloader(client, FAST)
-            downloader.disk_free = lambda _d: MiB  # less than the file needs
+            downloader = Downloader(client, FAST, disk_free=lambda _d: MiB)  # less than the file needs
             try:
                 url = model_server.hub_url("org/repo", "m.bin")
                 await downloader.run(DownloadJob("dl-test", url, dest), tracker)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from services.hive import partfile
-from services.hive.partfile import ALIGN, BlockWriter, PartFile
+from services.hive.blockwriter import ALIGN, BlockWriter
+from services.hive.partfile import PartFile
 
 KiB = 1024
 

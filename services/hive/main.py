@@ -12,7 +12,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from services.hive import routes
-from services.hive.downloader import Downloader, DownloaderConfig
+from services.hive.history import History
 from services.hive.manager import DownloadManager
 from services.hive.metrics import HiveCollector, HiveStats, render_metrics
 from services.hive.registration import register_forever
@@ -20,6 +20,7 @@ from services.hive.settings import HiveSettings
 from services.hive.store import HistoryStore
 from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
+from services.hive.transfer import Downloader, DownloaderConfig
 from shared.auth import TokenAuthMiddleware
 from shared.errors import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
@@ -61,20 +62,19 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=16),
             headers={"User-Agent": "rbee-hive/0.1"},
         ) as client:
-            downloader = Downloader(client, config)
-            downloader.stats = stats
             store = HistoryStore(settings.state_db_path)
             records = await store.open()
+            history = History(tracker, store, ttl=settings.history_ttl, max_entries=settings.history_max)
+            throttle = Throttle(settings.bandwidth_limit)
+            downloader = Downloader(client, config, throttle=throttle, stats=stats, checkpoints=history)
             manager = DownloadManager(
                 tracker,
                 downloader,
                 settings.models_dir.resolve(),
                 settings.hf_endpoint,
-                settings.max_concurrent,
-                store=store,
-                throttle=Throttle(settings.bandwidth_limit),
-                history_ttl=settings.history_ttl,
-                history_max=settings.history_max,
+                history=history,
+                throttle=throttle,
+                max_concurrent=settings.max_concurrent,
             )
             await manager.recover(records)
             app.state.manager = manager

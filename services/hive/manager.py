@@ -1,25 +1,26 @@
 """DownloadManager: turns requests into tracked download tasks, and owns their policy.
 
 Dedupe by destination, files already on disk, the concurrency limit (the rest wait `queued` in
-arrival order), cancellation, what happens to a partial file after a cancel or a failure, and
-the history: every change is recorded in the HistoryStore, and `recover` picks up after a crash.
+arrival order), cancellation, and what happens to a partial file after a cancel or a failure.
+The records of it all are the History's (history.py); `recover` resumes what it holds after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import structlog
 
-from services.hive.downloader import Downloader, DownloadError, DownloadJob, part_path
+from services.hive.history import History
+from services.hive.partfile import part_path
 from services.hive.refs import (
-    PART_SUFFIX,
     HostNotAllowed,
     InvalidModelRef,
     ModelRef,
@@ -28,10 +29,12 @@ from services.hive.refs import (
     parse_model_ref,
     resolve_in,
 )
-from services.hive.store import DownloadRecord, HistoryStore
+from services.hive.slots import SlotQueue
+from services.hive.store import DownloadRecord
 from services.hive.throttle import Throttle
-from services.hive.tracker import DownloadTracker, InvalidTransition, UnknownDownload
-from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent, rfc3339
+from services.hive.tracker import DownloadTracker, UnknownDownload
+from services.hive.transfer import Downloader, DownloadError, DownloadJob
+from shared.models import DownloadState, DownloadStatus, ErrorCode
 
 __all__ = [
     "DownloadManager",
@@ -43,9 +46,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
-
-# After a restart, ids jump past anything emitted but not yet checkpointed.
-EVENT_ID_GAP = 1000
 
 
 def new_download_id() -> str:
@@ -76,33 +76,21 @@ class DownloadManager:
         downloader: Downloader,
         models_dir: Path,
         hf_endpoint: str,
+        *,
+        history: History,
+        throttle: Throttle,
         max_concurrent: int = 3,
-        store: HistoryStore | None = None,
-        throttle: Throttle | None = None,
-        history_ttl: float = 7 * 86400,
-        history_max: int = 1000,
     ) -> None:
+        """`history` and `throttle` are the ones `downloader` was built with."""
         self.tracker = tracker
         self.downloader = downloader
         self.models_dir = models_dir
         self.hf_endpoint = hf_endpoint
-        self.max_concurrent = max_concurrent
-        self.store = store
-        self.throttle = throttle or Throttle()
-        self.history_ttl = history_ttl
-        self.history_max = history_max
-        downloader.throttle = self.throttle
-        downloader.on_checkpoint = self._checkpoint
-        downloader.on_segments = self._checkpoint_segments
-        downloader.before_segmented = self._persist_segments
-        tracker.add_listener(self._record_event)
-        self._records: dict[str, DownloadRecord] = {}
+        self.history = history
+        self.throttle = throttle
         self._running: dict[str, _Running] = {}
         self._by_dest: dict[Path, str] = {}
-        self._waiting: list[str] = []  # queued ids in arrival order
-        self._active = 0
-        self._seq = 0
-        self._slot_freed = asyncio.Condition()
+        self._slots = SlotQueue(max_concurrent, tracker.set_queue_position)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -126,20 +114,18 @@ class DownloadManager:
         if dest.is_file() and not part_path(dest).exists():
             digest = await self._sha_of_existing(dest)
             if expected is None or digest == expected:
-                self._new_record(download_id, model_ref, ref.url, dest, expected, None, max_bps)
+                self.history.new_record(download_id, model_ref, ref.url, dest, expected, None, max_bps)
                 self.tracker.start_download(download_id, model_ref, dest.stat().st_size, path=str(dest))
                 self.tracker.complete_download(download_id, sha256=digest, path=str(dest))
                 log.info("download_already_present", download_id=download_id, path=str(dest))
                 return self._state(download_id), False
         token_origin = origin_of(ref.url) if ref.hub else None
-        kept = self._kept_partial(ref.url, dest)
-        self._new_record(download_id, model_ref, ref.url, dest, expected, token_origin, max_bps)
+        kept = self.history.kept_partial(ref.url, dest)
+        self.history.new_record(download_id, model_ref, ref.url, dest, expected, token_origin, max_bps)
         self.tracker.start_download(download_id, model_ref, path=str(dest))
         job = DownloadJob(download_id, ref.url, dest, expected, token_origin)
         if kept is not None:  # a partial an earlier download kept (the disk filled up): carry on from it
-            job = DownloadJob(
-                download_id, ref.url, dest, expected, token_origin, kept.validator, kept.total_bytes, kept.segments
-            )
+            job = dataclasses.replace(job, validator=kept.validator, total=kept.total_bytes, segments=kept.segments)
         self._enqueue(job, max_bps)
         log.info("download_requested", download_id=download_id, model_ref=model_ref, dest=str(dest))
         return self._state(download_id), True
@@ -168,7 +154,7 @@ class DownloadManager:
             if path.is_file() and path.resolve().is_relative_to(self.models_dir) and path not in self._by_dest:
                 path.unlink()
                 deleted = True
-        self._drop([download_id])
+        self.history.drop([download_id], busy=self._by_dest)
         return deleted
 
     def get(self, download_id: str) -> DownloadState | None:
@@ -189,33 +175,24 @@ class DownloadManager:
 
     async def recover(self, records: list[DownloadRecord]) -> None:
         """Rebuild state from history: finished downloads listed, unfinished ones resumed."""
-        resumed = 0
-        for rec in records:
-            self._seq = max(self._seq, rec.seq)
-            self._records[rec.download_id] = rec
-            state = _state_of(rec)
-            if state.status.is_terminal:
-                self.tracker.restore(state, rec.last_event_id + 1)
-                continue
-            state.status, state.speed_bps, state.eta_secs = DownloadStatus.QUEUED, 0, None
-            rec.status = DownloadStatus.QUEUED.value
-            self.tracker.restore(state, rec.last_event_id + EVENT_ID_GAP)
-            dest = Path(rec.dest)
+        unfinished = self.history.restore(records)
+        for rec in unfinished:
             job = DownloadJob(
-                rec.download_id,
-                rec.url,
-                dest,
-                rec.expected_sha256,
-                rec.token_origin,
-                rec.validator,
-                rec.total_bytes,
-                rec.segments,
+                download_id=rec.download_id,
+                url=rec.url,
+                dest=Path(rec.dest),
+                expected_sha256=rec.expected_sha256,
+                token_origin=rec.token_origin,
+                validator=rec.validator,
+                total=rec.total_bytes,
+                segments=rec.segments,
             )
             self._enqueue(job, rec.max_bps)
-            resumed += 1
-        removed = self._remove_orphan_partials()
+        removed = self.history.remove_orphans(self.models_dir, running=self._running)
         pruned = self.prune()
-        log.info("history_recovered", records=len(records), resumed=resumed, orphans_removed=removed, pruned=pruned)
+        log.info(
+            "history_recovered", records=len(records), resumed=len(unfinished), orphans_removed=removed, pruned=pruned
+        )
 
     async def shutdown(self) -> None:
         """Stop every transfer, keeping partial files (a restarted hive resumes them)."""
@@ -226,17 +203,8 @@ class DownloadManager:
             await asyncio.wait(tasks, timeout=10)
 
     def prune(self, now: datetime | None = None) -> int:
-        """Forget finished entries older than the TTL and beyond the newest `history_max`."""
-        now = now or datetime.now(UTC)
-        finished = [s for s in self.tracker.list_all() if s.status.is_terminal]  # newest first
-        cutoff = now - timedelta(seconds=self.history_ttl)
-        doomed = [
-            s.download_id
-            for i, s in enumerate(finished)
-            if i >= self.history_max or (s.completed_at or s.started_at) < cutoff
-        ]
-        self._drop(doomed)
-        return len(doomed)
+        """Forget old finished entries (History.prune), keeping partials of active destinations."""
+        return self.history.prune(busy=self._by_dest, now=now)
 
     async def prune_forever(self, interval: float = 60.0) -> None:
         while True:
@@ -247,9 +215,8 @@ class DownloadManager:
 
     def _enqueue(self, job: DownloadJob, max_bps: int | None) -> None:
         self._by_dest[job.dest] = job.download_id
-        self._waiting.append(job.download_id)
+        self._slots.join(job.download_id)
         self.throttle.set_download_limit(job.download_id, max_bps)
-        self._publish_queue()
         task = asyncio.create_task(self._run(job), name=job.download_id)
         self._running[job.download_id] = _Running(task, job.dest)
 
@@ -258,7 +225,7 @@ class DownloadManager:
         bound = log.bind(download_id=download_id)
         holding_slot = False
         try:
-            await self._acquire_slot(download_id)
+            await self._slots.acquire(download_id)
             holding_slot = True
             self.tracker.set_status(download_id, DownloadStatus.STARTING)
             bound.info("download_starting", url=job.url)
@@ -288,12 +255,7 @@ class DownloadManager:
             self.throttle.forget(download_id)
             if self._by_dest.get(job.dest) == download_id:
                 del self._by_dest[job.dest]
-            was_waiting = download_id in self._waiting
-            if was_waiting:
-                self._waiting.remove(download_id)
-                self._publish_queue()
-            if holding_slot or was_waiting:
-                await self._release_slot(holding_slot)
+            await self._slots.leave(download_id, held=holding_slot)
 
     def _finish_quietly(
         self, download_id: str, status: DownloadStatus, error: str = "", code: str = ErrorCode.DOWNLOAD_FAILED
@@ -306,117 +268,6 @@ class DownloadManager:
         else:
             self.tracker.fail_download(download_id, error, code)
 
-    async def _acquire_slot(self, download_id: str) -> None:
-        async with self._slot_freed:
-            await self._slot_freed.wait_for(
-                lambda: self._active < self.max_concurrent and self._waiting[0] == download_id
-            )
-            self._waiting.pop(0)
-            self._active += 1
-            self._slot_freed.notify_all()
-        self._publish_queue()
-
-    async def _release_slot(self, held: bool) -> None:
-        """Give back a slot (or a place in the queue) and let the next in line re-check."""
-        async with self._slot_freed:
-            if held:
-                self._active -= 1
-            self._slot_freed.notify_all()
-
-    def _publish_queue(self) -> None:
-        """Queue positions count only downloads that will really wait for a slot."""
-        free = max(0, self.max_concurrent - self._active)
-        for index, download_id in enumerate(self._waiting):
-            position = index + 1 - free
-            self.tracker.set_queue_position(download_id, position if position > 0 else None)
-
-    # -- history -----------------------------------------------------------------------------
-
-    def _new_record(
-        self,
-        download_id: str,
-        model_ref: str,
-        url: str,
-        dest: Path,
-        expected: str | None,
-        token_origin: str | None,
-        max_bps: int | None,
-    ) -> None:
-        self._seq += 1
-        now = rfc3339(datetime.now(UTC))
-        assert now is not None
-        self._records[download_id] = DownloadRecord(
-            download_id, self._seq, model_ref, url, str(dest), DownloadStatus.QUEUED.value, 0, None, now, None,
-            None, None, None, expected, None, max_bps, token_origin, 0,
-        )  # fmt: skip
-
-    def _record_event(self, state: DownloadState, event: ProgressEvent) -> None:
-        """Tracker listener: mirror the state into the history record (batched writes)."""
-        rec = self._records.get(state.download_id)
-        if rec is None or self.store is None:
-            return
-        status_changed = rec.status != state.status.value
-        rec.status = state.status.value
-        rec.bytes_downloaded = state.bytes_downloaded
-        rec.total_bytes = state.total_bytes
-        rec.started_at = rfc3339(state.started_at) or rec.started_at
-        rec.completed_at = rfc3339(state.completed_at)
-        rec.error, rec.error_code, rec.sha256 = state.error, state.error_code, state.sha256
-        rec.last_event_id = event.id
-        self.store.put(rec, urgent=status_changed)
-
-    def _checkpoint(self, download_id: str, validator: str | None, total: int | None) -> None:
-        rec = self._records.get(download_id)
-        if rec is not None and self.store is not None and (rec.validator, rec.total_bytes) != (validator, total):
-            rec.validator, rec.total_bytes = validator, total
-            self.store.put(rec, urgent=True)
-
-    def _checkpoint_segments(self, download_id: str, plan_json: str) -> None:
-        rec = self._records.get(download_id)
-        if rec is not None and self.store is not None:
-            rec.segments = plan_json
-            self.store.put(rec)
-
-    def _kept_partial(self, url: str, dest: Path) -> DownloadRecord | None:
-        """The newest failed record whose partial of this same URL was kept for a resume."""
-        if not part_path(dest).is_file():
-            return None
-        kept = [r for r in self._records.values() if _kept_for_resume(r) and r.url == url and Path(r.dest) == dest]
-        return max(kept, key=lambda r: r.seq, default=None)
-
-    async def _persist_segments(self, download_id: str, plan_json: str) -> None:
-        """The first plan of a segmented transfer, in the database before the partial grows holes."""
-        rec = self._records.get(download_id)
-        if rec is not None and self.store is not None:
-            rec.segments = plan_json
-            self.store.put(rec, urgent=True)
-            await self.store.sync()
-
-    def _drop(self, download_ids: list[str]) -> None:
-        for download_id in download_ids:
-            try:
-                self.tracker.forget(download_id)
-            except (UnknownDownload, InvalidTransition):
-                continue
-            rec = self._records.pop(download_id, None)
-            if rec is not None and _kept_for_resume(rec) and Path(rec.dest) not in self._by_dest:
-                part_path(Path(rec.dest)).unlink(missing_ok=True)
-        if self.store is not None and download_ids:
-            self.store.delete(download_ids)
-
-    def _remove_orphan_partials(self) -> int:
-        wanted = {
-            part_path(Path(r.dest))
-            for r in self._records.values()
-            if r.download_id in self._running or _kept_for_resume(r)
-        }
-        removed = 0
-        for partial in self.models_dir.rglob(f"*{PART_SUFFIX}"):
-            if partial.is_file() and partial not in wanted:
-                partial.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
     def _state(self, download_id: str) -> DownloadState:
         state = self.tracker.get_download(download_id)
         if state is None:
@@ -428,31 +279,6 @@ class DownloadManager:
             if state.path == str(dest) and state.status is DownloadStatus.COMPLETE and state.sha256:
                 return state.sha256
         return await asyncio.to_thread(_sha256_file, dest)
-
-
-def _kept_for_resume(rec: DownloadRecord) -> bool:
-    """A failed download whose partial is kept: the disk filled up, a later request carries on."""
-    return (
-        rec.status == DownloadStatus.FAILED.value
-        and rec.error_code == ErrorCode.INSUFFICIENT_DISK
-        and bool(rec.validator)
-    )
-
-
-def _state_of(rec: DownloadRecord) -> DownloadState:
-    return DownloadState(
-        download_id=rec.download_id,
-        model_ref=rec.model_ref,
-        status=DownloadStatus(rec.status),
-        bytes_downloaded=rec.bytes_downloaded,
-        total_bytes=rec.total_bytes,
-        started_at=rec.started,
-        completed_at=rec.completed,
-        error=rec.error,
-        error_code=rec.error_code,
-        path=rec.dest,
-        sha256=rec.sha256,
-    )
 
 
 def _sha256_file(path: Path) -> str:

@@ -1,15 +1,8 @@
 """The partial file on disk: sequential writes through page-aligned buffers, sha256 on the way.
 
-Why O_DIRECT: on the machines we measure on, writing through the page cache and then fsyncing
-took 0.3 to 2.4 s per GiB from one run to the next, while O_DIRECT writes of 4 MiB blocks took
-0.46 to 0.55 s every time (BENCHMARKS.md). The hive must fsync before it renames a file into
-place, so it pays for the page cache without getting anything back; direct writes make the
-bytes durable as they arrive and keep multi-GB model files from flushing everything else out of
-the cache. Where the filesystem refuses O_DIRECT (some tmpfs, FUSE, network filesystems) the
-writer falls back to ordinary writes with early writeback, and says so in the log.
-
-Threads: a batch is written on one thread and hashed on another at the same time, while the event
-loop reads the next one; both release the GIL (pwrite, sha256 over 2 KiB). The two pools are
+The bytes go to disk through a BlockWriter (O_DIRECT where the filesystem allows; blockwriter.py
+says why). Threads: a batch is written on one thread and hashed on another at the same time, while
+the event loop reads the next one; both release the GIL (pwrite, sha256 over 2 KiB). The two pools are
 shared by every download (FilePools): a PartFile has at most one job in each at a time, since it
 waits for its last batch before queueing the next, so each file's writes and hash stay in order.
 Threads of its own per download cost the event loop a Thread.start each, ~0.2 s of loop time when
@@ -21,175 +14,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import errno
 import hashlib
-import mmap
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import structlog
+from services.hive.blockwriter import BlockWriter
+from services.hive.fileio import hash_range
+from services.hive.refs import PART_SUFFIX
 
-__all__ = ["BlockWriter", "FilePools", "PartFile", "hash_range", "pwrite_all", "start_writeback"]
+__all__ = ["FilePools", "PartFile", "part_path"]
 
-log = structlog.get_logger()
-
-ALIGN = 4096  # O_DIRECT wants buffer address, file offset and length aligned to the logical block size
 _BLOCK_MAX = 4 * 1024 * 1024
-_HASH_BLOCK = 1024 * 1024  # hashing re-reads in blocks this big, into one reused buffer
-_SYNC_FILE_RANGE_WRITE = 2
-_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
-
-
-def _load_sync_file_range() -> Callable[[int, int, int], None]:
-    """Linux sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range back now, without
-    waiting, so the fsync before the final rename has little left to do. A no-op elsewhere."""
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        func = libc.sync_file_range
-        func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return lambda fd, offset, length: None
-
-    def start_writeback(fd: int, offset: int, length: int) -> None:
-        func(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # advisory: errors are ignored
-
-    return start_writeback
-
-
-start_writeback = _load_sync_file_range()
-
-
-def _pwrite_full(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        n = os.pwrite(fd, view, offset)
-        if n <= 0:  # pragma: no cover - pwrite reports errors by raising
-            raise OSError(errno.EIO, "short write")
-        view = view[n:]
-        offset += n
-
-
-class BlockWriter:
-    """Appends to a file from `offset` on, through one page-aligned buffer.
-
-    Full buffers go out with O_DIRECT at aligned offsets. What is left when the caller flushes
-    (the last partial block) goes out through the page cache, and stays at the head of the
-    buffer: the next direct write rewrites that block whole, with the same bytes. So the file
-    only ever holds bytes that were received, and its size is always the count of them, which
-    is what resuming relies on. Confined to one thread at a time.
-    """
-
-    def __init__(self, path: Path, offset: int, buffer_bytes: int, direct: bool = True) -> None:
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR)
-        self.dfd: int | None = None
-        if direct and _O_DIRECT:
-            try:
-                self.dfd = os.open(path, os.O_WRONLY | _O_DIRECT)
-            except OSError as exc:
-                log.info("direct_io_unavailable", path=str(path), reason=exc.strerror)
-        self._buf = mmap.mmap(-1, max(ALIGN, -(-buffer_bytes // ALIGN) * ALIGN))  # mmap: page-aligned
-        self._view = memoryview(self._buf)
-        self._cap = len(self._buf)
-        self.base = offset
-        self.fill = 0
-        try:
-            if self.dfd is not None:
-                self._load_head(offset)
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def direct(self) -> bool:
-        return self.dfd is not None
-
-    @property
-    def position(self) -> int:
-        """File offset of the next byte to be written."""
-        return self.base + self.fill
-
-    def _load_head(self, offset: int) -> None:
-        """Start the buffer at the block boundary below `offset`, holding the bytes already there."""
-        self.base = offset - offset % ALIGN
-        self.fill = 0
-        while self.fill < offset - self.base:
-            n = os.preadv(self.fd, [self._view[self.fill : offset - self.base]], self.base + self.fill)
-            if n <= 0:
-                raise OSError(errno.EIO, "short read of the partial file's last block")
-            self.fill += n
-
-    def write(self, pieces: list[bytes]) -> None:
-        view, cap = self._view, self._cap
-        for piece in pieces:
-            data = memoryview(piece)
-            while data:
-                n = min(cap - self.fill, len(data))
-                view[self.fill : self.fill + n] = data[:n]
-                self.fill += n
-                data = data[n:]
-                if self.fill == cap:
-                    self._emit(cap)
-                    self.base += cap
-                    self.fill = 0
-
-    def flush(self) -> None:
-        """Put every byte given so far into the file (the last partial block through the page cache)."""
-        if not self.fill:
-            return
-        if self.dfd is None:
-            self._emit(self.fill)
-            self.base += self.fill
-            self.fill = 0
-            return
-        aligned = self.fill - self.fill % ALIGN
-        if aligned:
-            self._emit(aligned)
-        tail = self.fill - aligned
-        if tail:
-            _pwrite_full(self.fd, self._view[aligned : self.fill], self.base + aligned)
-            self._view[:tail] = self._view[aligned : self.fill]  # rewritten whole by the next direct write
-        self.base += aligned
-        self.fill = tail
-
-    def _emit(self, n: int) -> None:
-        view = self._view[:n]
-        if self.dfd is not None:
-            try:
-                _pwrite_full(self.dfd, view, self.base)
-                return
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                log.info("direct_io_unavailable", path=str(self.path), reason="the filesystem refused a direct write")
-                self._close_direct()
-        _pwrite_full(self.fd, view, self.base)
-        start_writeback(self.fd, self.base, n)
-
-    def sync(self) -> None:
-        self.flush()
-        os.fsync(self.fd)
-
-    def _close_direct(self) -> None:
-        if self.dfd is not None:
-            dfd, self.dfd = self.dfd, None
-            os.close(dfd)
-
-    def close(self) -> None:
-        self._close_direct()
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
-        try:
-            self._view.release()
-            self._buf.close()
-        except BufferError:  # a slice still held by an exception's traceback: freed with it
-            pass
 
 
 def _update_all(digest: Any, pieces: list[bytes]) -> None:
@@ -377,26 +215,6 @@ class PartFile:
                     own.shutdown()
 
 
-def pwrite_all(fd: int, pieces: list[bytes], offset: int) -> None:
-    """Write `pieces` back to back at `offset` (through the page cache), then start their writeback."""
-    start, length = offset, sum(len(piece) for piece in pieces)
-    while pieces:
-        n = os.pwritev(fd, pieces, offset)
-        offset += n
-        while pieces and n >= len(pieces[0]):
-            n -= len(pieces[0])
-            pieces = pieces[1:]
-        if n and pieces:
-            pieces = [pieces[0][n:], *pieces[1:]]
-    start_writeback(fd, start, length)
-
-
-def hash_range(fd: int, digest: Any, start: int, end: int) -> None:
-    view = memoryview(bytearray(min(_HASH_BLOCK, max(1, end - start))))
-    pos = start
-    while pos < end:
-        n = os.preadv(fd, [view[: min(len(view), end - pos)]], pos)
-        if n <= 0:
-            raise OSError(errno.EIO, "short read while hashing")
-        digest.update(view[:n])
-        pos += n
+def part_path(dest: Path) -> Path:
+    """Where the partial of `dest` is written until it is complete."""
+    return dest.with_name(dest.name + PART_SUFFIX)

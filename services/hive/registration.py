@@ -7,13 +7,13 @@ down, then again every `heartbeat_secs`, so a restarted queen learns of this hiv
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 
 import httpx
 import structlog
 
 from services.hive.settings import HiveSettings
+from shared.backoff import Backoff
 
 __all__ = ["register_forever"]
 
@@ -30,7 +30,7 @@ async def register_forever(settings: HiveSettings, client: httpx.AsyncClient) ->
     url = settings.queen_url.rstrip("/") + "/v1/hives"
     body = {"hive_id": settings.id, "url": settings.advertised_url}
     headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
-    retry = min(FIRST_RETRY_SECS, settings.heartbeat_secs)
+    backoff = Backoff(min(FIRST_RETRY_SECS, settings.heartbeat_secs), settings.heartbeat_secs, jitter=0.1)
     registered = False
     failing = False
     while True:
@@ -45,12 +45,11 @@ async def register_forever(settings: HiveSettings, client: httpx.AsyncClient) ->
             if not registered or failing:
                 log.info("registered_with_queen", queen_url=settings.queen_url, url=body["url"])
             registered, failing = True, False
-            retry = min(FIRST_RETRY_SECS, settings.heartbeat_secs)
+            backoff.reset()
             delay = settings.heartbeat_secs
         else:
             if not failing:
                 log.warning("queen_registration_failed", queen_url=settings.queen_url, error=problem)
             failing = True
-            delay = retry * (0.9 + 0.2 * random.random())
-            retry = min(retry * 2, settings.heartbeat_secs)
+            delay = backoff.next()
         await asyncio.sleep(delay)

@@ -10,85 +10,40 @@ import asyncio
 import sqlite3
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-__all__ = ["DownloadRecord", "HistoryStore"]
+__all__ = ["COLUMNS", "SCHEMA_VERSION", "DownloadRecord", "HistoryStore", "migrate"]
 
 log = structlog.get_logger()
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS downloads (
-    download_id      TEXT PRIMARY KEY,
-    seq              INTEGER NOT NULL,
-    model_ref        TEXT NOT NULL,
-    url              TEXT NOT NULL,
-    dest             TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    bytes_downloaded INTEGER NOT NULL DEFAULT 0,
-    total_bytes      INTEGER,
-    started_at       TEXT NOT NULL,
-    completed_at     TEXT,
-    error            TEXT,
-    error_code       TEXT,
-    sha256           TEXT,
-    expected_sha256  TEXT,
-    validator        TEXT,
-    max_bps          INTEGER,
-    token_origin     TEXT,
-    last_event_id    INTEGER NOT NULL DEFAULT 0,
-    segments         TEXT
-);
-CREATE INDEX IF NOT EXISTS downloads_status ON downloads(status);
-"""
 
-_COLUMNS = (
-    "download_id",
-    "seq",
-    "model_ref",
-    "url",
-    "dest",
-    "status",
-    "bytes_downloaded",
-    "total_bytes",
-    "started_at",
-    "completed_at",
-    "error",
-    "error_code",
-    "sha256",
-    "expected_sha256",
-    "validator",
-    "max_bps",
-    "token_origin",
-    "last_event_id",
-    "segments",
-)
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class DownloadRecord:
+    """One download's row. Its fields are the table's columns, in this order (`COLUMNS`)."""
+
     download_id: str
     seq: int
     model_ref: str
     url: str
     dest: str
     status: str
-    bytes_downloaded: int
-    total_bytes: int | None
+    bytes_downloaded: int = 0
+    total_bytes: int | None = None
     started_at: str
-    completed_at: str | None
-    error: str | None
-    error_code: str | None
-    sha256: str | None
-    expected_sha256: str | None
-    validator: str | None
-    max_bps: int | None
-    token_origin: str | None
-    last_event_id: int
+    completed_at: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    sha256: str | None = None
+    expected_sha256: str | None = None
+    validator: str | None = None
+    max_bps: int | None = None
+    token_origin: str | None = None
+    last_event_id: int = 0
     segments: str | None = None  # the SegmentPlan of a segmented partial, for resuming it
 
     @property
@@ -98,6 +53,56 @@ class DownloadRecord:
     @property
     def completed(self) -> datetime | None:
         return datetime.fromisoformat(self.completed_at.replace("Z", "+00:00")) if self.completed_at else None
+
+
+COLUMNS = tuple(f.name for f in fields(DownloadRecord))
+
+# The schema's history, one step per version (`PRAGMA user_version` says how many have run). A
+# step is never edited once released: a new column is a new step (ALTER TABLE ... ADD COLUMN) plus
+# a field of DownloadRecord, so a hive.db written by any earlier version opens and keeps its rows.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the table as it was before versions were counted (a db of that time already has it)
+    (
+        """CREATE TABLE IF NOT EXISTS downloads (
+            download_id      TEXT PRIMARY KEY,
+            seq              INTEGER NOT NULL,
+            model_ref        TEXT NOT NULL,
+            url              TEXT NOT NULL,
+            dest             TEXT NOT NULL,
+            status           TEXT NOT NULL,
+            bytes_downloaded INTEGER NOT NULL DEFAULT 0,
+            total_bytes      INTEGER,
+            started_at       TEXT NOT NULL,
+            completed_at     TEXT,
+            error            TEXT,
+            error_code       TEXT,
+            sha256           TEXT,
+            expected_sha256  TEXT,
+            validator        TEXT,
+            max_bps          INTEGER,
+            token_origin     TEXT,
+            last_event_id    INTEGER NOT NULL DEFAULT 0,
+            segments         TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS downloads_status ON downloads(status)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database up to SCHEMA_VERSION; the version it was at before."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        log.warning("history_schema_newer", version=version, known=SCHEMA_VERSION)
+        return int(version)
+    for number, steps in enumerate(_MIGRATIONS[version:], start=version + 1):
+        with conn:
+            conn.execute("BEGIN")
+            for step in steps:
+                conn.execute(step)
+            conn.execute(f"PRAGMA user_version = {number}")
+    return int(version)
 
 
 class HistoryStore:
@@ -119,10 +124,10 @@ class HistoryStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
+        migrate(conn)
         self._conn = conn
-        rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM downloads ORDER BY seq").fetchall()
-        return [DownloadRecord(*row) for row in rows]
+        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM downloads ORDER BY seq").fetchall()
+        return [DownloadRecord(**dict(zip(COLUMNS, row, strict=True))) for row in rows]
 
     async def open(self) -> list[DownloadRecord]:
         """Open (creating) the database and return every record in arrival order."""
@@ -161,7 +166,7 @@ class HistoryStore:
     async def flush(self) -> None:
         if not self._dirty and not self._deleted:
             return
-        rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in self._dirty.values()]  # asdict: 300x slower
+        rows = [tuple(getattr(r, c) for c in COLUMNS) for r in self._dirty.values()]  # asdict: 300x slower
         deleted = list(self._deleted)
         self._dirty.clear()
         self._deleted.clear()
@@ -176,10 +181,10 @@ class HistoryStore:
         conn = self._conn
         if conn is None:
             return
-        placeholders = ", ".join("?" for _ in _COLUMNS)
+        placeholders = ", ".join("?" for _ in COLUMNS)
         with conn:
             conn.execute("BEGIN")
-            conn.executemany(f"INSERT OR REPLACE INTO downloads ({', '.join(_COLUMNS)}) VALUES ({placeholders})", rows)
+            conn.executemany(f"INSERT OR REPLACE INTO downloads ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)
             conn.executemany("DELETE FROM downloads WHERE download_id = ?", [(d,) for d in deleted])
 
     async def _flusher(self) -> None:

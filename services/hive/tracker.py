@@ -13,13 +13,13 @@ event-loop thread. The rules it keeps (CONTRACT.md, "Server-Sent Events"):
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from shared.mailbox import Mailbox
+from services.hive.speed import SpeedMeter, eta_secs
+from services.hive.subscribers import StreamDecision, Subscriber
 from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "StreamDecision",
     "Subscriber",
     "UnknownDownload",
+    "eta_secs",
 ]
 
 S = DownloadStatus
@@ -48,55 +49,6 @@ class UnknownDownload(KeyError):
 
 class InvalidTransition(ValueError):
     pass
-
-
-class SpeedMeter:
-    """EMA of the speed measured between samples; the first measurement seeds the average."""
-
-    def __init__(self, alpha: float = 0.3) -> None:
-        self.alpha = alpha
-        self.speed_bps = 0.0
-        self._last_t: float | None = None
-        self._last_bytes = 0
-        self._seeded = False
-
-    def reset(self, now: float, nbytes: int) -> None:
-        self._last_t, self._last_bytes = now, nbytes
-
-    def sample(self, now: float, nbytes: int) -> float:
-        if self._last_t is None:
-            self.reset(now, nbytes)
-            return self.speed_bps
-        dt = now - self._last_t
-        if dt <= 0:
-            return self.speed_bps
-        instant = max(0, nbytes - self._last_bytes) / dt
-        if self._seeded:
-            self.speed_bps = self.alpha * instant + (1 - self.alpha) * self.speed_bps
-        else:
-            self.speed_bps, self._seeded = instant, True
-        self.reset(now, nbytes)
-        return self.speed_bps
-
-
-def eta_secs(remaining: int | None, speed_bps: float) -> int | None:
-    if remaining is None or speed_bps <= 0:
-        return None
-    return math.ceil(max(0, remaining) / speed_bps)
-
-
-class Subscriber(Mailbox):
-    """A reader of one download (download_id) or of every download on the hive (None)."""
-
-    def __init__(self, download_id: str | None, after_id: int | None = None) -> None:
-        super().__init__(maxsize=None, after_id=after_id)
-        self.download_id = download_id
-
-
-class StreamDecision:
-    NOT_FOUND = "not_found"
-    ENDED = "ended"  # Last-Event-ID at or past the terminal event: 204
-    STREAM = "stream"
 
 
 @dataclass(slots=True)

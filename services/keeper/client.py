@@ -12,6 +12,8 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import SSEError, connect_sse
 
+from shared.backoff import Backoff
+
 __all__ = [
     "DEFAULT_QUEEN_URL",
     "QueenClient",
@@ -222,12 +224,13 @@ class QueenClient:
         policy = policy or ReconnectPolicy()
         last_id: int | None = None
         down_since: float | None = None
-        delay = policy.initial_delay
+        backoff = Backoff(policy.initial_delay, policy.max_delay, jitter=0.0)
         while True:
             reason = "the stream ended early"
             try:
                 for event in self.stream_once(download_id, last_id):
-                    down_since, delay = None, policy.initial_delay
+                    down_since = None
+                    backoff.reset()
                     if not event.is_terminal and event.id is not None and last_id is not None and event.id <= last_id:
                         continue  # already shown before the reconnect
                     if event.id is not None:
@@ -262,11 +265,10 @@ class QueenClient:
                     f"lost the stream from {self.base_url} and could not get it back within "
                     f"{policy.budget:g}s ({reason})"
                 )
-            wait = min(delay, left)
+            wait = min(backoff.next(), left)
             if on_reconnect is not None:
                 on_reconnect(f"stream interrupted ({reason}); reconnecting in {wait:.1f}s")
             sleep(wait)
-            delay = min(delay * 2, policy.max_delay)
 
 
 def _quote(segment: str) -> str:

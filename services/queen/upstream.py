@@ -3,42 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.backoff import Backoff  # re-exported: the relay and the aggregate import it from here
 from shared.models import EventType, ProgressEvent
 
 __all__ = ["Backoff", "RelayStats", "bytes_went_back", "decode_event", "enrich", "is_event_stream"]
-
-
-class Backoff:
-    """Exponential backoff with a cap and +-`jitter` proportional noise; `reset()` after a success."""
-
-    def __init__(
-        self,
-        initial: float,
-        maximum: float,
-        factor: float = 2.0,
-        jitter: float = 0.1,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.initial = initial
-        self.maximum = max(initial, maximum)
-        self.factor = factor
-        self.jitter = jitter
-        self._rng = rng
-        self._next = initial
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.maximum, self._next * self.factor)
-        noise = 1.0 + self.jitter * (2.0 * self._rng() - 1.0)
-        return max(0.0, delay * noise)
-
-    def reset(self) -> None:
-        self._next = self.initial
 
 
 def decode_event(event: str, data: str, event_id: str) -> ProgressEvent | None:

@@ -1,0 +1,76 @@
+"""What a server answered, parsed: pure functions over response headers, no I/O.
+
+Content-Range (`bytes start-end/total`, and a 416's `bytes */total`), Retry-After (seconds or an
+HTTP date), the strong validator If-Range may use, and the sha256 a hub states in an ETag or in
+`X-Linked-Etag` (on the redirect to its CDN).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+
+__all__ = [
+    "content_length",
+    "content_range",
+    "parse_retry_after",
+    "sha256_from_etag",
+    "unsatisfied_total",
+    "validator_of",
+]
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RE = re.compile(r"bytes \*/(\d+)")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, float(when.timestamp()) - (time.time() if now is None else now))
+
+
+def sha256_from_etag(value: str | None) -> str | None:
+    if not value:
+        return None
+    tag = value.strip()
+    if tag.startswith("W/"):
+        return None
+    tag = tag.strip('"').lower()
+    return tag if _SHA256_RE.fullmatch(tag) else None
+
+
+def validator_of(headers: Mapping[str, str]) -> str | None:
+    """A strong validator for If-Range: a strong ETag, else Last-Modified."""
+    etag = headers.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("last-modified")
+
+
+def content_range(headers: Mapping[str, str]) -> tuple[int, int | None] | None:
+    """(start, total) from `Content-Range: bytes start-end/total`."""
+    m = _CONTENT_RANGE_RE.fullmatch(headers.get("content-range", "").strip())
+    if m is None:
+        return None
+    return int(m[1]), None if m[3] == "*" else int(m[3])
+
+
+def unsatisfied_total(headers: Mapping[str, str]) -> int | None:
+    """The size a 416 states (`Content-Range: bytes */total`), if it states one."""
+    m = _UNSATISFIED_RE.fullmatch(headers.get("content-range", "").strip())
+    return int(m[1]) if m else None
+
+
+def content_length(headers: Mapping[str, str]) -> int | None:
+    length = headers.get("content-length")
+    return int(length) if length and length.isdigit() else None

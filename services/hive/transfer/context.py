@@ -1,0 +1,203 @@
+"""What the transfers of a download share: settings, collaborators, and what the download has learnt.
+
+`Context` is one per Downloader (config, request layer, throttle, counters, checkpoints, threads);
+`Transfer` is one per download, kept across attempts and across the ways a body is read. The
+tracker is told the download is DOWNLOADING from one place, `Transfer.downloading`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from services.hive.metrics import HiveStats
+from services.hive.partfile import PartFile
+from services.hive.segments import SplitWatch
+from services.hive.throttle import Throttle
+from services.hive.tracker import DownloadTracker
+from services.hive.transfer.errors import DownloadError, Retry
+from services.hive.transfer.request import Requester
+from services.hive.transfer.source import Source
+from shared.backoff import Backoff
+from shared.models import DownloadStatus, ErrorCode
+
+__all__ = [
+    "Checkpoints",
+    "Context",
+    "DownloadJob",
+    "DownloadResult",
+    "DownloaderConfig",
+    "NoCheckpoints",
+    "Outcome",
+    "Transfer",
+    "backoff_delay",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadJob:
+    download_id: str
+    url: str
+    dest: Path
+    expected_sha256: str | None = None
+    token_origin: str | None = None  # the only origin HF_TOKEN is sent to (the hub's)
+    validator: str | None = None  # set when resuming a partial left by an earlier run
+    total: int | None = None
+    segments: str | None = None  # a saved SegmentPlan (JSON) when that partial was segmented
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    sha256: str
+    size: int
+    resumed: int  # how many times a transfer was resumed with Range
+
+
+@dataclass(frozen=True, slots=True)
+class DownloaderConfig:
+    connect_timeout: float = 10.0
+    stall_timeout: float = 30.0
+    max_attempts: int = 6
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 30.0
+    write_batch_bytes: int = 2 * 1024 * 1024
+    hf_token: str | None = None
+    segments: int = 1  # parallel range connections for a large file
+    segment_min_bytes: int = 8 * 1024 * 1024  # smallest chunk; files under two chunks use one connection
+    # split over `segments` connections only while one connection is slower than this (bytes/s);
+    # 0 = split every large file at once, after a one-byte probe
+    split_below_bps: int = 0
+    direct_io: bool = True  # write the partial with O_DIRECT where the filesystem allows (see blockwriter.py)
+    # A body starts on the event loop; one that runs faster than thread_above_bps (over a RateWindow)
+    # with at least thread_min_rest left goes on from there on a worker thread (0 = always on a thread).
+    # On the loop, httpx took 1.90 s per GiB from local nginx against 1.46 s on a thread; but 100 slow
+    # downloads on threads raised the SSE p99 from 43 to 67 ms (their wake-ups cost the whole
+    # machine), so slow bodies stay on the loop.
+    thread_above_bps: int = 50_000_000
+    thread_min_rest: int = 64 * 1024 * 1024
+    allowed_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_ALLOWED_HOSTS; None = any
+
+
+class Checkpoints(Protocol):
+    """Told what a transfer learns, so a restarted hive can resume it (the history mirror)."""
+
+    def checkpoint(self, download_id: str, validator: str | None, total: int | None) -> None:
+        """Whenever a transfer learns its validator or total."""
+
+    def checkpoint_segments(self, download_id: str, plan_json: str) -> None:
+        """About once a second while a segmented transfer writes, and when it stops."""
+
+    async def persist_segments(self, download_id: str, plan_json: str) -> None:
+        """Before a partial is first extended to its full size: from then on only the plan tells
+        written bytes from holes, so it must be durable first."""
+
+
+class NoCheckpoints:
+    def checkpoint(self, download_id: str, validator: str | None, total: int | None) -> None:
+        pass
+
+    def checkpoint_segments(self, download_id: str, plan_json: str) -> None:
+        pass
+
+    async def persist_segments(self, download_id: str, plan_json: str) -> None:
+        pass
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter: uniform in [0.5, 1] x base * 2^(attempt-1), capped
+    (a base above the cap waits the cap)."""
+    return Backoff(min(base, cap), cap, spread=(0.5, 1.0), rng=rand).delay(attempt)
+
+
+class Outcome(enum.Enum):
+    """How a body read on one connection ended."""
+
+    DONE = "done"  # the body ended (whole or short: the caller checks)
+    SPLIT = "split"  # slow: split the rest over several connections
+    THREAD = "thread"  # fast: read the rest on a worker thread (a new request from here)
+
+
+@dataclass(slots=True)
+class Transfer:
+    """One download: its job, where it comes from, its partial, and what it has learnt so far."""
+
+    job: DownloadJob
+    source: Source
+    tracker: DownloadTracker
+    part: PartFile
+    bound: Any  # the logger, bound to the download id
+    total: int | None = None
+    validator: str | None = None  # for If-Range
+    remote_sha256: str | None = None  # from the hub's X-Linked-Etag or a sha256 ETag
+    resumed: int = 0
+
+    def downloading(self) -> None:
+        """Bytes are on their way: tell the tracker, once."""
+        download_id = self.job.download_id
+        state = self.tracker.get_download(download_id)
+        if state is not None and state.status is not DownloadStatus.DOWNLOADING:
+            self.tracker.set_status(download_id, DownloadStatus.DOWNLOADING)
+
+
+class Context:
+    """A Downloader's collaborators and settings, as every transfer sees them."""
+
+    def __init__(
+        self,
+        config: DownloaderConfig,
+        requester: Requester,
+        throttle: Throttle | None,
+        stats: HiveStats,
+        checkpoints: Checkpoints,
+        disk_free: Callable[[Path], int],
+        io: ThreadPoolExecutor,
+        body_threads: ThreadPoolExecutor,
+    ) -> None:
+        self.config = config
+        self.requester = requester
+        self.throttle = throttle
+        self.stats = stats
+        self.checkpoints = checkpoints
+        self.disk_free = disk_free
+        self.io = io  # file work off the event loop (open, truncate, fsync, rename)
+        self.body_threads = body_threads  # threaded bodies and the sync client's requests
+
+    def may_split(self, transfer: Transfer, offset: int) -> bool:
+        cfg = self.config
+        if cfg.segments < 2 or not transfer.validator or transfer.total is None:
+            return False  # without a strong validator, ranges from several connections could mix two files
+        if self.throttle is not None and self.throttle.active(transfer.job.download_id):
+            return False  # a capped download is slow by choice: more connections would not help
+        return transfer.total - offset >= 2 * cfg.segment_min_bytes
+
+    def split_due(self, watch: SplitWatch, now: float, transfer: Transfer, size: int) -> bool:
+        """The watch says this connection is slow, and enough is left to split (either thread)."""
+        return watch.observe(now, size, time.process_time) and self.may_split(transfer, size)
+
+    async def backoff(self, retry: Retry, failures: int, offset: int, bound: Any) -> None:
+        cfg = self.config
+        if failures >= cfg.max_attempts:
+            code = ErrorCode.DOWNLOAD_TIMEOUT if retry.timeout else ErrorCode.DOWNLOAD_FAILED
+            raise DownloadError(code, f"gave up after {failures} attempts: {retry}") from None
+        delay = backoff_delay(failures + 1, cfg.retry_base_delay, cfg.retry_max_delay)
+        if retry.delay is not None:
+            delay = min(max(delay, retry.delay), max(cfg.retry_max_delay, 1.0))
+        bound.warning("download_retry", reason=str(retry), failures=failures, offset=offset, delay=round(delay, 2))
+        self.stats.retries += 1
+        await asyncio.sleep(delay)
+
+    def resumed(self, transfer: Transfer) -> None:
+        transfer.resumed += 1
+        self.stats.resumes += 1
+
+    def check_disk(self, directory: Path, needed: int) -> None:
+        free = self.disk_free(directory)
+        if needed > free:
+            raise DownloadError(ErrorCode.INSUFFICIENT_DISK, f"needs {needed} more bytes but only {free} are free")

@@ -1,0 +1,151 @@
+"""The Downloader: one file's transfer, resumable, retried, verified, atomically put in place.
+
+Thin: it builds the partial and the download's Source, then chooses among the ways to move the
+bytes (a segmented partial left by an earlier run, one connection, one that splits), verifies
+the sha256 and renames the file into place. It raises DownloadError with a contract error code
+when it gives up; what to do with a partial after a cancel or failure belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import structlog
+
+from services.hive.metrics import HiveStats
+from services.hive.partfile import FilePools, PartFile, part_path
+from services.hive.throttle import Throttle
+from services.hive.tracker import DownloadTracker
+from services.hive.transfer.context import (
+    Checkpoints,
+    Context,
+    DownloaderConfig,
+    DownloadJob,
+    DownloadResult,
+    NoCheckpoints,
+    Transfer,
+)
+from services.hive.transfer.errors import DownloadError, RemoteChanged
+from services.hive.transfer.httpcore_tuning import raise_read_size
+from services.hive.transfer.request import Requester
+from services.hive.transfer.segmented import saved_plan, segmented
+from services.hive.transfer.single import open_partial, single
+from services.hive.transfer.source import Source
+from shared.models import ErrorCode
+
+__all__ = ["Downloader"]
+
+log = structlog.get_logger()
+
+
+class Downloader:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        config: DownloaderConfig,
+        *,
+        throttle: Throttle | None = None,
+        stats: HiveStats | None = None,
+        checkpoints: Checkpoints | None = None,
+        disk_free: Callable[[Path], int] | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.throttle = throttle
+        self.stats = stats or HiveStats()  # counters for /metrics
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rbee-io")
+        # a fast body goes on on a worker thread with httpx's sync client (see transfer/threaded.py)
+        self.sync_client = httpx.Client(
+            timeout=self.timeouts(config),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=4),
+            headers=client.headers,
+        )
+        self._body_threads = ThreadPoolExecutor(max_workers=256, thread_name_prefix="rbee-body")
+        self._file_pools = FilePools()
+        raise_read_size()
+        self._ctx = Context(
+            config,
+            Requester(client, self.sync_client, self._body_threads, config.allowed_hosts),
+            throttle,
+            self.stats,
+            checkpoints or NoCheckpoints(),
+            disk_free or (lambda d: shutil.disk_usage(d).free),
+            self._executor,
+            self._body_threads,
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._body_threads.shutdown(wait=False, cancel_futures=True)
+        self._file_pools.shutdown()
+        self.sync_client.close()
+
+    @staticmethod
+    def timeouts(config: DownloaderConfig) -> httpx.Timeout:
+        # read = stall detection: no bytes for stall_timeout counts as a dropped connection
+        return httpx.Timeout(connect=config.connect_timeout, read=config.stall_timeout, write=30.0, pool=30.0)
+
+    async def run(self, job: DownloadJob, tracker: DownloadTracker) -> DownloadResult:
+        ctx, cfg = self._ctx, self.config
+        bound = log.bind(download_id=job.download_id)
+        part = PartFile(part_path(job.dest), cfg.write_batch_bytes, cfg.direct_io, self._file_pools)
+        source = Source.of(job.url, job.token_origin, cfg.hf_token)
+        t = Transfer(job, source, tracker, part, bound, total=job.total, validator=job.validator)
+        try:
+            job.dest.parent.mkdir(parents=True, exist_ok=True)
+            plan = await saved_plan(ctx, t)
+            saved = plan is not None
+            if plan is None:
+                await open_partial(ctx, t)
+                plan = await single(ctx, t, probe=cfg.segments > 1)
+            if plan is not None:
+                try:
+                    sha, size = await segmented(ctx, t, plan, saved)
+                except RemoteChanged:
+                    bound.warning("download_restart", reason="the file changed during a segmented download")
+                    t.validator = None
+                    await part.open_fresh()
+                    await single(ctx, t, probe=False)
+                    sha, size = await part.finish(), part.size
+            else:
+                sha, size = await part.finish(), part.size
+        except OSError as exc:
+            await part.close()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DownloadError(ErrorCode.INSUFFICIENT_DISK, "the disk filled up while writing") from None
+            raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"could not write the file: {exc.strerror}") from None
+        except BaseException:
+            await part.close()
+            raise
+        expected = job.expected_sha256.lower() if job.expected_sha256 else t.remote_sha256
+        if expected and sha != expected:
+            part.path.unlink(missing_ok=True)
+            raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, f"sha256 {sha} does not match expected {expected}")
+        # off the event loop: a directory fsync waits for a journal commit (tens of ms on a busy
+        # disk), and with many downloads ending together it held up every SSE stream
+        await asyncio.get_running_loop().run_in_executor(self._executor, _put_in_place, part.path, job.dest)
+        bound.info("download_verified", sha256=sha, size=size, resumed=t.resumed)
+        return DownloadResult(sha, size, t.resumed)
+
+
+def _put_in_place(part: Path, dest: Path) -> None:
+    os.replace(part, dest)
+    _fsync_dir(dest.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

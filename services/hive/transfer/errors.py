@@ -1,0 +1,25 @@
+"""How a transfer fails: for good (DownloadError, with a contract error code) or for now (Retry)."""
+
+from __future__ import annotations
+
+__all__ = ["DownloadError", "RemoteChanged", "Retry"]
+
+
+class DownloadError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+
+
+class Retry(Exception):
+    """This attempt failed in a way worth another try."""
+
+    def __init__(self, reason: str, *, timeout: bool = False, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.timeout = timeout
+        self.delay = delay
+
+
+class RemoteChanged(Exception):
+    """A range request got the whole file back: the remote changed under a segmented download."""

@@ -1,0 +1,136 @@
+"""How a request is made: redirects followed by hand, a source's headers per hop, allowed hosts,
+and what a status or a transport failure means (a DownloadError for good, a Retry for now).
+
+Redirects are followed here, not by httpx, so that a hub's token goes only to the hub's origin
+(`Source.headers_for` is asked at every hop) and every hop is checked against HIVE_ALLOWED_HOSTS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urljoin, urlsplit
+
+import httpcore
+import httpx
+
+from services.hive.refs import host_allowed
+from services.hive.transfer.answers import parse_retry_after, sha256_from_etag
+from services.hive.transfer.errors import DownloadError, Retry
+from services.hive.transfer.source import Source
+from shared.models import ErrorCode
+
+__all__ = ["Requester", "body_errors", "check_status"]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRY_STATUSES = frozenset({408, 429})
+_MAX_REDIRECTS = 10
+
+
+class Requester:
+    """Opens streamed GETs on the async client, or on the sync one from a worker thread."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        sync_client: httpx.Client,
+        threads: ThreadPoolExecutor,
+        allowed_hosts: frozenset[tuple[str, int | None]] | None,
+    ) -> None:
+        self.client = client
+        self.sync_client = sync_client
+        self._threads = threads
+        self._allowed_hosts = allowed_hosts
+
+    async def open(
+        self, source: Source, headers: dict[str, str], threaded: bool = False
+    ) -> tuple[httpx.Response, str | None]:
+        """(response, the sha256 a redirect's X-Linked-Etag stated). `threaded`: with the sync
+        client, on a worker thread. A connection that cannot be made raises Retry, like every
+        other transient failure."""
+        url = source.url
+        hub_sha: str | None = None
+        for _ in range(_MAX_REDIRECTS + 1):
+            if not host_allowed(url, self._allowed_hosts):
+                host = _host_of(url)
+                raise DownloadError(ErrorCode.HOST_NOT_ALLOWED, f"host {host!r} is not in HIVE_ALLOWED_HOSTS")
+            req_headers = {**headers, **source.headers_for(url)}
+            try:
+                request = self.client.build_request("GET", url, headers=req_headers)
+            except httpx.InvalidURL:
+                raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a malformed URL") from None
+            try:
+                if threaded:
+                    resp = await self._send_threaded(request)
+                else:
+                    resp = await self.client.send(request, stream=True, follow_redirects=False)
+            except httpx.TimeoutException as exc:
+                raise Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
+            except httpx.TransportError as exc:
+                raise Retry(f"connection failed: {type(exc).__name__}") from None
+            if resp.status_code not in _REDIRECTS or "location" not in resp.headers:
+                return resp, hub_sha
+            hub_sha = hub_sha or sha256_from_etag(resp.headers.get("x-linked-etag"))
+            url = urljoin(str(resp.url), resp.headers["location"])
+            await self.close(resp)
+            if not url.lower().startswith(("http://", "https://")):
+                raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a non-http(s) URL")
+        raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"more than {_MAX_REDIRECTS} redirects")
+
+    async def _send_threaded(self, request: httpx.Request) -> httpx.Response:
+        """The sync client's send on a worker thread; a response nobody waits for any more is closed."""
+        future = asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(self.sync_client.send, request, stream=True, follow_redirects=False)
+        )
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_close_abandoned)
+            raise
+
+    async def close(self, resp: httpx.Response) -> None:
+        if isinstance(resp.stream, httpx.AsyncByteStream):
+            await resp.aclose()
+        else:  # the sync client's: closing may flush a socket, so not on the event loop
+            await asyncio.get_running_loop().run_in_executor(self._threads, resp.close)
+
+
+def check_status(resp: httpx.Response) -> None:
+    """200 and 206 pass; the rest is a DownloadError, or a Retry for what may pass (408, 429, 5xx)."""
+    status = resp.status_code
+    if status in (200, 206):
+        return
+    if status in (401, 403):
+        raise DownloadError(ErrorCode.UNAUTHORIZED, f"the server refused access ({status})")
+    if status in (404, 410):
+        raise DownloadError(ErrorCode.NOT_FOUND, f"the file was not found ({status})")
+    if status in _RETRY_STATUSES or status >= 500:
+        delay = parse_retry_after(resp.headers.get("retry-after"))
+        raise Retry(f"server answered {status}", timeout=status == 408, delay=delay)
+    raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"unexpected HTTP status {status}")
+
+
+@contextlib.contextmanager
+def body_errors(stall_timeout: float) -> Iterator[None]:
+    """A body that stalls (no bytes for the read timeout) or breaks off is worth another try."""
+    try:
+        yield
+    except (httpx.TimeoutException, httpcore.TimeoutException):
+        raise Retry(f"stalled: no bytes for {stall_timeout:g}s", timeout=True) from None
+    except (httpx.TransportError, httpx.StreamError, httpcore.NetworkError) as exc:
+        raise Retry(f"connection dropped: {type(exc).__name__}") from None
+
+
+def _close_abandoned(future: asyncio.Future[httpx.Response]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+def _host_of(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""

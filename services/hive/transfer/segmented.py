@@ -1,0 +1,198 @@
+"""The segmented transfer: the rest of a file fetched over several range connections at once.
+
+Each connection takes a chunk of the SegmentPlan and writes it in place (pwrite); a hash follower
+hashes the file in order as the contiguous written prefix grows. The plan is checkpointed about
+once a second, so a restarted hive resumes exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO, Any
+
+import httpx
+
+from services.hive.fileio import hash_range, pwrite_all
+from services.hive.segments import Chunk, SegmentPlan
+from services.hive.transfer.answers import content_range
+from services.hive.transfer.context import Context, Transfer
+from services.hive.transfer.errors import RemoteChanged, Retry
+from services.hive.transfer.request import body_errors, check_status
+
+__all__ = ["saved_plan", "segmented"]
+
+
+@dataclass(slots=True)
+class _SegmentRun:
+    plan: SegmentPlan
+    received: int  # bytes received over every connection (what progress shows)
+    moved: asyncio.Event  # set whenever written bytes advance
+    reported: float = 0.0
+
+
+async def saved_plan(ctx: Context, t: Transfer) -> SegmentPlan | None:
+    """The plan of a segmented partial left by an earlier run, if file and plan agree."""
+    job, part = t.job, t.part
+    if not (job.segments and job.validator):
+        return None
+    plan = SegmentPlan.from_json(job.segments)
+    if plan is None or not part.path.is_file() or part.path.stat().st_size != plan.total:
+        # a segmented partial has holes: without its plan it is no prefix to resume from
+        t.bound.info("download_partial_discarded", reason="segment plan and partial disagree")
+        part.path.unlink(missing_ok=True)
+        return None
+    for chunk in plan.chunks:
+        chunk.taken = False
+    t.total = plan.total
+    ctx.resumed(t)
+    t.bound.info("download_resuming_segments", written=plan.written(), total=plan.total)
+    return plan
+
+
+async def segmented(ctx: Context, t: Transfer, plan: SegmentPlan, saved: bool = False) -> tuple[str, int]:
+    """Fetch the plan's chunks over several connections, writing in place; (sha256, size)."""
+    loop = asyncio.get_running_loop()
+    job, part = t.job, t.part
+    if saved:  # an earlier run's partial: the hash follower re-reads what it holds
+        digest: Any = hashlib.sha256()
+        hashed = 0
+    else:
+        await ctx.checkpoints.persist_segments(job.download_id, plan.to_json())
+        digest, hashed = await part.detach()
+    f: IO[bytes] = await loop.run_in_executor(ctx.io, open, part.path, "r+b")
+    fd = f.fileno()
+    await loop.run_in_executor(ctx.io, os.ftruncate, fd, plan.total)
+    t.tracker.set_total(job.download_id, plan.total)
+    # the partial is sparse: only what it does not hold yet (by the plan or by allocated blocks) needs room
+    held = max(plan.written(), (await loop.run_in_executor(ctx.io, os.fstat, fd)).st_blocks * 512)
+    ctx.check_disk(job.dest.parent, plan.total - held)
+    t.downloading()
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbee-hash")
+    seg = _SegmentRun(plan, plan.written(), asyncio.Event())
+    follower = asyncio.create_task(_hash_follower(fd, digest, hashed, seg, hasher))
+    workers = [
+        asyncio.create_task(_segment_worker(ctx, t, fd, seg)) for _ in range(min(ctx.config.segments, len(plan.chunks)))
+    ]
+    try:
+        done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()
+        seg.moved.set()
+        sha = await follower
+        await loop.run_in_executor(ctx.io, os.fsync, fd)
+    finally:
+        ctx.checkpoints.checkpoint_segments(job.download_id, plan.to_json())  # the exact plan, for a resume
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        hasher.shutdown(wait=False)
+        await loop.run_in_executor(ctx.io, f.close)
+    return sha, plan.total
+
+
+async def _hash_follower(fd: int, digest: Any, hashed: int, seg: _SegmentRun, hasher: ThreadPoolExecutor) -> str:
+    """Hash the file in order, following the contiguous written prefix as it grows."""
+    loop = asyncio.get_running_loop()
+    total = seg.plan.total
+    while hashed < total:
+        frontier = seg.plan.frontier()
+        if frontier <= hashed:
+            seg.moved.clear()
+            await seg.moved.wait()
+            continue
+        await loop.run_in_executor(hasher, hash_range, fd, digest, hashed, frontier)
+        hashed = frontier
+    return str(digest.hexdigest())
+
+
+async def _segment_worker(ctx: Context, t: Transfer, fd: int, seg: _SegmentRun) -> None:
+    while (chunk := seg.plan.take()) is not None:
+        failures = 0
+        try:
+            while not chunk.done:
+                before = chunk.written
+                try:
+                    await _fetch_chunk(ctx, t, fd, chunk, seg)
+                except Retry as retry:
+                    failures = 0 if chunk.written > before else failures + 1
+                    await ctx.backoff(retry, failures, chunk.written, t.bound)
+                    ctx.resumed(t)
+        finally:
+            seg.plan.release(chunk)
+
+
+async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun) -> None:
+    headers = {"Accept-Encoding": "identity", "Range": f"bytes={chunk.written}-{chunk.end - 1}"}
+    if t.validator:
+        headers["If-Range"] = t.validator
+    resp, _ = await ctx.requester.open(t.source, headers)
+    try:
+        check_status(resp)
+        answered = content_range(resp.headers)
+        if resp.status_code != 206 or answered is None:
+            raise RemoteChanged()
+        if answered[0] != chunk.written or answered[1] != seg.plan.total:
+            raise RemoteChanged()
+        await _read_chunk(ctx, t, fd, chunk, seg, resp)
+    finally:
+        await resp.aclose()
+    if not chunk.done:
+        raise Retry(f"range ended at {chunk.written} of {chunk.end}")
+
+
+async def _read_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun, resp: httpx.Response) -> None:
+    loop = asyncio.get_running_loop()
+    download_id = t.job.download_id
+    update = t.tracker.update_progress
+    throttle = ctx.throttle
+    stats = ctx.stats
+    batch: list[bytes] = []
+    batched = 0
+    # one write-batch budget per download, shared by its connections: memory stays flat
+    limit = max(256 * 1024, ctx.config.write_batch_bytes // max(1, ctx.config.segments))
+
+    async def flush() -> None:
+        nonlocal batch, batched
+        if not batch:
+            return
+        pieces, offset, n = batch, chunk.written, batched
+        batch, batched = [], 0
+        await loop.run_in_executor(ctx.io, pwrite_all, fd, pieces, offset)
+        chunk.written += n
+        seg.moved.set()
+        _report_segments(ctx, download_id, seg)
+
+    try:
+        with body_errors(ctx.config.stall_timeout):
+            async for data in resp.aiter_raw():
+                stats.bytes_downloaded += len(data)
+                room = chunk.end - (chunk.written + batched)
+                overrun = len(data) > room  # a server sending past the range: keep what we asked for
+                if overrun:
+                    data = data[:room]
+                batch.append(data)
+                batched += len(data)
+                seg.received += len(data)
+                update(download_id, seg.received)
+                if batched >= limit:
+                    await flush()
+                if throttle is not None and throttle.active(download_id):
+                    await throttle.consume(download_id, len(data))
+                if overrun:
+                    break  # (otherwise the body ends by itself and the connection goes back to the pool)
+    finally:
+        await flush()
+
+
+def _report_segments(ctx: Context, download_id: str, seg: _SegmentRun) -> None:
+    now = time.monotonic()
+    if now - seg.reported >= 1.0:
+        seg.reported = now
+        ctx.checkpoints.checkpoint_segments(download_id, seg.plan.to_json())
