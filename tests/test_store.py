@@ -151,3 +151,18 @@ def test_migrate_runs_each_step_once(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     finally:
         conn.close()
+
+
+def test_close_right_after_an_urgent_write_returns_and_keeps_it(tmp_path: Path) -> None:
+    """The flusher's wake-up and close()'s cancel landing together once hung close() for good."""
+    path = tmp_path / "hive.db"
+
+    async def go() -> None:
+        for i in range(50):
+            store = HistoryStore(path, flush_interval=60.0)
+            await store.open()
+            store.put(record(f"dl-{i}", i), urgent=True)
+            await asyncio.wait_for(store.close(), timeout=10)
+
+    asyncio.run(go())
+    assert len(reopen(path)) == 50

@@ -7,6 +7,7 @@ memory) and a flusher writes them every `flush_interval` seconds, at once on sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -137,11 +138,13 @@ class HistoryStore:
         return records
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        await self.flush()
+        task, self._task = self._task, None  # the flusher's loop ends once this is None
+        if task is not None:
+            if self._wake is not None:
+                self._wake.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.sync()  # also waits out a write the cancelled flusher had handed to the executor
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -170,7 +173,8 @@ class HistoryStore:
         deleted = list(self._deleted)
         self._dirty.clear()
         self._deleted.clear()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows, deleted)
+        # shielded: a cancel (close() stopping the flusher) must not cancel a write whose rows were taken
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows, deleted))
 
     async def sync(self) -> None:
         """Flush, and return only once every write queued so far (the flusher's too) is in the database."""
@@ -189,11 +193,12 @@ class HistoryStore:
 
     async def _flusher(self) -> None:
         assert self._wake is not None
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
-            except TimeoutError:
-                pass
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel from close()
+        # when the wake-up lands at the same moment, and the flusher would never stop.
+        while self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()
