@@ -53,13 +53,13 @@ HUB = "http://127.0.0.1:9"
     ],
 )
 def test_hub_refusals(status: int, headers: dict[str, str], code: str, says: str) -> None:
-    refusal = hub_refusal(status, headers, "o/r", HUB)
+    refusal = hub_refusal(status, headers, "o/r", f"{HUB}/o/r")
     assert refusal is not None and refusal.code == code and says in refusal.message
 
 
 def test_what_is_not_a_hub_refusal() -> None:
-    assert hub_refusal(404, {}, "o/r", HUB) is None
-    assert hub_refusal(500, {"x-error-message": "boom"}, "o/r", HUB) is None
+    assert hub_refusal(404, {}, "o/r", f"{HUB}/o/r") is None
+    assert hub_refusal(500, {"x-error-message": "boom"}, "o/r", f"{HUB}/o/r") is None
 
 
 def test_ratelimit_header() -> None:

@@ -50,11 +50,11 @@ class HubRefusal:
     message: str
 
 
-def hub_refusal(status: int, headers: Mapping[str, str], repo_id: str | None, endpoint: str) -> HubRefusal | None:
-    """The contract's code and a message for a hub error answer; None when it is no hub refusal."""
+def hub_refusal(status: int, headers: Mapping[str, str], repo_id: str | None, page: str) -> HubRefusal | None:
+    """The contract's code and a message for a hub error answer (`page`: the repository's page on
+    the hub, where access to a gated one is asked for); None when it is no hub refusal."""
     code = headers.get("x-error-code", "")
     said = headers.get("x-error-message", "").strip()[:_MAX_MESSAGE]
-    page = f"{endpoint.rstrip('/')}/{repo_id}" if repo_id else endpoint
     if code == "GatedRepo":
         text = said or f"{repo_id} is a gated repository"
         return HubRefusal(ErrorCode.GATED_REPO, f"{text} (ask for access at {page})" if page not in text else text)
