@@ -92,6 +92,7 @@ class DownloadState:
     path: str | None = None
     sha256: str | None = None
     queue_position: int | None = None
+    commit: str | None = None  # for hf: refs, the commit the hub named (X-Repo-Commit)
 
     @property
     def percent(self) -> float | None:
@@ -116,6 +117,7 @@ class DownloadState:
             "path": self.path,
             "sha256": self.sha256,
             "queue_position": self.queue_position,
+            "commit": self.commit,
         }
 
 
@@ -144,6 +146,8 @@ class ProgressEvent:
             "total": state.total_bytes,
             "emitted_at": rfc3339(_utcnow()),  # when the tracker made the event: end-to-end latency
         }
+        if state.commit is not None:
+            base["commit"] = state.commit
         if state.status is DownloadStatus.COMPLETE:
             base.update(duration_secs=duration_secs, sha256=state.sha256, path=state.path)
             return cls(event_id, EventType.COMPLETE, base)

@@ -82,6 +82,7 @@ class History:
         rec.started_at = rfc3339(state.started_at) or rec.started_at
         rec.completed_at = rfc3339(state.completed_at)
         rec.error, rec.error_code, rec.sha256 = state.error, state.error_code, state.sha256
+        rec.commit = state.commit
         rec.last_event_id = event.id
         self.store.put(rec, urgent=status_changed)
 
@@ -94,10 +95,12 @@ class History:
 
     # -- checkpoints (the downloader's Checkpoints) -------------------------------------------
 
-    def checkpoint(self, download_id: str, validator: str | None, total: int | None) -> None:
+    def checkpoint(self, download_id: str, validator: str | None, total: int | None, digest: str | None) -> None:
         rec = self._records.get(download_id)
-        if rec is not None and self.store is not None and (rec.validator, rec.total_bytes) != (validator, total):
-            rec.validator, rec.total_bytes = validator, total
+        if rec is None or self.store is None:
+            return
+        if (rec.validator, rec.total_bytes, rec.hub_digest) != (validator, total, digest):
+            rec.validator, rec.total_bytes, rec.hub_digest = validator, total, digest
             self.store.put(rec, urgent=True)
 
     def checkpoint_segments(self, download_id: str, plan_json: str) -> None:
@@ -194,4 +197,5 @@ def _state_of(rec: DownloadRecord) -> DownloadState:
         error_code=rec.error_code,
         path=rec.dest,
         sha256=rec.sha256,
+        commit=rec.commit,
     )

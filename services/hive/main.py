@@ -46,6 +46,8 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         thread_above_bps=settings.thread_above_bps,
         hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
         allowed_hosts=settings.allowed_host_set,
+        hub_cdn_hosts=settings.hub_cdn_host_set,
+        range_limit=settings.range_limit_bytes,
     )
 
 

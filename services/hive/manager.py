@@ -125,7 +125,13 @@ class DownloadManager:
         self.tracker.start_download(download_id, model_ref, path=str(dest))
         job = DownloadJob(download_id, ref.url, dest, expected, token_origin)
         if kept is not None:  # a partial an earlier download kept (the disk filled up): carry on from it
-            job = dataclasses.replace(job, validator=kept.validator, total=kept.total_bytes, segments=kept.segments)
+            job = dataclasses.replace(
+                job,
+                validator=kept.validator,
+                total=kept.total_bytes,
+                segments=kept.segments,
+                hub_digest=kept.hub_digest,
+            )
         self._enqueue(job, max_bps)
         log.info("download_requested", download_id=download_id, model_ref=model_ref, dest=str(dest))
         return self._state(download_id), True
@@ -186,6 +192,7 @@ class DownloadManager:
                 validator=rec.validator,
                 total=rec.total_bytes,
                 segments=rec.segments,
+                hub_digest=rec.hub_digest,
             )
             self._enqueue(job, rec.max_bps)
         removed = self.history.remove_orphans(self.models_dir, running=self._running)

@@ -42,6 +42,12 @@ class HiveSettings(CommonSettings):
     # comma-separated host names or host:port (`*.example.com` for subdomains); when set, refs and
     # every redirect target must match. Unset = any host.
     allowed_hosts: str | None = Field(default=None, max_length=4096)
+    # hosts (same syntax) a redirect from the hub itself may go to even outside allowed_hosts: the
+    # hub's CDN; the default names the real hub's (cdn-lfs.hf.co, cas-bridge.xethub.hf.co, ...)
+    hub_cdn_hosts: str = Field(default="*.hf.co,*.huggingface.co", max_length=4096)
+    # the longest byte range one request asks for; a bigger file is fetched in bounded ranges (the
+    # real hub's CDN refuses an open-ended range of a file over 50 GB)
+    range_limit_bytes: int = Field(default=50_000_000_000, ge=1024 * 1024)
     heartbeat_secs: float = Field(default=10.0, gt=0)  # re-register with the queen this often
     history_ttl: float = Field(default=7 * 86400.0, gt=0)  # seconds a finished entry is kept
     history_max: int = Field(default=1000, ge=1)  # finished entries kept at most
@@ -56,7 +62,7 @@ class HiveSettings(CommonSettings):
     # 2 MiB: the same speed as 4 MiB, and 106 MB instead of 134 MB peak for four 1 GiB downloads
     write_batch_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
 
-    @field_validator("allowed_hosts")
+    @field_validator("allowed_hosts", "hub_cdn_hosts")
     @classmethod
     def _check_allowed_hosts(cls, value: str | None) -> str | None:
         parse_allowed_hosts(value)  # raises ValueError on a malformed entry
@@ -65,6 +71,10 @@ class HiveSettings(CommonSettings):
     @property
     def allowed_host_set(self) -> frozenset[tuple[str, int | None]] | None:
         return parse_allowed_hosts(self.allowed_hosts)
+
+    @property
+    def hub_cdn_host_set(self) -> frozenset[tuple[str, int | None]] | None:
+        return parse_allowed_hosts(self.hub_cdn_hosts)
 
     @property
     def state_db_path(self) -> Path:

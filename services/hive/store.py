@@ -46,6 +46,8 @@ class DownloadRecord:
     token_origin: str | None = None
     last_event_id: int = 0
     segments: str | None = None  # the SegmentPlan of a segmented partial, for resuming it
+    commit: str | None = None  # the hub's X-Repo-Commit for the file (hf: refs)
+    hub_digest: str | None = None  # the hub's digest of the file (sha256, or a git blob sha1), to verify a resume
 
     @property
     def started(self) -> datetime:
@@ -57,6 +59,7 @@ class DownloadRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(DownloadRecord))
+_COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)  # quoted: `commit` is an SQL keyword
 
 # The schema's history, one step per version (`PRAGMA user_version` says how many have run). A
 # step is never edited once released: a new column is a new step (ALTER TABLE ... ADD COLUMN) plus
@@ -86,6 +89,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             segments         TEXT
         )""",
         "CREATE INDEX IF NOT EXISTS downloads_status ON downloads(status)",
+    ),
+    # 2: what the hub said of a file, so a resumed download is verified against it too
+    (
+        'ALTER TABLE downloads ADD COLUMN "commit" TEXT',
+        "ALTER TABLE downloads ADD COLUMN hub_digest TEXT",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -127,7 +135,7 @@ class HistoryStore:
         conn.execute("PRAGMA busy_timeout=5000")
         migrate(conn)
         self._conn = conn
-        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM downloads ORDER BY seq").fetchall()
+        rows = conn.execute(f"SELECT {_COLUMN_LIST} FROM downloads ORDER BY seq").fetchall()
         return [DownloadRecord(**dict(zip(COLUMNS, row, strict=True))) for row in rows]
 
     async def open(self) -> list[DownloadRecord]:
@@ -188,7 +196,7 @@ class HistoryStore:
         placeholders = ", ".join("?" for _ in COLUMNS)
         with conn:
             conn.execute("BEGIN")
-            conn.executemany(f"INSERT OR REPLACE INTO downloads ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)
+            conn.executemany(f"INSERT OR REPLACE INTO downloads ({_COLUMN_LIST}) VALUES ({placeholders})", rows)
             conn.executemany("DELETE FROM downloads WHERE download_id = ?", [(d,) for d in deleted])
 
     async def _flusher(self) -> None:

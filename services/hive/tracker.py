@@ -139,6 +139,13 @@ class DownloadTracker:
             entry.state.total_bytes = total_bytes
             entry.dirty = True
 
+    def set_commit(self, download_id: str, commit: str) -> None:
+        """The commit the hub named for the file; the next event carries it."""
+        entry = self._entry(download_id)
+        if entry.state.commit != commit and not entry.state.status.is_terminal:
+            entry.state.commit = commit
+            entry.dirty = True
+
     def set_queue_position(self, download_id: str, position: int | None) -> None:
         entry = self._entry(download_id)
         if entry.state.queue_position != position and entry.state.status is DownloadStatus.QUEUED:

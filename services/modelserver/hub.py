@@ -32,6 +32,8 @@ Switches (`HubSwitches` fields, and methods):
   follows relative redirects only);
 - ``url_ttl``: seconds a CDN URL stays valid (negative: born expired); `cdn.advance_clock` ages URLs;
 - ``tree_page_size``: entries per tree page (the real hub's is 1000; small in tests);
+- ``damaged``: paths of small files served with their first byte flipped, under the right ETag
+  (an LFS file's bytes are damaged by writing into its blob on disk, `HubFile.disk`);
 - ``Hub(cdn_max_unranged_bytes=...)``: the CDN refuses unbounded reads of bigger blobs (cdn.py);
 - `limits.set_quota(q, window)`: at most q resolves per client IP per window, then 429 with
   ``RateLimit``, ``RateLimit-Policy`` and ``Retry-After``; `limits.fail_next(k, reset)`: the next k
@@ -74,6 +76,7 @@ class HubSwitches:
     small_file_redirect: bool = False
     url_ttl: float = 3600.0
     tree_page_size: int = 1000
+    damaged: set[str] = field(default_factory=set)  # small files served with their first byte flipped
 
 
 @dataclass
@@ -262,7 +265,10 @@ class Hub(LoopbackServer):
             location = f"/api/resolve-cache/models/{target.repo_id}/{commit.sha}/{quote(f.path)}"
             body = f"Temporary Redirect. Redirecting to {location}".encode()
             return Answer.of(307, {**base, "ETag": etag, "Location": location, "Content-Type": "text/plain"}, body)
-        return file_answer(f.size, etag, headers, base, data=f.content())
+        data = f.content()
+        if f.path in self.switches.damaged and data:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]  # a bad mirror: the digests stay, one byte does not
+        return file_answer(f.size, etag, headers, base, data=data)
 
     def _api(self, parts: list[str], raw_path: str, params: dict[str, str], headers: dict[str, str]) -> Answer:
         repo_id, rest = f"{parts[2]}/{parts[3]}", parts[4:]

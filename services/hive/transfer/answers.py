@@ -15,6 +15,7 @@ from collections.abc import Mapping
 __all__ = [
     "content_length",
     "content_range",
+    "content_range_end",
     "parse_retry_after",
     "sha256_from_etag",
     "unsatisfied_total",
@@ -63,6 +64,12 @@ def content_range(headers: Mapping[str, str]) -> tuple[int, int | None] | None:
     if m is None:
         return None
     return int(m[1]), None if m[3] == "*" else int(m[3])
+
+
+def content_range_end(headers: Mapping[str, str]) -> int | None:
+    """The last byte a 206 answers (`Content-Range: bytes start-end/total`)."""
+    m = _CONTENT_RANGE_RE.fullmatch(headers.get("content-range", "").strip())
+    return int(m[2]) if m else None
 
 
 def unsatisfied_total(headers: Mapping[str, str]) -> int | None:

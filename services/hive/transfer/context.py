@@ -51,6 +51,7 @@ class DownloadJob:
     validator: str | None = None  # set when resuming a partial left by an earlier run
     total: int | None = None
     segments: str | None = None  # a saved SegmentPlan (JSON) when that partial was segmented
+    hub_digest: str | None = None  # what the hub said the file's digest is, when an earlier run learnt it
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +84,15 @@ class DownloaderConfig:
     thread_above_bps: int = 50_000_000
     thread_min_rest: int = 64 * 1024 * 1024
     allowed_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_ALLOWED_HOSTS; None = any
+    hub_cdn_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_HUB_CDN_HOSTS
+    range_limit: int | None = 50_000_000_000  # HIVE_RANGE_LIMIT_BYTES: the longest range one request asks for
 
 
 class Checkpoints(Protocol):
     """Told what a transfer learns, so a restarted hive can resume it (the history mirror)."""
 
-    def checkpoint(self, download_id: str, validator: str | None, total: int | None) -> None:
-        """Whenever a transfer learns its validator or total."""
+    def checkpoint(self, download_id: str, validator: str | None, total: int | None, digest: str | None) -> None:
+        """Whenever a transfer learns its validator, total or the hub's digest of the file."""
 
     def checkpoint_segments(self, download_id: str, plan_json: str) -> None:
         """About once a second while a segmented transfer writes, and when it stops."""
@@ -100,7 +103,7 @@ class Checkpoints(Protocol):
 
 
 class NoCheckpoints:
-    def checkpoint(self, download_id: str, validator: str | None, total: int | None) -> None:
+    def checkpoint(self, download_id: str, validator: str | None, total: int | None, digest: str | None) -> None:
         pass
 
     def checkpoint_segments(self, download_id: str, plan_json: str) -> None:
@@ -135,8 +138,23 @@ class Transfer:
     bound: Any  # the logger, bound to the download id
     total: int | None = None
     validator: str | None = None  # for If-Range
-    remote_sha256: str | None = None  # from the hub's X-Linked-Etag or a sha256 ETag
+    remote_sha256: str | None = None  # a plain URL's sha256 ETag (a hub file has Source.facts)
     resumed: int = 0
+
+    @property
+    def expected_digest(self) -> str | None:
+        """What the file must hash to, besides a sha256 the request gave: the hub's digest (sha256
+        or git blob sha1; from this run's answers, else an earlier run's), or a URL's sha256 ETag."""
+        if self.source.hub:
+            return self.source.facts.digest or self.job.hub_digest
+        return self.remote_sha256
+
+    def answered(self, checkpoints: Checkpoints) -> None:
+        """A good answer came: record what it taught (validator, total, the hub's digest and commit)."""
+        if (commit := self.source.facts.commit) is not None:
+            self.tracker.set_commit(self.job.download_id, commit)
+        digest = self.expected_digest if self.source.hub else None
+        checkpoints.checkpoint(self.job.download_id, self.validator, self.total, digest)
 
     def downloading(self) -> None:
         """Bytes are on their way: tell the tracker, once."""

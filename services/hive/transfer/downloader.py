@@ -9,6 +9,7 @@ when it gives up; what to do with a partial after a cancel or failure belongs to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import structlog
 
+from services.hive.hub_protocol import GitBlobHash
 from services.hive.metrics import HiveStats
 from services.hive.partfile import FilePools, PartFile, part_path
 from services.hive.throttle import Throttle
@@ -72,7 +74,14 @@ class Downloader:
         raise_read_size()
         self._ctx = Context(
             config,
-            Requester(client, self.sync_client, self._body_threads, config.allowed_hosts),
+            Requester(
+                client,
+                self.sync_client,
+                self._body_threads,
+                config.allowed_hosts,
+                config.hub_cdn_hosts,
+                config.range_limit,
+            ),
             throttle,
             self.stats,
             checkpoints or NoCheckpoints(),
@@ -93,27 +102,53 @@ class Downloader:
         return httpx.Timeout(connect=config.connect_timeout, read=config.stall_timeout, write=30.0, pool=30.0)
 
     async def run(self, job: DownloadJob, tracker: DownloadTracker) -> DownloadResult:
-        ctx, cfg = self._ctx, self.config
+        cfg = self.config
         bound = log.bind(download_id=job.download_id)
         part = PartFile(part_path(job.dest), cfg.write_batch_bytes, cfg.direct_io, self._file_pools)
         source = Source.of(job.url, job.token_origin, cfg.hf_token)
         t = Transfer(job, source, tracker, part, bound, total=job.total, validator=job.validator)
+        job.dest.parent.mkdir(parents=True, exist_ok=True)
+        sha, size, spliced = await self._transfer(t)
+        mismatch = await self._mismatch(t, sha, size)
+        if mismatch is not None and spliced:
+            # the partial was not all fetched by this one pass (a resume, a restart): its older bytes
+            # may be what is wrong, so the file is fetched once more from zero before giving up
+            bound.warning("download_refetch", reason=mismatch)
+            await part.open_fresh()
+            t.validator = t.total = None
+            t.job = dataclasses.replace(job, validator=None, total=None, segments=None)
+            sha, size, _ = await self._transfer(t)
+            mismatch = await self._mismatch(t, sha, size)
+        if mismatch is not None:
+            part.path.unlink(missing_ok=True)
+            raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, mismatch)
+        # off the event loop: a directory fsync waits for a journal commit (tens of ms on a busy
+        # disk), and with many downloads ending together it held up every SSE stream
+        await asyncio.get_running_loop().run_in_executor(self._executor, _put_in_place, part.path, job.dest)
+        bound.info("download_verified", sha256=sha, size=size, resumed=t.resumed, digest=t.expected_digest)
+        return DownloadResult(sha, size, t.resumed)
+
+    async def _transfer(self, t: Transfer) -> tuple[str, int, bool]:
+        """Move the bytes into the partial: (its sha256, its size, whether it spliced earlier bytes)."""
+        ctx, cfg, part = self._ctx, self.config, t.part
         try:
-            job.dest.parent.mkdir(parents=True, exist_ok=True)
             plan = await saved_plan(ctx, t)
             saved = plan is not None
             if plan is None:
                 await open_partial(ctx, t)
+                spliced = part.size > 0
                 plan = await single(ctx, t, probe=cfg.segments > 1)
+            else:
+                spliced = True
             if plan is not None:
                 try:
                     sha, size = await segmented(ctx, t, plan, saved)
                 except RemoteChanged:
-                    bound.warning("download_restart", reason="the file changed during a segmented download")
+                    t.bound.warning("download_restart", reason="the file changed during a segmented download")
                     t.validator = None
                     await part.open_fresh()
                     await single(ctx, t, probe=False)
-                    sha, size = await part.finish(), part.size
+                    sha, size, spliced = await part.finish(), part.size, False
             else:
                 sha, size = await part.finish(), part.size
         except OSError as exc:
@@ -124,15 +159,31 @@ class Downloader:
         except BaseException:
             await part.close()
             raise
-        expected = job.expected_sha256.lower() if job.expected_sha256 else t.remote_sha256
-        if expected and sha != expected:
-            part.path.unlink(missing_ok=True)
-            raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, f"sha256 {sha} does not match expected {expected}")
-        # off the event loop: a directory fsync waits for a journal commit (tens of ms on a busy
-        # disk), and with many downloads ending together it held up every SSE stream
-        await asyncio.get_running_loop().run_in_executor(self._executor, _put_in_place, part.path, job.dest)
-        bound.info("download_verified", sha256=sha, size=size, resumed=t.resumed)
-        return DownloadResult(sha, size, t.resumed)
+        return sha, size, spliced or t.resumed > 0
+
+    async def _mismatch(self, t: Transfer, sha: str, size: int) -> str | None:
+        """Why the partial is not the file it must be, or None: the request's sha256, then the hub's
+        digest (a git blob sha1 is hashed from the finished partial: only small files have one)."""
+        wanted = t.job.expected_sha256.lower() if t.job.expected_sha256 else None
+        if wanted and sha != wanted:
+            return f"sha256 {sha} does not match expected {wanted}"
+        digest = t.expected_digest
+        if digest is None or digest == sha:
+            return None
+        if len(digest) == 40:
+            blob = await asyncio.get_running_loop().run_in_executor(self._executor, git_blob_sha1, t.part.path, size)
+            if blob == digest:
+                return None
+            return f"git blob sha1 {blob} does not match the hub's {digest}"
+        return f"sha256 {sha} does not match the hub's {digest}"
+
+
+def git_blob_sha1(path: Path, size: int) -> str:
+    blob = GitBlobHash(size)
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            blob.update(chunk)
+    return blob.hexdigest()
 
 
 def _put_in_place(part: Path, dest: Path) -> None:

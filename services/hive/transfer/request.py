@@ -2,7 +2,10 @@
 and what a status or a transport failure means (a DownloadError for good, a Retry for now).
 
 Redirects are followed here, not by httpx, so that a hub's token goes only to the hub's origin
-(`Source.headers_for` is asked at every hop) and every hop is checked against HIVE_ALLOWED_HOSTS.
+(`Source.headers_for` is asked at every hop), every hop is checked against HIVE_ALLOWED_HOSTS (a
+redirect the hub itself sends may also go to HIVE_HUB_CDN_HOSTS), the hub's answers are read
+(`Source.learn`) and its signed CDN URL is reused until it stops working. An open-ended Range
+of a file bigger than HIVE_RANGE_LIMIT_BYTES is asked as a bounded one.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urljoin, urlsplit
@@ -18,7 +23,7 @@ import httpcore
 import httpx
 
 from services.hive.refs import host_allowed
-from services.hive.transfer.answers import parse_retry_after, sha256_from_etag
+from services.hive.transfer.answers import parse_retry_after
 from services.hive.transfer.errors import DownloadError, Retry
 from services.hive.transfer.source import Source
 from shared.models import ErrorCode
@@ -28,6 +33,7 @@ __all__ = ["Requester", "body_errors", "check_status"]
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({408, 429})
 _MAX_REDIRECTS = 10
+_OPEN_RANGE_RE = re.compile(r"bytes=(\d+)-")
 
 
 class Requester:
@@ -39,46 +45,82 @@ class Requester:
         sync_client: httpx.Client,
         threads: ThreadPoolExecutor,
         allowed_hosts: frozenset[tuple[str, int | None]] | None,
+        hub_cdn_hosts: frozenset[tuple[str, int | None]] | None = None,
+        range_limit: int | None = None,
     ) -> None:
         self.client = client
         self.sync_client = sync_client
         self._threads = threads
         self._allowed_hosts = allowed_hosts
+        self._hub_cdn_hosts = hub_cdn_hosts  # where the hub may redirect even outside allowed_hosts
+        self._range_limit = range_limit  # the longest range one request asks for (None: no limit)
 
-    async def open(
-        self, source: Source, headers: dict[str, str], threaded: bool = False
-    ) -> tuple[httpx.Response, str | None]:
-        """(response, the sha256 a redirect's X-Linked-Etag stated). `threaded`: with the sync
-        client, on a worker thread. A connection that cannot be made raises Retry, like every
-        other transient failure."""
-        url = source.url
-        hub_sha: str | None = None
-        for _ in range(_MAX_REDIRECTS + 1):
-            if not host_allowed(url, self._allowed_hosts):
-                host = _host_of(url)
-                raise DownloadError(ErrorCode.HOST_NOT_ALLOWED, f"host {host!r} is not in HIVE_ALLOWED_HOSTS")
-            req_headers = {**headers, **source.headers_for(url)}
-            try:
-                request = self.client.build_request("GET", url, headers=req_headers)
-            except httpx.InvalidURL:
-                raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a malformed URL") from None
-            try:
-                if threaded:
-                    resp = await self._send_threaded(request)
-                else:
-                    resp = await self.client.send(request, stream=True, follow_redirects=False)
-            except httpx.TimeoutException as exc:
-                raise Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
-            except httpx.TransportError as exc:
-                raise Retry(f"connection failed: {type(exc).__name__}") from None
-            if resp.status_code not in _REDIRECTS or "location" not in resp.headers:
-                return resp, hub_sha
-            hub_sha = hub_sha or sha256_from_etag(resp.headers.get("x-linked-etag"))
-            url = urljoin(str(resp.url), resp.headers["location"])
-            await self.close(resp)
-            if not url.lower().startswith(("http://", "https://")):
-                raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a non-http(s) URL")
+    async def open(self, source: Source, headers: dict[str, str], threaded: bool = False) -> httpx.Response:
+        """The response to a GET of the source, redirects followed by hand; `threaded`: with the
+        sync client, on a worker thread. A hub source starts at the URL the hub last sent it to
+        while that is good, and goes back to the hub when the CDN refuses it (403/410). A
+        connection that cannot be made raises Retry, like every other transient failure."""
+        url = source.start(time.time())
+        reused = url != source.url
+        via_hub = reused  # a redirect chain that the hub began (now, or when it gave the reused URL)
+        for _ in range(_MAX_REDIRECTS + 2):
+            on_hub = source.on_hub(url)
+            self._check_host(url, cdn=via_hub and not on_hub)
+            req_headers = {**self._bounded(headers, source), **source.headers_for(url)}
+            resp = await self._send(url, req_headers, threaded)
+            if on_hub:
+                if url == source.url:
+                    source.resolves += 1
+                source.learn(resp.headers)
+            if resp.status_code in _REDIRECTS and "location" in resp.headers:
+                via_hub = via_hub or on_hub
+                url = urljoin(str(resp.url), resp.headers["location"])
+                await self.close(resp)
+                if not url.lower().startswith(("http://", "https://")):
+                    raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a non-http(s) URL")
+                continue
+            if reused and not on_hub and resp.status_code in (403, 410):
+                await self.close(resp)  # the signed URL expired or was revoked: ask the hub again
+                source.forget()
+                url, reused, via_hub = source.url, False, False
+                continue
+            if via_hub and not on_hub and not reused:
+                source.remember(url)
+            return resp
         raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"more than {_MAX_REDIRECTS} redirects")
+
+    def _check_host(self, url: str, cdn: bool) -> None:
+        if host_allowed(url, self._allowed_hosts):
+            return
+        if cdn and self._hub_cdn_hosts is not None and host_allowed(url, self._hub_cdn_hosts):
+            return
+        raise DownloadError(ErrorCode.HOST_NOT_ALLOWED, f"host {_host_of(url)!r} is not in HIVE_ALLOWED_HOSTS")
+
+    def _bounded(self, headers: dict[str, str], source: Source) -> dict[str, str]:
+        """An open-ended Range made bounded when the file is bigger than one request may ask for
+        (the real hub's CDN refuses an open-ended range of a file over 50 GB)."""
+        size, limit = source.facts.size, self._range_limit
+        if size is None or limit is None or size <= limit:
+            return headers
+        match = _OPEN_RANGE_RE.fullmatch(headers.get("Range", ""))
+        if match is None:
+            return headers
+        start = int(match[1])
+        return {**headers, "Range": f"bytes={start}-{min(start + limit, size) - 1}"}
+
+    async def _send(self, url: str, headers: dict[str, str], threaded: bool) -> httpx.Response:
+        try:
+            request = self.client.build_request("GET", url, headers=headers)
+        except httpx.InvalidURL:
+            raise DownloadError(ErrorCode.DOWNLOAD_FAILED, "redirected to a malformed URL") from None
+        try:
+            if threaded:
+                return await self._send_threaded(request)
+            return await self.client.send(request, stream=True, follow_redirects=False)
+        except httpx.TimeoutException as exc:
+            raise Retry(f"timeout connecting: {type(exc).__name__}", timeout=True) from None
+        except httpx.TransportError as exc:
+            raise Retry(f"connection failed: {type(exc).__name__}") from None
 
     async def _send_threaded(self, request: httpx.Request) -> httpx.Response:
         """The sync client's send on a worker thread; a response nobody waits for any more is closed."""

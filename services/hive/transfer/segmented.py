@@ -132,9 +132,10 @@ async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _S
     headers = {"Accept-Encoding": "identity", "Range": f"bytes={chunk.written}-{chunk.end - 1}"}
     if t.validator:
         headers["If-Range"] = t.validator
-    resp, _ = await ctx.requester.open(t.source, headers)
+    resp = await ctx.requester.open(t.source, headers)
     try:
         check_status(resp)
+        t.answered(ctx.checkpoints)
         answered = content_range(resp.headers)
         if resp.status_code != 206 or answered is None:
             raise RemoteChanged()

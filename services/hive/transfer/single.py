@@ -16,6 +16,7 @@ from services.hive.segments import RateWindow, SegmentPlan, SplitWatch, chunk_si
 from services.hive.transfer.answers import (
     content_length,
     content_range,
+    content_range_end,
     sha256_from_etag,
     unsatisfied_total,
     validator_of,
@@ -97,7 +98,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         headers["Range"] = f"bytes={offset}-"
         if t.validator:
             headers["If-Range"] = t.validator
-    resp, linked_sha = await ctx.requester.open(t.source, headers, threaded=threaded)
+    resp = await ctx.requester.open(t.source, headers, threaded=threaded)
     try:
         status = resp.status_code
         if status == 416:  # (every request asks for a range)
@@ -127,8 +128,9 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
             tracker.set_total(job.download_id, t.total)
             ctx.check_disk(job.dest.parent, t.total - part.size)
         t.validator = validator_of(resp.headers) or t.validator
-        t.remote_sha256 = linked_sha or sha256_from_etag(resp.headers.get("etag")) or t.remote_sha256
-        ctx.checkpoints.checkpoint(job.download_id, t.validator, t.total)
+        if not t.source.hub:  # a hub file's digest is what the hub said (Source.facts), never a CDN's ETag
+            t.remote_sha256 = sha256_from_etag(resp.headers.get("etag")) or t.remote_sha256
+        t.answered(ctx.checkpoints)
         t.downloading()
         if one_byte and status == 206:
             await read_body(ctx, t, resp, None, False)
@@ -144,6 +146,9 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         if outcome is not Outcome.DONE:
             return outcome
         if t.total is not None and part.size != t.total:
+            end = content_range_end(resp.headers) if status == 206 else None
+            if end is not None and part.size == end + 1:
+                return Outcome.DONE  # a bounded range (HIVE_RANGE_LIMIT_BYTES) ended whole: ask the next
             raise Retry(f"body ended at {part.size} of {t.total} bytes")
         return Outcome.DONE
     finally:

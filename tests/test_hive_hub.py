@@ -1,0 +1,264 @@
+"""The hive against the real-shaped hub: commits, digests, signed URLs, CDN hosts, big files, kill -9.
+
+Every download here is verified against the hub's own digest: the sha256 of an LFS file (its
+X-Linked-Etag), the git blob sha1 of a small one (its ETag). The test hub (services/modelserver/hub.py)
+answers as huggingface.co does: a small file directly, an LFS file by a 302 to a signed, expiring
+URL on a CDN on another port, whose ETag is not the sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+from services.hive.main import create_app
+from services.hive.settings import HiveSettings
+from services.modelserver.hub import Hub, HubSwitches
+from services.modelserver.hub_repo import Generated
+from tests.conftest import FAST_HIVE
+from tests.support import ServerThread, ServiceProcess, free_port, wait_until
+
+MiB = 1024 * 1024
+REPO = "org/model"
+TERMINAL = {"complete", "error", "cancelled"}
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    with Hub(tmp_path / "hub-store", cdn_max_unranged_bytes=MiB, switches=HubSwitches()) as h:
+        h.add_repo(REPO)
+        yield h
+
+
+@pytest.fixture
+def make_hive(tmp_path: Path, hub: Hub) -> Iterator[Callable[..., ServerThread]]:
+    started: list[ServerThread] = []
+
+    def _make(**overrides: Any) -> ServerThread:
+        port = free_port()
+        fields = {
+            "id": f"hive-{len(started)}",
+            "port": port,
+            "models_dir": tmp_path / f"models-{len(started)}",
+            "hf_endpoint": hub.url,
+            "range_limit_bytes": MiB,  # the test CDN refuses unbounded reads above 1 MiB, as the real one above 50 GB
+            **FAST_HIVE,
+            **overrides,
+        }
+        server = ServerThread(create_app(HiveSettings(**fields)), port).start()
+        started.append(server)
+        return server
+
+    yield _make
+    for server in reversed(started):
+        server.stop()
+
+
+def follow(base: str, model_ref: str, timeout: float = 60) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """Start a download and read its stream to the end: (its final state, every event)."""
+    with httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=timeout)) as client:
+        started = client.post("/v2/downloads", json={"model_ref": model_ref})
+        assert started.status_code in (200, 202), started.text
+        download_id = started.json()["download_id"]
+        events = []
+        with connect_sse(client, "GET", f"/v2/downloads/{download_id}/stream") as source:
+            for sse in source.iter_sse():
+                events.append((sse.event, json.loads(sse.data)))
+                if sse.event in TERMINAL:
+                    break
+        return client.get(f"/v2/downloads/{download_id}").json(), events
+
+
+def test_lfs_and_small_files_are_verified_and_carry_the_commit(
+    hub: Hub, make_hive: Callable[..., ServerThread]
+) -> None:
+    commit = hub.commit(REPO, {"config.json": b'{"hidden": 64}\n', "model.safetensors": Generated(3 * MiB + 5, 7)})
+    hive = make_hive()
+    for path in ("config.json", "model.safetensors"):
+        state, events = follow(hive.url, f"hf:{REPO}::file={path}")
+        assert state["status"] == "complete", state
+        served = hub.file(REPO, path)
+        assert Path(state["path"]).read_bytes() == served.content()
+        assert state["sha256"] == served.sha256
+        assert state["commit"] == commit
+        assert events[-1][0] == "complete" and events[-1][1]["commit"] == commit
+        assert any(e == "progress" and d.get("commit") == commit for e, d in events)
+
+
+def test_a_segmented_file_asks_the_resolver_at_most_twice(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+    hub.commit(REPO, {"model.safetensors": Generated(6 * MiB, 3)})
+    hive = make_hive(segments=4, segment_min_bytes=256 * 1024)  # 24 chunk requests, at once after a probe
+    state, _ = follow(hive.url, f"hf:{REPO}::file=model.safetensors")
+    assert state["status"] == "complete", state
+    assert state["sha256"] == hub.file(REPO, "model.safetensors").sha256
+    assert len([r for r in hub.cdn.records() if r.status == 206]) > 4  # it really was split
+    assert hub.resolver_calls(REPO) <= 2
+
+
+def test_an_expired_signed_url_is_resolved_again_and_the_file_goes_on_with_range(
+    hub: Hub, make_hive: Callable[..., ServerThread]
+) -> None:
+    hub.commit(REPO, {"model.safetensors": Generated(4 * MiB, 4)})
+    # one connection, 1 MiB ranges (HIVE_RANGE_LIMIT_BYTES): each range is a new request on the signed URL
+    hive = make_hive(segments=1, bandwidth_limit=1 * MiB)
+    with httpx.Client(base_url=hive.url, timeout=10) as client:
+        download_id = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}::file=model.safetensors"}).json()[
+            "download_id"
+        ]
+
+        def past_the_first_range() -> bool:
+            return int(client.get(f"/v2/downloads/{download_id}").json()["bytes_downloaded"]) > MiB + 1024
+
+        wait_until(past_the_first_range, timeout=30, what="the second range")
+        hub.cdn.advance_clock(7200)  # every signed URL handed out so far is now expired
+        wait_until(
+            lambda: client.get(f"/v2/downloads/{download_id}").json()["status"] in ("complete", "failed"),
+            timeout=60,
+            what="the end of the download",
+        )
+        state = client.get(f"/v2/downloads/{download_id}").json()
+    assert state["status"] == "complete", state
+    assert state["sha256"] == hub.file(REPO, "model.safetensors").sha256
+    assert any(r.status == 403 for r in hub.cdn.records())
+    assert hub.resolver_calls(REPO) == 2  # the first resolve, and one after the CDN refused the old URL
+    starts = sorted(int(r.headers["range"].split("=")[1].split("-")[0]) for r in hub.cdn.records() if r.status == 206)
+    assert starts == [0, MiB, 2 * MiB, 3 * MiB]  # every range asked once: nothing fetched twice
+
+
+def test_a_file_bigger_than_an_open_range_may_be_is_fetched_in_bounded_ranges(
+    hub: Hub, make_hive: Callable[..., ServerThread]
+) -> None:
+    hub.commit(REPO, {"big.bin": Generated(3 * MiB + 11, 5)})  # *.bin is LFS
+    bounded = make_hive(segments=1)
+    state, _ = follow(bounded.url, f"hf:{REPO}::file=big.bin")
+    assert state["status"] == "complete", state
+    assert state["sha256"] == hub.file(REPO, "big.bin").sha256
+    assert all(
+        r.headers.get("range", "").count("-") == 1 and not r.headers["range"].endswith("-") for r in hub.cdn.records()
+    )
+    unbounded = make_hive(segments=1, range_limit_bytes=50_000_000_000)  # asks `bytes=0-`: the CDN says no
+    state, _ = follow(unbounded.url, f"hf:{REPO}::file=big.bin")
+    assert state["status"] == "failed" and state["error_code"] == "DOWNLOAD_FAILED", state
+
+
+def test_bytes_that_fail_the_hubs_digest_never_reach_the_final_path(
+    hub: Hub, make_hive: Callable[..., ServerThread]
+) -> None:
+    hub.commit(REPO, {"config.json": b'{"hidden": 64}\n', "model.safetensors": Generated(2 * MiB, 6)})
+    hub.switches.damaged.add("config.json")  # the hub still states the git sha1 of the committed bytes
+    lfs = hub.file(REPO, "model.safetensors")
+    assert lfs.disk is not None
+    with lfs.disk.open("r+b") as f:  # the CDN serves damaged bytes under the right sha256
+        f.seek(MiB)
+        f.write(b"\xff" * 16)
+    hive = make_hive(segments=1)
+    for path, digest in (("config.json", "git blob sha1"), ("model.safetensors", "sha256")):
+        state, events = follow(hive.url, f"hf:{REPO}::file={path}")
+        assert state["status"] == "failed" and state["error_code"] == "CHECKSUM_MISMATCH", state
+        assert digest in state["error"]
+        assert events[-1][0] == "error" and events[-1][1]["code"] == "CHECKSUM_MISMATCH"
+        dest = Path(state["path"])
+        assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+def test_hub_cdn_hosts_let_the_hubs_own_redirects_out_of_allowed_hosts(
+    hub: Hub, make_hive: Callable[..., ServerThread]
+) -> None:
+    hub.commit(REPO, {"model.safetensors": Generated(MiB, 8)})
+    hub_host = f"127.0.0.1:{httpx.URL(hub.url).port}"
+    cdn_host = f"127.0.0.1:{httpx.URL(hub.cdn.url).port}"
+    strict = make_hive(allowed_hosts=hub_host)  # the default CDN hosts are the real hub's, not this one
+    state, _ = follow(strict.url, f"hf:{REPO}::file=model.safetensors")
+    assert state["status"] == "failed" and state["error_code"] == "HOST_NOT_ALLOWED", state
+    with_cdn = make_hive(allowed_hosts=hub_host, hub_cdn_hosts=cdn_host)
+    state, _ = follow(with_cdn.url, f"hf:{REPO}::file=model.safetensors")
+    assert state["status"] == "complete" and state["sha256"] == hub.file(REPO, "model.safetensors").sha256
+    with httpx.Client(base_url=with_cdn.url, timeout=10) as client:  # only the hub's redirects: not a URL ref
+        refused = client.post("/v2/downloads", json={"model_ref": f"{hub.cdn.url}/anything"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "HOST_NOT_ALLOWED"
+
+
+# --------------------------------------------------------------------------- kill -9 and restart
+
+
+def _hive_process(tmp_path: Path, hub: Hub, port: int, **env: str) -> ServiceProcess:
+    return ServiceProcess(
+        "services.hive.main",
+        port,
+        {
+            "HIVE_ID": "hive-k",
+            "HIVE_MODELS_DIR": str(tmp_path / "models-k"),
+            "HF_ENDPOINT": hub.url,
+            "HIVE_RANGE_LIMIT_BYTES": str(MiB),
+            "HIVE_PROGRESS_INTERVAL": "0.05",
+            "HIVE_RETRY_BASE_DELAY": "0.01",
+            "HIVE_RETRY_MAX_DELAY": "0.05",
+            **env,
+        },
+        tmp_path / "hive-k.log",
+    )
+
+
+def _written_span(db: Path, download_id: str, partial: Path) -> tuple[int, int]:
+    """Bytes of the partial that the saved record says are written: [start, end)."""
+    with sqlite3.connect(db) as conn:
+        (plan,) = conn.execute("SELECT segments FROM downloads WHERE download_id = ?", (download_id,)).fetchone()
+    if plan is None:  # one connection: the partial holds exactly what was received
+        return 0, partial.stat().st_size
+    start, _, written = max(json.loads(plan)["chunks"], key=lambda c: c[2] - c[0])
+    return start, written
+
+
+@pytest.mark.parametrize("segmented", [False, True], ids=["single", "segmented"])
+def test_kill_9_then_restart_verifies_the_file_and_refetches_a_damaged_partial(
+    hub: Hub, tmp_path: Path, segmented: bool
+) -> None:
+    hub.commit(REPO, {"model.safetensors": Generated(6 * MiB, 9)})
+    want = hub.file(REPO, "model.safetensors").sha256
+    settings = {"HIVE_SEGMENTS": "4", "HIVE_SEGMENT_MIN_BYTES": str(256 * 1024), "HIVE_SPLIT_BELOW_BPS": "0"}
+    env = {**(settings if segmented else {"HIVE_SEGMENTS": "1"}), "HIVE_BANDWIDTH_LIMIT": str(2 * MiB)}
+    port = free_port()
+    hive = _hive_process(tmp_path, hub, port, **env).start()
+    try:
+        with httpx.Client(base_url=hive.url, timeout=10) as client:
+            ref = f"hf:{REPO}::file=model.safetensors"
+            download_id = client.post("/v2/downloads", json={"model_ref": ref}).json()["download_id"]
+            wait_until(
+                lambda: int(client.get(f"/v2/downloads/{download_id}").json()["bytes_downloaded"]) > 2 * MiB,
+                timeout=30,
+                what="two MiB on disk",
+            )
+            state = client.get(f"/v2/downloads/{download_id}").json()
+        assert hive.proc is not None
+        hive.proc.send_signal(signal.SIGKILL)
+        hive.proc.wait(timeout=10)
+        partial = Path(state["path"] + ".part")
+        start, end = _written_span(tmp_path / "models-k" / ".rbee" / "hive.db", download_id, partial)
+        assert end - start >= 8192, "nothing the restarted hive would keep"
+        with partial.open("r+b") as f:  # damage bytes the restarted hive will keep, not fetch again
+            f.seek(start + 4096)
+            f.write(os.urandom(4096))
+        hive = _hive_process(tmp_path, hub, port, **{**env, "HIVE_BANDWIDTH_LIMIT": "0"}).start()
+        with httpx.Client(base_url=hive.url, timeout=10) as client:
+            wait_until(
+                lambda: client.get(f"/v2/downloads/{download_id}").json()["status"] in ("complete", "failed"),
+                timeout=60,
+                what="the resumed download to end",
+            )
+            state = client.get(f"/v2/downloads/{download_id}").json()
+        assert state["status"] == "complete", state
+        assert state["sha256"] == want
+        assert hashlib.sha256(Path(state["path"]).read_bytes()).hexdigest() == want
+        assert "download_refetch" in (tmp_path / "hive-k.log").read_text()
+    finally:
+        hive.stop()
