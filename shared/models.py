@@ -1,15 +1,13 @@
-"""Download state and event payloads: the shapes every service speaks (CONTRACT.md)."""
+"""Download state and event payloads: the shapes every service speaks (README, "Progress events (SSE)")."""
 
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
-    "DOWNLOAD_ID_RE",
     "TERMINAL_EVENTS",
     "DownloadState",
     "DownloadStatus",
@@ -55,9 +53,6 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_DISK = "INSUFFICIENT_DISK"
     HIVE_UNREACHABLE = "HIVE_UNREACHABLE"
     HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"  # a ref or a redirect outside HIVE_ALLOWED_HOSTS
-
-
-DOWNLOAD_ID_RE = re.compile(r"dl-[0-9a-f]{32}")  # what a hive's ids look like; anything else is not ours
 
 
 def rfc3339(ts: datetime | None) -> str | None:

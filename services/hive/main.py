@@ -21,10 +21,11 @@ from services.hive.store import HistoryStore
 from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
 from shared.auth import TokenAuthMiddleware
-from shared.errors import install_error_handlers
+from shared.error_handlers import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
 from shared.service import run_service
+from shared.wire import HiveHealth
 
 __all__ = ["create_app", "main"]
 
@@ -106,9 +107,8 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     app.include_router(routes.settings_router)
 
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, object]:
-        active = len(tracker.list_active())
-        return {"status": "ok", "hive_id": settings.id, "active_downloads": active}
+    async def healthz() -> HiveHealth:
+        return HiveHealth(status="ok", hive_id=settings.id, active_downloads=len(tracker.list_active()))
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     async def metrics() -> Response:

@@ -37,6 +37,7 @@ from services.keeper.render import (
     human_speed,
     terminal_message,
 )
+from shared.limits import SHA256_RE
 
 __all__ = [
     "EXIT_CANCELLED",
@@ -65,7 +66,7 @@ _TERMINAL_EXIT = {"complete": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_
 
 
 def _sha256(text: str) -> str:
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+    if not SHA256_RE.fullmatch(text):
         raise argparse.ArgumentTypeError("expected 64 hex digits")
     return text.lower()
 
