@@ -35,7 +35,7 @@ from services.demo_procs import (
     suppress_interrupts,
     tail,
 )
-from services.keeper.render import human_bytes
+from services.keeper.format import human_bytes
 from services.modelserver.server import parse_size
 from shared.waiting import free_port, wait_until
 
