@@ -27,7 +27,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.keeper.cli import (
+from services.keeper.cli import run
+from services.keeper.context import (
     EXIT_CANCELLED,
     EXIT_ERROR,
     EXIT_FAILED,
@@ -36,7 +37,6 @@ from services.keeper.cli import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    run,
 )
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen

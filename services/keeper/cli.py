@@ -15,36 +15,14 @@ from typing import Any, TextIO
 
 from services.keeper.client import DEFAULT_QUEEN_URL, QueenClient, QueenError, QueenUnreachable
 from services.keeper.commands import cmd_cancel, cmd_hives, cmd_ls
-from services.keeper.context import (
-    EXIT_CANCELLED,
-    EXIT_ERROR,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    Context,
-    describe,
-    exit_for,
-)
+from services.keeper.context import EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, Context, describe, exit_for
 from services.keeper.follow import cmd_download, cmd_watch
 from shared.limits import SHA256_RE
+from shared.models import DownloadStatus
 
-__all__ = [
-    "EXIT_CANCELLED",
-    "EXIT_ERROR",
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_NOT_FOUND",
-    "EXIT_OK",
-    "EXIT_UNREACHABLE",
-    "EXIT_USAGE",
-    "main",
-    "run",
-]
+__all__ = ["build_parser", "main", "run"]
 
-STATUSES = ("queued", "starting", "downloading", "complete", "failed", "cancelled")
+STATUSES = tuple(s.value for s in DownloadStatus)
 
 
 def _sha256(text: str) -> str:

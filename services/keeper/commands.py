@@ -10,14 +10,14 @@ from rich.table import Table
 
 from services.keeper.client import QueenError
 from services.keeper.context import EXIT_ERROR, EXIT_OK, Context
-from services.keeper.format import Snapshot, display_name, format_table, human_bytes, human_speed
+from services.keeper.format import Snapshot, display_name, format_table, human_speed, size_text
 
 __all__ = ["cmd_cancel", "cmd_hives", "cmd_ls"]
 
 
 def _progress_cell(snap: Snapshot) -> str:
     pct = snap.percent_value
-    size = f"{human_bytes(snap.bytes)}/{human_bytes(snap.total)}" if snap.total is not None else human_bytes(snap.bytes)
+    size = size_text(snap, "/")
     return f"{pct:.1f}% {size}" if pct is not None else size
 
 

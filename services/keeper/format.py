@@ -20,6 +20,7 @@ __all__ = [
     "human_eta",
     "human_speed",
     "progress_line",
+    "size_text",
     "stats_text",
     "terminal_message",
 ]
@@ -175,16 +176,20 @@ def _status_word(snap: Snapshot) -> str:
     return snap.status
 
 
+def size_text(snap: Snapshot, sep: str) -> str:
+    """`108.0 MB{sep}256.0 MB`, or only the bytes while the total is unknown."""
+    if snap.total is None:
+        return human_bytes(snap.bytes)
+    return f"{human_bytes(snap.bytes)}{sep}{human_bytes(snap.total)}"
+
+
 def stats_text(snap: Snapshot) -> str:
     """The text beside the bar: `42.0% • 108.0 MB / 256.0 MB • 45.2 MB/s • ETA 3s • hive-a`."""
     parts: list[str] = []
     pct = snap.percent_value
     if pct is not None:
         parts.append(f"{pct:5.1f}%")
-    if snap.total is not None:
-        parts.append(f"{human_bytes(snap.bytes)} / {human_bytes(snap.total)}")
-    else:
-        parts.append(human_bytes(snap.bytes))
+    parts.append(size_text(snap, " / "))
     running = snap.status == "downloading"
     if running:
         parts.append(human_speed(snap.speed_bps or 0))
@@ -203,10 +208,7 @@ def progress_line(snap: Snapshot) -> str:
     pct = snap.percent_value
     if pct is not None:
         parts.append(f"{pct:.1f}%")
-    if snap.total is not None:
-        parts.append(f"{human_bytes(snap.bytes)}/{human_bytes(snap.total)}")
-    else:
-        parts.append(human_bytes(snap.bytes))
+    parts.append(size_text(snap, "/"))
     if snap.status == "downloading":
         parts.append(human_speed(snap.speed_bps or 0))
         if snap.total is not None:
