@@ -17,6 +17,7 @@ from bench.nginx import Nginx
 from bench.procs import QuietGate, Service
 from bench.system import Tools
 from services.modelserver.server import generate_file
+from shared.wire import hive_stream_url
 
 __all__ = ["TERMINAL", "Context", "Sizes", "Skip", "hive_fetch"]
 
@@ -155,7 +156,7 @@ def hive_fetch(hive_url: str, model_ref: str, timeout: float) -> tuple[float, di
         state = resp.json()
         if state["status"] == "complete":
             raise RuntimeError(f"{model_ref} was already on disk; the harness must delete it between runs")
-        with connect_sse(client, "GET", f"{hive_url}/v2/downloads/{state['download_id']}/stream") as source:
+        with connect_sse(client, "GET", hive_stream_url(hive_url, state["download_id"])) as source:
             for sse in source.iter_sse():
                 if sse.event in TERMINAL:
                     seconds = time.perf_counter() - t0

@@ -33,6 +33,7 @@ from bench.report import Measurement, Section, Target, fmt, percentile
 from bench.sse import SseClient, SseEvent
 from bench.system import REPO
 from services.modelserver.server import Fault, ModelServer, RequestRecord, generate_file
+from shared.wire import hive_stream_url
 
 __all__ = ["fanout", "sse_latency"]
 
@@ -312,7 +313,7 @@ async def _sse_run(
     ctx: Context, server: TimedModelServer, hive_url: str, queen_url: str, urls: list[str]
 ) -> tuple[_Lat, _Lat, int, int]:
     deadline = ctx.sizes.sse_secs * 3 + 60
-    ref = SseClient(f"{hive_url}/v2/downloads/stream")
+    ref = SseClient(hive_stream_url(hive_url))
     agg = SseClient(f"{queen_url}/v1/downloads/stream")
     background = [asyncio.create_task(c.run()) for c in (ref, agg)]
     await asyncio.wait_for(asyncio.gather(ref.connected.wait(), agg.connected.wait()), 10)
@@ -466,7 +467,7 @@ async def _fanout_run(ctx: Context, hive_url: str, queen_url: str, url: str, sam
     n = ctx.sizes.fanout_clients
     out = _Fanout(rss_idle=sampler.now())
     (did,) = await _post_downloads(queen_url, [url])
-    ref = SseClient(f"{hive_url}/v2/downloads/{did}/stream")
+    ref = SseClient(hive_stream_url(hive_url, did))
     ref_task = asyncio.create_task(ref.run(stop_after=set(TERMINAL)))
     await asyncio.wait_for(ref.first_event.wait(), 10)
     clients = [SseClient(f"{queen_url}/v1/downloads/{did}/stream") for _ in range(n)]

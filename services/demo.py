@@ -12,15 +12,12 @@ import argparse
 import hashlib
 import json
 import os
-import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -28,36 +25,35 @@ from typing import Any, TypeVar
 
 import httpx
 
-from services.keeper.render import human_bytes
+from services.demo_procs import (
+    REPO,
+    Child,
+    DemoError,
+    Supervisor,
+    read_line,
+    send_signal,
+    suppress_interrupts,
+    tail,
+)
+from services.keeper.format import human_bytes
 from services.modelserver.server import parse_size
+from shared.waiting import free_port, wait_until
 
 __all__ = ["main"]
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parent.parent
 ORG_REPO = "rbee-demo/demo-model"
 FILE = "model.bin"
 MODEL_REF = f"hf:{ORG_REPO}::file={FILE}"
 HIVES = ("hive-a", "hive-b")
 START_TIMEOUT = 30.0  # each service up and healthy; hives registered with the queen
-STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL
 # The generated file stays in the work dir between runs; generating 256 MB takes a few seconds.
 GENERATE_TIMEOUT = 180.0
 
 
-class DemoError(Exception):
-    """A step failed; the message says which and where to look."""
-
-
 class _Terminated(Exception):
     """SIGTERM: unwind through the `finally` that stops the children."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sha256_of(path: Path) -> str:
@@ -68,39 +64,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def poll(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            raise DemoError(f"{self.name} exited with code {self.proc.returncode}\n{tail(self.log)}")
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"(no log at {path})"
-    return f"--- last lines of {path} ---\n" + "\n".join(text)
-
-
 @dataclass
 class Demo:
     workdir: Path
@@ -108,7 +71,10 @@ class Demo:
     rate: int
     environ: Mapping[str, str]
     say: Callable[[str], None]
-    children: list[Child] = field(default_factory=list)
+    procs: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.procs = Supervisor(self.logs, self.say)
 
     @property
     def logs(self) -> Path:
@@ -120,31 +86,13 @@ class Demo:
         env = {k: v for k, v in self.environ.items() if not k.startswith(("HIVE_", "QUEEN_", "HF_"))}
         return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
-    def spawn(self, name: str, argv: list[str], env: Mapping[str, str], stdout: int | None = None) -> Child:
-        log = self.logs / f"{name}.log"
-        with log.open("wb") as log_file:
-            # Own session: a Ctrl-C in the terminal reaches the demo (which stops everything), not the services.
-            proc = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file if stdout is None else stdout,
-                stderr=log_file,
-                start_new_session=True,
-            )
-        child = Child(name, proc, log)
-        self.children.append(child)
-        self.say(f"started {name} (pid {proc.pid}), log {log}")
-        return child
-
     # -- steps
 
     def start_model_server(self) -> tuple[str, str]:
         rel = f"{ORG_REPO}/{FILE}"
         argv = [sys.executable, "-m", "services.modelserver.server", "--root", str(self.workdir / "hub")]
         argv += ["--port", "0", "--rate-bps", str(self.rate), "--generate", f"{rel}:{self.size}"]
-        child = self.spawn("modelserver", argv, self.child_env({}), stdout=subprocess.PIPE)
+        child = self.procs.spawn("modelserver", argv, self.child_env({}), stdout=subprocess.PIPE)
         line = read_line(child, GENERATE_TIMEOUT)
         try:
             info = json.loads(line)
@@ -154,7 +102,7 @@ class Demo:
 
     def start_service(self, name: str, module: str, port: int, env: Mapping[str, str]) -> Child:
         argv = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
-        return self.spawn(name, argv, self.child_env(env))
+        return self.procs.spawn(name, argv, self.child_env(env))
 
     def wait_healthy(self, child: Child, url: str) -> None:
         def healthy() -> bool:
@@ -164,7 +112,7 @@ class Demo:
             except httpx.HTTPError:
                 return False
 
-        poll(healthy, START_TIMEOUT, f"{child.name} at {url}/healthz")
+        wait_until(healthy, START_TIMEOUT, f"{child.name} at {url}/healthz", 0.1)
 
     def wait_registered(self, queen: Child, queen_url: str, hives: list[Child]) -> None:
         def registered() -> bool:
@@ -179,8 +127,8 @@ class Demo:
             return healthy >= set(HIVES)
 
         try:
-            poll(registered, START_TIMEOUT, "both hives to register with the queen and report healthy")
-        except DemoError as exc:
+            wait_until(registered, START_TIMEOUT, "both hives to register with the queen and report healthy", 0.1)
+        except TimeoutError as exc:
             raise DemoError(f"{exc}\n{tail(queen.log)}") from None
 
     def auth_headers(self) -> dict[str, str]:
@@ -198,15 +146,15 @@ class Demo:
         # Inherits this terminal so the bar shows. Its own process group: a Ctrl-C reaches the demo only,
         # which passes it on exactly once (a second one would cut the keeper's cancel short).
         proc = subprocess.Popen([*command, *args], cwd=REPO, env=env, process_group=0)
-        self.children.append(Child("rbee-keeper", proc, self.logs / "rbee-keeper.log"))
+        self.procs.children.append(Child("rbee-keeper", proc, self.logs / "rbee-keeper.log"))
         budget = self.size / self.rate + 60.0
         try:
             code = proc.wait(timeout=budget)
         except subprocess.TimeoutExpired:
             raise DemoError(f"rbee-keeper did not finish within {budget:.0f}s") from None
         except KeyboardInterrupt:
-            with _suppress_interrupts():
-                _signal(proc, signal.SIGINT)
+            with suppress_interrupts():
+                send_signal(proc, signal.SIGINT)
                 try:
                     proc.wait(timeout=5)  # let it cancel the download and say so
                 except subprocess.TimeoutExpired:
@@ -279,64 +227,6 @@ class Demo:
         )
         return 0
 
-    def shutdown(self) -> None:
-        """SIGTERM every child still running, SIGKILL what is left after STOP_TIMEOUT; reap them all."""
-        running = [c for c in self.children if c.alive()]
-        for child in running:
-            _signal(child.proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for child in running:
-            try:
-                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.say(f"{child.name} (pid {child.proc.pid}) ignored SIGTERM; killing it")
-                _signal(child.proc, signal.SIGKILL)
-                child.proc.wait(timeout=STOP_TIMEOUT)
-        for child in self.children:
-            if child.proc.stdout is not None:
-                child.proc.stdout.close()
-        if running:
-            self.say("stopped " + ", ".join(f"{c.name} (pid {c.proc.pid})" for c in running))
-
-
-def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
-        proc.send_signal(sig)
-    except ProcessLookupError:
-        pass
-
-
-def read_line(child: Child, timeout: float) -> str:
-    """The child's first stdout line, within `timeout`, failing early if it exits."""
-    assert child.proc.stdout is not None
-    fd = child.proc.stdout.fileno()
-    buffer = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DemoError(f"{child.name} printed nothing within {timeout:g}s\n{tail(child.log)}")
-            if selector.select(timeout=min(left, 0.5)):
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    child.proc.wait(timeout=STOP_TIMEOUT)
-                    child.check_alive()
-                buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode(errors="replace")
-
-
-@contextmanager
-def _suppress_interrupts() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait while a bounded cleanup step runs."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
 
 def _size(text: str) -> int:
     try:
@@ -384,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return demo.run()
-    except DemoError as exc:
+    except (DemoError, TimeoutError) as exc:
         say(f"FAILED: {exc}")
         return 1
     except KeyboardInterrupt:
@@ -394,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         say("terminated; shutting down")
         return 143
     finally:
-        with _suppress_interrupts():
-            demo.shutdown()
+        with suppress_interrupts():
+            demo.procs.shutdown()
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -1,19 +1,44 @@
-"""Request body size limit: pure ASGI (so endless SSE responses pass through untouched).
+"""What a request may hold: the patterns and limits every service (and the keeper) checks, declared
+once, and the request body size limit.
 
-A body larger than `max_bytes` gets 413 `{"error": {"code": "PAYLOAD_TOO_LARGE", ...}}` before the
-app sees any of it: at once when Content-Length says so, else once the streamed body passes the
-limit. A body within the limit is read here (it is small by definition) and replayed to the app.
+The body limit is pure ASGI (so endless SSE responses pass through untouched). A body larger than
+`max_bytes` gets 413 `{"error": {"code": "PAYLOAD_TOO_LARGE", ...}}` before the app sees any of it: at
+once when Content-Length says so, else once the streamed body passes the limit. A body within the
+limit is read here (it is small by definition) and replayed to the app.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["DEFAULT_MAX_BODY", "BodySizeLimitMiddleware"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DOWNLOAD_ID_RE",
+    "HIVE_ID_PATTERN",
+    "HIVE_ID_RE",
+    "HIVE_URL_PATTERN",
+    "MAX_BPS",
+    "MAX_REF_LENGTH",
+    "MAX_URL_LENGTH",
+    "SHA256_PATTERN",
+    "SHA256_RE",
+    "BodySizeLimitMiddleware",
+]
 
-DEFAULT_MAX_BODY = 64 * 1024
+DEFAULT_MAX_BODY = 64 * 1024  # request bodies (README, "Tokens and hosts")
+MAX_REF_LENGTH = 2048  # a model_ref, in characters
+MAX_URL_LENGTH = 2048  # a hive's URL as registered with the queen
+MAX_BPS = 10**12  # the largest bandwidth cap, bytes/s
+
+DOWNLOAD_ID_RE = re.compile(r"dl-[0-9a-f]{32}")  # what a hive's ids look like; anything else is not ours
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"  # an expected sha256 as a request gives it (either case)
+SHA256_RE = re.compile(SHA256_PATTERN)
+HIVE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+HIVE_ID_RE = re.compile(HIVE_ID_PATTERN)
+HIVE_URL_PATTERN = r"^https?://[^\x00-\x20\x7f-\x9f]+$"  # no spaces or controls
 
 
 class BodySizeLimitMiddleware:

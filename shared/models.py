@@ -1,15 +1,13 @@
-"""Download state and event payloads: the shapes every service speaks (CONTRACT.md)."""
+"""Download state and event payloads: the shapes every service speaks (README, "Progress events (SSE)")."""
 
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
-    "DOWNLOAD_ID_RE",
     "TERMINAL_EVENTS",
     "DownloadState",
     "DownloadStatus",
@@ -59,9 +57,6 @@ class ErrorCode(enum.StrEnum):
     GATED_REPO = "GATED_REPO"
     REPO_NOT_FOUND = "REPO_NOT_FOUND"
     REVISION_NOT_FOUND = "REVISION_NOT_FOUND"
-
-
-DOWNLOAD_ID_RE = re.compile(r"dl-[0-9a-f]{32}")  # what a hive's ids look like; anything else is not ours
 
 
 def rfc3339(ts: datetime | None) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,32 +12,48 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import uvicorn
 
-T = TypeVar("T")
+from shared.waiting import free_port, wait_until
+
+__all__ = ["Hold", "ServerThread", "ServiceProcess", "free_port", "read_until", "serve", "wait_until"]
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Hold:
+    """A hive's downloads held at their first chunk until `release()` (or the end of the `with` block).
 
+    It sets the hive's bandwidth limit to 1 byte/s (`PUT /v2/settings/bandwidth`): each download reads
+    one chunk, then waits for tokens; queued ones stay queued. A test that looks at a running or queued
+    download holds it so, instead of hoping that a download served at a fixed rate is still going.
+    Releasing restores the limit the hive had.
+    """
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
-    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
+    def __init__(self, hive_url: str, headers: Mapping[str, str] | None = None) -> None:
+        self.url = f"{hive_url}/v2/settings/bandwidth"
+        self.headers = dict(headers or {})
+        self.before = httpx.get(self.url, headers=self.headers, timeout=10).json()["bandwidth_limit"]
+        self._put(1)
+        self.released = False
+
+    def _put(self, limit: int) -> None:
+        resp = httpx.put(self.url, json={"bandwidth_limit": limit}, headers=self.headers, timeout=10)
+        assert resp.status_code == 200, resp.text
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._put(self.before)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class ServerThread:

@@ -13,7 +13,7 @@ import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
 from services.modelserver.server import Fault, ModelServer
-from tests.support import ServerThread, wait_until
+from tests.support import Hold, ServerThread, wait_until
 
 MiB = 1024 * 1024
 HubRef = Callable[..., str]
@@ -34,8 +34,13 @@ def wait_status(hive: ServerThread, download_id: str, *statuses: str, timeout: f
     )
 
 
-def events(url: str, headers: dict[str, str] | None = None, limit: int = 10_000) -> list[ServerSentEvent]:
-    """Read a per-download stream to its end (bounded)."""
+def events(
+    url: str,
+    headers: dict[str, str] | None = None,
+    limit: int = 10_000,
+    on_first: Callable[[], None] | None = None,
+) -> list[ServerSentEvent]:
+    """Read a per-download stream to its end (bounded); `on_first` runs once the first event is in."""
     seen: list[ServerSentEvent] = []
     with httpx.Client(timeout=httpx.Timeout(10, read=30)) as client:
         with connect_sse(client, "GET", url, headers=headers or {}) as source:
@@ -43,9 +48,16 @@ def events(url: str, headers: dict[str, str] | None = None, limit: int = 10_000)
                 if not sse.data:  # httpx-sse yields an empty event after a keep-alive comment
                     continue
                 seen.append(sse)
+                if len(seen) == 1 and on_first is not None:
+                    on_first()
                 if len(seen) >= limit:
                     break
     return seen
+
+
+def started_moving(hive: ServerThread, download_id: str) -> None:
+    """Wait until the download has its first bytes (under a Hold it stays there)."""
+    wait_until(lambda: state(hive, download_id)["bytes_downloaded"] > 0, what="bytes arrive")
 
 
 @pytest.fixture
@@ -66,12 +78,14 @@ def hub_ref(model_server: ModelServer) -> HubRef:
 
 def test_download_to_complete_with_stream(hive: ServerThread, model_server: ModelServer, hub_ref: HubRef) -> None:
     ref = hub_ref(size=2 * MiB, rate=8 * MiB)
-    resp = start(hive, ref)
-    assert resp.status_code == 202
-    body = resp.json()
-    assert body["download_id"].startswith("dl-") and body["hive_id"] == "hive-0"
-    assert body["status"] in ("queued", "starting")
-    seen = events(f"{hive.url}/v2/downloads/{body['download_id']}/stream")
+    with Hold(hive.url) as hold:  # so the stream sees the download under way, however late it connects
+        resp = start(hive, ref)
+        assert resp.status_code == 202
+        body = resp.json()
+        assert body["download_id"].startswith("dl-") and body["hive_id"] == "hive-0"
+        assert body["status"] in ("queued", "starting")
+        started_moving(hive, body["download_id"])
+        seen = events(f"{hive.url}/v2/downloads/{body['download_id']}/stream", on_first=hold.release)
     kinds = [e.event for e in seen]
     assert kinds[-1] == "complete" and kinds.count("complete") == 1
     assert set(kinds[:-1]) == {"progress"}
@@ -94,8 +108,9 @@ def test_download_to_complete_with_stream(hive: ServerThread, model_server: Mode
 
 def test_same_file_while_active_returns_existing(hive: ServerThread, hub_ref: HubRef) -> None:
     ref = hub_ref(size=2 * MiB, rate=2 * MiB)
-    first = start(hive, ref)
-    second = start(hive, ref)
+    with Hold(hive.url):  # still active when the second request comes, however slow the machine
+        first = start(hive, ref)
+        second = start(hive, ref)
     assert first.status_code == 202 and second.status_code == 200
     assert second.json()["download_id"] == first.json()["download_id"]
     httpx.delete(f"{hive.url}/v2/downloads/{first.json()['download_id']}")
@@ -114,10 +129,11 @@ def test_file_already_on_disk_is_complete_at_once(hive: ServerThread, hub_ref: H
 
 def test_cancel_stops_and_removes_partial(hive: ServerThread, model_server: ModelServer, hub_ref: HubRef) -> None:
     ref = hub_ref(size=8 * MiB, rate=MiB)
-    body = start(hive, ref).json()
-    download_id = body["download_id"]
-    wait_until(lambda: state(hive, download_id)["bytes_downloaded"] > 0, what="bytes arrive")
-    resp = httpx.delete(f"{hive.url}/v2/downloads/{download_id}", timeout=10)
+    with Hold(hive.url):  # cancelled mid-transfer, however slow the machine
+        body = start(hive, ref).json()
+        download_id = body["download_id"]
+        started_moving(hive, download_id)
+        resp = httpx.delete(f"{hive.url}/v2/downloads/{download_id}", timeout=10)
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     final = Path(body["path"])
     assert not final.exists() and not final.with_name(final.name + ".part").exists()
@@ -219,9 +235,12 @@ def test_unknown_ids_are_404_json(hive: ServerThread) -> None:
 
 
 def test_last_event_id_resume_and_204_after_terminal(hive: ServerThread, hub_ref: HubRef) -> None:
-    download_id = start(hive, hub_ref(size=2 * MiB, rate=4 * MiB)).json()["download_id"]
-    url = f"{hive.url}/v2/downloads/{download_id}/stream"
-    first = events(url, limit=3)
+    with Hold(hive.url):  # the first connection sees the download running, not already ended
+        download_id = start(hive, hub_ref(size=2 * MiB, rate=4 * MiB)).json()["download_id"]
+        url = f"{hive.url}/v2/downloads/{download_id}/stream"
+        started_moving(hive, download_id)
+        first = events(url, limit=1)
+    assert first[-1].event == "progress"
     last_id = first[-1].id
     rest = events(url, headers={"Last-Event-ID": last_id})
     assert all(int(e.id) > int(last_id) for e in rest)
@@ -238,11 +257,12 @@ def test_last_event_id_resume_and_204_after_terminal(hive: ServerThread, hub_ref
 
 
 def test_new_connection_gets_current_state_at_once(hive: ServerThread, hub_ref: HubRef) -> None:
-    download_id = start(hive, hub_ref(size=4 * MiB, rate=MiB)).json()["download_id"]
-    wait_until(lambda: state(hive, download_id)["bytes_downloaded"] > 0, what="bytes arrive")
-    with httpx.Client(timeout=5) as client:
-        with connect_sse(client, "GET", f"{hive.url}/v2/downloads/{download_id}/stream") as source:
-            first = next(source.iter_sse())
+    with Hold(hive.url):  # still downloading when the connection comes
+        download_id = start(hive, hub_ref(size=4 * MiB, rate=MiB)).json()["download_id"]
+        started_moving(hive, download_id)
+        with httpx.Client(timeout=5) as client:
+            with connect_sse(client, "GET", f"{hive.url}/v2/downloads/{download_id}/stream") as source:
+                first = next(source.iter_sse())
     data = json.loads(first.data)
     assert first.event == "progress" and data["status"] == "downloading" and data["bytes"] > 0
     httpx.delete(f"{hive.url}/v2/downloads/{download_id}")
@@ -250,29 +270,33 @@ def test_new_connection_gets_current_state_at_once(hive: ServerThread, hub_ref: 
 
 def test_keepalive_comment_on_idle_stream(make_hive: Callable[..., ServerThread], hub_ref: HubRef) -> None:
     hive = make_hive(keepalive_secs=0.2)
-    download_id = start(hive, hub_ref(size=MiB, rate=64 * 1024)).json()["download_id"]
     lines: list[str] = []
-    with httpx.Client(timeout=5) as client:
-        with client.stream("GET", f"{hive.url}/v2/downloads/{download_id}/stream") as resp:
-            assert resp.headers["content-type"].startswith("text/event-stream")
-            for line in resp.iter_lines():
-                lines.append(line)
-                if line.startswith(":") or len(lines) > 500:
-                    break
+    with Hold(hive.url):  # the stream stays open and idle until the comment comes
+        download_id = start(hive, hub_ref(size=MiB, rate=64 * 1024)).json()["download_id"]
+        with httpx.Client(timeout=5) as client:
+            with client.stream("GET", f"{hive.url}/v2/downloads/{download_id}/stream") as resp:
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                for line in resp.iter_lines():
+                    lines.append(line)
+                    if line.startswith(":") or len(lines) > 500:
+                        break
     assert any(line.startswith(":") for line in lines)
     httpx.delete(f"{hive.url}/v2/downloads/{download_id}")
 
 
 def test_progress_interval_limits_event_rate(make_hive: Callable[..., ServerThread], hub_ref: HubRef) -> None:
     hive = make_hive(progress_interval=0.5)
-    download_id = start(hive, hub_ref(size=2 * MiB, rate=2 * MiB)).json()["download_id"]
-    seen = events(f"{hive.url}/v2/downloads/{download_id}/stream")
+    with Hold(hive.url) as hold:  # the stream is connected before the ~1 s of transfer begins
+        download_id = start(hive, hub_ref(size=2 * MiB, rate=2 * MiB)).json()["download_id"]
+        started_moving(hive, download_id)
+        seen = events(f"{hive.url}/v2/downloads/{download_id}/stream", on_first=hold.release)
     moving = [e for e in seen if e.event == "progress" and json.loads(e.data)["status"] == "downloading"]
     # ~1 s of transfer at one event per 0.5 s: a handful, not one per chunk
     assert 1 <= len(moving) <= 8, len(moving)
 
 
 def test_hive_wide_stream(hive: ServerThread, hub_ref: HubRef) -> None:
+    hold = Hold(hive.url)  # `a` is still active when the reader connects, however late that is
     a = start(hive, hub_ref("a.bin", 2 * MiB, rate=MiB)).json()["download_id"]
     got: list[ServerSentEvent] = []
     done = threading.Event()
@@ -294,13 +318,15 @@ def test_hive_wide_stream(hive: ServerThread, hub_ref: HubRef) -> None:
     wait_until(lambda: got, what="first event on hive-wide stream")
     assert json.loads(got[0].data)["download_id"] == a  # current state of the active download first
     b = start(hive, hub_ref("b.bin", 64 * 1024)).json()["download_id"]
+    hold.release()
     assert done.wait(30)
     completes = {json.loads(e.data)["download_id"] for e in got if e.event == "complete"}
     assert completes == {a, b}
 
 
 def test_slow_reader_does_not_slow_download(hive: ServerThread, hub_ref: HubRef) -> None:
-    """A client that connects and never reads: the download still completes and memory stays bounded."""
+    """A client that connects and never reads: the download still completes. (What such a reader may hold,
+    one pending event per download, is asserted in tests/tracker/test_subscribers.py.)"""
     download_id = start(hive, hub_ref(size=4 * MiB, rate=8 * MiB)).json()["download_id"]
     with httpx.Client(timeout=5) as client:
         with client.stream("GET", f"{hive.url}/v2/downloads/{download_id}/stream"):

@@ -8,6 +8,7 @@ that never comes back, a download that fails with a given code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +29,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.keeper.cli import (
+from services.keeper.cli import run
+from services.keeper.context import (
     EXIT_CANCELLED,
     EXIT_ERROR,
     EXIT_FAILED,
@@ -36,12 +39,11 @@ from services.keeper.cli import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    run,
 )
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
-from tests.support import REPO, ServerThread, ServiceProcess, free_port, read_until, serve, wait_until
+from tests.support import REPO, Hold, ServerThread, ServiceProcess, free_port, read_until, serve, wait_until
 
 # --------------------------------------------------------------------------- the scripted fake queen
 
@@ -392,6 +394,30 @@ class Cluster:
         result: dict[str, Any] = httpx.get(f"{self.queen.url}/v1/downloads/{download_id}", timeout=5).json()
         return result
 
+    @contextlib.contextmanager
+    def held_until_followed(self) -> Iterator[None]:
+        """The hive's downloads wait at their first chunk until the keeper follows one through the queen,
+        so the keeper sees it under way however long it takes to start (not a fixed-rate race)."""
+        hold = Hold(self.hive.url)
+
+        def followed() -> bool:
+            metrics = httpx.get(f"{self.queen.url}/metrics", timeout=5).text
+            return 'rbee_queen_sse_clients{stream="download"} 1.0' in metrics
+
+        def release() -> None:
+            try:
+                wait_until(followed, 30, what="the keeper following the download")
+            finally:
+                hold.release()
+
+        releaser = threading.Thread(target=release, daemon=True)
+        releaser.start()
+        try:
+            yield
+        finally:
+            releaser.join(35)
+            hold.release()
+
     def start(self, ref: str) -> str:
         response = httpx.post(f"{self.queen.url}/v1/downloads", json={"model_ref": ref}, timeout=5)
         assert response.status_code == 202, response.text
@@ -421,7 +447,8 @@ def spawn_keeper(*argv: str, **kwargs: Any) -> subprocess.Popen[bytes]:
 
 def test_download_plain_output_in_a_pipe(cluster: Cluster) -> None:
     ref, sha = cluster.ref("plain.bin", 3_000_000, rate=3_000_000)
-    result = keeper("download", ref, queen=cluster.queen.url)
+    with cluster.held_until_followed():
+        result = keeper("download", ref, queen=cluster.queen.url)
     assert result.code == EXIT_OK, result
     assert "\x1b[" not in result.out + result.err
     lines = result.out.splitlines()
@@ -436,7 +463,8 @@ def test_download_plain_output_in_a_pipe(cluster: Cluster) -> None:
 
 def test_download_json_lines_are_the_relayed_events(cluster: Cluster) -> None:
     ref, sha = cluster.ref("json.bin", 1_000_000, rate=2_000_000)
-    result = keeper("--json", "download", ref, queen=cluster.queen.url)
+    with cluster.held_until_followed():
+        result = keeper("--json", "download", ref, queen=cluster.queen.url)
     assert result.code == EXIT_OK, result
     lines = json_events(result.out)
     ids = [e["id"] for e in lines]
@@ -452,16 +480,17 @@ def test_download_shows_a_live_bar_on_a_terminal(cluster: Cluster) -> None:
     ref, _ = cluster.ref("bar.bin", 2_000_000, rate=2_000_000)
     master, slave = pty.openpty()
     env = {"TERM": "xterm-256color", "COLUMNS": "140", "LINES": "40"}
-    proc = spawn_keeper("--queen", cluster.queen.url, "download", ref, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    try:
-        output = read_until(master, lambda data: b"complete: bar.bin" in data, 30).decode(errors="replace")
-        assert proc.wait(timeout=10) == EXIT_OK
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with cluster.held_until_followed():
+        proc = spawn_keeper("--queen", cluster.queen.url, "download", ref, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        try:
+            output = read_until(master, lambda data: b"complete: bar.bin" in data, 30).decode(errors="replace")
+            assert proc.wait(timeout=10) == EXIT_OK
+        finally:
+            os.close(master)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert "\x1b[" in output  # cursor movement / colour: a live display
     assert "bar.bin" in output and "━" in output
     assert re.search(r"\d+\.\d% • [\d.]+ [kM]?B / 2\.0 MB • [\d.]+ [kM]?B/s • ETA \S+ • hive-a", output), output

@@ -10,10 +10,7 @@ import pytest
 from rich.console import Console
 
 from services.keeper.client import StreamEvent, terminal_event_from_state
-from services.keeper.render import (
-    BarRenderer,
-    JsonRenderer,
-    PlainRenderer,
+from services.keeper.format import (
     Snapshot,
     display_name,
     format_table,
@@ -21,11 +18,11 @@ from services.keeper.render import (
     human_duration,
     human_eta,
     human_speed,
-    json_line,
     progress_line,
     stats_text,
     terminal_message,
 )
+from services.keeper.render import BarRenderer, JsonRenderer, PlainRenderer, json_line
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
 from tests.conftest import FAST_HIVE
-from tests.support import ServerThread, ServiceProcess, free_port, serve, wait_until
+from tests.support import Hold, ServerThread, ServiceProcess, free_port, serve, wait_until
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -70,7 +70,8 @@ def test_hive_metrics_count_what_happened(make_hive: Callable[..., ServerThread]
     assert size <= value(after, "rbee_hive_bytes_downloaded_total") < 2 * size
 
     slow = post(hive, "hf:org/repo::file=slow.bin")
-    wait_until(lambda: status(hive, slow) == "downloading", 10, what="slow.bin downloading")
+    wait_until(lambda: scrape(hive.url)[("rbee_hive_speed_bps", ())] > 0, 10, what="slow.bin measured")
+    hold = Hold(hive.url)  # slow.bin stays running, with its speed, while the queue behind it is looked at
     queued = [post(hive, "hf:org/repo::file=q1.bin"), post(hive, "hf:org/repo::file=q2.bin")]
     with httpx.Client(timeout=httpx.Timeout(5, read=10)) as client:
         with (
@@ -85,6 +86,7 @@ def test_hive_metrics_count_what_happened(make_hive: Callable[..., ServerThread]
             assert value(busy, "rbee_hive_downloads", status="queued") == 2
     wait_until(lambda: value(scrape(hive.url), "rbee_hive_sse_clients") == 0, 10, what="the streams to go")
     httpx.delete(f"{hive.url}/v2/downloads/{slow}", timeout=10)
+    hold.release()
     wait_until(lambda: all(status(hive, d) == "complete" for d in queued), 10, what="the queue to drain")
     assert value(scrape(hive.url), "rbee_hive_queue_length") == 0
 

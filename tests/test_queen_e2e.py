@@ -22,7 +22,7 @@ from services.hive.settings import HiveSettings
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
-from tests.support import ServerThread, ServiceProcess, free_port, wait_until
+from tests.support import Hold, ServerThread, ServiceProcess, free_port, wait_until
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -175,6 +175,7 @@ def test_placement_proxying_cancel_and_errors(env: Env) -> None:
     queen = env.queen({"hive-a": hive_a.url, "hive-b": hive_b.url})
     wait_until(lambda: all((hive_health(queen, h) or {}).get("healthy") for h in ("hive-a", "hive-b")), 5)
 
+    hold = Hold(hive_a.url, AUTH)  # slow.bin is still running on hive-a when it is cancelled
     slow = start(queen, env.file("slow.bin", 2 * MiB, rate=256 * KiB), hive_id="hive-a")
     assert slow.status_code == 202 and slow.json()["hive_id"] == "hive-a"
     slow_id = slow.json()["download_id"]
@@ -193,6 +194,7 @@ def test_placement_proxying_cancel_and_errors(env: Env) -> None:
         assert cancelled.status_code == 200
         assert (cancelled.json()["status"], cancelled.json()["hive_id"]) == ("cancelled", "hive-a")
         assert httpx.get(f"{hive_a.url}/v2/downloads/{slow_id}", headers=AUTH).json()["status"] == "cancelled"
+        hold.release()
         finished = client.delete(f"/v1/downloads/{fast_id}")  # the hive's 409, passed on as it is
         assert finished.status_code == 409
         assert finished.json()["error"]["code"] == "ALREADY_FINISHED"
@@ -286,6 +288,7 @@ def test_relayed_and_aggregated_streams_with_several_clients(env: Env) -> None:
                 asyncio.create_task(collect(client, f"{queen.url}/v1/downloads/stream", started)) for _ in range(3)
             ]
             await until_clients(client, queen, "all", 3)
+            hold = Hold(hive_b.url, AUTH)  # the per-download clients see the download running, not only its end
             response = await client.post(
                 f"{queen.url}/v1/downloads", json={"model_ref": ref, "hive_id": "hive-b"}, headers=AUTH
             )
@@ -294,6 +297,8 @@ def test_relayed_and_aggregated_streams_with_several_clients(env: Env) -> None:
             one = [
                 asyncio.create_task(collect(client, f"{queen.url}/v1/downloads/{download_id}/stream")) for _ in range(2)
             ]
+            await until_clients(client, queen, "download", 2)
+            hold.release()
             return await asyncio.wait_for(asyncio.gather(*one), 20), await asyncio.wait_for(
                 asyncio.gather(*everyone), 20
             )
@@ -329,6 +334,7 @@ def test_fifty_clients_of_one_download_share_one_hive_connection(env: Env) -> No
 
     hive = env.hive("hive-b", wrap=counted)
     queen = env.queen({"hive-b": hive.url})
+    hold = Hold(hive.url, AUTH)  # the download runs until all fifty are connected, however long that takes
     download_id = start(queen, env.file("popular.bin", MiB, rate=512 * KiB), hive_id="hive-b").json()["download_id"]
     clients = 50
 
@@ -339,6 +345,7 @@ def test_fifty_clients_of_one_download_share_one_hive_connection(env: Env) -> No
             tasks = [asyncio.create_task(collect(client, url)) for _ in range(clients)]
             await until_clients(client, queen, "download", clients)
             during = (await client.get(f"{queen.url}/metrics", headers=AUTH)).text
+            hold.release()
             return await asyncio.wait_for(asyncio.gather(*tasks), 20), during
 
     results, during = asyncio.run(scenario())
@@ -355,6 +362,7 @@ def test_fifty_clients_of_one_download_share_one_hive_connection(env: Env) -> No
 def test_a_slow_client_does_not_hold_back_a_fast_one(env: Env) -> None:
     hive = env.hive("hive-b", progress_interval=0.01)
     queen = env.queen({"hive-b": hive.url})
+    hold = Hold(hive.url, AUTH)  # still running when the slow client has connected
     download_id = start(queen, env.file("big.bin", 2 * MiB, rate=MiB), hive_id="hive-b").json()["download_id"]
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window, and it never reads
@@ -363,6 +371,7 @@ def test_a_slow_client_does_not_hold_back_a_fast_one(env: Env) -> None:
     slow.sendall(request.encode())
     try:
         wait_until(lambda: metric(queen, 'rbee_queen_sse_clients{stream="download"}') == 1, 5)
+        hold.release()
         began = time.monotonic()
         fast = read_to_end(f"{queen.url}/v1/downloads/{download_id}/stream")
         assert_one_clean_stream(fast, "hive-b")
@@ -413,6 +422,7 @@ def test_the_relay_across_a_hive_restart(env: Env) -> None:
     env.stack.callback(lambda: hive.stop())
     budget = 4.0
     queen = env.queen({"hive-r": hive.url}, unreachable_budget=budget)
+    Hold(hive.url, AUTH)  # running when the hive is killed; the restarted hive starts without the cap
     download_id = start(queen, env.file("restart.bin", 2 * MiB, rate=512 * KiB)).json()["download_id"]
     events: list[ServerSentEvent] = []
     running, ended = threading.Event(), threading.Event()
@@ -428,6 +438,8 @@ def test_the_relay_across_a_hive_restart(env: Env) -> None:
         finally:
             ended.set()
 
+    with api(hive) as hive_api:  # held at its first chunk: a stream that connects now gets those bytes at once
+        wait_until(lambda: hive_api.get(f"/v2/downloads/{download_id}").json()["bytes_downloaded"] > 0, 10)
     reader = threading.Thread(target=client)
     reader.start()
     assert running.wait(10)

@@ -1,8 +1,9 @@
 """Schemathesis against both services' OpenAPI schemas, on real servers over loopback.
 
 Every operation but the SSE streams (endless, or tied to a download) gets bounded examples that
-follow the schema and examples that break it. No answer may be a 5xx, and every error answer must
-carry the contract's body `{"error": {"code", "message"}}`.
+follow the schema and examples that break it. No answer may be a 5xx, every error answer must
+carry the contract's body `{"error": {"code", "message"}}`, and every answer whose status the schema
+documents must match the schema's body for it (success and error bodies alike).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from services.hive.main import create_app as create_hive
 from services.hive.settings import HiveSettings
@@ -50,6 +52,7 @@ def check_answer(case: Case, response: requests.Response) -> None:
         error = body["error"]
         assert isinstance(error.get("code"), str) and error["code"].isupper(), f"{where} -> {body}"
         assert isinstance(error.get("message"), str) and error["message"], f"{where} -> {body}"
+    case.validate_response(response, checks=[response_schema_conformance])
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,12 @@ from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
 from services.hive.transfer import Downloader, DownloaderConfig
 from shared.auth import TokenAuthMiddleware
-from shared.errors import install_error_handlers
+from shared.error_handlers import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
 from shared.runtime_metrics import register_runtime_metrics
 from shared.service import run_service
+from shared.wire import HiveHealth
 
 __all__ = ["create_app", "main"]
 
@@ -111,9 +112,8 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     app.include_router(routes.settings_router)
 
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, object]:
-        active = len(tracker.list_active())
-        return {"status": "ok", "hive_id": settings.id, "active_downloads": active}
+    async def healthz() -> HiveHealth:
+        return HiveHealth(status="ok", hive_id=settings.id, active_downloads=len(tracker.list_active()))
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     async def metrics() -> Response:

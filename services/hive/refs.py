@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
+from shared.limits import MAX_REF_LENGTH
+
 __all__ = [
     "MAX_REF_LENGTH",
     "HostNotAllowed",
@@ -30,7 +32,6 @@ __all__ = [
     "resolve_in",
 ]
 
-MAX_REF_LENGTH = 2048
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _HF_RE = re.compile(
     rf"hf:(?P<org>{_NAME})/(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?::file=(?P<path>.+)"

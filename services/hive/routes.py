@@ -7,35 +7,39 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Response
-from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.hive.deps import ManagerDep, SettingsDep, TrackerDep
 from services.hive.manager import InvalidModelRef, NotCancellable, StillActive
-from services.hive.refs import MAX_REF_LENGTH
 from services.hive.tracker import DownloadTracker, StreamDecision
 from shared.errors import ApiError
-from shared.models import DOWNLOAD_ID_RE, DownloadState, DownloadStatus
+from shared.limits import DOWNLOAD_ID_RE
+from shared.models import DownloadState, DownloadStatus
 from shared.sse import parse_last_event_id, to_sse
+from shared.wire import (
+    BandwidthLimit,
+    DownloadStateBody,
+    Forgotten,
+    HiveDownloadList,
+    StartDownload,
+    error_responses,
+)
 
-router = APIRouter(prefix="/v2/downloads", tags=["downloads"])
-settings_router = APIRouter(prefix="/v2/settings", tags=["settings"])
+router = APIRouter(prefix="/v2/downloads", tags=["downloads"], responses=error_responses(401, 422))
+settings_router = APIRouter(prefix="/v2/settings", tags=["settings"], responses=error_responses(401, 422))
 
-
-class StartDownload(BaseModel):
-    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
-
-    model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    max_bps: int | None = Field(default=None, ge=1, le=10**12, description="cap for this download, bytes/s")
-
-
-class BandwidthLimit(BaseModel):
-    bandwidth_limit: int = Field(ge=0, le=10**12, description="bytes/s across all downloads; 0 = unlimited")
+_ONE = error_responses(404)  # the routes of one download
+_SAME_FILE: dict[int | str, dict[str, Any]] = {
+    200: {"model": DownloadStateBody, "description": "the active download of the same file"}
+}
 
 
 def state_json(state: DownloadState, hive_id: str) -> dict[str, Any]:
     return {**state.to_dict(), "hive_id": hive_id}
+
+
+def state_body(state: DownloadState, hive_id: str) -> DownloadStateBody:
+    return DownloadStateBody.model_validate(state_json(state, hive_id))
 
 
 def _not_found(download_id: str) -> ApiError:
@@ -60,23 +64,24 @@ def _sse(stream: AsyncIterator[ServerSentEvent], keepalive: float) -> EventSourc
     return EventSourceResponse(stream, ping=keepalive, send_timeout=60, headers={"Cache-Control": "no-store"})
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=_SAME_FILE)
 async def start_download(
     body: StartDownload, response: Response, manager: ManagerDep, settings: SettingsDep
-) -> dict[str, Any]:
+) -> DownloadStateBody:
     try:
         state, created = await manager.start(body.model_ref, body.sha256, body.max_bps)
     except InvalidModelRef as exc:
         raise ApiError(422, exc.code, str(exc)) from None
     response.status_code = 202 if created else 200
-    return state_json(state, settings.id)
+    return state_body(state, settings.id)
 
 
 @router.get("")
 async def list_downloads(
     manager: ManagerDep, settings: SettingsDep, status: DownloadStatus | None = None
-) -> dict[str, Any]:
-    return {"hive_id": settings.id, "downloads": [state_json(s, settings.id) for s in manager.list_downloads(status)]}
+) -> HiveDownloadList:
+    states = manager.list_downloads(status)
+    return HiveDownloadList(hive_id=settings.id, downloads=[state_body(s, settings.id) for s in states])
 
 
 @router.get("/stream", response_model=None)
@@ -93,25 +98,25 @@ async def stream_all(tracker: TrackerDep, settings: SettingsDep) -> EventSourceR
     return _sse(events(), settings.keepalive_secs)
 
 
-@router.get("/{download_id}")
-async def get_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
+@router.get("/{download_id}", responses=_ONE)
+async def get_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> DownloadStateBody:
     _checked(download_id)
-    return state_json(_known(manager.get(download_id), download_id), settings.id)
+    return state_body(_known(manager.get(download_id), download_id), settings.id)
 
 
-@router.delete("/{download_id}")
-async def cancel_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
+@router.delete("/{download_id}", responses=error_responses(404, 409))
+async def cancel_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> DownloadStateBody:
     if manager.get(_checked(download_id)) is None:
         raise _not_found(download_id)
     try:
         state = await manager.cancel(download_id)
     except NotCancellable as exc:
         raise ApiError(409, "ALREADY_FINISHED", str(exc), state=state_json(exc.state, settings.id)) from None
-    return state_json(state, settings.id)
+    return state_body(state, settings.id)
 
 
-@router.delete("/{download_id}/history")
-async def forget_download(download_id: str, manager: ManagerDep, delete_file: bool = False) -> dict[str, Any]:
+@router.delete("/{download_id}/history", responses=error_responses(404, 409))
+async def forget_download(download_id: str, manager: ManagerDep, delete_file: bool = False) -> Forgotten:
     """Remove a finished download from the history; the model file stays unless delete_file=true."""
     if manager.get(_checked(download_id)) is None:
         raise _not_found(download_id)
@@ -119,7 +124,7 @@ async def forget_download(download_id: str, manager: ManagerDep, delete_file: bo
         deleted = manager.forget(download_id, delete_file)
     except StillActive as exc:
         raise ApiError(409, "STILL_ACTIVE", str(exc)) from None
-    return {"download_id": download_id, "forgotten": True, "file_deleted": deleted}
+    return Forgotten(download_id=download_id, forgotten=True, file_deleted=deleted)
 
 
 @settings_router.get("/bandwidth")
@@ -134,7 +139,7 @@ async def set_bandwidth(body: BandwidthLimit, manager: ManagerDep) -> BandwidthL
     return BandwidthLimit(bandwidth_limit=manager.throttle.limit)
 
 
-@router.get("/{download_id}/stream", response_model=None)
+@router.get("/{download_id}/stream", response_model=None, responses=_ONE)
 async def stream_download(
     download_id: str,
     tracker: TrackerDep,

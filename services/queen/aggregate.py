@@ -148,7 +148,7 @@ class AggregateHub:
         dropped_at = time.time()  # (wall clock: compared with the hive's completed_at)
         while True:
             try:
-                response = await self.hives.open_stream(f"{upstream.url}/v2/downloads/stream")
+                response = await self.hives.open_stream(self.hives.stream_url(upstream.url))
             except httpx.HTTPError as exc:
                 log.debug("hive_stream_unreachable", error=type(exc).__name__)
                 self.stats.reconnect_failures += connected_before
@@ -220,7 +220,7 @@ class AggregateHub:
     async def _fetch_terminal(self, hive: HiveInfo, download_id: str, after: int) -> None:
         try:
             async with asyncio.timeout(self.config.check_timeout):
-                response = await self.hives.open_stream(f"{hive.url}/v2/downloads/{download_id}/stream", after)
+                response = await self.hives.open_stream(self.hives.stream_url(hive.url, download_id), after)
                 try:
                     if response.status_code == 200:
                         async for sse in EventSource(response).aiter_sse():

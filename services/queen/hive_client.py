@@ -18,6 +18,7 @@ import structlog
 from services.queen.registry import HiveInfo
 from shared.errors import ApiError
 from shared.models import ErrorCode
+from shared.wire import hive_stream_url
 
 __all__ = ["HiveClient", "HiveUnreachable", "close_stream", "correlation_id", "unreachable"]
 
@@ -191,6 +192,11 @@ class HiveClient:
     async def cancel_download(self, hive: HiveInfo, download_id: str) -> dict[str, Any]:
         response = await self.request(hive, "DELETE", f"/v2/downloads/{download_id}")
         return {**self._json_object(hive, response), "hive_id": hive.hive_id}
+
+    @staticmethod
+    def stream_url(hive_url: str, download_id: str | None = None) -> str:
+        """The hive's stream of one download, or of every download (`shared.wire.hive_stream_url`)."""
+        return hive_stream_url(hive_url, download_id)
 
     async def open_stream(self, url: str, last_event_id: int | None = None) -> httpx.Response:
         """GET an SSE route and return the response unread (the caller checks it, then `close_stream`s it).

@@ -21,11 +21,12 @@ from services.queen.service import QueenService
 from services.queen.settings import QueenSettings
 from services.queen.upstream import RelayStats
 from shared.auth import TokenAuthMiddleware
-from shared.errors import install_error_handlers
+from shared.error_handlers import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
 from shared.runtime_metrics import register_runtime_metrics
 from shared.service import run_service
+from shared.wire import QueenHealth
 
 __all__ = ["create_app", "main"]
 
@@ -95,14 +96,14 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
     app.include_router(page.router)
 
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, object]:
+    async def healthz() -> QueenHealth:
         hives = registry.all()
-        return {
-            "status": "ok",
-            "orchestrator_id": settings.orchestrator_id,
-            "hives": len(hives),
-            "healthy_hives": sum(1 for h in hives if h.healthy),
-        }
+        return QueenHealth(
+            status="ok",
+            orchestrator_id=settings.orchestrator_id,
+            hives=len(hives),
+            healthy_hives=sum(1 for h in hives if h.healthy),
+        )
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     async def metrics() -> Response:

@@ -122,7 +122,7 @@ class DownloadRelay:
 
     async def _open(self, download_id: str, hive: HiveInfo, after: int | None) -> httpx.Response | None:
         """The hive's answer, checked before any SSE starts: a live stream, None for 204, else ApiError."""
-        url = f"{hive.url}/v2/downloads/{download_id}/stream"
+        url = self.hives.stream_url(hive.url, download_id)
         try:
             response = await self.hives.open_stream(url, after)
         except httpx.HTTPError as exc:
@@ -199,7 +199,7 @@ class DownloadRelay:
             url = self.hive_url(sub.hive_id)
             if url is not None:
                 try:
-                    response = await self.hives.open_stream(f"{url}/v2/downloads/{sub.download_id}/stream", sub.last_id)
+                    response = await self.hives.open_stream(self.hives.stream_url(url, sub.download_id), sub.last_id)
                 except httpx.HTTPError as exc:
                     reason = type(exc).__name__
                 else:

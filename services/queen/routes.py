@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Header, Response
-from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from services.queen.deps import HubDep, RelayDep, ServiceDep, SettingsDep
-from services.queen.settings import HIVE_ID_PATTERN, QueenSettings
+from services.queen.settings import QueenSettings
 from shared.errors import ApiError
+from shared.limits import DOWNLOAD_ID_RE
 from shared.mailbox import Mailbox
-from shared.models import DOWNLOAD_ID_RE, DownloadStatus
+from shared.models import DownloadStatus
 from shared.sse import parse_last_event_id, to_sse
+from shared.wire import (
+    DownloadList,
+    DownloadStateBody,
+    HiveBody,
+    HiveList,
+    QueenStartDownload,
+    RegisterHive,
+    error_responses,
+)
 
-router = APIRouter(prefix="/v1", tags=["queen"])
+router = APIRouter(prefix="/v1", tags=["queen"], responses=error_responses(401, 422))
 
-MAX_REF_LENGTH = 2048
-
-
-class RegisterHive(BaseModel):
-    hive_id: str = Field(pattern=HIVE_ID_PATTERN)
-    url: str = Field(pattern=r"^https?://[^\x00-\x20\x7f-\x9f]+$", max_length=2048)  # no spaces or controls
-
-
-class StartDownload(BaseModel):
-    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
-
-    model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
-    hive_id: str | None = Field(default=None, pattern=HIVE_ID_PATTERN)
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+_ONE = error_responses(404, 503)  # the routes of one download: unknown, or its hive unreachable
 
 
 def _sse(events: AsyncIterator[ServerSentEvent], settings: QueenSettings, cleanup: BackgroundTask) -> Response:
@@ -59,32 +55,40 @@ async def _drain(queue: Mailbox, until_terminal: bool) -> AsyncIterator[ServerSe
 
 
 @router.get("/hives")
-async def list_hives(service: ServiceDep) -> dict[str, Any]:
-    return {"hives": [h.to_dict() for h in service.registry.all()]}
+async def list_hives(service: ServiceDep) -> HiveList:
+    return HiveList(hives=[HiveBody.model_validate(h.to_dict()) for h in service.registry.all()])
 
 
-@router.post("/hives", status_code=201)
-async def register_hive(body: RegisterHive, response: Response, service: ServiceDep) -> dict[str, Any]:
+@router.post("/hives", status_code=201, responses={200: {"model": HiveBody, "description": "a known hive, refreshed"}})
+async def register_hive(body: RegisterHive, response: Response, service: ServiceDep) -> HiveBody:
     known = service.registry.get(body.hive_id) is not None
     hive, _ = service.register(body.hive_id, body.url)
     response.status_code = 200 if known else 201
-    return hive.to_dict()
+    return HiveBody.model_validate(hive.to_dict())
 
 
 # -- downloads -----------------------------------------------------------------------------
 
 
-@router.post("/downloads", status_code=202)
-async def start_download(body: StartDownload, response: Response, service: ServiceDep) -> dict[str, Any]:
+@router.post(
+    "/downloads",
+    status_code=202,
+    responses={
+        200: {"model": DownloadStateBody, "description": "the active download of the same file"},
+        **error_responses(404, 503),
+    },
+)
+async def start_download(body: QueenStartDownload, response: Response, service: ServiceDep) -> DownloadStateBody:
     status, state = await service.start_download(body.model_ref, body.sha256, body.hive_id)
     response.status_code = status
-    return state
+    return DownloadStateBody.model_validate(state)
 
 
 @router.get("/downloads")
-async def list_downloads(service: ServiceDep, status: DownloadStatus | None = None) -> dict[str, Any]:
+async def list_downloads(service: ServiceDep, status: DownloadStatus | None = None) -> DownloadList:
     downloads, unreachable = await service.list_downloads(status.value if status else None)
-    return {"downloads": downloads, "unreachable_hives": unreachable}
+    states = [DownloadStateBody.model_validate(d) for d in downloads]
+    return DownloadList(downloads=states, unreachable_hives=unreachable)
 
 
 @router.get("/downloads/stream", response_model=None)
@@ -110,17 +114,17 @@ def _checked(download_id: str) -> str:
     return download_id
 
 
-@router.get("/downloads/{download_id}")
-async def get_download(download_id: str, service: ServiceDep) -> dict[str, Any]:
-    return await service.get_download(_checked(download_id))
+@router.get("/downloads/{download_id}", responses=_ONE)
+async def get_download(download_id: str, service: ServiceDep) -> DownloadStateBody:
+    return DownloadStateBody.model_validate(await service.get_download(_checked(download_id)))
 
 
-@router.delete("/downloads/{download_id}")
-async def cancel_download(download_id: str, service: ServiceDep) -> dict[str, Any]:
-    return await service.cancel_download(_checked(download_id))
+@router.delete("/downloads/{download_id}", responses={**_ONE, **error_responses(409)})
+async def cancel_download(download_id: str, service: ServiceDep) -> DownloadStateBody:
+    return DownloadStateBody.model_validate(await service.cancel_download(_checked(download_id)))
 
 
-@router.get("/downloads/{download_id}/stream", response_model=None)
+@router.get("/downloads/{download_id}/stream", response_model=None, responses=_ONE)
 async def stream_download(
     download_id: str,
     service: ServiceDep,

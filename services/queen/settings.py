@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.limits import HIVE_ID_RE
 from shared.settings import CommonSettings
 
-__all__ = ["HIVE_ID_PATTERN", "QueenSettings", "parse_hives"]
-
-HIVE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_HIVE_ID_RE = re.compile(HIVE_ID_PATTERN)
+__all__ = ["QueenSettings", "parse_hives"]
 
 
 def parse_hives(value: str) -> dict[str, str]:
@@ -25,7 +22,7 @@ def parse_hives(value: str) -> dict[str, str]:
             continue
         hive_id, sep, url = item.partition("=")
         hive_id, url = hive_id.strip(), url.strip().rstrip("/")
-        if not sep or not _HIVE_ID_RE.match(hive_id):
+        if not sep or not HIVE_ID_RE.match(hive_id):
             raise ValueError(f"QUEEN_HIVES entry {item!r} is not id=url")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"QUEEN_HIVES entry {item!r}: the url must start with http:// or https://")

@@ -1,0 +1,242 @@
+"""What rbee-keeper prints, as text: pure formatting of sizes, speeds, times, names and tables, and the
+Snapshot of one download that the renderers (`services/keeper/render.py`) show. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from services.keeper.client import StreamEvent
+
+__all__ = [
+    "Snapshot",
+    "display_name",
+    "format_table",
+    "human_bytes",
+    "human_duration",
+    "human_eta",
+    "human_speed",
+    "progress_line",
+    "size_text",
+    "stats_text",
+    "terminal_message",
+]
+
+_UNITS = ("kB", "MB", "GB", "TB", "PB")
+
+
+def human_bytes(n: int | float | None) -> str:
+    """Decimal (SI) units, one decimal above a kilobyte: 512 B, 1.5 kB, 45.2 MB, 1.1 GB."""
+    if n is None:
+        return "?"
+    value = float(n)
+    if abs(value) < 1000:
+        return f"{int(value)} B"
+    for unit in _UNITS:
+        value /= 1000.0
+        if abs(value) < 999.95 or unit == _UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def human_speed(bps: int | float | None) -> str:
+    """Bytes per second as `45.2 MB/s`; `-` when unknown."""
+    if bps is None:
+        return "-"
+    return f"{human_bytes(bps)}/s"
+
+
+def human_eta(secs: int | float | None) -> str:
+    """Remaining time: `42s`, `3m05s`, `2h07m`, `3d04h`; `-` when unknown."""
+    if secs is None or secs < 0:
+        return "-"
+    s = round(secs)
+    if s < 60:
+        return f"{s}s"
+    minutes, s = divmod(s, 60)
+    if minutes < 60:
+        return f"{minutes}m{s:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def human_duration(secs: float | None) -> str:
+    """An elapsed time: `0.8s`, `12.3s`, else like `human_eta`."""
+    if secs is None:
+        return "-"
+    if secs < 60:
+        return f"{secs:.1f}s"
+    return human_eta(secs)
+
+
+def display_name(model_ref: str | None) -> str:
+    """The file a model ref names: `hf:org/repo::file=dir/model.bin` and `https://h/a/model.bin` -> `model.bin`."""
+    if not model_ref:
+        return "download"
+    if model_ref.startswith("hf:") and "::file=" in model_ref:
+        path = model_ref.split("::file=", 1)[1]
+    elif model_ref.startswith(("http://", "https://")):
+        path = unquote(urlsplit(model_ref).path)
+    else:
+        path = model_ref
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name or model_ref
+
+
+@dataclass
+class Snapshot:
+    """What the keeper knows about one download, folded from the queen's state JSON and stream events."""
+
+    download_id: str
+    model_ref: str | None = None
+    hive_id: str | None = None
+    status: str = "queued"
+    bytes: int = 0
+    total: int | None = None
+    speed_bps: int | None = None
+    eta_secs: int | None = None
+    percent: float | None = None
+    queue_position: int | None = None
+    error: str | None = None
+    code: str | None = None
+    sha256: str | None = None
+    path: str | None = None
+    duration_secs: float | None = None
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Snapshot:
+        return cls(
+            download_id=str(state.get("download_id", "")),
+            model_ref=state.get("model_ref"),
+            hive_id=state.get("hive_id"),
+            status=str(state.get("status") or "queued"),
+            bytes=int(state.get("bytes_downloaded") or 0),
+            total=state.get("total_bytes"),
+            speed_bps=state.get("speed_bps"),
+            eta_secs=state.get("eta_secs"),
+            percent=state.get("percent"),
+            queue_position=state.get("queue_position"),
+            error=state.get("error"),
+            code=state.get("error_code"),
+            sha256=state.get("sha256"),
+            path=state.get("path"),
+        )
+
+    @property
+    def name(self) -> str:
+        return display_name(self.model_ref)
+
+    def apply(self, event: StreamEvent) -> None:
+        """Fold one stream event in. `bytes` never goes backwards."""
+        data = event.data
+        self.bytes = max(self.bytes, int(data.get("bytes") or 0))
+        if data.get("total") is not None:
+            self.total = int(data["total"])
+        for key in ("hive_id", "model_ref"):
+            if data.get(key):
+                setattr(self, key, data[key])
+        if event.event == "progress":
+            self.status = str(data.get("status") or self.status)
+            self.speed_bps = data.get("speed_bps")
+            self.eta_secs = data.get("eta_secs")
+            self.percent = data.get("percent")
+            self.queue_position = data.get("queue_position")
+        elif event.event == "complete":
+            self.status = "complete"
+            self.sha256 = data.get("sha256")
+            self.path = data.get("path")
+            self.duration_secs = data.get("duration_secs")
+            self.speed_bps, self.eta_secs = 0, None
+            self.percent = 100.0 if self.total is not None else None
+        elif event.event == "error":
+            self.status = "failed"
+            self.error = data.get("error")
+            self.code = data.get("code")
+        elif event.event == "cancelled":
+            self.status = "cancelled"
+
+    @property
+    def percent_value(self) -> float | None:
+        if self.percent is not None:
+            return float(self.percent)
+        if self.total:
+            return min(100.0, self.bytes * 100.0 / self.total)
+        return None
+
+
+def _status_word(snap: Snapshot) -> str:
+    if snap.status == "queued" and snap.queue_position is not None:
+        return f"queued #{snap.queue_position}"
+    return snap.status
+
+
+def size_text(snap: Snapshot, sep: str) -> str:
+    """`108.0 MB{sep}256.0 MB`, or only the bytes while the total is unknown."""
+    if snap.total is None:
+        return human_bytes(snap.bytes)
+    return f"{human_bytes(snap.bytes)}{sep}{human_bytes(snap.total)}"
+
+
+def stats_text(snap: Snapshot) -> str:
+    """The text beside the bar: `42.0% • 108.0 MB / 256.0 MB • 45.2 MB/s • ETA 3s • hive-a`."""
+    parts: list[str] = []
+    pct = snap.percent_value
+    if pct is not None:
+        parts.append(f"{pct:5.1f}%")
+    parts.append(size_text(snap, " / "))
+    running = snap.status == "downloading"
+    if running:
+        parts.append(human_speed(snap.speed_bps or 0))
+        if snap.total is not None:
+            parts.append(f"ETA {human_eta(snap.eta_secs)}")
+    if not running:
+        parts.append(_status_word(snap))
+    if snap.hive_id:
+        parts.append(snap.hive_id)
+    return " • ".join(parts)
+
+
+def progress_line(snap: Snapshot) -> str:
+    """One log-friendly ASCII line: `hive-a model.bin downloading 42.0% 108.0 MB/256.0 MB 45.2 MB/s ETA 3s`."""
+    parts = [snap.hive_id or "-", snap.name, _status_word(snap)]
+    pct = snap.percent_value
+    if pct is not None:
+        parts.append(f"{pct:.1f}%")
+    parts.append(size_text(snap, "/"))
+    if snap.status == "downloading":
+        parts.append(human_speed(snap.speed_bps or 0))
+        if snap.total is not None:
+            parts.append(f"ETA {human_eta(snap.eta_secs)}")
+    return " ".join(parts)
+
+
+def terminal_message(snap: Snapshot) -> str:
+    """The one line printed when a download ends."""
+    if snap.status == "complete":
+        took = f" in {human_duration(snap.duration_secs)}" if snap.duration_secs is not None else ""
+        where = f" -> {snap.path}" if snap.path else ""
+        sha = f" (sha256 {snap.sha256})" if snap.sha256 else ""
+        return f"complete: {snap.name} {human_bytes(snap.bytes)}{took} on {snap.hive_id or '?'}{where}{sha}"
+    if snap.status == "failed":
+        return f"{snap.code or 'DOWNLOAD_FAILED'}: {snap.error or 'the download failed'}"
+    if snap.status == "cancelled":
+        return f"cancelled: {snap.name} ({snap.download_id}) at {human_bytes(snap.bytes)}"
+    return f"{snap.status}: {snap.name} ({snap.download_id})"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Plain left-aligned columns separated by two spaces, trailing spaces stripped."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in (headers, *rows):
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return lines

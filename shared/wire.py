@@ -1,0 +1,179 @@
+"""The JSON bodies of the hive's `/v2` and the queen's `/v1` routes, and where a hive's streams are.
+
+Request bodies are validated with the shared patterns and limits (`shared/limits.py`); response
+bodies are the fields the routes have always sent, in that order, so `/openapi.json` documents them
+(README, "The hive's API" and "The queen's API"). A download state allows extra fields: the queen
+passes on what its hive sent, and may only add to it. Error bodies are `ErrorBody` (README, "Errors").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.limits import HIVE_ID_PATTERN, HIVE_URL_PATTERN, MAX_BPS, MAX_REF_LENGTH, MAX_URL_LENGTH, SHA256_PATTERN
+from shared.models import DownloadStatus
+
+__all__ = [
+    "BandwidthLimit",
+    "DownloadList",
+    "DownloadStateBody",
+    "ErrorBody",
+    "ErrorDetail",
+    "Forgotten",
+    "HiveBody",
+    "HiveDownloadList",
+    "HiveHealth",
+    "HiveList",
+    "QueenHealth",
+    "QueenStartDownload",
+    "RegisterHive",
+    "StartDownload",
+    "error_responses",
+    "hive_stream_url",
+]
+
+
+def hive_stream_url(hive_url: str, download_id: str | None = None) -> str:
+    """A hive's SSE route: one download's stream, or (no id) the stream of every download."""
+    return f"{hive_url}/v2/downloads/{download_id}/stream" if download_id else f"{hive_url}/v2/downloads/stream"
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+class StartDownload(BaseModel):
+    """POST /v2/downloads."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+
+    model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    max_bps: int | None = Field(default=None, ge=1, le=MAX_BPS, description="cap for this download, bytes/s")
+
+
+class QueenStartDownload(BaseModel):
+    """POST /v1/downloads."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+
+    model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
+    hive_id: str | None = Field(default=None, pattern=HIVE_ID_PATTERN)
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+
+
+class RegisterHive(BaseModel):
+    """POST /v1/hives."""
+
+    hive_id: str = Field(pattern=HIVE_ID_PATTERN)
+    url: str = Field(pattern=HIVE_URL_PATTERN, max_length=MAX_URL_LENGTH)
+
+
+class BandwidthLimit(BaseModel):
+    """GET and PUT /v2/settings/bandwidth."""
+
+    bandwidth_limit: int = Field(ge=0, le=MAX_BPS, description="bytes/s across all downloads; 0 = unlimited")
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+class DownloadStateBody(BaseModel):
+    """One download: `DownloadState.to_dict()` plus the hive's id (README, "Download state")."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="allow")
+
+    download_id: str
+    model_ref: str
+    status: DownloadStatus
+    bytes_downloaded: int
+    total_bytes: int | None
+    speed_bps: int
+    eta_secs: int | None
+    percent: float | None
+    started_at: str | None = Field(description="RFC 3339")
+    completed_at: str | None = Field(description="RFC 3339")
+    error: str | None
+    error_code: str | None
+    path: str | None
+    sha256: str | None
+    queue_position: int | None
+    hive_id: str
+
+
+class HiveDownloadList(BaseModel):
+    """GET /v2/downloads."""
+
+    hive_id: str
+    downloads: list[DownloadStateBody]
+
+
+class DownloadList(BaseModel):
+    """GET /v1/downloads: every hive's downloads, newest first, and the hives that could not be asked."""
+
+    downloads: list[DownloadStateBody]
+    unreachable_hives: list[str]
+
+
+class Forgotten(BaseModel):
+    """DELETE /v2/downloads/{id}/history."""
+
+    download_id: str
+    forgotten: bool
+    file_deleted: bool
+
+
+class HiveBody(BaseModel):
+    """One hive as the queen knows it (`HiveInfo.to_dict()`)."""
+
+    hive_id: str
+    url: str
+    health: str = Field(description="unknown, healthy or unhealthy")
+    healthy: bool
+    active_downloads: int
+    source: str = Field(description="static (QUEEN_HIVES) or registered (POST /v1/hives)")
+    last_checked: str | None = Field(description="RFC 3339")
+    last_registered: str | None = Field(description="RFC 3339")
+    last_error: str | None
+
+
+class HiveList(BaseModel):
+    """GET /v1/hives."""
+
+    hives: list[HiveBody]
+
+
+class HiveHealth(BaseModel):
+    """GET /healthz on a hive."""
+
+    status: str
+    hive_id: str
+    active_downloads: int
+
+
+class QueenHealth(BaseModel):
+    """GET /healthz on the queen."""
+
+    status: str
+    orchestrator_id: str
+    hives: int
+    healthy_hives: int
+
+
+class ErrorDetail(BaseModel):
+    """A stable code and a human message; some errors add fields (`hive_id`, `state`, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the contract's error body."""
+    return {status: {"model": ErrorBody} for status in statuses}
