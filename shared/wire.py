@@ -99,6 +99,7 @@ class DownloadStateBody(BaseModel):
     path: str | None
     sha256: str | None
     queue_position: int | None
+    commit: str | None = Field(default=None, description="for hf: refs, the commit the hub named")
     hive_id: str
 
 
