@@ -23,6 +23,7 @@ STARTED = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 ENDED = datetime(2024, 5, 6, 7, 9, 0, tzinfo=UTC)
 
 STATE_KEYS = {
+    "commit",
     "download_id",
     "model_ref",
     "status",
@@ -79,6 +80,7 @@ def test_to_dict_of_a_running_download() -> None:
         "path": "/models/org/repo/model.gguf",
         "sha256": None,
         "queue_position": None,
+        "commit": None,
     }
     assert type(d["status"]) is str
     assert json.loads(json.dumps(d)) == d
