@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from shared.models import DownloadState, DownloadStatus
 from tests.support import free_port, wait_until
 from tests.test_queen_relay import AUTH, FakeHive, queen_for
 
@@ -54,11 +55,9 @@ class SilentHive:
 @pytest.fixture
 def hives() -> Iterator[tuple[FakeHive, SilentHive]]:
     good, silent = FakeHive("hive-good"), SilentHive("hive-silent")
-    good.states["dl-61000000000000000000000000000000"] = {
-        "download_id": "dl-61000000000000000000000000000000",
-        "status": "downloading",
-        "started_at": "2026-12-01T10:00:00+00:00",
-    }
+    good.states["dl-61000000000000000000000000000000"] = DownloadState(
+        "dl-61000000000000000000000000000000", "hf:org/repo::file=model.bin", DownloadStatus.DOWNLOADING
+    ).to_dict()
     yield good, silent
     good.stop()
     silent.stop()
