@@ -238,6 +238,21 @@ def test_pruning_by_count_and_age(tmp_path: Path, model_server: ModelServer) -> 
         assert all((tmp_path / "models" / "org" / "repo" / f"{n}.bin").is_file() for n in ("a", "b", "c"))
 
 
+def test_a_running_hive_keeps_its_history_bounded_between_prunes(tmp_path: Path, model_server: ModelServer) -> None:
+    """History is pruned as downloads finish, not only every minute or at a restart."""
+    names = [f"f{i}" for i in range(40)]
+    for name in names:
+        model_server.add_file(f"org/repo/{name}.bin", 1024)
+    settings = HiveSettings(models_dir=tmp_path / "models", hf_endpoint=model_server.url, history_max=5, **FAST_HIVE)
+    with serve(create_app(settings)) as hive:
+        for name in names:
+            download_id = start(hive.url, f"hf:org/repo::file={name}.bin")["download_id"]
+            wait_status(hive.url, download_id, "complete")
+        listed = httpx.get(f"{hive.url}/v2/downloads").json()["downloads"]
+        assert 5 <= len(listed) <= 5 + 16  # max_entries plus the pruning margin, never all 40
+        assert listed[0]["download_id"] == download_id
+
+
 def test_mismatched_vanished_and_orphan_partials(tmp_path: Path, model_server: ModelServer) -> None:
     sha_a = model_server.add_file("org/repo/a.bin", 2 * MiB)
     sha_b = model_server.add_file("org/repo/b.bin", 2 * MiB)

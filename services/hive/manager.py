@@ -263,6 +263,8 @@ class DownloadManager:
             if self._by_dest.get(job.dest) == download_id:
                 del self._by_dest[job.dest]
             await self._slots.leave(download_id, held=holding_slot)
+            if self.history.over_capacity():  # between the periodic prunes, too: memory stays bounded
+                self.prune()
 
     def _finish_quietly(
         self, download_id: str, status: DownloadStatus, error: str = "", code: str = ErrorCode.DOWNLOAD_FAILED
