@@ -92,6 +92,9 @@ class DownloadState:
     path: str | None = None
     sha256: str | None = None
     queue_position: int | None = None
+    # while a running download waits for something outside it (the hub's rate-limit window): till when, and why
+    waiting_until: datetime | None = None
+    waiting_reason: str | None = None
 
     @property
     def percent(self) -> float | None:
@@ -116,6 +119,8 @@ class DownloadState:
             "path": self.path,
             "sha256": self.sha256,
             "queue_position": self.queue_position,
+            "waiting_until": rfc3339(self.waiting_until),
+            "waiting_reason": self.waiting_reason,
         }
 
 
@@ -161,4 +166,6 @@ class ProgressEvent:
         )
         if state.queue_position is not None:
             base["queue_position"] = state.queue_position
+        if state.waiting_until is not None:
+            base.update(waiting_until=rfc3339(state.waiting_until), waiting_reason=state.waiting_reason)
         return cls(event_id, EventType.PROGRESS, base)
