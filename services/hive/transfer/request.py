@@ -1,8 +1,11 @@
 """How a request is made: redirects followed by hand, a source's headers per hop, allowed hosts,
-and what a status or a transport failure means (a DownloadError for good, a Retry for now).
+and what an answer or a transport failure means (a DownloadError for good, a Retry for now).
 
 Redirects are followed here, not by httpx, so that a hub's token goes only to the hub's origin
 (`Source.headers_for` is asked at every hop) and every hop is checked against HIVE_ALLOWED_HOSTS.
+
+An answer from the hub's own origin is read as the hub means it (`hub_protocol`): its refusals
+(`X-Error-Code`) end the download with the contract's code and the hub's words.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from services.hive.refs import host_allowed
+from services.hive.hub_protocol import hub_refusal
+from services.hive.refs import host_allowed, origin_of
 from services.hive.transfer.answers import parse_retry_after, sha256_from_etag
 from services.hive.transfer.errors import DownloadError, Retry
 from services.hive.transfer.source import Source
@@ -98,11 +102,18 @@ class Requester:
             await asyncio.get_running_loop().run_in_executor(self._threads, resp.close)
 
 
-def check_status(resp: httpx.Response) -> None:
-    """200 and 206 pass; the rest is a DownloadError, or a Retry for what may pass (408, 429, 5xx)."""
+def check_status(resp: httpx.Response, source: Source) -> None:
+    """200 and 206 pass; the rest is a DownloadError, or a Retry for what may pass (408, 429, 5xx).
+    Answers from the hub's origin are read as the hub's (see the module)."""
     status = resp.status_code
     if status in (200, 206):
         return
+    from_hub = source.hub and origin_of(str(resp.url)) == source.token_origin
+    if from_hub:
+        page = source.repo_page or source.url
+        refusal = hub_refusal(status, resp.headers, source.repo_id, page)
+        if refusal is not None:
+            raise DownloadError(refusal.code, refusal.message)
     if status in (401, 403):
         raise DownloadError(ErrorCode.UNAUTHORIZED, f"the server refused access ({status})")
     if status in (404, 410):

@@ -134,7 +134,7 @@ async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _S
         headers["If-Range"] = t.validator
     resp, _ = await ctx.requester.open(t.source, headers)
     try:
-        check_status(resp)
+        check_status(resp, t.source)
         answered = content_range(resp.headers)
         if resp.status_code != 206 or answered is None:
             raise RemoteChanged()

@@ -110,7 +110,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
             t.bound.warning("download_restart", reason="416 on resume", offset=offset)
             await part.open_fresh()
             raise Retry("range not satisfiable; restarting from zero")
-        check_status(resp)
+        check_status(resp, t.source)
         if status == 206:
             answered = content_range(resp.headers)
             if answered is None or answered[0] != offset:

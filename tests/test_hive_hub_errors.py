@@ -1,0 +1,175 @@
+"""A real hive against the real-shaped test hub: its refusals.
+
+Each test starts an in-process hive (or a subprocess one, for the token file) with HF_ENDPOINT at
+`services.modelserver.hub.Hub` on loopback and reads what a user sees: the download's state and its
+SSE stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+from services.hive.main import create_app
+from services.hive.settings import HiveSettings
+from services.modelserver.hub import Hub
+from tests.conftest import FAST_HIVE
+from tests.hub_fixtures import REPO, build_repo, running_hub
+from tests.support import ServerThread, free_port
+
+GATED = "org/gated"
+GATED_BYTES = b"gated weights\n"
+READER = "hf_reader_not_approved"  # a valid token, never granted the gated repo
+GRANTED = "hf_granted_4a5b6c7d8e9f"
+
+Events = list[tuple[str, dict[str, Any]]]
+MakeHive = Callable[..., ServerThread]
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(tmp_path) as h:
+        build_repo(h)
+        h.add_repo(GATED, gated=True)
+        h.commit(GATED, {"weights.bin": GATED_BYTES})
+        h.add_token(READER)
+        h.grant(GATED, GRANTED)
+        yield h
+
+
+@pytest.fixture
+def make_hub_hive(tmp_path: Path, hub: Hub) -> Iterator[MakeHive]:
+    """Start a real hive (in-process uvicorn) whose HF_ENDPOINT is the hub; keywords override HiveSettings."""
+    started: list[ServerThread] = []
+
+    def _make(**overrides: Any) -> ServerThread:
+        port = free_port()
+        fields = {
+            "id": f"hive-{len(started)}",
+            "port": port,
+            "models_dir": tmp_path / f"models-{len(started)}",
+            "hf_endpoint": hub.url,
+            **FAST_HIVE,
+            **overrides,
+        }
+        server = ServerThread(create_app(HiveSettings(**fields)), port).start()
+        started.append(server)
+        return server
+
+    yield _make
+    for server in reversed(started):
+        server.stop()
+
+
+def start(base: str, ref: str) -> str:
+    resp = httpx.post(f"{base}/v2/downloads", json={"model_ref": ref}, timeout=10)
+    assert resp.status_code == 202, resp.text
+    return str(resp.json()["download_id"])
+
+
+def state(base: str, download_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = httpx.get(f"{base}/v2/downloads/{download_id}", timeout=10).json()
+    return result
+
+
+def stream(base: str, download_id: str, limit: int = 10_000) -> Events:
+    """(event, payload) of one download's stream, read to its end (bounded)."""
+    seen: Events = []
+    with httpx.Client(timeout=httpx.Timeout(10, read=30)) as client:
+        with connect_sse(client, "GET", f"{base}/v2/downloads/{download_id}/stream") as source:
+            for sse in source.iter_sse():
+                if sse.data:  # (an empty event follows a keep-alive comment)
+                    seen.append((sse.event, json.loads(sse.data)))
+                if len(seen) >= limit:
+                    break
+    return seen
+
+
+def run(base: str, ref: str) -> tuple[dict[str, Any], Events]:
+    """Start a download and follow it to its end: (final state, every event of its stream)."""
+    download_id = start(base, ref)
+    events = stream(base, download_id)
+    return state(base, download_id), events
+
+
+def assert_failed(final: dict[str, Any], events: Events, code: str, *words: str) -> None:
+    """Failed with `code` and a message holding `words`, in the state and in the one error event."""
+    assert (final["status"], final["error_code"]) == ("failed", code), final
+    for word in words:
+        assert word in final["error"], (word, final["error"])
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "error" and kinds.count("error") == 1, kinds
+    last = events[-1][1]
+    assert (last["code"], last["error"]) == (code, final["error"])
+
+
+# --------------------------------------------------------------------------- the hub's refusals
+
+
+REFUSALS = [
+    # (case, ref, hive token, code, words the message must hold; {hub} is the hub's URL)
+    (
+        "gated-anonymous",
+        f"hf:{GATED}::file=weights.bin",
+        None,
+        "GATED_REPO",
+        ["Access to model org/gated is restricted", "Please log in", "{hub}/org/gated"],
+    ),
+    (
+        "gated-not-approved",
+        f"hf:{GATED}::file=weights.bin",
+        READER,
+        "GATED_REPO",
+        ["you are not in the authorized list", "{hub}/org/gated"],
+    ),
+    (
+        "repo-misspelt-anonymous",
+        "hf:org/modle::file=config.json",
+        None,
+        "REPO_NOT_FOUND",
+        ["org/modle", "Repository not found", "HF_TOKEN"],
+    ),
+    ("repo-misspelt-token", "hf:org/modle::file=config.json", READER, "REPO_NOT_FOUND", ["Repository org/modle not"]),
+    ("revision-missing", f"hf:{REPO}@v9::file=config.json", None, "REVISION_NOT_FOUND", ["Invalid rev id: v9", REPO]),
+    ("file-missing", f"hf:{REPO}::file=confg.json", None, "NOT_FOUND", ["Entry not found: confg.json", REPO]),
+    (
+        "token-unknown",
+        f"hf:{REPO}::file=config.json",
+        "hf_nobody_knows",
+        "UNAUTHORIZED",
+        ["Invalid credentials in Authorization header"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("ref", "token", "code", "words"), [c[1:] for c in REFUSALS], ids=[c[0] for c in REFUSALS])
+def test_hub_refusals_end_the_download_with_their_code_and_the_hubs_words_at_once(
+    hub: Hub, make_hub_hive: MakeHive, ref: str, token: str | None, code: str, words: list[str]
+) -> None:
+    hive = make_hub_hive(hf_token=token)
+    final, events = run(hive.url, ref)
+    assert_failed(final, events, code, *(w.format(hub=hub.url) for w in words))
+    if token is not None:
+        assert token not in final["error"]
+    assert hub.resolver_calls() == 1  # not retried (the hive would try HIVE_MAX_ATTEMPTS=4 times)
+
+
+def test_the_hubs_error_codes_are_not_trusted_from_another_server(hub: Hub, make_hub_hive: MakeHive) -> None:
+    """The same gated answer, fetched as a plain URL (not the hub's origin for this hive): a plain 401."""
+    hive = make_hub_hive(hf_endpoint="http://127.0.0.1:9")  # the hub is just some server now
+    final, events = run(hive.url, hub.resolve_url(GATED, "weights.bin"))
+    assert_failed(final, events, "UNAUTHORIZED", "refused access (401)")
+    assert hub.resolver_calls() == 1
+
+
+def test_a_granted_token_downloads_from_the_gated_repo(hub: Hub, make_hub_hive: MakeHive) -> None:
+    hive = make_hub_hive(hf_token=GRANTED)
+    final, _ = run(hive.url, f"hf:{GATED}::file=weights.bin")
+    assert final["status"] == "complete", final
+    assert Path(final["path"]).read_bytes() == GATED_BYTES
