@@ -1,4 +1,4 @@
-"""A real hive against the real-shaped test hub: its refusals.
+"""A real hive against the real-shaped test hub: its refusals and its 429 windows.
 
 Each test starts an in-process hive (or a subprocess one, for the token file) with HF_ENDPOINT at
 `services.modelserver.hub.Hub` on loopback and reads what a user sees: the download's state and its
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,14 @@ from services.hive.main import create_app
 from services.hive.settings import HiveSettings
 from services.modelserver.hub import Hub
 from tests.conftest import FAST_HIVE
-from tests.hub_fixtures import REPO, build_repo, running_hub
-from tests.support import ServerThread, free_port
+from tests.hub_fixtures import LFS_SIZE, REPO, build_repo, running_hub
+from tests.support import ServerThread, free_port, wait_until
 
 GATED = "org/gated"
 GATED_BYTES = b"gated weights\n"
 READER = "hf_reader_not_approved"  # a valid token, never granted the gated repo
 GRANTED = "hf_granted_4a5b6c7d8e9f"
+RATE_LIMITED = "rate limited by the hub (resolvers), r=0"
 
 Events = list[tuple[str, dict[str, Any]]]
 MakeHive = Callable[..., ServerThread]
@@ -173,3 +175,54 @@ def test_a_granted_token_downloads_from_the_gated_repo(hub: Hub, make_hub_hive: 
     final, _ = run(hive.url, f"hf:{GATED}::file=weights.bin")
     assert final["status"] == "complete", final
     assert Path(final["path"]).read_bytes() == GATED_BYTES
+
+
+# --------------------------------------------------------------------------- 429: the hub's windows
+
+
+def waits_seen(events: Events) -> list[tuple[str, str]]:
+    return [(d["waiting_until"], d["waiting_reason"]) for k, d in events if k == "progress" and "waiting_until" in d]
+
+
+def test_rate_limit_windows_are_waited_out_and_are_no_failed_attempts(hub: Hub, make_hub_hive: MakeHive) -> None:
+    """Three 429 windows in a row, on a hive that gives up after one failed attempt: it waits them out,
+    saying so (and till when) in its state and its events, and completes."""
+    hive = make_hub_hive(max_attempts=1)
+    hub.limits.fail_next(3, reset_secs=1)
+    download_id = start(hive.url, f"hf:{REPO}::file=config.json")
+    waiting = wait_until(
+        lambda: (s := state(hive.url, download_id))["waiting_until"] and s, timeout=10, what="a wait in the state"
+    )
+    assert waiting["status"] in ("starting", "downloading") and waiting["waiting_reason"] == RATE_LIMITED
+    assert waiting["waiting_until"].endswith("Z")
+    assert datetime.fromisoformat(waiting["waiting_until"]) > datetime.fromisoformat(waiting["started_at"])
+    events = stream(hive.url, download_id)
+    final = state(hive.url, download_id)
+    assert final["status"] == "complete", final
+    assert (final["waiting_until"], final["waiting_reason"]) == (None, None)
+    assert Path(final["path"]).read_bytes() == hub.file(REPO, "config.json").content()
+    waits = waits_seen(events)
+    assert waits and all(reason == RATE_LIMITED and until.endswith("Z") for until, reason in waits)
+    assert events[-1][0] == "complete"
+    assert hub.resolver_calls() >= 4  # three refused, then the ones that fetched the file
+
+
+def test_segments_wait_out_the_hubs_quota_too(hub: Hub, make_hub_hive: MakeHive) -> None:
+    """Every segment's request resolves at the hub: with a quota of 3 resolves a second, the segmented
+    download keeps hitting 429s and still completes, on a hive allowing one failed attempt."""
+    hive = make_hub_hive(max_attempts=1, segments=4, segment_min_bytes=256 * 1024)
+    hub.limits.set_quota(3, window=1)
+    final, events = run(hive.url, f"hf:{REPO}::file=model.safetensors")
+    assert final["status"] == "complete", final
+    assert final["sha256"] == hub.file(REPO, "model.safetensors").sha256
+    assert final["total_bytes"] == LFS_SIZE and final["waiting_until"] is None
+    assert any(r.status == 429 for r in hub.records())
+    assert waits_seen(events)
+
+
+def test_a_window_longer_than_the_max_wait_fails_the_download(hub: Hub, make_hub_hive: MakeHive) -> None:
+    hive = make_hub_hive(rate_limit_max_wait=1)
+    hub.limits.fail_next(1, reset_secs=2)
+    final, events = run(hive.url, f"hf:{REPO}::file=config.json")
+    assert_failed(final, events, "DOWNLOAD_FAILED", RATE_LIMITED, "2 s", "HIVE_RATE_LIMIT_MAX_WAIT (1 s)")
+    assert hub.resolver_calls() == 1

@@ -46,6 +46,7 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         thread_above_bps=settings.thread_above_bps,
         hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
         allowed_hosts=settings.allowed_host_set,
+        rate_limit_max_wait=settings.rate_limit_max_wait,
     )
 
 

@@ -55,6 +55,8 @@ class HiveSettings(CommonSettings):
     # bytes handed to the writer and hash threads at once (one batch fills while one is written);
     # 2 MiB: the same speed as 4 MiB, and 106 MB instead of 134 MB peak for four 1 GiB downloads
     write_batch_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
+    # the longest rate-limit window of the hub's (429) a download waits out; a longer one fails it
+    rate_limit_max_wait: float = Field(default=300.0, ge=0)
 
     @field_validator("allowed_hosts")
     @classmethod

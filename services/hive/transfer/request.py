@@ -5,7 +5,8 @@ Redirects are followed here, not by httpx, so that a hub's token goes only to th
 (`Source.headers_for` is asked at every hop) and every hop is checked against HIVE_ALLOWED_HOSTS.
 
 An answer from the hub's own origin is read as the hub means it (`hub_protocol`): its refusals
-(`X-Error-Code`) end the download with the contract's code and the hub's words.
+(`X-Error-Code`) end the download with the contract's code and the hub's words, and its 429 is a
+`RateLimited` to wait out, not a failed attempt.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from services.hive.hub_protocol import hub_refusal
+from services.hive.hub_protocol import hub_refusal, parse_ratelimit
 from services.hive.refs import host_allowed, origin_of
 from services.hive.transfer.answers import parse_retry_after, sha256_from_etag
-from services.hive.transfer.errors import DownloadError, Retry
+from services.hive.transfer.errors import DownloadError, RateLimited, Retry
 from services.hive.transfer.source import Source
 from shared.models import ErrorCode
 
@@ -114,6 +115,8 @@ def check_status(resp: httpx.Response, source: Source) -> None:
         refusal = hub_refusal(status, resp.headers, source.repo_id, page)
         if refusal is not None:
             raise DownloadError(refusal.code, refusal.message)
+        if status == 429 and (limited := _rate_limited(resp.headers)) is not None:
+            raise limited
     if status in (401, 403):
         raise DownloadError(ErrorCode.UNAUTHORIZED, f"the server refused access ({status})")
     if status in (404, 410):
@@ -122,6 +125,17 @@ def check_status(resp: httpx.Response, source: Source) -> None:
         delay = parse_retry_after(resp.headers.get("retry-after"))
         raise Retry(f"server answered {status}", timeout=status == 408, delay=delay)
     raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"unexpected HTTP status {status}")
+
+
+def _rate_limited(headers: httpx.Headers) -> RateLimited | None:
+    """The hub's 429 as a wait: the larger of its RateLimit `t` and Retry-After (None if it names neither)."""
+    limit = parse_ratelimit(headers)
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    waits = [w for w in (retry_after, None if limit is None else float(limit.reset_secs)) if w is not None]
+    if not waits:
+        return None
+    said = f" ({limit.resource}), r={limit.remaining}" if limit is not None else ""
+    return RateLimited(f"rate limited by the hub{said}", max(waits))
 
 
 @contextlib.contextmanager
