@@ -1,15 +1,19 @@
-"""A real hive against the real-shaped test hub: its refusals and its 429 windows.
+"""A real hive against the real-shaped test hub: its refusals, its 429 windows, encodings.
 
-Each test starts an in-process hive (or a subprocess one, for the token file) with HF_ENDPOINT at
+Each test starts an in-process hive with HF_ENDPOINT at
 `services.modelserver.hub.Hub` on loopback and reads what a user sees: the download's state and its
 SSE stream.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +230,67 @@ def test_a_window_longer_than_the_max_wait_fails_the_download(hub: Hub, make_hub
     final, events = run(hive.url, f"hf:{REPO}::file=config.json")
     assert_failed(final, events, "DOWNLOAD_FAILED", RATE_LIMITED, "2 s", "HIVE_RATE_LIMIT_MAX_WAIT (1 s)")
     assert hub.resolver_calls() == 1
+
+
+# --------------------------------------------------------------------------- Content-Encoding
+
+
+class _EncodingServer(ThreadingHTTPServer):
+    encoding = "identity"
+    body = b"x" * 4096
+    requests: list[dict[str, str]]
+
+
+class _EncodingHandler(BaseHTTPRequestHandler):
+    """Answers every GET 200 with the server's body, labelled (and for gzip, encoded) with its
+    Content-Encoding, whatever Accept-Encoding said."""
+
+    server: _EncodingServer
+
+    def do_GET(self) -> None:
+        srv = self.server
+        srv.requests.append({k.lower(): v for k, v in self.headers.items()})
+        payload = gzip.compress(srv.body) if srv.encoding == "gzip" else srv.body
+        self.send_response(200)
+        self.send_header("Content-Encoding", srv.encoding)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def encoding_server() -> Iterator[_EncodingServer]:
+    srv = _EncodingServer(("127.0.0.1", 0), _EncodingHandler)
+    srv.requests = []
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "gzip, identity"])
+def test_a_body_with_a_content_encoding_is_never_written_as_the_file(
+    encoding_server: _EncodingServer, make_hub_hive: MakeHive, tmp_path: Path, encoding: str
+) -> None:
+    encoding_server.encoding = encoding
+    hive = make_hub_hive()
+    url = f"http://127.0.0.1:{encoding_server.server_address[1]}/blob.bin"
+    final, events = run(hive.url, url)
+    assert_failed(final, events, "DOWNLOAD_FAILED", f"Content-Encoding '{encoding}'", "identity")
+    assert [r.get("accept-encoding") for r in encoding_server.requests] == ["identity"]  # asked, and not retried
+    written = [p for p in (tmp_path / "models-0").rglob("*") if p.is_file() and ".rbee" not in p.parts]
+    assert written == []  # neither the file nor a partial
+
+
+def test_an_identity_body_is_written(encoding_server: _EncodingServer, make_hub_hive: MakeHive) -> None:
+    hive = make_hub_hive()
+    final, _ = run(hive.url, f"http://127.0.0.1:{encoding_server.server_address[1]}/blob.bin")
+    assert final["status"] == "complete", final
+    assert final["sha256"] == hashlib.sha256(encoding_server.body).hexdigest()

@@ -6,7 +6,8 @@ Redirects are followed here, not by httpx, so that a hub's token goes only to th
 
 An answer from the hub's own origin is read as the hub means it (`hub_protocol`): its refusals
 (`X-Error-Code`) end the download with the contract's code and the hub's words, and its 429 is a
-`RateLimited` to wait out, not a failed attempt.
+`RateLimited` to wait out, not a failed attempt. A body is written only as it is (identity): one
+with any other Content-Encoding ends the download.
 """
 
 from __future__ import annotations
@@ -104,10 +105,11 @@ class Requester:
 
 
 def check_status(resp: httpx.Response, source: Source) -> None:
-    """200 and 206 pass; the rest is a DownloadError, or a Retry for what may pass (408, 429, 5xx).
-    Answers from the hub's origin are read as the hub's (see the module)."""
+    """200 and 206 with an identity body pass; the rest is a DownloadError, or a Retry for what may
+    pass (408, 429, 5xx). Answers from the hub's origin are read as the hub's (see the module)."""
     status = resp.status_code
     if status in (200, 206):
+        _check_identity(resp)
         return
     from_hub = source.hub and origin_of(str(resp.url)) == source.token_origin
     if from_hub:
@@ -136,6 +138,20 @@ def _rate_limited(headers: httpx.Headers) -> RateLimited | None:
         return None
     said = f" ({limit.resource}), r={limit.remaining}" if limit is not None else ""
     return RateLimited(f"rate limited by the hub{said}", max(waits))
+
+
+def _check_identity(resp: httpx.Response) -> None:
+    """The hive asks for `Accept-Encoding: identity` and writes raw bytes: an encoded body would be
+    written as the file (and fail its checksum, or pass with none), so it is refused. Not retried:
+    a server that ignored the request once does so again."""
+    value = resp.headers.get("content-encoding", "")
+    encodings = [e.strip().lower() for e in value.split(",") if e.strip()]
+    if any(e != "identity" for e in encodings):
+        raise DownloadError(
+            ErrorCode.DOWNLOAD_FAILED,
+            f"the server sent the body with Content-Encoding {value.strip()!r} although asked for identity;"
+            " the hive writes only unencoded bodies",
+        )
 
 
 @contextlib.contextmanager
