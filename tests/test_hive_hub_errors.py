@@ -1,6 +1,6 @@
-"""A real hive against the real-shaped test hub: its refusals, its 429 windows, encodings.
+"""A real hive against the real-shaped test hub: its refusals, its 429 windows, its token, encodings.
 
-Each test starts an in-process hive with HF_ENDPOINT at
+Each test starts an in-process hive (or a subprocess one, for the token file) with HF_ENDPOINT at
 `services.modelserver.hub.Hub` on loopback and reads what a user sees: the download's state and its
 SSE stream.
 """
@@ -26,7 +26,7 @@ from services.hive.settings import HiveSettings
 from services.modelserver.hub import Hub
 from tests.conftest import FAST_HIVE
 from tests.hub_fixtures import LFS_SIZE, REPO, build_repo, running_hub
-from tests.support import ServerThread, free_port, wait_until
+from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
 GATED = "org/gated"
 GATED_BYTES = b"gated weights\n"
@@ -230,6 +230,51 @@ def test_a_window_longer_than_the_max_wait_fails_the_download(hub: Hub, make_hub
     final, events = run(hive.url, f"hf:{REPO}::file=config.json")
     assert_failed(final, events, "DOWNLOAD_FAILED", RATE_LIMITED, "2 s", "HIVE_RATE_LIMIT_MAX_WAIT (1 s)")
     assert hub.resolver_calls() == 1
+
+
+# --------------------------------------------------------------------------- the token, where huggingface_hub looks
+
+
+def test_a_hive_with_only_a_token_file_downloads_from_a_gated_repo(hub: Hub, tmp_path: Path) -> None:
+    """No HF_TOKEN anywhere (conftest removes it): the hive subprocess reads $HF_HOME/token, sends it
+    to the hub, and never logs it."""
+    hf_home = tmp_path / "hf-home-with-token"
+    hf_home.mkdir()
+    (hf_home / "token").write_text(GRANTED + "\n")
+    env = {
+        "HIVE_ID": "hive-file-token",
+        "HIVE_MODELS_DIR": str(tmp_path / "models"),
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(hf_home),
+        "HIVE_LOG_LEVEL": "DEBUG",
+        **{f"HIVE_{k.upper()}": str(v) for k, v in FAST_HIVE.items()},
+    }
+    log_path = tmp_path / "hive.log"
+    hive = ServiceProcess("services.hive.main", free_port(), env, log_path)
+    assert "HF_TOKEN" not in hive.env and "HUGGING_FACE_HUB_TOKEN" not in hive.env
+    hive.start()
+    try:
+        final, _ = run(hive.url, f"hf:{GATED}::file=weights.bin")
+    finally:
+        hive.stop()
+    assert final["status"] == "complete", final
+    assert Path(final["path"]).read_bytes() == GATED_BYTES
+    resolves = [r for r in hub.records() if "/resolve/" in r.path]
+    assert resolves and all(r.headers.get("authorization") == f"Bearer {GRANTED}" for r in resolves)
+    log = log_path.read_text()
+    assert "download_complete" in log and GRANTED not in log
+
+
+def test_hf_token_path_is_read_by_an_in_process_hive(
+    hub: Hub, make_hub_hive: MakeHive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "elsewhere" / "my-token"
+    token_file.parent.mkdir()
+    token_file.write_text(GRANTED)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(token_file))
+    hive = make_hub_hive()
+    final, _ = run(hive.url, f"hf:{GATED}::file=weights.bin")
+    assert final["status"] == "complete", final
 
 
 # --------------------------------------------------------------------------- Content-Encoding

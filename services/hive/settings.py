@@ -1,13 +1,18 @@
-"""Hive settings: HIVE_* from the environment, plus HF_ENDPOINT / HF_TOKEN / RBEE_API_TOKEN."""
+"""Hive settings: HIVE_* from the environment, plus HF_ENDPOINT / HF_TOKEN / RBEE_API_TOKEN.
+
+The hub token is `HF_TOKEN` (the setting), else where huggingface_hub looks (`hub_token`)."""
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.hive.hub_protocol import find_token
 from services.hive.refs import parse_allowed_hosts
 from shared.settings import CommonSettings
 
@@ -67,6 +72,13 @@ class HiveSettings(CommonSettings):
     @property
     def allowed_host_set(self) -> frozenset[tuple[str, int | None]] | None:
         return parse_allowed_hosts(self.allowed_hosts)
+
+    def hub_token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """HF_TOKEN; unset, `HUGGING_FACE_HUB_TOKEN`, then the token file (`HF_TOKEN_PATH`, else
+        `$HF_HOME/token`, else `~/.cache/huggingface/token`), as huggingface_hub finds it."""
+        if self.hf_token is not None and (token := self.hf_token.get_secret_value().strip()):
+            return token
+        return find_token(os.environ if environ is None else environ)
 
     @property
     def state_db_path(self) -> Path:

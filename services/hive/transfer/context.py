@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,7 +70,7 @@ class DownloaderConfig:
     retry_base_delay: float = 0.5
     retry_max_delay: float = 30.0
     write_batch_bytes: int = 2 * 1024 * 1024
-    hf_token: str | None = None
+    hf_token: str | None = field(default=None, repr=False)  # never in a repr, so never in a log
     segments: int = 1  # parallel range connections for a large file
     segment_min_bytes: int = 8 * 1024 * 1024  # smallest chunk; files under two chunks use one connection
     # split over `segments` connections only while one connection is slower than this (bytes/s);
