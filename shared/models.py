@@ -88,6 +88,9 @@ class DownloadState:
     sha256: str | None = None
     queue_position: int | None = None
     commit: str | None = None  # for hf: refs, the commit the hub named (X-Repo-Commit)
+    # while a running download waits for something outside it (the hub's rate-limit window): till when, and why
+    waiting_until: datetime | None = None
+    waiting_reason: str | None = None
 
     @property
     def percent(self) -> float | None:
@@ -113,6 +116,8 @@ class DownloadState:
             "sha256": self.sha256,
             "queue_position": self.queue_position,
             "commit": self.commit,
+            "waiting_until": rfc3339(self.waiting_until),
+            "waiting_reason": self.waiting_reason,
         }
 
 
@@ -160,4 +165,6 @@ class ProgressEvent:
         )
         if state.queue_position is not None:
             base["queue_position"] = state.queue_position
+        if state.waiting_until is not None:
+            base.update(waiting_until=rfc3339(state.waiting_until), waiting_reason=state.waiting_reason)
         return cls(event_id, EventType.PROGRESS, base)

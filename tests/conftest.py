@@ -26,6 +26,15 @@ FAST_HIVE: dict[str, Any] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _no_hub_token(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hive finds a hub token where huggingface_hub looks (HF_TOKEN, HUGGING_FACE_HUB_TOKEN, the
+    token file under HF_HOME): no test picks up the one of whoever runs the suite."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+
+
 @pytest.fixture
 def model_server(tmp_path: Path) -> Iterator[ModelServer]:
     with ModelServer(tmp_path / "hub") as server:

@@ -63,7 +63,7 @@ def test_to_dict_of_a_running_download() -> None:
     )
     d = state.to_dict()
     assert STATE_KEYS <= set(d)  # the contract's fields; more may be added
-    assert set(d) - STATE_KEYS == {"queue_position"}
+    assert set(d) - STATE_KEYS == {"queue_position", "waiting_until", "waiting_reason"}
     assert d == {
         "download_id": "dl-1",
         "model_ref": "hf:org/repo::file=model.gguf",
@@ -81,6 +81,8 @@ def test_to_dict_of_a_running_download() -> None:
         "sha256": None,
         "queue_position": None,
         "commit": None,
+        "waiting_until": None,
+        "waiting_reason": None,
     }
     assert type(d["status"]) is str
     assert json.loads(json.dumps(d)) == d

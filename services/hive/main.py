@@ -45,10 +45,11 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         split_below_bps=settings.split_below_bps,
         direct_io=settings.direct_io,
         thread_above_bps=settings.thread_above_bps,
-        hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+        hf_token=settings.hub_token(),
         allowed_hosts=settings.allowed_host_set,
         hub_cdn_hosts=settings.hub_cdn_host_set,
         range_limit=settings.range_limit_bytes,
+        rate_limit_max_wait=settings.rate_limit_max_wait,
     )
 
 

@@ -1,13 +1,18 @@
-"""Hive settings: HIVE_* from the environment, plus HF_ENDPOINT / HF_TOKEN / RBEE_API_TOKEN."""
+"""Hive settings: HIVE_* from the environment, plus HF_ENDPOINT / HF_TOKEN / RBEE_API_TOKEN.
+
+The hub token is `HF_TOKEN` (the setting), else where huggingface_hub looks (`hub_token`)."""
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.hive.hub_protocol import find_token
 from services.hive.refs import parse_allowed_hosts
 from shared.settings import CommonSettings
 
@@ -61,6 +66,8 @@ class HiveSettings(CommonSettings):
     # bytes handed to the writer and hash threads at once (one batch fills while one is written);
     # 2 MiB: the same speed as 4 MiB, and 106 MB instead of 134 MB peak for four 1 GiB downloads
     write_batch_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
+    # the longest rate-limit window of the hub's (429) a download waits out; a longer one fails it
+    rate_limit_max_wait: float = Field(default=300.0, ge=0)
 
     @field_validator("allowed_hosts", "hub_cdn_hosts")
     @classmethod
@@ -71,6 +78,13 @@ class HiveSettings(CommonSettings):
     @property
     def allowed_host_set(self) -> frozenset[tuple[str, int | None]] | None:
         return parse_allowed_hosts(self.allowed_hosts)
+
+    def hub_token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """HF_TOKEN; unset, `HUGGING_FACE_HUB_TOKEN`, then the token file (`HF_TOKEN_PATH`, else
+        `$HF_HOME/token`, else `~/.cache/huggingface/token`), as huggingface_hub finds it."""
+        if self.hf_token is not None and (token := self.hf_token.get_secret_value().strip()):
+            return token
+        return find_token(os.environ if environ is None else environ)
 
     @property
     def hub_cdn_host_set(self) -> frozenset[tuple[str, int | None]] | None:

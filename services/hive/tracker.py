@@ -6,7 +6,8 @@ event-loop thread. The rules it keeps (CONTRACT.md, "Server-Sent Events"):
 - statuses move forward only; nothing leaves a terminal status;
 - bytes never go backwards; speed is an EMA (alpha 0.3) of speed measured over whole intervals;
 - one progress event per download per `progress_interval` while bytes move, one on every status
-  change, exactly one terminal event; per-download event ids strictly increase;
+  change and when a wait (`waiting_until`) begins or ends, exactly one terminal event; per-download
+  event ids strictly increase;
 - each subscriber holds at most one pending event per download (latest wins), and a terminal event
   is never replaced, so a slow reader never blocks `update_progress` nor grows memory.
 """
@@ -151,6 +152,16 @@ class DownloadTracker:
         if entry.state.queue_position != position and entry.state.status is DownloadStatus.QUEUED:
             entry.state.queue_position = position
             self._emit(entry)
+
+    def set_waiting(self, download_id: str, until: datetime | None, reason: str | None = None) -> None:
+        """A running download waits till `until` (and why), or no more (None); emits on a change."""
+        entry = self._entry(download_id)
+        state = entry.state
+        reason = reason if until is not None else None
+        if state.status.is_terminal or (state.waiting_until, state.waiting_reason) == (until, reason):
+            return
+        state.waiting_until, state.waiting_reason = until, reason
+        self._emit(entry)
 
     def update_progress(self, download_id: str, bytes_downloaded: int) -> None:
         """Hot path: O(1); emits at most one event per progress interval."""
@@ -304,6 +315,7 @@ class DownloadTracker:
         state = entry.state
         state.completed_at = datetime.now(UTC)
         state.speed_bps, state.eta_secs, state.queue_position = 0, None, None
+        state.waiting_until = state.waiting_reason = None
         self._emit(entry)
         for sub in entry.subscribers:
             sub.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from services.hive.tracker import DownloadTracker, InvalidTransition
@@ -192,6 +194,36 @@ def test_queue_position_is_carried_only_while_queued(tracker: DownloadTracker, r
     assert len(rec.events) == before
     state = tracker.get_download(DL)
     assert state is not None and state.queue_position is None
+
+
+def test_waiting_is_carried_while_it_lasts_and_emits_when_it_begins_and_ends(
+    tracker: DownloadTracker, rec: Recorder
+) -> None:
+    until = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    tracker.start_download(DL, REF, 100)
+    tracker.set_status(DL, S.STARTING)
+    assert "waiting_until" not in rec.last.data
+    before = len(rec.events)
+    tracker.set_waiting(DL, until, "rate limited by the hub (resolvers), r=0")
+    assert len(rec.events) == before + 1 and rec.last.event is EventType.PROGRESS
+    assert set(contract(rec.last.data)) == PROGRESS_KEYS | {"waiting_until", "waiting_reason"}
+    assert rec.last.data["waiting_until"] == "2024-05-06T07:08:09Z"
+    assert rec.last.data["waiting_reason"] == "rate limited by the hub (resolvers), r=0"
+    state = tracker.get_download(DL)
+    assert state is not None and state.to_dict()["waiting_until"] == "2024-05-06T07:08:09Z"
+    tracker.set_waiting(DL, until, "rate limited by the hub (resolvers), r=0")  # unchanged: no event
+    assert len(rec.events) == before + 1
+    tracker.set_waiting(DL, None, "ignored without an end")
+    assert len(rec.events) == before + 2 and set(contract(rec.last.data)) == PROGRESS_KEYS
+    state = tracker.get_download(DL)
+    assert state is not None and (state.waiting_until, state.waiting_reason) == (None, None)
+    tracker.set_waiting(DL, until, "again")
+    tracker.fail_download(DL, "gave up")
+    state = tracker.get_download(DL)
+    assert state is not None and (state.waiting_until, state.waiting_reason) == (None, None)  # ended: no wait
+    before = len(rec.events)
+    tracker.set_waiting(DL, until, "too late")  # ended: ignored
+    assert len(rec.events) == before
 
 
 def test_complete_payload(tracker: DownloadTracker, clock: FakeClock, rec: Recorder) -> None:

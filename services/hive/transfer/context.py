@@ -13,7 +13,8 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from services.hive.partfile import PartFile
 from services.hive.segments import SplitWatch
 from services.hive.throttle import Throttle
 from services.hive.tracker import DownloadTracker
-from services.hive.transfer.errors import DownloadError, Retry
+from services.hive.transfer.errors import DownloadError, RateLimited, Retry
 from services.hive.transfer.request import Requester
 from services.hive.transfer.source import Source
 from shared.backoff import Backoff
@@ -37,6 +38,7 @@ __all__ = [
     "NoCheckpoints",
     "Outcome",
     "Transfer",
+    "attempts_failed",
     "backoff_delay",
 ]
 
@@ -69,7 +71,7 @@ class DownloaderConfig:
     retry_base_delay: float = 0.5
     retry_max_delay: float = 30.0
     write_batch_bytes: int = 2 * 1024 * 1024
-    hf_token: str | None = None
+    hf_token: str | None = field(default=None, repr=False)  # never in a repr, so never in a log
     segments: int = 1  # parallel range connections for a large file
     segment_min_bytes: int = 8 * 1024 * 1024  # smallest chunk; files under two chunks use one connection
     # split over `segments` connections only while one connection is slower than this (bytes/s);
@@ -86,6 +88,7 @@ class DownloaderConfig:
     allowed_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_ALLOWED_HOSTS; None = any
     hub_cdn_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_HUB_CDN_HOSTS
     range_limit: int | None = 50_000_000_000  # HIVE_RANGE_LIMIT_BYTES: the longest range one request asks for
+    rate_limit_max_wait: float = 300.0  # the longest rate-limit window of the hub's waited out (seconds)
 
 
 class Checkpoints(Protocol):
@@ -111,6 +114,14 @@ class NoCheckpoints:
 
     async def persist_segments(self, download_id: str, plan_json: str) -> None:
         pass
+
+
+def attempts_failed(retry: Retry, failures: int, progressed: bool) -> int:
+    """Consecutive failed attempts after this one: an attempt that brought bytes starts the count
+    again, and waiting out the hub's rate limit is no failure."""
+    if progressed:
+        return 0
+    return failures if isinstance(retry, RateLimited) else failures + 1
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
@@ -199,7 +210,12 @@ class Context:
         """The watch says this connection is slow, and enough is left to split (either thread)."""
         return watch.observe(now, size, time.process_time) and self.may_split(transfer, size)
 
-    async def backoff(self, retry: Retry, failures: int, offset: int, bound: Any) -> None:
+    async def backoff(self, t: Transfer, retry: Retry, failures: int, offset: int) -> None:
+        """Wait before the next attempt, or give up after `failures` consecutive failed attempts.
+        The hub's rate limit (RateLimited) is waited out instead; the caller does not count it."""
+        if isinstance(retry, RateLimited):
+            await self._wait_out(t, retry)
+            return
         cfg = self.config
         if failures >= cfg.max_attempts:
             code = ErrorCode.DOWNLOAD_TIMEOUT if retry.timeout else ErrorCode.DOWNLOAD_FAILED
@@ -207,9 +223,33 @@ class Context:
         delay = backoff_delay(failures + 1, cfg.retry_base_delay, cfg.retry_max_delay)
         if retry.delay is not None:
             delay = min(max(delay, retry.delay), max(cfg.retry_max_delay, 1.0))
-        bound.warning("download_retry", reason=str(retry), failures=failures, offset=offset, delay=round(delay, 2))
+        t.bound.warning("download_retry", reason=str(retry), failures=failures, offset=offset, delay=round(delay, 2))
         self.stats.retries += 1
         await asyncio.sleep(delay)
+
+    async def _wait_out(self, t: Transfer, limited: RateLimited) -> None:
+        """Wait for the hub's rate-limit window, shown in the state (`waiting_until`) meanwhile.
+        Segments of one download may wait at once: the latest end is shown, and cleared by its waiter."""
+        max_wait = self.config.rate_limit_max_wait
+        if limited.wait > max_wait:
+            raise DownloadError(
+                ErrorCode.DOWNLOAD_FAILED,
+                f"{limited}: its window ends in {limited.wait:g} s,"
+                f" longer than HIVE_RATE_LIMIT_MAX_WAIT ({max_wait:g} s)",
+            )
+        download_id, tracker = t.job.download_id, t.tracker
+        until = datetime.now(UTC) + timedelta(seconds=limited.wait)
+        state = tracker.get_download(download_id)
+        if state is not None and (state.waiting_until is None or state.waiting_until < until):
+            tracker.set_waiting(download_id, until, str(limited))
+        t.bound.warning("download_rate_limited", reason=str(limited), wait=round(limited.wait, 2))
+        self.stats.retries += 1
+        try:
+            await asyncio.sleep(limited.wait)
+        finally:
+            state = tracker.get_download(download_id)
+            if state is not None and state.waiting_until == until:
+                tracker.set_waiting(download_id, None)
 
     def resumed(self, transfer: Transfer) -> None:
         transfer.resumed += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DownloadError", "RemoteChanged", "Retry"]
+__all__ = ["DownloadError", "RateLimited", "RemoteChanged", "Retry"]
 
 
 class DownloadError(Exception):
@@ -19,6 +19,14 @@ class Retry(Exception):
         super().__init__(reason)
         self.timeout = timeout
         self.delay = delay
+
+
+class RateLimited(Retry):
+    """The hub's rate limit: wait `wait` seconds for its window; that is no failed attempt."""
+
+    def __init__(self, reason: str, wait: float) -> None:
+        super().__init__(reason, delay=wait)
+        self.wait = wait
 
 
 class RemoteChanged(Exception):

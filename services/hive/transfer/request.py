@@ -1,11 +1,16 @@
 """How a request is made: redirects followed by hand, a source's headers per hop, allowed hosts,
-and what a status or a transport failure means (a DownloadError for good, a Retry for now).
+and what an answer or a transport failure means (a DownloadError for good, a Retry for now).
 
 Redirects are followed here, not by httpx, so that a hub's token goes only to the hub's origin
 (`Source.headers_for` is asked at every hop), every hop is checked against HIVE_ALLOWED_HOSTS (a
 redirect the hub itself sends may also go to HIVE_HUB_CDN_HOSTS), the hub's answers are read
 (`Source.learn`) and its signed CDN URL is reused until it stops working. An open-ended Range
 of a file bigger than HIVE_RANGE_LIMIT_BYTES is asked as a bounded one.
+
+An answer from the hub's own origin is read as the hub means it (`hub_protocol`): its refusals
+(`X-Error-Code`) end the download with the contract's code and the hub's words, and its 429 is a
+`RateLimited` to wait out, not a failed attempt. A body is written only as it is (identity): one
+with any other Content-Encoding ends the download.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from services.hive.refs import host_allowed
+from services.hive.hub_protocol import hub_refusal, parse_ratelimit
+from services.hive.refs import host_allowed, origin_of
 from services.hive.transfer.answers import parse_retry_after
-from services.hive.transfer.errors import DownloadError, Retry
+from services.hive.transfer.errors import DownloadError, RateLimited, Retry
 from services.hive.transfer.source import Source
 from shared.models import ErrorCode
 
@@ -140,11 +146,21 @@ class Requester:
             await asyncio.get_running_loop().run_in_executor(self._threads, resp.close)
 
 
-def check_status(resp: httpx.Response) -> None:
-    """200 and 206 pass; the rest is a DownloadError, or a Retry for what may pass (408, 429, 5xx)."""
+def check_status(resp: httpx.Response, source: Source) -> None:
+    """200 and 206 with an identity body pass; the rest is a DownloadError, or a Retry for what may
+    pass (408, 429, 5xx). Answers from the hub's origin are read as the hub's (see the module)."""
     status = resp.status_code
     if status in (200, 206):
+        _check_identity(resp)
         return
+    from_hub = source.hub and origin_of(str(resp.url)) == source.token_origin
+    if from_hub:
+        page = source.repo_page or source.url
+        refusal = hub_refusal(status, resp.headers, source.repo_id, page)
+        if refusal is not None:
+            raise DownloadError(refusal.code, refusal.message)
+        if status == 429 and (limited := _rate_limited(resp.headers)) is not None:
+            raise limited
     if status in (401, 403):
         raise DownloadError(ErrorCode.UNAUTHORIZED, f"the server refused access ({status})")
     if status in (404, 410):
@@ -153,6 +169,31 @@ def check_status(resp: httpx.Response) -> None:
         delay = parse_retry_after(resp.headers.get("retry-after"))
         raise Retry(f"server answered {status}", timeout=status == 408, delay=delay)
     raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"unexpected HTTP status {status}")
+
+
+def _rate_limited(headers: httpx.Headers) -> RateLimited | None:
+    """The hub's 429 as a wait: the larger of its RateLimit `t` and Retry-After (None if it names neither)."""
+    limit = parse_ratelimit(headers)
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    waits = [w for w in (retry_after, None if limit is None else float(limit.reset_secs)) if w is not None]
+    if not waits:
+        return None
+    said = f" ({limit.resource}), r={limit.remaining}" if limit is not None else ""
+    return RateLimited(f"rate limited by the hub{said}", max(waits))
+
+
+def _check_identity(resp: httpx.Response) -> None:
+    """The hive asks for `Accept-Encoding: identity` and writes raw bytes: an encoded body would be
+    written as the file (and fail its checksum, or pass with none), so it is refused. Not retried:
+    a server that ignored the request once does so again."""
+    value = resp.headers.get("content-encoding", "")
+    encodings = [e.strip().lower() for e in value.split(",") if e.strip()]
+    if any(e != "identity" for e in encodings):
+        raise DownloadError(
+            ErrorCode.DOWNLOAD_FAILED,
+            f"the server sent the body with Content-Encoding {value.strip()!r} although asked for identity;"
+            " the hive writes only unencoded bodies",
+        )
 
 
 @contextlib.contextmanager

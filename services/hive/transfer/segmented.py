@@ -20,7 +20,7 @@ import httpx
 from services.hive.fileio import hash_range, pwrite_all
 from services.hive.segments import Chunk, SegmentPlan
 from services.hive.transfer.answers import content_range
-from services.hive.transfer.context import Context, Transfer
+from services.hive.transfer.context import Context, Transfer, attempts_failed
 from services.hive.transfer.errors import RemoteChanged, Retry
 from services.hive.transfer.request import body_errors, check_status
 
@@ -121,8 +121,8 @@ async def _segment_worker(ctx: Context, t: Transfer, fd: int, seg: _SegmentRun) 
                 try:
                     await _fetch_chunk(ctx, t, fd, chunk, seg)
                 except Retry as retry:
-                    failures = 0 if chunk.written > before else failures + 1
-                    await ctx.backoff(retry, failures, chunk.written, t.bound)
+                    failures = attempts_failed(retry, failures, chunk.written > before)
+                    await ctx.backoff(t, retry, failures, chunk.written)
                     ctx.resumed(t)
         finally:
             seg.plan.release(chunk)
@@ -134,7 +134,7 @@ async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _S
         headers["If-Range"] = t.validator
     resp = await ctx.requester.open(t.source, headers)
     try:
-        check_status(resp)
+        check_status(resp, t.source)
         t.answered(ctx.checkpoints)
         answered = content_range(resp.headers)
         if resp.status_code != 206 or answered is None:

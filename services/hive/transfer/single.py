@@ -21,7 +21,7 @@ from services.hive.transfer.answers import (
     unsatisfied_total,
     validator_of,
 )
-from services.hive.transfer.context import Context, Outcome, Transfer
+from services.hive.transfer.context import Context, Outcome, Transfer, attempts_failed
 from services.hive.transfer.errors import Retry
 from services.hive.transfer.request import body_errors, check_status
 from services.hive.transfer.threaded import read_body_threaded
@@ -76,8 +76,8 @@ async def single(ctx: Context, t: Transfer, probe: bool) -> SegmentPlan | None:
         except Retry as retry:
             probe = probe and cfg.split_below_bps > 0  # a resumed connection may still prove slow
             await part.flush()
-            failures = 0 if part.size > offset_before else failures + 1
-            await ctx.backoff(retry, failures, part.size, t.bound)
+            failures = attempts_failed(retry, failures, part.size > offset_before)
+            await ctx.backoff(t, retry, failures, part.size)
             if part.size > 0:
                 ctx.resumed(t)
 
@@ -111,7 +111,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
             t.bound.warning("download_restart", reason="416 on resume", offset=offset)
             await part.open_fresh()
             raise Retry("range not satisfiable; restarting from zero")
-        check_status(resp)
+        check_status(resp, t.source)
         if status == 206:
             answered = content_range(resp.headers)
             if answered is None or answered[0] != offset:
