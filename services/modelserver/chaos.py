@@ -10,71 +10,30 @@ the upstream on a fresh connection. With probability `probability` per request, 
 - ``close``  reads the request and closes the connection before any response header;
 - ``status`` answers 503 with a ``Retry-After`` header, without asking the upstream.
 
-Decisions come from one `random.Random` per path, seeded from (seed, path): the n-th request on a
-path always gets the same decision, so a failing run is replayed by its seed. Every fault is
-recorded (`faults`), and the body bytes sent to clients are counted (`body_bytes`).
+Decisions (`chaos_book.ChaosBook`) come from one `random.Random` per path, seeded from (seed, path):
+the n-th request on a path always gets the same decision, so a failing run is replayed by its seed.
+Every fault is recorded (`faults`), and the body bytes sent to clients are counted (`body_bytes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 import struct
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
+from services.modelserver.chaos_book import KINDS, ChaosBook, ChaosConfig, Decision, FaultRecord
+
 __all__ = ["KINDS", "ChaosConfig", "ChaosProxy", "FaultRecord"]
 
-KINDS = ("cut", "short", "stall", "close", "status")
 _BODY_KINDS = frozenset({"cut", "short", "stall"})
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade"})
 _PIECE = 64 * 1024
 _MAX_HEAD = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ChaosConfig:
-    seed: int
-    probability: float = 0.35  # chance that a request misbehaves, while its path has budget left
-    max_faults: int = 3  # per path
-    kinds: tuple[str, ...] = KINDS
-    retry_after: tuple[str, ...] = ("0", "1")  # Retry-After values a `status` fault picks from
-    stall_secs: float = 30.0  # a stall ends sooner when the client disconnects or the proxy stops
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRecord:
-    path: str
-    request: int  # 1-based number of the request on its path
-    kind: str
-    at: int | None  # body bytes sent before a cut / short body / stall
-
-
-@dataclass(slots=True)
-class _PathState:
-    rng: random.Random
-    requests: int = 0
-    faults: int = 0
-
-
-@dataclass(slots=True)
-class _Decision:
-    kind: str | None
-    fraction: float = 0.0  # where in the body a body fault strikes
-    retry_after: str = "0"
-
-
-@dataclass
-class _Stats:
-    faults: list[FaultRecord] = field(default_factory=list)
-    body_bytes: int = 0
-    body_bytes_by_path: Counter[str] = field(default_factory=Counter)
-    requests: int = 0
 
 
 class ChaosProxy:
@@ -88,9 +47,7 @@ class ChaosProxy:
         self.config = config
         self.host = host
         self.port = 0
-        self._paths: dict[str, _PathState] = {}
-        self._stats = _Stats()
-        self._lock = threading.Lock()
+        self._book = ChaosBook(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -131,8 +88,7 @@ class ChaosProxy:
 
     @property
     def faults(self) -> list[FaultRecord]:
-        with self._lock:
-            return list(self._stats.faults)
+        return self._book.faults
 
     def fault_counts(self) -> Counter[str]:
         return Counter(f.kind for f in self.faults)
@@ -140,44 +96,18 @@ class ChaosProxy:
     @property
     def body_bytes(self) -> int:
         """Response body bytes written to clients (bytes lost to a cut count too: they were served)."""
-        with self._lock:
-            return self._stats.body_bytes
+        return self._book.body_bytes
 
     def body_bytes_of(self, path: str) -> int:
-        with self._lock:
-            return self._stats.body_bytes_by_path[path]
+        return self._book.body_bytes_of(path)
 
     @property
     def requests(self) -> int:
-        with self._lock:
-            return self._stats.requests
+        return self._book.requests
 
-    # -- the decision
-
-    def decide(self, path: str) -> _Decision:
+    def decide(self, path: str) -> Decision:
         """The next decision for `path` (deterministic per path and seed)."""
-        cfg = self.config
-        with self._lock:
-            state = self._paths.get(path)
-            if state is None:
-                state = self._paths[path] = _PathState(random.Random(f"{cfg.seed}:{path}"))
-            state.requests += 1
-            self._stats.requests += 1
-            rng = state.rng
-            roll, kind, fraction, retry = rng.random(), rng.choice(cfg.kinds), rng.random(), rng.choice(cfg.retry_after)
-            if state.faults >= cfg.max_faults or roll >= cfg.probability:
-                return _Decision(None)
-            state.faults += 1
-            return _Decision(kind, fraction, retry)
-
-    def _record(self, path: str, kind: str, at: int | None) -> None:
-        with self._lock:
-            self._stats.faults.append(FaultRecord(path, self._paths[path].requests, kind, at))
-
-    def _count(self, path: str, n: int) -> None:
-        with self._lock:
-            self._stats.body_bytes += n
-            self._stats.body_bytes_by_path[path] += n
+        return self._book.decide(path)
 
     # -- the server
 
@@ -230,10 +160,10 @@ class ChaosProxy:
             path = unquote(urlsplit(target.decode("latin-1")).path)
             decision = self.decide(path)
             if decision.kind == "close":
-                self._record(path, "close", None)
+                self._book.record(path, "close", None)
                 return
             if decision.kind == "status":
-                self._record(path, "status", None)
+                self._book.record(path, "status", None)
                 body = b"503 Service Unavailable (chaos)\n"
                 writer.write(
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
@@ -252,7 +182,7 @@ class ChaosProxy:
         headers: list[tuple[bytes, bytes]],
         request_body: bytes,
         path: str,
-        decision: _Decision,
+        decision: Decision,
         client_reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> bool:
@@ -278,7 +208,7 @@ class ChaosProxy:
             sent = await self._pipe(up_reader, writer, limit, path)
             if kind is None:
                 return length is not None and sent == length
-            self._record(path, kind, sent)
+            self._book.record(path, kind, sent)
             if kind == "stall":
                 await self._stall(client_reader)
             elif kind == "cut":
@@ -298,7 +228,7 @@ class ChaosProxy:
             if not data:
                 break
             dst.write(data)
-            self._count(path, len(data))
+            self._book.count(path, len(data))
             sent += len(data)
             await dst.drain()
         return sent

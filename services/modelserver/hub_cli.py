@@ -13,9 +13,10 @@ import signal
 import zlib
 from pathlib import Path
 
+from services.modelserver.files import parse_size
 from services.modelserver.hub import Hub
 from services.modelserver.hub_repo import Generated
-from services.modelserver.server import _wait_for_shutdown_signal, parse_size
+from services.modelserver.server import _wait_for_shutdown_signal
 
 
 def _file_spec(text: str) -> tuple[str, int]:

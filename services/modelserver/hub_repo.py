@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.modelserver.server import MIB, generate_file, sha256_file
+from services.modelserver.files import MIB, generate_file, sha256_file
 
 LFS_SIZE_THRESHOLD = 10 * MIB
 # The head of the .gitattributes the real hub writes into every new model repo.
