@@ -1,9 +1,9 @@
 """DownloadTracker: the state of every download on this hive and the events its streams carry.
 
 Pure Python (asyncio only for waking subscribers). Every method is meant to be called on the
-event-loop thread. The rules it keeps (CONTRACT.md, "Server-Sent Events"):
+event-loop thread. The rules it keeps (README, "Progress events (SSE)"):
 
-- statuses move forward only; nothing leaves a terminal status;
+- statuses move forward only; nothing leaves a terminal status (statuses.py);
 - bytes never go backwards; speed is an EMA (alpha 0.3) of speed measured over whole intervals;
 - one progress event per download per `progress_interval` while bytes move, one on every status
   change and when a wait (`waiting_until`) begins or ends, exactly one terminal event; per-download
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from services.hive.speed import SpeedMeter, eta_secs
+from services.hive.statuses import InvalidTransition, UnknownDownload, check_transition
 from services.hive.subscribers import StreamDecision, Subscriber
 from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent
 
@@ -32,25 +33,6 @@ __all__ = [
     "UnknownDownload",
     "eta_secs",
 ]
-
-S = DownloadStatus
-_ALLOWED: dict[DownloadStatus, frozenset[DownloadStatus]] = {
-    S.QUEUED: frozenset({S.STARTING, S.DOWNLOADING, S.COMPLETE, S.FAILED, S.CANCELLED}),
-    S.STARTING: frozenset({S.DOWNLOADING, S.COMPLETE, S.FAILED, S.CANCELLED}),
-    S.DOWNLOADING: frozenset({S.COMPLETE, S.FAILED, S.CANCELLED}),
-    S.COMPLETE: frozenset(),
-    S.FAILED: frozenset(),
-    S.CANCELLED: frozenset(),
-}
-
-
-class UnknownDownload(KeyError):
-    pass
-
-
-class InvalidTransition(ValueError):
-    pass
-
 
 @dataclass(slots=True)
 class _Entry:
@@ -293,9 +275,7 @@ class DownloadTracker:
             raise UnknownDownload(download_id) from None
 
     def _transition(self, entry: _Entry, status: DownloadStatus) -> None:
-        current = entry.state.status
-        if status not in _ALLOWED[current]:
-            raise InvalidTransition(f"{entry.state.download_id}: {current.value} -> {status.value}")
+        check_transition(entry.state.download_id, entry.state.status, status)
         entry.state.status = status
 
     def _measure(self, entry: _Entry, now: float) -> None:
