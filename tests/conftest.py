@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,9 @@ def model_server(tmp_path: Path) -> Iterator[ModelServer]:
         yield server
 
 
-@pytest.fixture
-def make_hive(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable[..., ServerThread]]:
-    """Start a real hive (in-process uvicorn); keyword arguments override HiveSettings."""
+@contextmanager
+def hive_factory(tmp_path: Path, endpoint: str, **defaults: Any) -> Iterator[Callable[..., ServerThread]]:
+    """Start real hives (in-process uvicorn) with HF_ENDPOINT `endpoint`; keywords override HiveSettings."""
     started: list[ServerThread] = []
 
     def _make(**overrides: Any) -> ServerThread:
@@ -52,14 +53,24 @@ def make_hive(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable[..
             "id": f"hive-{len(started)}",
             "port": port,  # so a hive that registers with a queen advertises where it really listens
             "models_dir": tmp_path / f"models-{len(started)}",
-            "hf_endpoint": model_server.url,
+            "hf_endpoint": endpoint,
             **FAST_HIVE,
+            **defaults,
             **overrides,
         }
         server = ServerThread(create_app(HiveSettings(**fields)), port).start()
         started.append(server)
         return server
 
-    yield _make
-    for server in reversed(started):
-        server.stop()
+    try:
+        yield _make
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@pytest.fixture
+def make_hive(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable[..., ServerThread]]:
+    """Start a real hive (in-process uvicorn) on the model server; keyword arguments override HiveSettings."""
+    with hive_factory(tmp_path, model_server.url) as make:
+        yield make

@@ -21,11 +21,9 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from services.hive.main import create_app
-from services.hive.settings import HiveSettings
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
-from tests.conftest import FAST_HIVE
+from tests.conftest import hive_factory
 from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
 MiB = 1024 * 1024
@@ -42,26 +40,9 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
 
 @pytest.fixture
 def make_hive(tmp_path: Path, hub: Hub) -> Iterator[Callable[..., ServerThread]]:
-    started: list[ServerThread] = []
-
-    def _make(**overrides: Any) -> ServerThread:
-        port = free_port()
-        fields = {
-            "id": f"hive-{len(started)}",
-            "port": port,
-            "models_dir": tmp_path / f"models-{len(started)}",
-            "hf_endpoint": hub.url,
-            "range_limit_bytes": MiB,  # the test CDN refuses unbounded reads above 1 MiB, as the real one above 50 GB
-            **FAST_HIVE,
-            **overrides,
-        }
-        server = ServerThread(create_app(HiveSettings(**fields)), port).start()
-        started.append(server)
-        return server
-
-    yield _make
-    for server in reversed(started):
-        server.stop()
+    # the test CDN refuses unbounded reads above 1 MiB, as the real one above 50 GB
+    with hive_factory(tmp_path, hub.url, range_limit_bytes=MiB) as make:
+        yield make
 
 
 def follow(base: str, model_ref: str, timeout: float = 60) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:

@@ -21,10 +21,8 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from services.hive.main import create_app
-from services.hive.settings import HiveSettings
 from services.modelserver.hub import Hub
-from tests.conftest import FAST_HIVE
+from tests.conftest import FAST_HIVE, hive_factory
 from tests.hub_fixtures import LFS_SIZE, REPO, build_repo, running_hub
 from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
@@ -52,25 +50,8 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
 @pytest.fixture
 def make_hub_hive(tmp_path: Path, hub: Hub) -> Iterator[MakeHive]:
     """Start a real hive (in-process uvicorn) whose HF_ENDPOINT is the hub; keywords override HiveSettings."""
-    started: list[ServerThread] = []
-
-    def _make(**overrides: Any) -> ServerThread:
-        port = free_port()
-        fields = {
-            "id": f"hive-{len(started)}",
-            "port": port,
-            "models_dir": tmp_path / f"models-{len(started)}",
-            "hf_endpoint": hub.url,
-            **FAST_HIVE,
-            **overrides,
-        }
-        server = ServerThread(create_app(HiveSettings(**fields)), port).start()
-        started.append(server)
-        return server
-
-    yield _make
-    for server in reversed(started):
-        server.stop()
+    with hive_factory(tmp_path, hub.url) as make:
+        yield make
 
 
 def start(base: str, ref: str) -> str:
