@@ -146,6 +146,29 @@ def test_cancel_stops_and_removes_partial(hive: ServerThread, model_server: Mode
     assert httpx.delete(f"{hive.url}/v2/downloads/{download_id}").status_code == 200
 
 
+def test_cancel_of_a_segmented_download_stops_every_connection(
+    make_hive: Callable[..., ServerThread], model_server: ModelServer, hub_ref: HubRef
+) -> None:
+    """The segment workers end with the cancel: none goes on fetching (or writing to a closed file)."""
+    hive = make_hive(segments=4, segment_min_bytes=256 * 1024)
+    ref = hub_ref(name="seg.bin", size=16 * MiB, rate=256 * 1024)  # each connection capped: 16 s at 4
+    body = start(hive, ref).json()
+    download_id = body["download_id"]
+    wait_until(
+        lambda: sum(1 for r in model_server.records() if r.status == 206) >= 3, 10, what="several connections"
+    )
+    resp = httpx.delete(f"{hive.url}/v2/downloads/{download_id}", timeout=10)
+    assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
+    assert model_server.wait_idle(timeout=5), "a segment kept downloading after the cancel"
+    seg_path = "/org/repo/resolve/main/seg.bin"
+    requests = len(model_server.records(seg_path))
+    final = Path(body["path"])
+    assert not final.exists() and not final.with_name(final.name + ".part").exists()
+    again = start(hive, hub_ref(name="after.bin", size=64 * 1024))  # the hive is well: a new download completes
+    wait_status(hive, again.json()["download_id"], "complete")
+    assert len(model_server.records(seg_path)) == requests  # and the cancelled one asked for nothing more
+
+
 def test_cancel_finished_is_conflict(hive: ServerThread, hub_ref: HubRef) -> None:
     download_id = start(hive, hub_ref()).json()["download_id"]
     wait_status(hive, download_id, "complete")

@@ -6,6 +6,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from services.hive.store import COLUMNS, SCHEMA_VERSION, DownloadRecord, HistoryStore, migrate
 
 # The table exactly as hives wrote it before the schema had a version (user_version 0). A copy on
@@ -166,3 +168,29 @@ def test_close_right_after_an_urgent_write_returns_and_keeps_it(tmp_path: Path) 
 
     asyncio.run(go())
     assert len(reopen(path)) == 50
+
+
+def test_a_failed_write_is_queued_again_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "hive.db"
+
+    class FailsOnce(HistoryStore):
+        failed = False
+
+        def _write(self, rows: list[tuple[object, ...]], deleted: list[str]) -> None:
+            if not self.failed:
+                self.failed = True
+                raise sqlite3.OperationalError("database is locked")
+            super()._write(rows, deleted)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        store = FailsOnce(path, flush_interval=60.0)
+        await store.open()
+        store.put(record("dl-a", 1))
+        store.delete(["dl-gone"])
+        with pytest.raises(sqlite3.OperationalError):
+            await store.flush()
+        store.put(record("dl-b", 2))
+        await store.close()
+
+    asyncio.run(go())
+    assert [r.download_id for r in reopen(path)] == ["dl-a", "dl-b"]

@@ -1,13 +1,18 @@
-"""Positional file I/O for the partial: full pwrites, early writeback, hashing a range back."""
+"""Positional file I/O for the partial: full pwrites, early writeback, hashing a range back, and
+running one of them on a thread so that a cancel never leaves it working on a closed descriptor."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
-__all__ = ["hash_range", "pwrite_all", "pwrite_full", "start_writeback"]
+__all__ = ["hash_range", "in_thread", "pwrite_all", "pwrite_full", "start_writeback"]
+
+T = TypeVar("T")
 
 _HASH_BLOCK = 1024 * 1024  # hashing re-reads in blocks this big, into one reused buffer
 _SYNC_FILE_RANGE_WRITE = 2
@@ -67,3 +72,15 @@ def hash_range(fd: int, digest: Any, start: int, end: int) -> None:
             raise OSError(errno.EIO, "short read while hashing")
         digest.update(view[:n])
         pos += n
+
+
+async def in_thread(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on `executor`. A cancel of the caller waits for the call to end before it goes
+    on: a cancelled run_in_executor leaves the thread running, and a pwrite or read that outlives
+    the file's close lands on whatever descriptor took its number next."""
+    future = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise

@@ -39,7 +39,6 @@ class History:
         self.ttl = ttl
         self.max_entries = max_entries
         self._records: dict[str, DownloadRecord] = {}
-        self._after_prune = 0  # records left by the last prune
         self._seq = 0
         tracker.add_listener(self._record_event)
 
@@ -149,11 +148,10 @@ class History:
                 removed += 1
         return removed
 
-    def over_capacity(self) -> bool:
-        """Enough records came since the last prune, past `max_entries`, to prune again (pruning is
-        O(records), so it runs at most once per tenth of `max_entries` new records)."""
-        margin = max(16, self.max_entries // 10)
-        return len(self._records) > max(self.max_entries, self._after_prune) + margin
+    def over_capacity(self, active: int) -> bool:
+        """More finished records (all but the `active` ones) than `max_entries` by a margin: prune
+        (it is O(records), so it runs at most once per tenth of `max_entries` finished downloads)."""
+        return len(self._records) - active > self.max_entries + max(16, self.max_entries // 10)
 
     def prune(self, busy: Collection[Path], now: datetime | None = None) -> int:
         """Forget finished entries older than the TTL and beyond the newest `max_entries`."""
@@ -166,7 +164,6 @@ class History:
             if i >= self.max_entries or (s.completed_at or s.started_at) < cutoff
         ]
         self.drop(doomed, busy)
-        self._after_prune = len(self._records)
         return len(doomed)
 
     def drop(self, download_ids: list[str], busy: Collection[Path]) -> None:

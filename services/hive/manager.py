@@ -182,13 +182,15 @@ class DownloadManager:
     async def recover(self, records: list[DownloadRecord]) -> None:
         """Rebuild state from history: finished downloads listed, unfinished ones resumed."""
         unfinished = self.history.restore(records)
+        hub = origin_of(self.hf_endpoint)
         for rec in unfinished:
             job = DownloadJob(
                 download_id=rec.download_id,
                 url=rec.url,
                 dest=Path(rec.dest),
                 expected_sha256=rec.expected_sha256,
-                token_origin=rec.token_origin,
+                # HF_TOKEN goes to today's hub only: not to one HF_ENDPOINT named before a restart
+                token_origin=rec.token_origin if rec.token_origin == hub else None,
                 validator=rec.validator,
                 total=rec.total_bytes,
                 segments=rec.segments,
@@ -263,7 +265,7 @@ class DownloadManager:
             if self._by_dest.get(job.dest) == download_id:
                 del self._by_dest[job.dest]
             await self._slots.leave(download_id, held=holding_slot)
-            if self.history.over_capacity():  # between the periodic prunes, too: memory stays bounded
+            if self.history.over_capacity(len(self._running)):  # between the periodic prunes too
                 self.prune()
 
     def _finish_quietly(

@@ -177,12 +177,20 @@ class HistoryStore:
     async def flush(self) -> None:
         if not self._dirty and not self._deleted:
             return
-        rows = [tuple(getattr(r, c) for c in COLUMNS) for r in self._dirty.values()]  # asdict: 300x slower
-        deleted = list(self._deleted)
-        self._dirty.clear()
-        self._deleted.clear()
+        taken, deleted = self._dirty, self._deleted
+        self._dirty, self._deleted = {}, set()
+        rows = [tuple(getattr(r, c) for c in COLUMNS) for r in taken.values()]  # asdict: 300x slower
         # shielded: a cancel (close() stopping the flusher) must not cancel a write whose rows were taken
-        await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows, deleted))
+        write = asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows, list(deleted))
+        try:
+            await asyncio.shield(write)
+        except sqlite3.Error:
+            # not written (busy past the timeout, disk full): queued again, unless newer news came since
+            for download_id, rec in taken.items():
+                if download_id not in self._deleted:
+                    self._dirty.setdefault(download_id, rec)
+            self._deleted |= {d for d in deleted if d not in self._dirty}
+            raise
 
     async def sync(self) -> None:
         """Flush, and return only once every write queued so far (the flusher's too) is in the database."""

@@ -158,13 +158,13 @@ class Transfer:
         or git blob sha1; from this run's answers, else an earlier run's), or a URL's sha256 ETag."""
         if self.source.hub:
             return self.source.facts.digest or self.job.hub_digest
-        return self.remote_sha256
+        return self.remote_sha256 or self.job.hub_digest  # (a hub file resumed without its token)
 
     def answered(self, checkpoints: Checkpoints) -> None:
         """A good answer came: record what it taught (validator, total, the hub's digest and commit)."""
         if (commit := self.source.facts.commit) is not None:
             self.tracker.set_commit(self.job.download_id, commit)
-        digest = self.expected_digest if self.source.hub else None
+        digest = self.source.facts.digest or self.job.hub_digest  # the hub's word only, kept for a resume
         checkpoints.checkpoint(self.job.download_id, self.validator, self.total, digest)
 
     def downloading(self) -> None:

@@ -131,6 +131,7 @@ class Downloader:
     async def _transfer(self, t: Transfer) -> tuple[str, int, bool]:
         """Move the bytes into the partial: (its sha256, its size, whether it spliced earlier bytes)."""
         ctx, cfg, part = self._ctx, self.config, t.part
+        fresh_from = t.resumed  # resumes after this count spliced bytes into this pass
         try:
             plan = await saved_plan(ctx, t)
             saved = plan is not None
@@ -147,6 +148,7 @@ class Downloader:
                     t.bound.warning("download_restart", reason="the file changed during a segmented download")
                     t.validator = None
                     await part.open_fresh()
+                    fresh_from = t.resumed
                     await single(ctx, t, probe=False)
                     sha, size, spliced = await part.finish(), part.size, False
             else:
@@ -159,7 +161,7 @@ class Downloader:
         except BaseException:
             await part.close()
             raise
-        return sha, size, spliced or t.resumed > 0
+        return sha, size, spliced or t.resumed > fresh_from
 
     async def _mismatch(self, t: Transfer, sha: str, size: int) -> str | None:
         """Why the partial is not the file it must be, or None: the request's sha256, then the hub's

@@ -77,7 +77,8 @@ class Requester:
             if on_hub:
                 if url == source.url:
                     source.resolves += 1
-                source.learn(resp.headers)
+                if resp.status_code < 400:  # an error page says nothing of the file
+                    source.learn(resp.headers)
             if resp.status_code in _REDIRECTS and "location" in resp.headers:
                 via_hub = via_hub or on_hub
                 url = urljoin(str(resp.url), resp.headers["location"])
@@ -87,7 +88,7 @@ class Requester:
                 continue
             if reused and not on_hub and resp.status_code in (403, 410):
                 await self.close(resp)  # the signed URL expired or was revoked: ask the hub again
-                source.forget()
+                source.forget(url)
                 url, reused, via_hub = source.url, False, False
                 continue
             if via_hub and not on_hub and not reused:

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import httpx
 
-from services.hive.fileio import hash_range, pwrite_all
+from services.hive.fileio import hash_range, in_thread, pwrite_all
 from services.hive.segments import Chunk, SegmentPlan
 from services.hive.transfer.answers import content_range
 from services.hive.transfer.context import Context, Transfer, attempts_failed
@@ -87,19 +87,22 @@ async def segmented(ctx: Context, t: Transfer, plan: SegmentPlan, saved: bool = 
             task.result()
         seg.moved.set()
         sha = await follower
-        await loop.run_in_executor(ctx.io, os.fsync, fd)
+        await in_thread(ctx.io, os.fsync, fd)
     finally:
-        ctx.checkpoints.checkpoint_segments(job.download_id, plan.to_json())  # the exact plan, for a resume
+        # Also when this task is cancelled (a cancel, a shutdown): every worker and the follower end,
+        # with their file I/O (in_thread), before the descriptor is closed under them.
         follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, follower, return_exceptions=True)
+        ctx.checkpoints.checkpoint_segments(job.download_id, plan.to_json())  # the exact plan, for a resume
         hasher.shutdown(wait=False)
-        await loop.run_in_executor(ctx.io, f.close)
+        await in_thread(ctx.io, f.close)
     return sha, plan.total
 
 
 async def _hash_follower(fd: int, digest: Any, hashed: int, seg: _SegmentRun, hasher: ThreadPoolExecutor) -> str:
     """Hash the file in order, following the contiguous written prefix as it grows."""
-    loop = asyncio.get_running_loop()
     total = seg.plan.total
     while hashed < total:
         frontier = seg.plan.frontier()
@@ -107,7 +110,7 @@ async def _hash_follower(fd: int, digest: Any, hashed: int, seg: _SegmentRun, ha
             seg.moved.clear()
             await seg.moved.wait()
             continue
-        await loop.run_in_executor(hasher, hash_range, fd, digest, hashed, frontier)
+        await in_thread(hasher, hash_range, fd, digest, hashed, frontier)
         hashed = frontier
     return str(digest.hexdigest())
 
@@ -149,7 +152,6 @@ async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _S
 
 
 async def _read_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun, resp: httpx.Response) -> None:
-    loop = asyncio.get_running_loop()
     download_id = t.job.download_id
     update = t.tracker.update_progress
     throttle = ctx.throttle
@@ -165,7 +167,7 @@ async def _read_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _Se
             return
         pieces, offset, n = batch, chunk.written, batched
         batch, batched = [], 0
-        await loop.run_in_executor(ctx.io, pwrite_all, fd, pieces, offset)
+        await in_thread(ctx.io, pwrite_all, fd, pieces, offset)
         chunk.written += n
         seg.moved.set()
         _report_segments(ctx, download_id, seg)

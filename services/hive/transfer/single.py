@@ -147,7 +147,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
             return outcome
         if t.total is not None and part.size != t.total:
             end = content_range_end(resp.headers) if status == 206 else None
-            if end is not None and part.size == end + 1:
+            if end is not None and part.size == end + 1 and part.size > offset:
                 return Outcome.DONE  # a bounded range (HIVE_RANGE_LIMIT_BYTES) ended whole: ask the next
             raise Retry(f"body ended at {part.size} of {t.total} bytes")
         return Outcome.DONE

@@ -99,6 +99,8 @@ class Source:
         """The hub redirected to `url`: reuse it for the next requests."""
         self._resolved, self._expires = url, url_expiry(url)
 
-    def forget(self) -> None:
-        """The URL the hub gave is refused (expired, revoked): the next request asks the hub again."""
-        self._resolved = self._expires = None
+    def forget(self, url: str) -> None:
+        """`url`, which the hub gave, is refused (expired, revoked): the next request asks the hub
+        again, unless another connection already brought a newer URL."""
+        if self._resolved == url:
+            self._resolved = self._expires = None
