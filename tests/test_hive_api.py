@@ -154,9 +154,7 @@ def test_cancel_of_a_segmented_download_stops_every_connection(
     ref = hub_ref(name="seg.bin", size=16 * MiB, rate=256 * 1024)  # each connection capped: 16 s at 4
     body = start(hive, ref).json()
     download_id = body["download_id"]
-    wait_until(
-        lambda: sum(1 for r in model_server.records() if r.status == 206) >= 3, 10, what="several connections"
-    )
+    wait_until(lambda: sum(1 for r in model_server.records() if r.status == 206) >= 3, 10, what="several connections")
     resp = httpx.delete(f"{hive.url}/v2/downloads/{download_id}", timeout=10)
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     assert model_server.wait_idle(timeout=5), "a segment kept downloading after the cancel"

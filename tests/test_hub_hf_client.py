@@ -104,9 +104,7 @@ def test_hf_hub_download_small_and_lfs_files(
 
 
 @pytest.mark.parametrize("which", ["main", "first", "pr"])
-def test_snapshot_download_at_a_branch_a_commit_and_a_pr(
-    hub: Hub, revs: Revisions, tmp_path: Path, which: str
-) -> None:
+def test_snapshot_download_at_a_branch_a_commit_and_a_pr(hub: Hub, revs: Revisions, tmp_path: Path, which: str) -> None:
     revision = {"main": "main", "first": revs.first, "pr": "refs/pr/1"}[which]
     commit = {"main": revs.main, "first": revs.first, "pr": revs.pr}[which]
     home = tmp_path / "hf"
@@ -131,9 +129,7 @@ def test_model_info_with_files_metadata(hub: Hub, revs: Revisions, tmp_path: Pat
     )
     assert info["id"] == REPO and info["sha"] == revs.pr
     files = hub.repo(REPO).commits[revs.pr].files
-    assert info["siblings"] == [
-        [p, f.size, f.blob_id, f.sha256 if f.lfs else None] for p, f in sorted(files.items())
-    ]
+    assert info["siblings"] == [[p, f.size, f.blob_id, f.sha256 if f.lfs else None] for p, f in sorted(files.items())]
 
 
 def test_list_repo_tree_recursive_across_pages(hub: Hub, revs: Revisions, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "eta_secs",
 ]
 
+
 @dataclass(slots=True)
 class _Entry:
     state: DownloadState

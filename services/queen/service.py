@@ -145,9 +145,7 @@ class QueenService:
         log.info("download_placed", download_id=download_id, hive_id=hive.hive_id, created=status == 202)
         return status, body
 
-    async def _fan_out(
-        self, call: Callable[[HiveInfo], Awaitable[T]]
-    ) -> tuple[list[tuple[HiveInfo, T]], list[str]]:
+    async def _fan_out(self, call: Callable[[HiveInfo], Awaitable[T]]) -> tuple[list[tuple[HiveInfo, T]], list[str]]:
         """`call` on every hive at once, each within the fan-out deadline: the answers, and the hives
         that gave none (failed, too slow, or already known to be down, which are not asked at all)."""
         asked = [h for h in self.registry.all() if h.health is not Health.UNHEALTHY]
@@ -208,9 +206,7 @@ class QueenService:
 
     async def _ask_hives(self, download_id: str) -> HiveInfo | None:
         limit = self.settings.fanout_timeout
-        answers, unreachable = await self._fan_out(
-            lambda h: self.hives.get_download(h, download_id, time_limit=limit)
-        )
+        answers, unreachable = await self._fan_out(lambda h: self.hives.get_download(h, download_id, time_limit=limit))
         for hive, answer in answers:
             if answer is not None:
                 self.registry.record_download(download_id, hive.hive_id)
