@@ -157,3 +157,9 @@ def read_until(fd: int, done: Callable[[bytes], bool], timeout: float) -> bytes:
                 break
             data += chunk
     return data
+
+
+def sigint_as_default() -> None:
+    """preexec_fn for a child a test interrupts with SIGINT: a suite started in the background (a
+    shell's `&`, nohup) passes SIGINT on as ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, wait_until
+from tests.support import REPO, sigint_as_default, wait_until
 
 
 def pid_alive(pid: int) -> bool:
@@ -66,6 +66,7 @@ def test_demo_stops_everything_when_interrupted(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=sigint_as_default,
     )
     assert proc.stdout is not None
     seen: list[str] = []

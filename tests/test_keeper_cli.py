@@ -43,7 +43,17 @@ from services.keeper.context import (
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
-from tests.support import REPO, Hold, ServerThread, ServiceProcess, free_port, read_until, serve, wait_until
+from tests.support import (
+    REPO,
+    Hold,
+    ServerThread,
+    ServiceProcess,
+    free_port,
+    read_until,
+    serve,
+    sigint_as_default,
+    wait_until,
+)
 
 # --------------------------------------------------------------------------- the scripted fake queen
 
@@ -441,7 +451,11 @@ def cluster(make_hive: Callable[..., ServerThread], model_server: ModelServer) -
 def spawn_keeper(*argv: str, **kwargs: Any) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("RBEE_API_TOKEN", "RBEE_QUEEN_URL", "NO_COLOR")}
     return subprocess.Popen(
-        [sys.executable, "-m", "services.keeper.cli", *argv], cwd=REPO, env={**env, **kwargs.pop("env", {})}, **kwargs
+        [sys.executable, "-m", "services.keeper.cli", *argv],
+        cwd=REPO,
+        env={**env, **kwargs.pop("env", {})},
+        preexec_fn=sigint_as_default,
+        **kwargs,
     )
 
 
