@@ -125,13 +125,7 @@ class DownloadManager:
         self.tracker.start_download(download_id, model_ref, path=str(dest))
         job = DownloadJob(download_id, ref.url, dest, expected, token_origin)
         if kept is not None:  # a partial an earlier download kept (the disk filled up): carry on from it
-            job = dataclasses.replace(
-                job,
-                validator=kept.validator,
-                total=kept.total_bytes,
-                segments=kept.segments,
-                hub_digest=kept.hub_digest,
-            )
+            job = _resuming(job, kept)
         self._enqueue(job, max_bps)
         log.info("download_requested", download_id=download_id, model_ref=model_ref, dest=str(dest))
         return self._state(download_id), True
@@ -184,19 +178,10 @@ class DownloadManager:
         unfinished = self.history.restore(records)
         hub = origin_of(self.hf_endpoint)
         for rec in unfinished:
-            job = DownloadJob(
-                download_id=rec.download_id,
-                url=rec.url,
-                dest=Path(rec.dest),
-                expected_sha256=rec.expected_sha256,
-                # HF_TOKEN goes to today's hub only: not to one HF_ENDPOINT named before a restart
-                token_origin=rec.token_origin if rec.token_origin == hub else None,
-                validator=rec.validator,
-                total=rec.total_bytes,
-                segments=rec.segments,
-                hub_digest=rec.hub_digest,
-            )
-            self._enqueue(job, rec.max_bps)
+            # HF_TOKEN goes to today's hub only: not to one HF_ENDPOINT named before a restart
+            token_origin = rec.token_origin if rec.token_origin == hub else None
+            job = DownloadJob(rec.download_id, rec.url, Path(rec.dest), rec.expected_sha256, token_origin)
+            self._enqueue(_resuming(job, rec), rec.max_bps)
         removed = self.history.remove_orphans(self.models_dir, running=self._running)
         pruned = self.prune()
         log.info(
@@ -300,3 +285,10 @@ def _sha256_file(path: Path) -> str:
             h.update(block)
     log.info("hashed_existing_file", path=str(path), secs=round(time.monotonic() - started, 3))
     return h.hexdigest()
+
+
+def _resuming(job: DownloadJob, rec: DownloadRecord) -> DownloadJob:
+    """`job` carrying on from the partial `rec` left: what its transfer had learnt of the file."""
+    return dataclasses.replace(
+        job, validator=rec.validator, total=rec.total_bytes, segments=rec.segments, hub_digest=rec.hub_digest
+    )
