@@ -21,6 +21,8 @@ __all__ = [
     "HIVE_ID_RE",
     "HIVE_URL_PATTERN",
     "MAX_BPS",
+    "MAX_PATTERNS",
+    "MAX_PATTERN_LENGTH",
     "MAX_REF_LENGTH",
     "MAX_URL_LENGTH",
     "SHA256_PATTERN",
@@ -32,6 +34,8 @@ DEFAULT_MAX_BODY = 64 * 1024  # request bodies (README, "Tokens and hosts")
 MAX_REF_LENGTH = 2048  # a model_ref, in characters
 MAX_URL_LENGTH = 2048  # a hive's URL as registered with the queen
 MAX_BPS = 10**12  # the largest bandwidth cap, bytes/s
+MAX_PATTERNS = 64  # include / exclude globs of one whole-model request, each list
+MAX_PATTERN_LENGTH = 256  # characters of one glob
 
 DOWNLOAD_ID_RE = re.compile(r"dl-[0-9a-f]{32}")  # what a hive's ids look like; anything else is not ours
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"  # an expected sha256 as a request gives it (either case)

@@ -91,6 +91,14 @@ class DownloadState:
     # while a running download waits for something outside it (the hub's rate-limit window): till when, and why
     waiting_until: datetime | None = None
     waiting_reason: str | None = None
+    # a whole model (hf:{org}/{repo}[@{rev}] without ::file=): how many files it takes, how many are in place
+    files_total: int | None = None
+    files_done: int | None = None
+    warning: str | None = None  # e.g. "the hub could not be asked: the files on disk were used as they are"
+
+    @property
+    def whole_model(self) -> bool:
+        return self.files_total is not None
 
     @property
     def percent(self) -> float | None:
@@ -118,7 +126,14 @@ class DownloadState:
             "commit": self.commit,
             "waiting_until": rfc3339(self.waiting_until),
             "waiting_reason": self.waiting_reason,
+            **self._model_fields(),
+            **({"warning": self.warning} if self.warning else {}),
         }
+
+    def _model_fields(self) -> dict[str, Any]:
+        if self.files_total is None:
+            return {}
+        return {"files_total": self.files_total, "files_done": self.files_done or 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +163,7 @@ class ProgressEvent:
         }
         if state.commit is not None:
             base["commit"] = state.commit
+        base.update(state._model_fields())
         if state.status is DownloadStatus.COMPLETE:
             base.update(duration_secs=duration_secs, sha256=state.sha256, path=state.path)
             return cls(event_id, EventType.COMPLETE, base)

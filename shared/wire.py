@@ -8,11 +8,20 @@ passes on what its hive sent, and may only add to it. Error bodies are `ErrorBod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.limits import HIVE_ID_PATTERN, HIVE_URL_PATTERN, MAX_BPS, MAX_REF_LENGTH, MAX_URL_LENGTH, SHA256_PATTERN
+from shared.limits import (
+    HIVE_ID_PATTERN,
+    HIVE_URL_PATTERN,
+    MAX_BPS,
+    MAX_PATTERN_LENGTH,
+    MAX_PATTERNS,
+    MAX_REF_LENGTH,
+    MAX_URL_LENGTH,
+    SHA256_PATTERN,
+)
 from shared.models import DownloadStatus
 
 __all__ = [
@@ -26,6 +35,7 @@ __all__ = [
     "HiveDownloadList",
     "HiveHealth",
     "HiveList",
+    "ModelFileBody",
     "QueenHealth",
     "QueenStartDownload",
     "RegisterHive",
@@ -42,6 +52,17 @@ def hive_stream_url(hive_url: str, download_id: str | None = None) -> str:
 
 # -- requests --------------------------------------------------------------------------------
 
+Pattern = Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Patterns = Annotated[
+    list[Pattern] | None,
+    Field(
+        default=None,
+        max_length=MAX_PATTERNS,
+        description="globs with the meaning of huggingface_hub's allow_patterns / ignore_patterns;"
+        " whole-model refs only",
+    ),
+]
+
 
 class StartDownload(BaseModel):
     """POST /v2/downloads."""
@@ -51,6 +72,8 @@ class StartDownload(BaseModel):
     model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
     max_bps: int | None = Field(default=None, ge=1, le=MAX_BPS, description="cap for this download, bytes/s")
+    include: Patterns = None
+    exclude: Patterns = None
 
 
 class QueenStartDownload(BaseModel):
@@ -61,6 +84,8 @@ class QueenStartDownload(BaseModel):
     model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
     hive_id: str | None = Field(default=None, pattern=HIVE_ID_PATTERN)
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    include: Patterns = None
+    exclude: Patterns = None
 
 
 class RegisterHive(BaseModel):
@@ -77,6 +102,15 @@ class BandwidthLimit(BaseModel):
 
 
 # -- responses -------------------------------------------------------------------------------
+
+
+class ModelFileBody(BaseModel):
+    """One file of a whole-model download (GET of one download)."""
+
+    path: str
+    size: int
+    bytes: int
+    status: str = Field(description="queued, downloading, complete, failed or cancelled")
 
 
 class DownloadStateBody(BaseModel):
@@ -100,6 +134,10 @@ class DownloadStateBody(BaseModel):
     sha256: str | None
     queue_position: int | None
     commit: str | None = Field(default=None, description="for hf: refs, the commit the hub named")
+    files_total: int | None = Field(default=None, description="a whole model: how many files it takes")
+    files_done: int | None = Field(default=None, description="a whole model: how many of them are in place")
+    warning: str | None = Field(default=None, description="e.g. the hub could not be asked and the disk was trusted")
+    files: list[ModelFileBody] | None = Field(default=None, description="a whole model, in GET of one download")
     hive_id: str
 
 

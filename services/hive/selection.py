@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 
+from shared.limits import MAX_PATTERN_LENGTH, MAX_PATTERNS
+
 __all__ = ["MAX_PATTERNS", "MAX_PATTERN_LENGTH", "normalize_patterns", "select_paths"]
 
-MAX_PATTERNS = 64
-MAX_PATTERN_LENGTH = 256
 
 
 def normalize_patterns(patterns: Sequence[str] | None) -> tuple[str, ...] | None:
