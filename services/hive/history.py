@@ -10,6 +10,7 @@ wants. A failed download whose disk filled up keeps its partial for a later requ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +54,9 @@ class History:
         expected: str | None,
         token_origin: str | None,
         max_bps: int | None,
+        *,
+        include: tuple[str, ...] | None = None,
+        exclude: tuple[str, ...] | None = None,
     ) -> None:
         self._seq += 1
         now = rfc3339(datetime.now(UTC))
@@ -68,7 +72,16 @@ class History:
             expected_sha256=expected,
             max_bps=max_bps,
             token_origin=token_origin,
+            include=None if include is None else json.dumps(list(include)),
+            exclude=None if exclude is None else json.dumps(list(exclude)),
         )
+
+    def patterns(self, download_id: str) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+        """A whole model's include and exclude globs, as its request gave them."""
+        rec = self._records.get(download_id)
+        if rec is None:
+            return None, None
+        return _patterns(rec.include), _patterns(rec.exclude)
 
     def _record_event(self, state: DownloadState, event: ProgressEvent) -> None:
         """Tracker listener: mirror the state into the history record (batched writes)."""
@@ -83,6 +96,9 @@ class History:
         rec.completed_at = rfc3339(state.completed_at)
         rec.error, rec.error_code, rec.sha256 = state.error, state.error_code, state.sha256
         rec.commit = state.commit
+        rec.files_total, rec.files_done, rec.warning = state.files_total, state.files_done, state.warning
+        if state.path:  # a hub download's path is known once its commit is
+            rec.dest = state.path
         rec.last_event_id = event.id
         self.store.put(rec, urgent=status_changed)
 
@@ -136,13 +152,16 @@ class History:
             unfinished.append(rec)
         return unfinished
 
-    def remove_orphans(self, models_dir: Path, running: Collection[str]) -> int:
-        """Delete partials under `models_dir` that neither a running download nor a kept one wants."""
+    def remove_orphans(self, models_dir: Path, running: Collection[str], keep_under: Collection[Path] = ()) -> int:
+        """Delete partials under `models_dir` that neither a running download nor a kept one wants
+        (`keep_under`: folders of partials that running hub downloads own)."""
         wanted = {
             part_path(Path(r.dest)) for r in self._records.values() if r.download_id in running or _kept_for_resume(r)
         }
         removed = 0
         for partial in models_dir.rglob(f"*{PART_SUFFIX}"):
+            if partial.parent in keep_under:
+                continue
             if partial.is_file() and partial not in wanted:
                 partial.unlink(missing_ok=True)
                 removed += 1
@@ -203,4 +222,17 @@ def _state_of(rec: DownloadRecord) -> DownloadState:
         path=rec.dest,
         sha256=rec.sha256,
         commit=rec.commit,
+        files_total=rec.files_total,
+        files_done=rec.files_done,
+        warning=rec.warning,
     )
+
+
+def _patterns(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return tuple(str(v) for v in value) if isinstance(value, list) else None

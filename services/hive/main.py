@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from services.hive import routes
 from services.hive.history import History
+from services.hive.hub_api import HubApi
+from services.hive.hub_fetch import HubFetcher
 from services.hive.manager import DownloadManager
 from services.hive.metrics import HiveCollector, HiveStats, render_metrics
 from services.hive.registration import register_forever
@@ -71,6 +73,12 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             history = History(tracker, store, ttl=settings.history_ttl, max_entries=settings.history_max)
             throttle = Throttle(settings.bandwidth_limit)
             downloader = Downloader(client, config, throttle=throttle, stats=stats, checkpoints=history)
+            hub = HubFetcher(
+                downloader,
+                HubApi(downloader.requester, config),
+                settings.models_dir.resolve(),
+                files_concurrent=settings.model_files_concurrent,
+            )
             manager = DownloadManager(
                 tracker,
                 downloader,
@@ -78,6 +86,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                 settings.hf_endpoint,
                 history=history,
                 throttle=throttle,
+                hub=hub,
                 max_concurrent=settings.max_concurrent,
             )
             await manager.recover(records)

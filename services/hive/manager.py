@@ -1,8 +1,11 @@
 """DownloadManager: turns requests into tracked download tasks, and owns their policy.
 
-Dedupe by destination, files already on disk, the concurrency limit (the rest wait `queued` in
-arrival order), cancellation, and what happens to a partial file after a cancel or a failure.
-The records of it all are the History's (history.py); `recover` resumes what it holds after a crash.
+Dedupe (a URL download by its destination, an `hf:` ref by what it names: repo, revision, file or
+file selection), what is already on disk, the concurrency limit (the rest wait `queued` in arrival
+order; a whole model holds one place), cancellation, and what happens to partials after a cancel or
+a failure. `hf:` refs run through the HubFetcher into the Hugging Face cache; URL downloads through
+the Downloader. The records of it all are the History's (history.py); `recover` resumes what it
+holds after a crash.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from services.hive.history import History
+from services.hive.hub_fetch import HubFetcher, HubJob
 from services.hive.partfile import part_path
 from services.hive.refs import (
     HostNotAllowed,
@@ -62,11 +66,19 @@ class StillActive(Exception):
     pass
 
 
+Key = Path | tuple[object, ...]  # a URL download's destination, or what an hf: ref names
+
+
 @dataclass(slots=True)
 class _Running:
     task: asyncio.Task[None]
-    dest: Path
+    key: Key
     user_cancelled: bool = False
+
+
+def _hub_key(job: HubJob) -> Key:
+    ref = job.hub_ref
+    return ("hf", ref.repo_id, ref.revision, ref.file, job.include, job.exclude)
 
 
 class DownloadManager:
@@ -79,34 +91,47 @@ class DownloadManager:
         *,
         history: History,
         throttle: Throttle,
+        hub: HubFetcher,
         max_concurrent: int = 3,
     ) -> None:
-        """`history` and `throttle` are the ones `downloader` was built with."""
+        """`history` and `throttle` are the ones `downloader` was built with, `hub` is built on it."""
         self.tracker = tracker
         self.downloader = downloader
         self.models_dir = models_dir
         self.hf_endpoint = hf_endpoint
         self.history = history
         self.throttle = throttle
+        self.hub = hub
         self._running: dict[str, _Running] = {}
-        self._by_dest: dict[Path, str] = {}
+        self._by_key: dict[Key, str] = {}
         self._slots = SlotQueue(max_concurrent, tracker.set_queue_position)
 
     # -- requests --------------------------------------------------------------------------
 
-    def parse(self, model_ref: str) -> tuple[ModelRef, Path]:
-        """Validate a ref and its destination; raises InvalidModelRef, touches nothing."""
+    def parse(self, model_ref: str) -> tuple[ModelRef, Path | None]:
+        """Validate a ref and a URL download's destination; raises InvalidModelRef, touches nothing."""
         ref = parse_model_ref(model_ref, self.hf_endpoint)
         if not host_allowed(ref.url, self.downloader.config.allowed_hosts):
             raise HostNotAllowed("the ref's host is not in HIVE_ALLOWED_HOSTS")
-        return ref, resolve_in(self.models_dir, ref.rel_path)
+        return ref, None if ref.rel_path is None else resolve_in(self.models_dir, ref.rel_path)
 
     async def start(
-        self, model_ref: str, sha256: str | None = None, max_bps: int | None = None
+        self,
+        model_ref: str,
+        sha256: str | None = None,
+        max_bps: int | None = None,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
     ) -> tuple[DownloadState, bool]:
-        """(state, created): the active download of the same file if there is one."""
+        """(state, created): the active download of the same file or model if there is one."""
         ref, dest = self.parse(model_ref)
-        existing = self._by_dest.get(dest)
+        if (include is not None or exclude is not None) and not ref.whole_model:
+            raise InvalidModelRef("include and exclude apply to whole-model refs (hf:{org}/{repo}[@{rev}]) only")
+        if sha256 is not None and ref.whole_model:
+            raise InvalidModelRef("sha256 applies to one file; a model's files are verified against the hub's digests")
+        if dest is None:
+            return await self._start_hub(ref, sha256, max_bps, include, exclude)
+        existing = self._by_key.get(dest)
         if existing is not None:
             return self._state(existing), False
         download_id = new_download_id()
@@ -126,8 +151,59 @@ class DownloadManager:
         job = DownloadJob(download_id, ref.url, dest, expected, token_origin)
         if kept is not None:  # a partial an earlier download kept (the disk filled up): carry on from it
             job = _resuming(job, kept)
-        self._enqueue(job, max_bps)
+        self._enqueue(job, dest, max_bps)
         log.info("download_requested", download_id=download_id, model_ref=model_ref, dest=str(dest))
+        return self._state(download_id), True
+
+    async def _start_hub(
+        self,
+        ref: ModelRef,
+        sha256: str | None,
+        max_bps: int | None,
+        include: list[str] | None,
+        exclude: list[str] | None,
+    ) -> tuple[DownloadState, bool]:
+        assert ref.hub_ref is not None
+        download_id = new_download_id()
+        job = HubJob(
+            download_id,
+            ref.hub_ref,
+            None if include is None else tuple(include),
+            None if exclude is None else tuple(exclude),
+            token_origin=ref.hub_ref.endpoint_origin,
+            expected_sha256=sha256.lower() if sha256 else None,
+        )
+        key = _hub_key(job)
+        if (existing := self._by_key.get(key)) is not None:
+            return self._state(existing), False
+        present = await self.hub.present(job)
+        if (existing := self._by_key.get(key)) is not None:  # (one came while the hub was asked)
+            return self._state(existing), False
+        if present is not None and not job.whole:
+            sha = await self._sha_of_existing(present.path)
+            if job.expected_sha256 not in (None, sha):
+                present = None
+        if present is not None:
+            self.history.new_record(
+                download_id, ref.raw, ref.url, present.path, None, None, max_bps, include=job.include, exclude=job.exclude
+            )
+            total = sum(f.size for f in present.files)
+            self.tracker.start_download(download_id, ref.raw, total, path=str(present.path))
+            self.tracker.set_commit(download_id, present.commit)
+            if job.whole:
+                self.tracker.set_files(download_id, len(present.files), len(present.files))
+            self.tracker.set_warning(download_id, present.warning)
+            self.tracker.complete_download(download_id, sha256=None if job.whole else sha, path=str(present.path))
+            log.info("download_already_present", download_id=download_id, path=str(present.path), warning=present.warning)
+            return self._state(download_id), False
+        root = self.hub.cache(ref.hub_ref).root
+        self.history.new_record(
+            download_id, ref.raw, ref.url, root, job.expected_sha256, job.token_origin, max_bps,
+            include=job.include, exclude=job.exclude,
+        )
+        self.tracker.start_download(download_id, ref.raw)
+        self._enqueue(job, key, max_bps)
+        log.info("download_requested", download_id=download_id, model_ref=ref.raw, include=include, exclude=exclude)
         return self._state(download_id), True
 
     async def cancel(self, download_id: str) -> DownloadState:
@@ -139,6 +215,7 @@ class DownloadManager:
         running = self._running.get(download_id)
         if running is not None:
             running.user_cancelled = True
+            self.hub.discard_on_stop(download_id)
             running.task.cancel()
             await asyncio.wait({running.task}, timeout=30)
         return self._state(download_id)
@@ -151,14 +228,39 @@ class DownloadManager:
         deleted = False
         if delete_file and state.status is DownloadStatus.COMPLETE and state.path:
             path = Path(state.path)
-            if path.is_file() and path.resolve().is_relative_to(self.models_dir) and path not in self._by_dest:
-                path.unlink()
-                deleted = True
-        self.history.drop([download_id], busy=self._by_dest)
+            in_cache = path.resolve().is_relative_to(self.models_dir / "hub")  # (huggingface_hub's to manage)
+            if path.is_file() and path.resolve().is_relative_to(self.models_dir) and not in_cache:
+                if path not in self._by_key:
+                    path.unlink()
+                    deleted = True
+        self.history.drop([download_id], busy=self._by_key)
         return deleted
 
     def get(self, download_id: str) -> DownloadState | None:
         return self.tracker.get_download(download_id)
+
+    def files(self, download_id: str) -> list[dict[str, object]] | None:
+        """A whole model's files with their own status and bytes (None for anything else)."""
+        if (running := self.hub.files_of(download_id)) is not None:
+            return running
+        state = self.tracker.get_download(download_id)
+        if state is None or not state.whole_model:
+            return None
+        ref = parse_model_ref(state.model_ref, self.hf_endpoint).hub_ref
+        listed = None
+        if ref is not None and state.commit is not None:
+            listed = self.hub.listed_files(ref, state.commit, *self.history.patterns(download_id))
+        if ref is None or state.commit is None or listed is None:
+            return []
+        cache = self.hub.cache(ref)
+        other = state.status.value if state.status.is_terminal else DownloadStatus.QUEUED.value
+        files = []
+        for f in listed:
+            there = cache.has(state.commit, f.path, f.digest)
+            files.append(
+                {"path": f.path, "size": f.size, "bytes": f.size if there else 0, "status": "complete" if there else other}
+            )
+        return files
 
     def list_downloads(self, status: DownloadStatus | None = None) -> list[DownloadState]:
         states = self.tracker.list_all()
@@ -177,15 +279,35 @@ class DownloadManager:
         """Rebuild state from history: finished downloads listed, unfinished ones resumed."""
         unfinished = self.history.restore(records)
         hub = origin_of(self.hf_endpoint)
+        keep_under = set()
         for rec in unfinished:
             # HF_TOKEN goes to today's hub only: not to one HF_ENDPOINT named before a restart
             token_origin = rec.token_origin if rec.token_origin == hub else None
+            hub_job = self._hub_job_of(rec, token_origin)
+            if hub_job is not None:
+                keep_under.add(self.hub.partial_dir(hub_job.hub_ref))
+                self._enqueue(hub_job, _hub_key(hub_job), rec.max_bps)
+                continue
             job = DownloadJob(rec.download_id, rec.url, Path(rec.dest), rec.expected_sha256, token_origin)
-            self._enqueue(_resuming(job, rec), rec.max_bps)
-        removed = self.history.remove_orphans(self.models_dir, running=self._running)
+            self._enqueue(_resuming(job, rec), job.dest, rec.max_bps)
+        removed = self.history.remove_orphans(self.models_dir, running=self._running, keep_under=keep_under)
         pruned = self.prune()
         log.info(
             "history_recovered", records=len(records), resumed=len(unfinished), orphans_removed=removed, pruned=pruned
+        )
+
+    def _hub_job_of(self, rec: DownloadRecord, token_origin: str | None) -> HubJob | None:
+        """An unfinished hf: download resumed at the commit it had pinned (a hub download is one
+        whose ref is hf:; one that never pinned a commit pins it now)."""
+        try:
+            ref = parse_model_ref(rec.model_ref, self.hf_endpoint)
+        except InvalidModelRef:
+            return None
+        if ref.hub_ref is None:
+            return None
+        include, exclude = self.history.patterns(rec.download_id)
+        return HubJob(
+            rec.download_id, ref.hub_ref, include, exclude, rec.commit, token_origin, rec.expected_sha256
         )
 
     async def shutdown(self) -> None:
@@ -198,7 +320,7 @@ class DownloadManager:
 
     def prune(self, now: datetime | None = None) -> int:
         """Forget old finished entries (History.prune), keeping partials of active destinations."""
-        return self.history.prune(busy=self._by_dest, now=now)
+        return self.history.prune(busy=self._by_key, now=now)
 
     async def prune_forever(self, interval: float = 60.0) -> None:
         while True:
@@ -207,14 +329,23 @@ class DownloadManager:
 
     # -- the task --------------------------------------------------------------------------
 
-    def _enqueue(self, job: DownloadJob, max_bps: int | None) -> None:
-        self._by_dest[job.dest] = job.download_id
+    def _enqueue(self, job: DownloadJob | HubJob, key: Key, max_bps: int | None) -> None:
+        self._by_key[key] = job.download_id
         self._slots.join(job.download_id)
         self.throttle.set_download_limit(job.download_id, max_bps)
-        task = asyncio.create_task(self._run(job), name=job.download_id)
-        self._running[job.download_id] = _Running(task, job.dest)
+        task = asyncio.create_task(self._run(job, key), name=job.download_id)
+        self._running[job.download_id] = _Running(task, key)
 
-    async def _run(self, job: DownloadJob) -> None:
+    async def _transfer(self, job: DownloadJob | HubJob) -> tuple[str, str | None]:
+        """The work of one download: (its path, its sha256)."""
+        if isinstance(job, HubJob):
+            hub_result = await self.hub.run(job, self.tracker)
+            return str(hub_result.path), hub_result.sha256
+        result = await self.downloader.run(job, self.tracker)
+        log.info("download_fetched", download_id=job.download_id, size=result.size, resumed=result.resumed)
+        return str(job.dest), result.sha256
+
+    async def _run(self, job: DownloadJob | HubJob, key: Key) -> None:
         download_id = job.download_id
         bound = log.bind(download_id=download_id)
         holding_slot = False
@@ -222,14 +353,14 @@ class DownloadManager:
             await self._slots.acquire(download_id)
             holding_slot = True
             self.tracker.set_status(download_id, DownloadStatus.STARTING)
-            bound.info("download_starting", url=job.url)
-            result = await self.downloader.run(job, self.tracker)
-            self.tracker.complete_download(download_id, sha256=result.sha256, path=str(job.dest))
-            bound.info("download_complete", size=result.size, sha256=result.sha256, resumed=result.resumed)
+            bound.info("download_starting")
+            path, sha = await self._transfer(job)
+            self.tracker.complete_download(download_id, sha256=sha, path=path)
+            bound.info("download_complete", path=path, sha256=sha)
         except asyncio.CancelledError:
             running = self._running.get(download_id)
             if running is not None and running.user_cancelled:
-                part_path(job.dest).unlink(missing_ok=True)
+                _drop_partial(job)
                 self._finish_quietly(download_id, DownloadStatus.CANCELLED)
                 bound.info("download_cancelled")
             else:
@@ -237,18 +368,18 @@ class DownloadManager:
                 raise
         except DownloadError as exc:
             if exc.code != ErrorCode.INSUFFICIENT_DISK:
-                part_path(job.dest).unlink(missing_ok=True)
+                _drop_partial(job)
             self._finish_quietly(download_id, DownloadStatus.FAILED, exc.message, exc.code)
             bound.warning("download_failed", code=exc.code, error=exc.message)
         except Exception as exc:
-            part_path(job.dest).unlink(missing_ok=True)
+            _drop_partial(job)
             self._finish_quietly(download_id, DownloadStatus.FAILED, "internal error", ErrorCode.DOWNLOAD_FAILED)
             bound.error("download_crashed", error_type=type(exc).__name__, exc_info=exc)
         finally:
             self._running.pop(download_id, None)
             self.throttle.forget(download_id)
-            if self._by_dest.get(job.dest) == download_id:
-                del self._by_dest[job.dest]
+            if self._by_key.get(key) == download_id:
+                del self._by_key[key]
             await self._slots.leave(download_id, held=holding_slot)
             if self.history.over_capacity(len(self._running)):  # between the periodic prunes too
                 self.prune()
@@ -285,6 +416,13 @@ def _sha256_file(path: Path) -> str:
             h.update(block)
     log.info("hashed_existing_file", path=str(path), secs=round(time.monotonic() - started, 3))
     return h.hexdigest()
+
+
+def _drop_partial(job: DownloadJob | HubJob) -> None:
+    """A URL download's partial goes after a cancel or failure (a hub download's partials are the
+    HubFetcher's to drop, file by file, as they stop)."""
+    if isinstance(job, DownloadJob):
+        part_path(job.dest).unlink(missing_ok=True)
 
 
 def _resuming(job: DownloadJob, rec: DownloadRecord) -> DownloadJob:

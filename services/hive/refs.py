@@ -1,8 +1,11 @@
-"""Model refs -> (URL to fetch, path under the models directory). Pure; refuses anything unsafe.
+"""Model refs -> what to fetch and where it lands. Pure; refuses anything unsafe.
 
-- `hf:{org}/{repo}[@{rev}]::file={path}` -> `{HF_ENDPOINT}/{org}/{repo}/resolve/{rev or main}/{path}`,
-  stored at `{org}/{repo}/{path}` (or `{org}/{repo}@{rev, '/' as %2F}/{path}` for another revision).
-- `http(s)://host[:port]/path` -> as given, stored at `_url/{host}[_{port}]/{path}`.
+- `hf:{org}/{repo}[@{rev}]::file={path}` -> one file, `{HF_ENDPOINT}/{org}/{repo}/resolve/{rev or main}/{path}`;
+  `hf:{org}/{repo}[@{rev}]` -> the whole repository at `rev` (default `main`). Both land in the Hugging
+  Face cache under `{models}/hub` (hf_cache.py) once the hub has named the commit: `ModelRef.hub_ref`.
+- `http(s)://host[:port]/path[?query]` -> as given (without a fragment), stored at
+  `_url/{host}[_{port}]/{path}`; a query is part of the download's identity, so it is part of the
+  stored name too: `{name}?{query, '/' and '%' escaped}`.
 
 A file path must be relative, made of plain segments: no `..` or `.`, no empty segments, no
 backslash, NUL, control or invisible format characters, lone surrogates or percent-escapes, no
@@ -16,16 +19,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from shared.limits import MAX_REF_LENGTH
 
 __all__ = [
     "MAX_REF_LENGTH",
     "HostNotAllowed",
+    "HubRef",
     "InvalidModelRef",
     "ModelRef",
     "host_allowed",
+    "check_repo_path",
     "origin_of",
     "parse_allowed_hosts",
     "parse_model_ref",
@@ -34,7 +39,7 @@ __all__ = [
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _HF_RE = re.compile(
-    rf"hf:(?P<org>{_NAME})/(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?::file=(?P<path>.+)"
+    rf"hf:(?P<org>{_NAME})/(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?(?:::file=(?P<path>.+))?"
 )
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # C0, DEL, C1 controls, backslash, lone surrogates (cannot name a file), and invisible format
@@ -46,6 +51,7 @@ _BAD_CHARS = re.compile(
 _MAX_NAME_BYTES = 255  # one file or directory name, as the filesystem counts it
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|25)", re.IGNORECASE)
 PART_SUFFIX = ".part"
+_QUERY_SAFE = "=&+,;:@!$'()*-._~"  # kept as they are in a stored name; '/' and '%' are escaped
 
 
 class InvalidModelRef(ValueError):
@@ -59,11 +65,37 @@ class HostNotAllowed(InvalidModelRef):
 
 
 @dataclass(frozen=True, slots=True)
+class HubRef:
+    """What an `hf:` ref names on the hub: a repository at a revision, and one file of it or all."""
+
+    endpoint: str  # HF_ENDPOINT without a trailing slash
+    repo_id: str  # org/repo
+    revision: str
+    file: str | None  # None: the whole repository
+
+    def resolve_url(self, revision: str, path: str) -> str:
+        return f"{self.endpoint}/{self.repo_id}/resolve/{quote(revision, safe='')}/{quote(path, safe='/')}"
+
+    @property
+    def endpoint_origin(self) -> str:
+        return origin_of(self.endpoint)
+
+    @property
+    def revision_url(self) -> str:
+        return f"{self.endpoint}/api/models/{self.repo_id}/revision/{quote(self.revision, safe='')}"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRef:
     raw: str
-    url: str
-    rel_path: PurePosixPath
+    url: str  # the file's URL; for a whole model, its revision API URL
+    rel_path: PurePosixPath | None  # where a URL download lands under the models dir (None: the hub cache)
     hub: bool  # fetched from HF_ENDPOINT: the only place HF_TOKEN may go
+    hub_ref: HubRef | None = None  # an hf: ref
+
+    @property
+    def whole_model(self) -> bool:
+        return self.hub_ref is not None and self.hub_ref.file is None
 
 
 def origin_of(url: str) -> str:
@@ -71,7 +103,7 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme.lower()}://{(parts.netloc or '').lower()}"
 
 
-def _check_segments(path: str, what: str) -> list[str]:
+def _check_segments(path: str, what: str, ours: bool = True) -> list[str]:
     if not path:
         raise InvalidModelRef(f"{what} is empty")
     if path.startswith("/"):
@@ -82,9 +114,16 @@ def _check_segments(path: str, what: str) -> list[str]:
             raise InvalidModelRef(f"{what} may not contain empty, '.' or '..' segments")
         if len(seg.encode("utf-8")) > _MAX_NAME_BYTES:
             raise InvalidModelRef(f"{what} has a segment longer than {_MAX_NAME_BYTES} bytes")
-    if any(seg.endswith(PART_SUFFIX) for seg in segments):
+    if ours and any(seg.endswith(PART_SUFFIX) for seg in segments):  # (a repo's own files may end so)
         raise InvalidModelRef(f"{what} may not have a segment ending in '{PART_SUFFIX}'")
     return segments
+
+
+def check_repo_path(path: str) -> None:
+    """A file path inside a repository as the hub lists it, checked as a ref's path is (InvalidModelRef)."""
+    if _BAD_CHARS.search(path):
+        raise InvalidModelRef("file path contains a control or invisible character, NUL or backslash")
+    _check_segments(path, "file path", ours=False)
 
 
 def parse_model_ref(ref: str, hf_endpoint: str) -> ModelRef:
@@ -99,26 +138,23 @@ def parse_model_ref(ref: str, hf_endpoint: str) -> ModelRef:
     scheme = ref.split(":", 1)[0].lower()
     if scheme in ("http", "https"):
         return _parse_url(ref)
-    raise InvalidModelRef("model_ref must be 'hf:{org}/{repo}[@{rev}]::file={path}' or an http(s) URL")
+    raise InvalidModelRef("model_ref must be 'hf:{org}/{repo}[@{rev}][::file={path}]' or an http(s) URL")
 
 
 def _parse_hf(ref: str, hf_endpoint: str) -> ModelRef:
     m = _HF_RE.fullmatch(ref)
     if m is None:
-        raise InvalidModelRef("expected 'hf:{org}/{repo}[@{rev}]::file={path}'")
+        raise InvalidModelRef("expected 'hf:{org}/{repo}[@{rev}]' or 'hf:{org}/{repo}[@{rev}]::file={path}'")
     org, repo, rev, path = m["org"], m["repo"], m["rev"] or "main", m["path"]
-    if ".." in rev.split("/") or rev.endswith("/") or "//" in rev:
+    if ".." in rev.split("/") or rev.endswith("/") or "//" in rev or "::" in rev:
         raise InvalidModelRef("revision is malformed")
-    if _PERCENT_ESCAPE.search(path):
-        raise InvalidModelRef("file path may not contain percent-escapes")
-    segments = _check_segments(path, "file path")
-    base = endpoint_base(hf_endpoint)
-    url = f"{base}/{org}/{repo}/resolve/{quote(rev, safe='')}/{quote(path, safe='/')}"
-    # '%' cannot occur in a revision, so quoting '/' as %2F keeps distinct revisions apart
-    repo_dir = repo if rev == "main" else f"{repo}@{quote(rev, safe='')}"
-    if len(repo_dir) > _MAX_NAME_BYTES:
-        raise InvalidModelRef("repository and revision are too long together")
-    return ModelRef(ref, url, PurePosixPath(org, repo_dir, *segments), hub=True)
+    if path is not None:
+        if _PERCENT_ESCAPE.search(path):
+            raise InvalidModelRef("file path may not contain percent-escapes")
+        _check_segments(path, "file path")
+    hub_ref = HubRef(endpoint_base(hf_endpoint), f"{org}/{repo}", rev, path)
+    url = hub_ref.revision_url if path is None else hub_ref.resolve_url(rev, path)
+    return ModelRef(ref, url, None, hub=True, hub_ref=hub_ref)
 
 
 def endpoint_base(hf_endpoint: str) -> str:
@@ -146,6 +182,10 @@ def _parse_url(ref: str) -> ModelRef:
     path = unquote(raw_path)
     if _BAD_CHARS.search(path):
         raise InvalidModelRef("URL path decodes to forbidden characters")
+    if parts.query:
+        # the query is part of what is fetched, so of the name: `/` and `%` escaped, nothing else changed
+        query = quote(parts.query, safe="".join(c for c in _QUERY_SAFE))
+        path = f"{path}?{query}"
     segments = _check_segments(path, "URL path")
     host = parts.hostname.lower()
     if not re.fullmatch(r"[a-z0-9._-]+|\[[0-9a-f:]+\]", host) and not re.fullmatch(r"[0-9a-f:]+", host):
@@ -153,7 +193,8 @@ def _parse_url(ref: str) -> ModelRef:
     host_dir = host.strip("[]").replace(":", "_") + (f"_{port}" if port else "")
     if host_dir in (".", "..") or len(host_dir) > _MAX_NAME_BYTES:
         raise InvalidModelRef("URL host is malformed")
-    return ModelRef(ref, ref, PurePosixPath("_url", host_dir, *segments), hub=False)
+    url = urlunsplit(parts._replace(fragment=""))  # a fragment is never sent, so it names nothing
+    return ModelRef(ref, url, PurePosixPath("_url", host_dir, *segments), hub=False)
 
 
 def resolve_in(models_dir: Path, rel: PurePosixPath) -> Path:

@@ -21,6 +21,7 @@ from shared.wire import (
     DownloadStateBody,
     Forgotten,
     HiveDownloadList,
+    ModelFileBody,
     StartDownload,
     error_responses,
 )
@@ -69,7 +70,7 @@ async def start_download(
     body: StartDownload, response: Response, manager: ManagerDep, settings: SettingsDep
 ) -> DownloadStateBody:
     try:
-        state, created = await manager.start(body.model_ref, body.sha256, body.max_bps)
+        state, created = await manager.start(body.model_ref, body.sha256, body.max_bps, body.include, body.exclude)
     except InvalidModelRef as exc:
         raise ApiError(422, exc.code, str(exc)) from None
     response.status_code = 202 if created else 200
@@ -101,7 +102,10 @@ async def stream_all(tracker: TrackerDep, settings: SettingsDep) -> EventSourceR
 @router.get("/{download_id}", responses=_ONE)
 async def get_download(download_id: str, manager: ManagerDep, settings: SettingsDep) -> DownloadStateBody:
     _checked(download_id)
-    return state_body(_known(manager.get(download_id), download_id), settings.id)
+    body = state_body(_known(manager.get(download_id), download_id), settings.id)
+    if (files := manager.files(download_id)) is not None:
+        body.files = [ModelFileBody.model_validate(f) for f in files]
+    return body
 
 
 @router.delete("/{download_id}", responses=error_responses(404, 409))

@@ -33,6 +33,7 @@ class HiveSettings(CommonSettings):
     )
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
     max_concurrent: int = Field(default=3, ge=1, le=256)
+    model_files_concurrent: int = Field(default=4, ge=1, le=64)  # files of one whole model fetched at once
     bandwidth_limit: int = Field(default=0, ge=0)
     segments: int = Field(default=8, ge=1, le=32)  # parallel range connections (8: see BENCHMARKS.md)
     segment_min_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)  # smallest chunk

@@ -48,6 +48,11 @@ class DownloadRecord:
     segments: str | None = None  # the SegmentPlan of a segmented partial, for resuming it
     commit: str | None = None  # the hub's X-Repo-Commit for the file (hf: refs)
     hub_digest: str | None = None  # the hub's digest of the file (sha256, or a git blob sha1), to verify a resume
+    include: str | None = None  # a whole model's include globs (a JSON list), or None for all files
+    exclude: str | None = None  # its exclude globs (a JSON list)
+    files_total: int | None = None  # a whole model's file count
+    files_done: int | None = None
+    warning: str | None = None
 
     @property
     def started(self) -> datetime:
@@ -94,6 +99,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         'ALTER TABLE downloads ADD COLUMN "commit" TEXT',
         "ALTER TABLE downloads ADD COLUMN hub_digest TEXT",
+    ),
+    # 3: whole models (which files, how many are in place) and a state's warning
+    (
+        'ALTER TABLE downloads ADD COLUMN "include" TEXT',
+        'ALTER TABLE downloads ADD COLUMN "exclude" TEXT',
+        "ALTER TABLE downloads ADD COLUMN files_total INTEGER",
+        "ALTER TABLE downloads ADD COLUMN files_done INTEGER",
+        "ALTER TABLE downloads ADD COLUMN warning TEXT",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -130,6 +130,27 @@ class DownloadTracker:
             entry.state.commit = commit
             entry.dirty = True
 
+    def set_path(self, download_id: str, path: str) -> None:
+        """Where the download lands, once known (a hub download's, once its commit is pinned)."""
+        entry = self._entry(download_id)
+        if entry.state.path != path and not entry.state.status.is_terminal:
+            entry.state.path = path
+            entry.dirty = True
+
+    def set_files(self, download_id: str, total: int, done: int) -> None:
+        """A whole model's file count and how many are in place; the next event carries them."""
+        entry = self._entry(download_id)
+        state = entry.state
+        if (state.files_total, state.files_done) != (total, done) and not state.status.is_terminal:
+            state.files_total, state.files_done = total, done
+            entry.dirty = True
+
+    def set_warning(self, download_id: str, warning: str | None) -> None:
+        entry = self._entry(download_id)
+        if entry.state.warning != warning and not entry.state.status.is_terminal:
+            entry.state.warning = warning
+            entry.dirty = True
+
     def set_queue_position(self, download_id: str, position: int | None) -> None:
         entry = self._entry(download_id)
         if entry.state.queue_position != position and entry.state.status is DownloadStatus.QUEUED:

@@ -2,7 +2,10 @@
 
 Stdlib only. `ModelServer` serves files under a root directory over HTTP/1.1 with keep-alive:
 
-- ``GET|HEAD /{org}/{repo}/resolve/{rev}/{path...}`` serves ``root/{org}/{repo}/{path}`` (rev is ignored);
+- ``GET|HEAD /{org}/{repo}/resolve/{rev}/{path...}`` serves ``root/{org}/{repo}/{path}`` (rev names no
+  other content) with ``X-Repo-Commit``, as a hub does: ``rev`` itself when it is a 40-hex commit, else
+  a commit made up from the repo and ``rev`` (`made_up_commit`), so a hive can place the file in
+  its Hugging Face cache; with ``etag="sha256"`` the ETag is the digest the cache names the blob by;
 - any other ``GET|HEAD /{path}`` serves ``root/{path}``.
 
 It answers single byte ranges (206/416), honours If-Range, and can misbehave on purpose per path
@@ -14,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import email.utils
+import hashlib
 import json
+import re
 import signal
 import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from services.modelserver.faults import Fault, Faults, auth_ok
 from services.modelserver.files import MIB, generate_file, parse_size, sha256_file
@@ -36,6 +42,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "RequestRecord",
     "generate_file",
+    "made_up_commit",
     "main",
     "parse_range",
     "parse_size",
@@ -51,6 +58,13 @@ class _FileInfo:
     path: Path
     size: int
     mtime_ns: int
+
+
+def made_up_commit(repo_id: str, revision: str) -> str:
+    """The commit this server says `revision` of `repo_id` names: the revision when it is one."""
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    return hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
 
 
 def _changed(etag: str) -> str:
@@ -175,6 +189,9 @@ class ModelServer(ThreadedServer[RequestRecord]):
         plan = self._file_plan(info, headers, fault, changed)
         if method == "GET" and plan.file is not None:
             plan.cut = self._faults.take_cut(url_path, plan.stop - plan.start)
+        parts = [p for p in url_path.split("/") if p]
+        if len(parts) >= 5 and parts[2] == "resolve":
+            plan.headers["X-Repo-Commit"] = made_up_commit(f"{parts[0]}/{parts[1]}", unquote(parts[3]))
         return plan
 
     def _redirect_plan(self, location: str, info: _FileInfo | None) -> Plan:

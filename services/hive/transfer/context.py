@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.hive.metrics import HiveStats
-from services.hive.partfile import PartFile
+from services.hive.partfile import PartFile, part_path
 from services.hive.segments import SplitWatch
 from services.hive.throttle import Throttle
-from services.hive.tracker import DownloadTracker
 from services.hive.transfer.errors import DownloadError, RateLimited, Retry
 from services.hive.transfer.request import Requester
 from services.hive.transfer.source import Source
 from shared.backoff import Backoff
-from shared.models import DownloadStatus, ErrorCode
+from shared.models import DownloadState, DownloadStatus, ErrorCode
 
 __all__ = [
     "Checkpoints",
@@ -37,6 +36,7 @@ __all__ = [
     "DownloaderConfig",
     "NoCheckpoints",
     "Outcome",
+    "Progress",
     "Transfer",
     "attempts_failed",
     "backoff_delay",
@@ -54,6 +54,11 @@ class DownloadJob:
     total: int | None = None
     segments: str | None = None  # a saved SegmentPlan (JSON) when that partial was segmented
     hub_digest: str | None = None  # what the hub said the file's digest is, when an earlier run learnt it
+    partial: Path | None = None  # where the bytes gather (default: beside `dest`, `part_path`)
+
+    @property
+    def part_file(self) -> Path:
+        return self.partial if self.partial is not None else part_path(self.dest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,23 @@ class DownloaderConfig:
     hub_cdn_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_HUB_CDN_HOSTS
     range_limit: int | None = 50_000_000_000  # HIVE_RANGE_LIMIT_BYTES: the longest range one request asks for
     rate_limit_max_wait: float = 300.0  # the longest rate-limit window of the hub's waited out (seconds)
+
+
+class Progress(Protocol):
+    """What a transfer tells of its download (the DownloadTracker; for one file of a whole model,
+    that file's share of the model's progress, model_run.FileProgress)."""
+
+    def update_progress(self, download_id: str, bytes_downloaded: int) -> None: ...
+
+    def set_total(self, download_id: str, total_bytes: int | None) -> None: ...
+
+    def set_commit(self, download_id: str, commit: str) -> None: ...
+
+    def set_status(self, download_id: str, status: DownloadStatus) -> None: ...
+
+    def set_waiting(self, download_id: str, until: datetime | None, reason: str | None = None) -> None: ...
+
+    def get_download(self, download_id: str) -> DownloadState | None: ...
 
 
 class Checkpoints(Protocol):
@@ -144,9 +166,10 @@ class Transfer:
 
     job: DownloadJob
     source: Source
-    tracker: DownloadTracker
+    tracker: Progress
     part: PartFile
     bound: Any  # the logger, bound to the download id
+    checkpoints: Checkpoints
     total: int | None = None
     validator: str | None = None  # for If-Range
     remote_sha256: str | None = None  # a plain URL's sha256 ETag (a hub file has Source.facts)
@@ -160,12 +183,12 @@ class Transfer:
             return self.source.facts.digest or self.job.hub_digest
         return self.remote_sha256 or self.job.hub_digest  # (a hub file resumed without its token)
 
-    def answered(self, checkpoints: Checkpoints) -> None:
+    def answered(self) -> None:
         """A good answer came: record what it taught (validator, total, the hub's digest and commit)."""
         if (commit := self.source.facts.commit) is not None:
             self.tracker.set_commit(self.job.download_id, commit)
         digest = self.source.facts.digest or self.job.hub_digest  # the hub's word only, kept for a resume
-        checkpoints.checkpoint(self.job.download_id, self.validator, self.total, digest)
+        self.checkpoints.checkpoint(self.job.download_id, self.validator, self.total, digest)
 
     def downloading(self) -> None:
         """Bytes are on their way: tell the tracker, once."""

@@ -22,9 +22,8 @@ import structlog
 
 from services.hive.hub_protocol import GitBlobHash
 from services.hive.metrics import HiveStats
-from services.hive.partfile import FilePools, PartFile, part_path
+from services.hive.partfile import FilePools, PartFile
 from services.hive.throttle import Throttle
-from services.hive.tracker import DownloadTracker
 from services.hive.transfer.context import (
     Checkpoints,
     Context,
@@ -32,6 +31,7 @@ from services.hive.transfer.context import (
     DownloadJob,
     DownloadResult,
     NoCheckpoints,
+    Progress,
     Transfer,
 )
 from services.hive.transfer.errors import DownloadError, RemoteChanged
@@ -101,13 +101,27 @@ class Downloader:
         # read = stall detection: no bytes for stall_timeout counts as a dropped connection
         return httpx.Timeout(connect=config.connect_timeout, read=config.stall_timeout, write=30.0, pool=30.0)
 
-    async def run(self, job: DownloadJob, tracker: DownloadTracker) -> DownloadResult:
+    @property
+    def requester(self) -> Requester:
+        return self._ctx.requester
+
+    @property
+    def disk_free(self) -> Callable[[Path], int]:
+        return self._ctx.disk_free
+
+    async def run(
+        self, job: DownloadJob, tracker: Progress, checkpoints: Checkpoints | None = None, **log_fields: str
+    ) -> DownloadResult:
+        """Fetch, verify and put `job.dest` in place; `checkpoints` (default: the Downloader's) hear
+        what the transfer learns, `log_fields` are bound to its log lines besides the download id."""
         cfg = self.config
-        bound = log.bind(download_id=job.download_id)
-        part = PartFile(part_path(job.dest), cfg.write_batch_bytes, cfg.direct_io, self._file_pools)
+        bound = log.bind(download_id=job.download_id, **log_fields)
+        part = PartFile(job.part_file, cfg.write_batch_bytes, cfg.direct_io, self._file_pools)
         source = Source.of(job.url, job.token_origin, cfg.hf_token)
-        t = Transfer(job, source, tracker, part, bound, total=job.total, validator=job.validator)
+        notes = checkpoints or self._ctx.checkpoints
+        t = Transfer(job, source, tracker, part, bound, notes, total=job.total, validator=job.validator)
         job.dest.parent.mkdir(parents=True, exist_ok=True)
+        part.path.parent.mkdir(parents=True, exist_ok=True)
         sha, size, spliced = await self._transfer(t)
         mismatch = await self._mismatch(t, sha, size)
         if mismatch is not None and spliced:

@@ -62,7 +62,7 @@ async def segmented(ctx: Context, t: Transfer, plan: SegmentPlan, saved: bool = 
         digest: Any = hashlib.sha256()
         hashed = 0
     else:
-        await ctx.checkpoints.persist_segments(job.download_id, plan.to_json())
+        await t.checkpoints.persist_segments(job.download_id, plan.to_json())
         digest, hashed = await part.detach()
     f: IO[bytes] = await loop.run_in_executor(ctx.io, open, part.path, "r+b")
     fd = f.fileno()
@@ -95,7 +95,7 @@ async def segmented(ctx: Context, t: Transfer, plan: SegmentPlan, saved: bool = 
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, follower, return_exceptions=True)
-        ctx.checkpoints.checkpoint_segments(job.download_id, plan.to_json())  # the exact plan, for a resume
+        t.checkpoints.checkpoint_segments(job.download_id, plan.to_json())  # the exact plan, for a resume
         hasher.shutdown(wait=False)
         await in_thread(ctx.io, f.close)
     return sha, plan.total
@@ -138,7 +138,7 @@ async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _S
     resp = await ctx.requester.open(t.source, headers)
     try:
         check_status(resp, t.source)
-        t.answered(ctx.checkpoints)
+        t.answered()
         answered = content_range(resp.headers)
         if resp.status_code != 206 or answered is None:
             raise RemoteChanged()
