@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,3 +76,22 @@ def make_hive(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable[..
     """Start a real hive (in-process uvicorn) on the model server; keyword arguments override HiveSettings."""
     with hive_factory(tmp_path, model_server.url) as make:
         yield make
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs mounted for this test (root only); skipped, saying why, where mounting is not allowed."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if not shutil.which("mount"):
+        pytest.skip("no mount(8) here")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        print(f"tmpfs tests skipped: mount failed: {result.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

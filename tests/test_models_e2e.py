@@ -8,7 +8,6 @@ file, and `scan_cache_dir` lists the repository without a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,11 +21,12 @@ from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
 from tests.conftest import hive_factory
-from tests.support import ServerThread, wait_until
+from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
 MiB = 1024 * 1024
 REPO = "org/llama"
 TERMINAL = {"complete", "error", "cancelled"}
+TERMINAL_STATUSES = {"complete", "failed", "cancelled"}
 FILES: dict[str, bytes | Generated] = {
     "config.json": b'{"hidden": 64}\n',
     "tokenizer.json": b'{"vocab": ["a", "b", "c"]}\n',
@@ -187,9 +187,7 @@ def test_a_selection_matching_nothing_fails_clearly(hub: Hub, make_hive: Callabl
 
 def test_include_on_a_file_ref_is_refused(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
     hive = make_hive()
-    resp = httpx.post(
-        f"{hive.url}/v2/downloads", json={"model_ref": f"hf:{REPO}::file=config.json", "include": ["*"]}
-    )
+    resp = httpx.post(f"{hive.url}/v2/downloads", json={"model_ref": f"hf:{REPO}::file=config.json", "include": ["*"]})
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "INVALID_MODEL_REF"
 
 
@@ -207,3 +205,136 @@ def test_cancel_stops_every_file_and_removes_their_partials(
         assert not list(partials.rglob("*.part")) and not list(partials.rglob("*.json"))
         files = client.get(f"/v2/downloads/{download_id}").json()["files"]
         assert {f["status"] for f in files} <= {"complete", "cancelled"}
+
+
+def test_the_same_model_asked_again_while_running_joins_it(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+    hub.commit(REPO, FILES)
+    hive = make_hive(bandwidth_limit=MiB)
+    with httpx.Client(base_url=hive.url, timeout=10) as client:
+        first = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}"})
+        again = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}"})
+        other = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}", "include": ["*.json"]})
+        assert (first.status_code, again.status_code, other.status_code) == (202, 200, 202)
+        assert again.json()["download_id"] == first.json()["download_id"] != other.json()["download_id"]
+        client.put("/v2/settings/bandwidth", json={"bandwidth_limit": 0})
+        for download_id in (first.json()["download_id"], other.json()["download_id"]):
+            wait_until(
+                lambda d=download_id: client.get(f"/v2/downloads/{d}").json()["status"] == "complete", timeout=60
+            )
+    # the two downloads shared their json blobs: each was fetched from the hub once
+    for name in ("config.json", "tokenizer.json"):
+        fetched = [r for r in hub.records() if r.path.endswith(f"/{name}") and "/resolve/" in r.path]
+        assert len(fetched) == 1, [(r.headers.get("range"), getattr(r, "status", None), r.client) for r in fetched]
+
+
+def test_a_file_that_fails_fails_the_model_with_its_path_and_code(
+    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    hub.commit(REPO, FILES)
+    hub.switches.damaged.add("tokenizer.json")  # served with a flipped byte under the right ETag
+    hive = make_hive()
+    _, state, events = pull(hive.url, f"hf:{REPO}")
+    assert state["status"] == "failed" and state["error_code"] == "CHECKSUM_MISMATCH", state
+    assert "tokenizer.json" in state["error"]
+    assert [kind for kind, _ in events].count("error") == 1
+    models = tmp_path / "models-0"
+    assert not list((models / ".rbee" / "partial").rglob("*.part"))
+    snapshot = models / "hub" / "models--org--llama" / "snapshots" / state["commit"]
+    assert not (snapshot / "tokenizer.json").exists()  # bytes that fail the digest never reach the cache
+    assert not (models / "hub" / "models--org--llama" / "refs" / "main").exists()  # no half snapshot named
+
+
+def test_a_gated_repo_fails_before_any_file_starts(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+    hub.commit(REPO, FILES)
+    hub.repo(REPO).gated = True
+    hive = make_hive()
+    _, state, _ = pull(hive.url, f"hf:{REPO}")
+    assert state["status"] == "failed" and state["error_code"] == "GATED_REPO", state
+    assert f"{hub.url}/{REPO}" in state["error"]
+    assert hub.cdn.total_bytes_sent() == 0 and state["bytes_downloaded"] == 0
+
+
+def test_a_model_bigger_than_the_free_disk_fails_before_the_first_byte(
+    hub: Hub, make_hive: Callable[..., ServerThread], tmpfs: Path
+) -> None:
+    hub.commit(REPO, FILES)  # ~5.5 MiB on a 3 MiB disk
+    hive = make_hive(models_dir=tmpfs / "models")
+    _, state, _ = pull(hive.url, f"hf:{REPO}")
+    assert state["status"] == "failed" and state["error_code"] == "INSUFFICIENT_DISK", state
+    assert hub.cdn.total_bytes_sent() == 0
+
+
+def test_when_the_hub_cannot_be_asked_a_model_on_disk_is_used_and_the_state_says_so(
+    tmp_path: Path, make_hive: Callable[..., ServerThread], hub: Hub
+) -> None:
+    commit = hub.commit(REPO, FILES)
+    models = tmp_path / "offline-models"
+    hive = make_hive(models_dir=models)
+    _, state, _ = pull(hive.url, f"hf:{REPO}", include=["*.json"])
+    assert state["status"] == "complete"
+    hive.stop()
+    with hive_factory(tmp_path, f"http://127.0.0.1:{free_port()}", connect_timeout=1.0) as make_offline:
+        offline = make_offline(models_dir=models)
+        status, again, _ = pull(offline.url, f"hf:{REPO}", include=["*.json"])
+    assert status == 200 and again["status"] == "complete" and again["commit"] == commit
+    assert "could not be asked" in again["warning"]
+
+
+def test_after_kill_9_the_model_resumes_file_by_file(hub: Hub, tmp_path: Path) -> None:
+    commit = hub.commit(REPO, FILES)
+    models = tmp_path / "models-k"
+    port = free_port()
+    env = {
+        "HIVE_ID": "hive-k",
+        "HIVE_MODELS_DIR": str(models),
+        "HF_ENDPOINT": hub.url,
+        "HIVE_RANGE_LIMIT_BYTES": str(MiB),
+        "HIVE_PROGRESS_INTERVAL": "0.05",
+        "HIVE_RETRY_BASE_DELAY": "0.01",
+        "HIVE_RETRY_MAX_DELAY": "0.05",
+        "HIVE_MODEL_FILES_CONCURRENT": "2",
+        "HIVE_SEGMENTS": "1",
+        "HIVE_WRITE_BATCH_BYTES": str(64 * 1024),  # so the partials hold what came before the kill
+    }
+    hive = ServiceProcess("services.hive.main", port, {**env, "HIVE_BANDWIDTH_LIMIT": str(2 * MiB)}, tmp_path / "k.log")
+    hive.start()
+    try:
+        with httpx.Client(base_url=hive.url, timeout=10) as client:
+            download_id = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}"}).json()["download_id"]
+
+            def state() -> dict[str, Any]:
+                return dict(client.get(f"/v2/downloads/{download_id}").json())
+
+            partial_dir = models / ".rbee" / "partial"
+
+            def on_disk() -> int:
+                return max((p.stat().st_size for p in partial_dir.rglob("*.part")), default=0)
+
+            wait_until(lambda: (state()["files_done"] or 0) >= 1 and on_disk() > 256 * 1024, timeout=30)
+            before = state()
+        hive.kill()
+        asked_before = len(hub.records())
+        partials = list((models / ".rbee" / "partial").rglob("*.part"))
+        assert partials, "a file was on its way at the kill"
+        done_before = [f["path"] for f in before["files"] if f["status"] == "complete"]
+        hive = ServiceProcess("services.hive.main", port, env, tmp_path / "k.log").start()
+        with httpx.Client(base_url=hive.url, timeout=10) as client:
+            wait_until(lambda: state()["status"] in TERMINAL_STATUSES, timeout=60, what="the resumed model to end")
+            final = state()
+    finally:
+        hive.stop()
+    assert final["status"] == "complete", final
+    assert final["commit"] == commit and final["files_done"] == final["files_total"]
+    assert "download_resuming_partial" in (tmp_path / "k.log").read_text()
+    assert done_before
+    after = hub.records()[asked_before:]
+    for path in done_before:  # a file in place before the kill is not fetched again
+        assert not [r for r in after if r.path.endswith(f"/{path}")], path
+    resumed = [r for r in after if "/resolve/" in r.path and r.headers.get("range", "bytes=0-") != "bytes=0-"]
+    assert resumed, [(r.path.rsplit("/", 1)[-1], r.headers.get("range")) for r in after]
+    snapshot = Path(final["path"])
+    found = snapshot_download(REPO, cache_dir=models / "hub", local_files_only=True)
+    assert Path(found) == snapshot
+    for name in hub_files(hub):
+        assert (snapshot / name).read_bytes() == content(hub, name), name
+    assert not list((models / ".rbee" / "partial").rglob("*.part"))

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from services.hive.hf_cache import RepoCache
 from services.hive.refs import (
     InvalidModelRef,
     ModelRef,
@@ -40,14 +41,27 @@ SAFE_SEGMENT = st.text(
 ).filter(lambda s: s not in (".", "..") and not s.endswith(".part") and len(s.encode()) <= 255)
 
 
+def landing(ref: ModelRef) -> tuple[PurePosixPath, Path]:
+    """(the relative path, the absolute path) where an accepted ref lands: a URL under `_url/`, an hf:
+    ref in its repository's snapshot of the hub cache (any commit)."""
+    if ref.hub_ref is None:
+        assert ref.rel_path is not None
+        return ref.rel_path, resolve_in(MODELS, ref.rel_path)
+    cache = RepoCache(MODELS.resolve(), ref.hub_ref.repo_id)
+    commit = "0" * 40
+    dest = cache.snapshot_dir(commit) if ref.hub_ref.file is None else cache.snapshot_file(commit, ref.hub_ref.file)
+    assert dest.is_relative_to(cache.snapshot_dir(commit)), ref
+    return PurePosixPath(*dest.relative_to(MODELS.resolve()).parts), dest
+
+
 def check_inside(ref: ModelRef) -> Path:
     """The invariants every accepted ref keeps."""
-    assert ref.rel_path.parts, ref
-    for part in ref.rel_path.parts:
+    rel, dest = landing(ref)
+    assert rel.parts, ref
+    for part in rel.parts:
         assert part not in ("", ".", ".."), ref
         assert "/" not in part and "\\" not in part and "\x00" not in part, ref
         assert len(part.encode("utf-8")) <= 255, ref
-    dest = resolve_in(MODELS, ref.rel_path)
     root = MODELS.resolve()
     assert dest.is_relative_to(root) and dest != root, (ref, dest)
     assert urlsplit(ref.url).scheme in ("http", "https"), ref
@@ -83,7 +97,7 @@ def test_hostile_paths_are_refused_or_stay_inside(pieces: list[str], sep: str, p
     ref = parse_or_none(prefix + sep.join(pieces))
     if ref is not None:
         check_inside(ref)
-        assert not any(p in ("..", "%2e%2e") for p in ref.rel_path.parts)
+        assert not any(p in ("..", "%2e%2e") for p in landing(ref)[0].parts)
 
 
 @FAST
@@ -95,7 +109,8 @@ def test_hostile_names_and_revisions_are_refused_or_stay_inside(name: str, templ
     ref = parse_or_none(template.format(name))
     if ref is not None:
         dest = check_inside(ref)
-        assert dest.parent.parent.parent == MODELS.resolve()  # org / repo[@rev] / file: nothing climbs out
+        # hub / models--org--repo / snapshots / commit / file: nothing climbs out
+        assert dest.parent.parent.parent.parent.parent == MODELS.resolve()
 
 
 @FAST
@@ -114,8 +129,8 @@ def test_good_hub_refs_round_trip(org: str, repo: str, rev: str | None, segments
     assert ref.hub and ref.raw == text
     assert unquote(ref.url) == f"{HUB}/{org}/{repo}/resolve/{rev or 'main'}/{path}"
     assert urlsplit(ref.url).netloc == "hub.example" and " " not in ref.url
-    repo_dir = repo if rev in (None, "main") else f"{repo}@{rev}"
-    assert ref.rel_path == PurePosixPath(org, repo_dir, *segments)
+    assert ref.hub_ref is not None
+    assert (ref.hub_ref.repo_id, ref.hub_ref.revision, ref.hub_ref.file) == (f"{org}/{repo}", rev or "main", path)
     check_inside(ref)
 
 
@@ -157,7 +172,8 @@ def test_accepted_paths_can_really_be_created_inside(pieces: list[str], hub: boo
         models = Path(tmp) / "models"
         models.mkdir()
         (Path(tmp) / "outside").mkdir()
-        dest = resolve_in(models, ref.rel_path)
+        rel, _ = landing(ref)
+        dest = resolve_in(models, rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.touch()
         real = Path(os.path.realpath(dest))

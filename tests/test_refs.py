@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 import pytest
 
-from services.hive.refs import MAX_REF_LENGTH, InvalidModelRef, ModelRef, parse_model_ref, resolve_in
+from services.hive.refs import MAX_REF_LENGTH, HubRef, InvalidModelRef, ModelRef, parse_model_ref, resolve_in
 
 HUB = "https://hub.example"
 
@@ -30,71 +31,94 @@ def url_of_length(n: int) -> str:
 
 
 @pytest.mark.parametrize(
-    ("ref", "url", "rel"),
+    ("ref", "url", "names"),
     [
         (
             "hf:org/repo::file=model.gguf",
             f"{HUB}/org/repo/resolve/main/model.gguf",
-            "org/repo/model.gguf",
+            ("org/repo", "main", "model.gguf"),
         ),
         (
             "hf:TheBloke/Llama-2-7B-GGUF::file=llama-2-7b.Q4_K_M.gguf",
             f"{HUB}/TheBloke/Llama-2-7B-GGUF/resolve/main/llama-2-7b.Q4_K_M.gguf",
-            "TheBloke/Llama-2-7B-GGUF/llama-2-7b.Q4_K_M.gguf",
+            ("TheBloke/Llama-2-7B-GGUF", "main", "llama-2-7b.Q4_K_M.gguf"),
         ),
         (
             "hf:org/repo@main::file=model.gguf",
             f"{HUB}/org/repo/resolve/main/model.gguf",
-            "org/repo/model.gguf",
+            ("org/repo", "main", "model.gguf"),
         ),
         (
             "hf:org/repo@v1.0::file=model.gguf",
             f"{HUB}/org/repo/resolve/v1.0/model.gguf",
-            "org/repo@v1.0/model.gguf",
+            ("org/repo", "v1.0", "model.gguf"),
         ),
         (
             "hf:org/repo@0123456789abcdef0123456789abcdef01234567::file=model.gguf",
             f"{HUB}/org/repo/resolve/0123456789abcdef0123456789abcdef01234567/model.gguf",
-            "org/repo@0123456789abcdef0123456789abcdef01234567/model.gguf",
+            ("org/repo", "0123456789abcdef0123456789abcdef01234567", "model.gguf"),
         ),
         (
             "hf:org/repo@refs/pr/1::file=model.gguf",
             f"{HUB}/org/repo/resolve/refs%2Fpr%2F1/model.gguf",
-            "org/repo@refs%2Fpr%2F1/model.gguf",
+            ("org/repo", "refs/pr/1", "model.gguf"),
         ),
         (
             "hf:org/repo::file=a/b/c.safetensors",
             f"{HUB}/org/repo/resolve/main/a/b/c.safetensors",
-            "org/repo/a/b/c.safetensors",
+            ("org/repo", "main", "a/b/c.safetensors"),
         ),
         (
             "hf:org/repo@dev::file=onnx/model.onnx",
             f"{HUB}/org/repo/resolve/dev/onnx/model.onnx",
-            "org/repo@dev/onnx/model.onnx",
+            ("org/repo", "dev", "onnx/model.onnx"),
         ),
         (
             "hf:org/repo::file=my model.gguf",
             f"{HUB}/org/repo/resolve/main/my%20model.gguf",
-            "org/repo/my model.gguf",
+            ("org/repo", "main", "my model.gguf"),
         ),
         (
             "hf:org/repo::file=.gitattributes",
             f"{HUB}/org/repo/resolve/main/.gitattributes",
-            "org/repo/.gitattributes",
+            ("org/repo", "main", ".gitattributes"),
         ),
         (
             "hf:a.b_c-d/e.f_g-h::file=model...gguf",
             f"{HUB}/a.b_c-d/e.f_g-h/resolve/main/model...gguf",
-            "a.b_c-d/e.f_g-h/model...gguf",
+            ("a.b_c-d/e.f_g-h", "main", "model...gguf"),
         ),
     ],
 )
-def test_hf_refs_resolve_to_the_hub(ref: str, url: str, rel: str) -> None:
+def test_hf_refs_resolve_to_the_hub(ref: str, url: str, names: tuple[str, str, str]) -> None:
+    """A file ref names a repo, a revision and a file; where it lands is the hub cache's (hf_cache.py)."""
     parsed = parse(ref)
     assert parsed.raw == ref
     assert parsed.url == url
-    assert parsed.rel_path == PurePosixPath(rel)
+    assert parsed.hub_ref == HubRef(HUB, *names)
+    assert parsed.rel_path is None and not parsed.whole_model
     assert parsed.hub is True
+
+
+@pytest.mark.parametrize(
+    ("ref", "repo_id", "revision"),
+    [
+        ("hf:org/repo", "org/repo", "main"),
+        ("hf:meta-llama/Llama-3.1-8B@main", "meta-llama/Llama-3.1-8B", "main"),
+        ("hf:org/repo@v1.0", "org/repo", "v1.0"),
+        ("hf:org/repo@refs/pr/1", "org/repo", "refs/pr/1"),
+        (
+            "hf:org/repo@0123456789abcdef0123456789abcdef01234567",
+            "org/repo",
+            "0123456789abcdef0123456789abcdef01234567",
+        ),
+    ],
+)
+def test_a_ref_without_a_file_is_the_whole_model(ref: str, repo_id: str, revision: str) -> None:
+    parsed = parse(ref)
+    assert parsed.whole_model and parsed.hub and parsed.rel_path is None
+    assert parsed.hub_ref == HubRef(HUB, repo_id, revision, None)
+    assert parsed.url == f"{HUB}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
 
 
 @pytest.mark.parametrize(
@@ -110,7 +134,7 @@ def test_hf_refs_resolve_to_the_hub(ref: str, url: str, rel: str) -> None:
 def test_hf_endpoint_forms(endpoint: str, base: str) -> None:
     parsed = parse("hf:org/repo::file=model.gguf", endpoint)
     assert parsed.url == f"{base}/org/repo/resolve/main/model.gguf"
-    assert parsed.rel_path == PurePosixPath("org/repo/model.gguf")  # the endpoint never changes where it lands
+    assert parsed.hub_ref is not None and parsed.hub_ref.endpoint == base
 
 
 @pytest.mark.parametrize("endpoint", ["", "hub.example", "ftp://hub.example", "file:///srv/hub", "https://"])
@@ -124,8 +148,9 @@ def test_a_bad_hf_endpoint_is_refused(endpoint: str) -> None:
     [
         "hf:",
         "hf:org",
-        "hf:org/repo",
         "hf:org/repo::file=",
+        "hf:org/repo@",
+        "hf:org/repo@main::",
         "hf:org/repo:file=model.gguf",
         "hf:org/repo::File=model.gguf",
         "hf:org/repo::path=model.gguf",
@@ -229,17 +254,18 @@ def test_a_directory_segment_ending_in_part_is_refused() -> None:
         parse("hf:org/repo::file=x.part/y")
 
 
-def test_different_revisions_never_share_a_directory() -> None:
-    """`refs/pr/1` is stored as `repo@refs%2Fpr%2F1`; a branch really named `refs--pr--1` must not land there."""
+def test_different_revisions_never_share_a_name() -> None:
+    """`refs/pr/1` is quoted as `refs%2Fpr%2F1` in the URL; a branch really named `refs--pr--1` stays apart."""
     slashed = parse("hf:org/repo@refs/pr/1::file=model.gguf")
     dashed = parse("hf:org/repo@refs--pr--1::file=model.gguf")
     assert slashed.url != dashed.url
-    assert slashed.rel_path != dashed.rel_path
+    assert slashed.hub_ref != dashed.hub_ref
 
 
 def test_a_segment_of_255_characters_is_fine() -> None:
     name = "x" * 251 + ".bin"
-    assert parse(f"hf:org/repo::file={name}").rel_path == PurePosixPath("org", "repo", name)
+    parsed = parse(f"hf:org/repo::file={name}")
+    assert parsed.hub_ref is not None and parsed.hub_ref.file == name
 
 
 # -- http(s) URLs ------------------------------------------------------------------------------
@@ -254,9 +280,8 @@ def test_a_segment_of_255_characters_is_fine() -> None:
         ("https://files.example:8443/a/b/c.bin", "_url/files.example_8443/a/b/c.bin"),
         ("https://Files.EXAMPLE/Model.GGUF", "_url/files.example/Model.GGUF"),
         ("HTTPS://files.example/x.bin", "_url/files.example/x.bin"),
-        ("https://files.example/x.gguf?download=true&sig=a%2Fb", "_url/files.example/x.gguf"),
-        ("https://files.example/x.gguf?p=../../etc/passwd", "_url/files.example/x.gguf"),
-        ("https://files.example/x.gguf#part", "_url/files.example/x.gguf"),
+        ("https://files.example/x.gguf?download=true&sig=a%2Fb", "_url/files.example/x.gguf?download=true&sig=a%252Fb"),
+        ("https://files.example/x.gguf?p=../../etc/passwd", "_url/files.example/x.gguf?p=..%2F..%2Fetc%2Fpasswd"),
         ("https://files.example/caf%C3%A9.gguf", "_url/files.example/café.gguf"),
         ("https://files.example/a%20b.gguf", "_url/files.example/a b.gguf"),
         (
@@ -274,11 +299,20 @@ def test_urls_are_downloaded_as_given(ref: str, rel: str) -> None:
     assert parsed.hub is False
 
 
-def test_the_query_string_never_reaches_the_file_name() -> None:
+def test_the_query_string_is_part_of_the_identity_and_a_fragment_is_not() -> None:
     a = parse("https://files.example/x.gguf?token=1")
     b = parse("https://files.example/x.gguf?token=2")
     assert (a.url, b.url) == ("https://files.example/x.gguf?token=1", "https://files.example/x.gguf?token=2")
-    assert a.rel_path == b.rel_path == PurePosixPath("_url/files.example/x.gguf")
+    assert a.rel_path == PurePosixPath("_url/files.example/x.gguf?token=1")
+    assert b.rel_path == PurePosixPath("_url/files.example/x.gguf?token=2")
+    c = parse("https://files.example/x.gguf?token=1#part")
+    assert c.url == a.url and c.rel_path == a.rel_path
+    assert parse("https://files.example/x.gguf#part").rel_path == PurePosixPath("_url/files.example/x.gguf")
+
+
+def test_a_query_cannot_turn_a_name_into_a_partial() -> None:
+    with pytest.raises(InvalidModelRef):
+        parse("https://files.example/x.gguf?a=.part")
 
 
 def test_a_url_pointing_at_the_hub_is_still_not_a_hub_ref() -> None:
@@ -387,8 +421,8 @@ def models(tmp_path: Path) -> Path:
 
 
 GOOD_REFS = [
-    "hf:org/repo::file=model.gguf",
-    "hf:org/repo@refs/pr/1::file=a/b/c.safetensors",
+    "https://files.example/org/repo/model.gguf",
+    "https://files.example/a/b/c.safetensors",
     "https://files.example:8443/a/b/c.bin?x=1",
     "http://[::1]:8080/x.bin",
 ]
@@ -396,11 +430,13 @@ GOOD_REFS = [
 
 @pytest.mark.parametrize("ref", GOOD_REFS)
 def test_resolve_in_places_good_refs_inside_the_models_dir(models: Path, ref: str) -> None:
-    dest = resolve_in(models, parse(ref).rel_path)
+    rel = parse(ref).rel_path
+    assert rel is not None
+    dest = resolve_in(models, rel)
     assert dest.is_absolute()
     assert dest.is_relative_to(models.resolve())
     assert dest != models.resolve()
-    assert dest == models.resolve().joinpath(*parse(ref).rel_path.parts)
+    assert dest == models.resolve().joinpath(*rel.parts)
     assert not dest.exists()  # resolving touches nothing
 
 
@@ -419,19 +455,19 @@ def test_resolve_in_refuses_paths_outside_the_models_dir(models: Path, rel: str)
 def test_resolve_in_refuses_a_symlinked_directory_pointing_outside(models: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
-    (models / "org").symlink_to(outside, target_is_directory=True)
+    (models / "_url").symlink_to(outside, target_is_directory=True)
     with pytest.raises(InvalidModelRef):
-        resolve_in(models, parse("hf:org/repo::file=model.gguf").rel_path)
+        resolve_in(models, parse("https://files.example/model.gguf").rel_path)
     assert list(outside.iterdir()) == []
 
 
 def test_resolve_in_refuses_a_symlinked_file_pointing_outside(models: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("nope")
-    (models / "org" / "repo").mkdir(parents=True)
-    (models / "org" / "repo" / "model.gguf").symlink_to(secret)
+    (models / "_url" / "files.example").mkdir(parents=True)
+    (models / "_url" / "files.example" / "model.gguf").symlink_to(secret)
     with pytest.raises(InvalidModelRef):
-        resolve_in(models, parse("hf:org/repo::file=model.gguf").rel_path)
+        resolve_in(models, parse("https://files.example/model.gguf").rel_path)
     assert secret.read_text() == "nope"
 
 

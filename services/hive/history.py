@@ -172,7 +172,7 @@ class History:
         (it is O(records), so it runs at most once per tenth of `max_entries` finished downloads)."""
         return len(self._records) - active > self.max_entries + max(16, self.max_entries // 10)
 
-    def prune(self, busy: Collection[Path], now: datetime | None = None) -> int:
+    def prune(self, busy: Collection[object], now: datetime | None = None) -> int:
         """Forget finished entries older than the TTL and beyond the newest `max_entries`."""
         now = now or datetime.now(UTC)
         finished = [s for s in self.tracker.list_all() if s.status.is_terminal]  # newest first
@@ -185,7 +185,7 @@ class History:
         self.drop(doomed, busy)
         return len(doomed)
 
-    def drop(self, download_ids: list[str], busy: Collection[Path]) -> None:
+    def drop(self, download_ids: list[str], busy: Collection[object]) -> None:
         """Forget downloads; a kept partial goes too unless its destination is `busy` again."""
         for download_id in download_ids:
             try:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -37,6 +37,7 @@ from shared.models import ErrorCode
 __all__ = ["HubApi", "RepoFile", "RepoRevision", "parse_revision", "parse_tree_page", "tree_url"]
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 _MAX_JSON_BYTES = 32 * 1024 * 1024  # one answer of the API (a tree page of 1000 entries is ~300 KB)
 _MAX_PAGES = 10_000
@@ -129,9 +130,13 @@ class HubApi:
             data, next_url = await self._json(hub_ref, url)
             files.extend(_checked(parse_tree_page, data))
             url = next_url
-        raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"the hub's tree of {hub_ref.repo_id} has over {_MAX_PAGES} pages")
+        raise DownloadError(
+            ErrorCode.DOWNLOAD_FAILED, f"the hub's tree of {hub_ref.repo_id} has over {_MAX_PAGES} pages"
+        )
 
-    async def probe(self, hub_ref: HubRef, revision: str, path: str, attempts: int | None = None) -> tuple[str, RepoFile]:
+    async def probe(
+        self, hub_ref: HubRef, revision: str, path: str, attempts: int | None = None
+    ) -> tuple[str, RepoFile]:
         """(commit, file) as the hub answers a one-byte read of `path` at `revision`."""
         source = self.source(hub_ref, hub_ref.resolve_url(revision, path))
 
@@ -182,7 +187,7 @@ class HubApi:
 
         return await self._retried(once, attempts)
 
-    async def _retried(self, call: Callable[[], Any], attempts: int | None = None) -> Any:
+    async def _retried(self, call: Callable[[], Awaitable[T]], attempts: int | None = None) -> T:
         cfg = self.config
         limit = attempts or cfg.max_attempts
         failures = 0
@@ -204,7 +209,7 @@ class HubApi:
                 await self._sleep(delay)
 
 
-def _checked(parse: Callable[[Any], Any], data: Any) -> Any:
+def _checked(parse: Callable[[Any], T], data: Any) -> T:
     try:
         return parse(data)
     except ValueError as exc:

@@ -129,7 +129,9 @@ class HubFetcher:
     def partial_dir(self, hub_ref: HubRef) -> Path:
         return self.cache(hub_ref).partial("0" * 40).parent
 
-    def listed_files(self, hub_ref: HubRef, commit: str, include: tuple[str, ...] | None, exclude: tuple[str, ...] | None) -> list[RepoFile] | None:
+    def listed_files(
+        self, hub_ref: HubRef, commit: str, include: tuple[str, ...] | None, exclude: tuple[str, ...] | None
+    ) -> list[RepoFile] | None:
         """The files a finished model took, from the kept listing (None when it is not kept)."""
         files = self.trees.load(hub_ref.repo_id, commit)
         return None if files is None else _select(files, include, exclude)
@@ -227,10 +229,11 @@ class HubFetcher:
                 raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"the hub answered commit {commit} for {job.commit}")
             return commit, [file]
         gated = False
-        commit = job.commit
-        if commit is None:
+        if job.commit is None:
             revision = await self.api.revision(hub_ref)
             commit, gated = revision.commit, revision.gated
+        else:
+            commit = job.commit
         listing = self.trees.load(hub_ref.repo_id, commit)
         if listing is None:
             listing = await self.api.tree(hub_ref, commit)
@@ -309,19 +312,21 @@ class HubFetcher:
         name = f.digest or hashlib.sha1(f"{commit}/{f.path}".encode(), usedforsecurity=False).hexdigest()
         partial = cache.partial(name)
         blob = cache.blob(f.digest) if f.digest else partial.with_name(f"{name}.fetched")
-        digest, sha = f.digest, None
+        digest: str = f.digest
+        sha: str | None = None
         async with gate, self._blob_lock(partial):
             if not blob.is_file() or not f.digest:  # (another download may have put it in place meanwhile)
                 notes = PartialNotes.load(partial)
                 file_job = DownloadJob(
                     job.download_id,
                     # a model's files at its commit; one file at the ref's revision, pinned by its digest
-                    job.hub_ref.resolve_url(commit if job.whole else job.hub_ref.revision, f.path),
+                    # (a resumed one at the commit it started on)
+                    job.hub_ref.resolve_url(commit if job.whole or job.commit else job.hub_ref.revision, f.path),
                     blob,
                     job.expected_sha256,
                     job.token_origin,
                     validator=notes.validator,
-                    total=notes.total,
+                    total=notes.total if notes.total is not None else f.size or None,
                     segments=notes.segments,
                     hub_digest=f.digest or None,
                     partial=partial,

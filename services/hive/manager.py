@@ -185,7 +185,15 @@ class DownloadManager:
                 present = None
         if present is not None:
             self.history.new_record(
-                download_id, ref.raw, ref.url, present.path, None, None, max_bps, include=job.include, exclude=job.exclude
+                download_id,
+                ref.raw,
+                ref.url,
+                present.path,
+                None,
+                None,
+                max_bps,
+                include=job.include,
+                exclude=job.exclude,
             )
             total = sum(f.size for f in present.files)
             self.tracker.start_download(download_id, ref.raw, total, path=str(present.path))
@@ -194,12 +202,21 @@ class DownloadManager:
                 self.tracker.set_files(download_id, len(present.files), len(present.files))
             self.tracker.set_warning(download_id, present.warning)
             self.tracker.complete_download(download_id, sha256=None if job.whole else sha, path=str(present.path))
-            log.info("download_already_present", download_id=download_id, path=str(present.path), warning=present.warning)
+            log.info(
+                "download_already_present", download_id=download_id, path=str(present.path), warning=present.warning
+            )
             return self._state(download_id), False
         root = self.hub.cache(ref.hub_ref).root
         self.history.new_record(
-            download_id, ref.raw, ref.url, root, job.expected_sha256, job.token_origin, max_bps,
-            include=job.include, exclude=job.exclude,
+            download_id,
+            ref.raw,
+            ref.url,
+            root,
+            job.expected_sha256,
+            job.token_origin,
+            max_bps,
+            include=job.include,
+            exclude=job.exclude,
         )
         self.tracker.start_download(download_id, ref.raw)
         self._enqueue(job, key, max_bps)
@@ -258,7 +275,12 @@ class DownloadManager:
         for f in listed:
             there = cache.has(state.commit, f.path, f.digest)
             files.append(
-                {"path": f.path, "size": f.size, "bytes": f.size if there else 0, "status": "complete" if there else other}
+                {
+                    "path": f.path,
+                    "size": f.size,
+                    "bytes": f.size if there else 0,
+                    "status": "complete" if there else other,
+                }
             )
         return files
 
@@ -306,9 +328,7 @@ class DownloadManager:
         if ref.hub_ref is None:
             return None
         include, exclude = self.history.patterns(rec.download_id)
-        return HubJob(
-            rec.download_id, ref.hub_ref, include, exclude, rec.commit, token_origin, rec.expected_sha256
-        )
+        return HubJob(rec.download_id, ref.hub_ref, include, exclude, rec.commit, token_origin, rec.expected_sha256)
 
     async def shutdown(self) -> None:
         """Stop every transfer, keeping partial files (a restarted hive resumes them)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from shared.limits import MAX_REF_LENGTH
 
@@ -29,8 +29,8 @@ __all__ = [
     "HubRef",
     "InvalidModelRef",
     "ModelRef",
-    "host_allowed",
     "check_repo_path",
+    "host_allowed",
     "origin_of",
     "parse_allowed_hosts",
     "parse_model_ref",
@@ -182,18 +182,18 @@ def _parse_url(ref: str) -> ModelRef:
     path = unquote(raw_path)
     if _BAD_CHARS.search(path):
         raise InvalidModelRef("URL path decodes to forbidden characters")
+    segments = _check_segments(path, "URL path")
     if parts.query:
         # the query is part of what is fetched, so of the name: `/` and `%` escaped, nothing else changed
-        query = quote(parts.query, safe="".join(c for c in _QUERY_SAFE))
-        path = f"{path}?{query}"
-    segments = _check_segments(path, "URL path")
+        segments[-1] = f"{segments[-1]}?{quote(parts.query, safe=_QUERY_SAFE)}"
+        _check_segments("/".join(segments), "URL path with its query")
     host = parts.hostname.lower()
     if not re.fullmatch(r"[a-z0-9._-]+|\[[0-9a-f:]+\]", host) and not re.fullmatch(r"[0-9a-f:]+", host):
         raise InvalidModelRef("URL host is malformed")
     host_dir = host.strip("[]").replace(":", "_") + (f"_{port}" if port else "")
     if host_dir in (".", "..") or len(host_dir) > _MAX_NAME_BYTES:
         raise InvalidModelRef("URL host is malformed")
-    url = urlunsplit(parts._replace(fragment=""))  # a fragment is never sent, so it names nothing
+    url = ref.split("#", 1)[0]  # as given; a fragment is never sent, so it names nothing
     return ModelRef(ref, url, PurePosixPath("_url", host_dir, *segments), hub=False)
 
 

@@ -16,7 +16,6 @@ from shared.limits import MAX_PATTERN_LENGTH, MAX_PATTERNS
 __all__ = ["MAX_PATTERNS", "MAX_PATTERN_LENGTH", "normalize_patterns", "select_paths"]
 
 
-
 def normalize_patterns(patterns: Sequence[str] | None) -> tuple[str, ...] | None:
     """The patterns as matched: separators as `/`, a trailing `/` as the folder's contents."""
     if patterns is None:

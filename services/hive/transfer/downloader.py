@@ -152,7 +152,9 @@ class Downloader:
             if plan is None:
                 await open_partial(ctx, t)
                 spliced = part.size > 0
-                plan = await single(ctx, t, probe=cfg.segments > 1)
+                # a file known to be too small to split is not probed for ranges first
+                small = t.total is not None and t.total < 2 * cfg.segment_min_bytes
+                plan = await single(ctx, t, probe=cfg.segments > 1 and not small)
             else:
                 spliced = True
             if plan is not None:
