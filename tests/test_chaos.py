@@ -10,13 +10,12 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -385,25 +384,6 @@ def test_keeper_plain_watch_rides_out_a_queen_kill(
 
 
 # --------------------------------------------------------------------------- disk faults
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs mounted for this test (root only); skipped, saying why, where mounting is not allowed."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    if not shutil.which("mount"):
-        pytest.skip("no mount(8) here")
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        print(f"tmpfs tests skipped: mount failed: {result.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 @pytest.mark.parametrize("segments", [1, 4], ids=["single", "segmented"])
