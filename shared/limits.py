@@ -21,7 +21,11 @@ __all__ = [
     "HIVE_ID_RE",
     "HIVE_URL_PATTERN",
     "MAX_BPS",
+    "COMMIT_PATTERN",
+    "DIGEST_PATTERN",
     "MAX_PATTERNS",
+    "MAX_PULL_FILES",
+    "PULL_ID_PATTERN",
     "MAX_PATTERN_LENGTH",
     "MAX_REF_LENGTH",
     "MAX_URL_LENGTH",
@@ -36,6 +40,10 @@ MAX_URL_LENGTH = 2048  # a hive's URL as registered with the queen
 MAX_BPS = 10**12  # the largest bandwidth cap, bytes/s
 MAX_PATTERNS = 64  # include / exclude globs of one whole-model request, each list
 MAX_PATTERN_LENGTH = 256  # characters of one glob
+MAX_PULL_FILES = 100_000  # files of one fleet pull whose sources a hive is told
+COMMIT_PATTERN = r"^[0-9a-f]{40}$"
+DIGEST_PATTERN = r"^([0-9a-f]{40}|[0-9a-f]{64})$"  # a blob: git blob sha1 or sha256
+PULL_ID_PATTERN = r"^pull-[0-9a-f]{32}$"
 
 DOWNLOAD_ID_RE = re.compile(r"dl-[0-9a-f]{32}")  # what a hive's ids look like; anything else is not ours
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"  # an expected sha256 as a request gives it (either case)

@@ -95,6 +95,7 @@ class DownloadState:
     files_total: int | None = None
     files_done: int | None = None
     warning: str | None = None  # e.g. "the hub could not be asked: the files on disk were used as they are"
+    pull_id: str | None = None  # the queen's fleet pull this download is part of
 
     @property
     def whole_model(self) -> bool:
@@ -128,6 +129,7 @@ class DownloadState:
             "waiting_reason": self.waiting_reason,
             **self._model_fields(),
             **({"warning": self.warning} if self.warning else {}),
+            **({"pull_id": self.pull_id} if self.pull_id else {}),
         }
 
     def _model_fields(self) -> dict[str, Any]:

@@ -13,8 +13,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.limits import (
+    COMMIT_PATTERN,
+    DIGEST_PATTERN,
     HIVE_ID_PATTERN,
     HIVE_URL_PATTERN,
+    MAX_PULL_FILES,
+    PULL_ID_PATTERN,
     MAX_BPS,
     MAX_PATTERN_LENGTH,
     MAX_PATTERNS,
@@ -52,6 +56,8 @@ def hive_stream_url(hive_url: str, download_id: str | None = None) -> str:
 
 # -- requests --------------------------------------------------------------------------------
 
+Digest = Annotated[str, Field(pattern=DIGEST_PATTERN)]
+PeerUrl = Annotated[str, Field(pattern=HIVE_URL_PATTERN, max_length=MAX_URL_LENGTH)]
 Pattern = Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Patterns = Annotated[
     list[Pattern] | None,
@@ -74,6 +80,12 @@ class StartDownload(BaseModel):
     max_bps: int | None = Field(default=None, ge=1, le=MAX_BPS, description="cap for this download, bytes/s")
     include: Patterns = None
     exclude: Patterns = None
+    # a fleet pull (the queen's): the commit every hive takes, where each blob can come from, and
+    # which blobs this hive fetches from the hub at once (README, "Fleet pulls")
+    commit: str | None = Field(default=None, pattern=COMMIT_PATTERN)
+    sources: dict[Digest, list[PeerUrl]] | None = Field(default=None, max_length=MAX_PULL_FILES)
+    hub_first: list[Digest] | None = Field(default=None, max_length=MAX_PULL_FILES)
+    pull_id: str | None = Field(default=None, pattern=PULL_ID_PATTERN)
 
 
 class QueenStartDownload(BaseModel):
@@ -111,6 +123,7 @@ class ModelFileBody(BaseModel):
     size: int
     bytes: int
     status: str = Field(description="queued, downloading, complete, failed or cancelled")
+    source: str | None = Field(default=None, description='where its bytes come from: "hub" or a peer hive')
 
 
 class DownloadStateBody(BaseModel):

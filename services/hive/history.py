@@ -57,6 +57,8 @@ class History:
         *,
         include: tuple[str, ...] | None = None,
         exclude: tuple[str, ...] | None = None,
+        pull_id: str | None = None,
+        sources: str | None = None,
     ) -> None:
         self._seq += 1
         now = rfc3339(datetime.now(UTC))
@@ -74,7 +76,12 @@ class History:
             token_origin=token_origin,
             include=None if include is None else json.dumps(list(include)),
             exclude=None if exclude is None else json.dumps(list(exclude)),
+            pull_id=pull_id,
+            sources=sources,
         )
+
+    def record(self, download_id: str) -> DownloadRecord | None:
+        return self._records.get(download_id)
 
     def patterns(self, download_id: str) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
         """A whole model's include and exclude globs, as its request gave them."""
@@ -225,6 +232,7 @@ def _state_of(rec: DownloadRecord) -> DownloadState:
         files_total=rec.files_total,
         files_done=rec.files_done,
         warning=rec.warning,
+        pull_id=rec.pull_id,
     )
 
 

@@ -25,8 +25,10 @@ import asyncio
 import contextlib
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -38,7 +40,7 @@ from services.hive.model_files import FileProgress, ModelProgress
 from services.hive.refs import HubRef
 from services.hive.selection import select_paths
 from services.hive.tracker import DownloadTracker
-from services.hive.transfer import Downloader, DownloadError, DownloadJob
+from services.hive.transfer import Downloader, DownloadError, DownloadJob, DownloadResult
 from shared.models import DownloadStatus, ErrorCode
 
 __all__ = ["HubFetcher", "HubJob", "HubResult", "Present"]
@@ -55,6 +57,7 @@ _REFUSALS = frozenset(
         ErrorCode.HOST_NOT_ALLOWED,
     }
 )
+_ENDED_KEPT = 256  # ended models whose files (with their sources) GET shows from memory; older: from disk
 HUB_UNREACHABLE = "the hub could not be asked which commit {rev!r} names now; the files on disk were used as they are"
 
 
@@ -67,6 +70,11 @@ class HubJob:
     commit: str | None = None  # pinned: a restarted download keeps the commit it started on
     token_origin: str | None = None
     expected_sha256: str | None = None  # one file only
+    # a fleet pull: peer hives (base URLs) that have or are getting a blob, by digest, and the blobs
+    # this hive fetches from the hub at once; any other blob comes from its peers first
+    sources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    hub_first: frozenset[str] = frozenset()
+    pull_id: str | None = None
 
     @property
     def whole(self) -> bool:
@@ -101,6 +109,8 @@ class HubFetcher:
         files_concurrent: int = 4,
         disk_free: Callable[[Path], int] | None = None,
         check_timeout: float = 5.0,
+        peer_token: str | None = None,
+        peer_attempts: int = 2,
     ) -> None:
         self.downloader = downloader
         self.api = api
@@ -109,7 +119,10 @@ class HubFetcher:
         self.files_concurrent = files_concurrent
         self.disk_free = disk_free or downloader.disk_free
         self.check_timeout = check_timeout  # the one question a request for something present asks
+        self.peer_token = peer_token  # RBEE_API_TOKEN: peers' blob routes are behind it too
+        self.peer_attempts = peer_attempts  # failed attempts on a peer before the next source
         self._runs: dict[str, ModelProgress] = {}
+        self._ended: OrderedDict[str, list[dict[str, object]]] = OrderedDict()  # the last files of ended models
         self._blob_locks: dict[Path, tuple[asyncio.Lock, list[int]]] = {}
 
     def cache(self, hub_ref: HubRef) -> RepoCache:
@@ -119,7 +132,9 @@ class HubFetcher:
 
     def files_of(self, download_id: str) -> list[dict[str, object]] | None:
         run = self._runs.get(download_id)
-        return run.file_states() if run is not None and run.whole else None
+        if run is not None and run.whole:
+            return run.file_states()
+        return self._ended.get(download_id)
 
     def discard_on_stop(self, download_id: str) -> None:
         """The download is being cancelled: its partials go as its files stop."""
@@ -217,6 +232,10 @@ class HubFetcher:
         finally:
             if self._runs.get(job.download_id) is progress:
                 del self._runs[job.download_id]
+            if job.whole:
+                self._ended[job.download_id] = progress.file_states()
+                while len(self._ended) > _ENDED_KEPT:
+                    self._ended.popitem(last=False)
         return HubResult(path, commit, sha, len(files))
 
     async def _plan(self, job: HubJob, bound: structlog.typing.FilteringBoundLogger) -> tuple[str, list[RepoFile]]:
@@ -316,33 +335,7 @@ class HubFetcher:
         sha: str | None = None
         async with gate, self._blob_lock(partial):
             if not blob.is_file() or not f.digest:  # (another download may have put it in place meanwhile)
-                notes = PartialNotes.load(partial)
-                file_job = DownloadJob(
-                    job.download_id,
-                    # a model's files at its commit; one file at the ref's revision, pinned by its digest
-                    # (a resumed one at the commit it started on)
-                    job.hub_ref.resolve_url(commit if job.whole or job.commit else job.hub_ref.revision, f.path),
-                    blob,
-                    job.expected_sha256,
-                    job.token_origin,
-                    validator=notes.validator,
-                    total=notes.total if notes.total is not None else f.size or None,
-                    segments=notes.segments,
-                    hub_digest=f.digest or None,
-                    partial=partial,
-                )
-                try:
-                    result = await self.downloader.run(file_job, FileProgress(progress, f.path), notes, file=f.path)
-                except DownloadError as exc:
-                    if exc.code != ErrorCode.INSUFFICIENT_DISK:
-                        progress.discard = True
-                        _discard(partial, notes)
-                    raise DownloadError(exc.code, f"{f.path}: {exc.message}") from None
-                except BaseException:
-                    if progress.discard:
-                        _discard(partial, notes)
-                    raise
-                notes.remove()
+                result = await self._fetch_from_sources(job, commit, f, blob, partial, progress)
                 sha = result.sha256
                 if not f.digest:
                     digest = sha
@@ -351,6 +344,73 @@ class HubFetcher:
         cache.link(commit, f.path, digest)
         progress.finished(f.path)
         return sha
+
+    def _sources(self, job: HubJob, f: RepoFile) -> list[str | None]:
+        """Where the file is fetched from, in order: peers (base URLs) and the hub (None). A blob this
+        hive fetches from the hub at once (`hub_first`) goes there first; any other one comes from the
+        peers that have or are getting it, and from the hub only when none of them could give it."""
+        peers: list[str | None] = list(job.sources.get(f.digest, ())) if f.digest else []
+        return [None, *peers] if f.digest in job.hub_first or not peers else [*peers, None]
+
+    async def _fetch_from_sources(
+        self, job: HubJob, commit: str, f: RepoFile, blob: Path, partial: Path, progress: ModelProgress
+    ) -> DownloadResult:
+        """The file into `blob`, from the first source that gives it whole and verified; what one
+        source brought stays in the partial for the next (Range), unless it failed the digest."""
+        sources = self._sources(job, f)
+        for i, peer in enumerate(sources):
+            notes = PartialNotes.load(partial)
+            if peer is None:
+                # a model's files at its commit; one file at the ref's revision, pinned by its digest
+                # (a resumed one at the commit it started on)
+                url = job.hub_ref.resolve_url(commit if job.whole or job.commit else job.hub_ref.revision, f.path)
+                token_origin, peer_token, attempts = job.token_origin, None, None
+            else:
+                url = f"{peer.rstrip('/')}/v2/blobs/{f.digest}"
+                token_origin, peer_token, attempts = None, self.peer_token, self.peer_attempts
+            file_job = DownloadJob(
+                job.download_id,
+                url,
+                blob,
+                job.expected_sha256,
+                token_origin,
+                validator=notes.validator if peer is None else None,
+                total=notes.total if notes.total is not None else f.size or None,
+                segments=notes.segments,
+                hub_digest=f.digest or None,
+                partial=partial,
+                pinned=bool(f.digest),
+                peer_token=peer_token,
+                max_attempts=attempts,
+            )
+            progress.source(f.path, "hub" if peer is None else peer)
+            last = i == len(sources) - 1
+            try:
+                result = await self.downloader.run(
+                    file_job, FileProgress(progress, f.path), notes, file=f.path, source=peer or "hub"
+                )
+            except DownloadError as exc:
+                if last or exc.code == ErrorCode.INSUFFICIENT_DISK:
+                    if exc.code != ErrorCode.INSUFFICIENT_DISK:
+                        progress.discard = True
+                        _discard(partial, notes)
+                    raise DownloadError(exc.code, f"{f.path}: {exc.message}") from None
+                log.warning(
+                    "hub_file_source_failed",
+                    download_id=job.download_id,
+                    file=f.path,
+                    source=peer or "hub",
+                    code=exc.code,
+                    error=exc.message,
+                )
+                continue
+            except BaseException:
+                if progress.discard:
+                    _discard(partial, notes)
+                raise
+            notes.remove()
+            return result
+        raise AssertionError("no source")  # (the hub is always among them)
 
     @contextlib.asynccontextmanager
     async def _blob_lock(self, blob: Path) -> AsyncIterator[None]:

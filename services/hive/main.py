@@ -78,6 +78,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                 HubApi(downloader.requester, config),
                 settings.models_dir.resolve(),
                 files_concurrent=settings.model_files_concurrent,
+                peer_token=settings.api_token,
             )
             manager = DownloadManager(
                 tracker,
@@ -120,6 +121,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(routes.settings_router)
+    app.include_router(routes.blobs_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> HiveHealth:

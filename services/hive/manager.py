@@ -15,7 +15,9 @@ import dataclasses
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -44,6 +46,7 @@ __all__ = [
     "DownloadManager",
     "InvalidModelRef",
     "NotCancellable",
+    "PullPart",
     "StillActive",
     "UnknownDownload",
     "new_download_id",
@@ -74,6 +77,31 @@ class _Running:
     task: asyncio.Task[None]
     key: Key
     user_cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PullPart:
+    """What the queen says of a download that is one hive's part of a fleet pull."""
+
+    commit: str | None = None
+    sources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    hub_first: frozenset[str] = frozenset()
+    pull_id: str | None = None
+
+    def to_json(self) -> str | None:
+        if self == PullPart():
+            return None
+        sources = {d: list(p) for d, p in self.sources.items()}
+        return json.dumps({"commit": self.commit, "sources": sources, "hub_first": sorted(self.hub_first)})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> PullPart:
+        try:
+            data = json.loads(text) if text else {}
+            sources = {str(d): tuple(str(u) for u in urls) for d, urls in dict(data.get("sources") or {}).items()}
+            return cls(data.get("commit"), sources, frozenset(data.get("hub_first") or ()))
+        except (ValueError, TypeError, AttributeError):
+            return cls()
 
 
 def _hub_key(job: HubJob) -> Key:
@@ -122,6 +150,7 @@ class DownloadManager:
         max_bps: int | None = None,
         include: list[str] | None = None,
         exclude: list[str] | None = None,
+        pull: PullPart | None = None,
     ) -> tuple[DownloadState, bool]:
         """(state, created): the active download of the same file or model if there is one."""
         ref, dest = self.parse(model_ref)
@@ -129,8 +158,10 @@ class DownloadManager:
             raise InvalidModelRef("include and exclude apply to whole-model refs (hf:{org}/{repo}[@{rev}]) only")
         if sha256 is not None and ref.whole_model:
             raise InvalidModelRef("sha256 applies to one file; a model's files are verified against the hub's digests")
+        if pull is not None and dest is not None:
+            raise InvalidModelRef("commit, sources, hub_first and pull_id apply to hf: refs only")
         if dest is None:
-            return await self._start_hub(ref, sha256, max_bps, include, exclude)
+            return await self._start_hub(ref, sha256, max_bps, include, exclude, pull or PullPart())
         existing = self._by_key.get(dest)
         if existing is not None:
             return self._state(existing), False
@@ -162,6 +193,7 @@ class DownloadManager:
         max_bps: int | None,
         include: list[str] | None,
         exclude: list[str] | None,
+        pull: PullPart,
     ) -> tuple[DownloadState, bool]:
         assert ref.hub_ref is not None
         download_id = new_download_id()
@@ -170,8 +202,12 @@ class DownloadManager:
             ref.hub_ref,
             None if include is None else tuple(include),
             None if exclude is None else tuple(exclude),
+            commit=pull.commit,
             token_origin=ref.hub_ref.endpoint_origin,
             expected_sha256=sha256.lower() if sha256 else None,
+            sources=pull.sources,
+            hub_first=pull.hub_first,
+            pull_id=pull.pull_id,
         )
         key = _hub_key(job)
         if (existing := self._by_key.get(key)) is not None:
@@ -194,9 +230,10 @@ class DownloadManager:
                 max_bps,
                 include=job.include,
                 exclude=job.exclude,
+                pull_id=job.pull_id,
             )
             total = sum(f.size for f in present.files)
-            self.tracker.start_download(download_id, ref.raw, total, path=str(present.path))
+            self.tracker.start_download(download_id, ref.raw, total, path=str(present.path), pull_id=job.pull_id)
             self.tracker.set_commit(download_id, present.commit)
             if job.whole:
                 self.tracker.set_files(download_id, len(present.files), len(present.files))
@@ -217,8 +254,10 @@ class DownloadManager:
             max_bps,
             include=job.include,
             exclude=job.exclude,
+            pull_id=job.pull_id,
+            sources=pull.to_json(),
         )
-        self.tracker.start_download(download_id, ref.raw)
+        self.tracker.start_download(download_id, ref.raw, pull_id=job.pull_id)
         self._enqueue(job, key, max_bps)
         log.info("download_requested", download_id=download_id, model_ref=ref.raw, include=include, exclude=exclude)
         return self._state(download_id), True
@@ -328,7 +367,19 @@ class DownloadManager:
         if ref.hub_ref is None:
             return None
         include, exclude = self.history.patterns(rec.download_id)
-        return HubJob(rec.download_id, ref.hub_ref, include, exclude, rec.commit, token_origin, rec.expected_sha256)
+        pull = PullPart.from_json(rec.sources)
+        return HubJob(
+            rec.download_id,
+            ref.hub_ref,
+            include,
+            exclude,
+            rec.commit or pull.commit,
+            token_origin,
+            rec.expected_sha256,
+            sources=pull.sources,
+            hub_first=pull.hub_first,
+            pull_id=rec.pull_id,
+        )
 
     async def shutdown(self) -> None:
         """Stop every transfer, keeping partial files (a restarted hive resumes them)."""

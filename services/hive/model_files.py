@@ -26,9 +26,11 @@ class FileEntry:
     file: RepoFile
     bytes: int = 0
     status: str = DownloadStatus.QUEUED.value
+    source: str | None = None  # where its bytes come from: "hub", or a peer hive's URL
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.file.path, "size": self.file.size, "bytes": self.bytes, "status": self.status}
+        out = {"path": self.file.path, "size": self.file.size, "bytes": self.bytes, "status": self.status}
+        return out if self.source is None else {**out, "source": self.source}
 
 
 class ModelProgress:
@@ -60,6 +62,9 @@ class ModelProgress:
         entry.bytes = size
         if self.bytes > 0:
             self.tracker.update_progress(self.download_id, self.bytes)
+
+    def source(self, path: str, source: str) -> None:
+        self.entries[path].source = source
 
     def started(self, path: str) -> None:
         self.entries[path].status = DownloadStatus.DOWNLOADING.value

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Response
+from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from services.hive.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
 from services.hive.deps import ManagerDep, SettingsDep, TrackerDep
-from services.hive.manager import InvalidModelRef, NotCancellable, StillActive
+from services.hive.manager import InvalidModelRef, NotCancellable, PullPart, StillActive
 from services.hive.tracker import DownloadTracker, StreamDecision
 from shared.errors import ApiError
 from shared.limits import DOWNLOAD_ID_RE
@@ -28,6 +30,7 @@ from shared.wire import (
 
 router = APIRouter(prefix="/v2/downloads", tags=["downloads"], responses=error_responses(401, 422))
 settings_router = APIRouter(prefix="/v2/settings", tags=["settings"], responses=error_responses(401, 422))
+blobs_router = APIRouter(prefix="/v2/blobs", tags=["peers"], responses=error_responses(401, 404))
 
 _ONE = error_responses(404)  # the routes of one download
 _SAME_FILE: dict[int | str, dict[str, Any]] = {
@@ -70,7 +73,17 @@ async def start_download(
     body: StartDownload, response: Response, manager: ManagerDep, settings: SettingsDep
 ) -> DownloadStateBody:
     try:
-        state, created = await manager.start(body.model_ref, body.sha256, body.max_bps, body.include, body.exclude)
+        pull = None
+        if body.commit or body.sources or body.hub_first or body.pull_id:
+            pull = PullPart(
+                body.commit,
+                {d.lower(): tuple(urls) for d, urls in (body.sources or {}).items()},
+                frozenset(d.lower() for d in body.hub_first or ()),
+                body.pull_id,
+            )
+        state, created = await manager.start(
+            body.model_ref, body.sha256, body.max_bps, body.include, body.exclude, pull
+        )
     except InvalidModelRef as exc:
         raise ApiError(422, exc.code, str(exc)) from None
     response.status_code = 202 if created else 200
@@ -164,3 +177,37 @@ async def _one_download(
 ) -> AsyncIterator[ServerSentEvent]:
     async for event in tracker.stream_progress(download_id, after):
         yield to_sse(event, {"hive_id": hive_id})
+
+
+@blobs_router.get("/{digest}", response_class=Response, responses={206: {"description": "the range asked for"}})
+async def get_blob(
+    digest: str, settings: SettingsDep, range_: Annotated[str | None, Header(alias="range")] = None
+) -> Response:
+    """A blob this hive holds, or the part of one it is downloading that is on disk, by digest (for
+    peers in a fleet pull; README, "Fleet pulls: peers"). The body follows a partial as it grows."""
+    models = settings.models_dir.resolve()
+    view = find_blob(models, digest.lower())
+    if view is None:
+        raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive")
+    if view.total is None:
+        raise ApiError(503, "NOT_READY", "the blob's size is not known yet", retry_after=1)
+    total = view.total
+    try:
+        span = parse_range(range_, total)
+    except BadRange:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
+    start, stop = span if span is not None else (0, total)
+    headers = {
+        "ETag": f'"{view.digest}"',
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(stop - start),
+        "X-Rbee-Blob-State": "complete" if view.blob is not None else "partial",
+        "X-Rbee-Available": str(total if view.blob is not None else safe_prefix(view.partial) if view.partial else 0),
+        "Cache-Control": "no-store",
+    }
+    if span is not None:
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
+    body = follow(view, start, stop, lambda: find_blob(models, view.digest))
+    return StreamingResponse(
+        body, status_code=206 if span is not None else 200, headers=headers, media_type="application/octet-stream"
+    )

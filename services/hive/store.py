@@ -53,6 +53,8 @@ class DownloadRecord:
     files_total: int | None = None  # a whole model's file count
     files_done: int | None = None
     warning: str | None = None
+    pull_id: str | None = None  # the queen's fleet pull it belongs to
+    sources: str | None = None  # a fleet pull's peers and hub-first blobs (JSON), for a resume
 
     @property
     def started(self) -> datetime:
@@ -100,13 +102,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         'ALTER TABLE downloads ADD COLUMN "commit" TEXT',
         "ALTER TABLE downloads ADD COLUMN hub_digest TEXT",
     ),
-    # 3: whole models (which files, how many are in place) and a state's warning
+    # 3: whole models (which files, how many are in place), a state's warning, fleet pulls
     (
         'ALTER TABLE downloads ADD COLUMN "include" TEXT',
         'ALTER TABLE downloads ADD COLUMN "exclude" TEXT',
         "ALTER TABLE downloads ADD COLUMN files_total INTEGER",
         "ALTER TABLE downloads ADD COLUMN files_done INTEGER",
         "ALTER TABLE downloads ADD COLUMN warning TEXT",
+        "ALTER TABLE downloads ADD COLUMN pull_id TEXT",
+        "ALTER TABLE downloads ADD COLUMN sources TEXT",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -75,10 +75,13 @@ class DownloadTracker:
         status: DownloadStatus = DownloadStatus.QUEUED,
         path: str | None = None,
         first_event_id: int = 1,
+        pull_id: str | None = None,
     ) -> DownloadState:
         if download_id in self._entries:
             raise ValueError(f"download {download_id} is already tracked")
-        state = DownloadState(download_id, model_ref, status=status, total_bytes=total_bytes, path=path)
+        state = DownloadState(
+            download_id, model_ref, status=status, total_bytes=total_bytes, path=path, pull_id=pull_id
+        )
         entry = _Entry(state, self._clock(), first_event_id, SpeedMeter(self.alpha))
         self._entries[download_id] = entry
         self._emit(entry)

@@ -55,6 +55,11 @@ class DownloadJob:
     segments: str | None = None  # a saved SegmentPlan (JSON) when that partial was segmented
     hub_digest: str | None = None  # what the hub said the file's digest is, when an earlier run learnt it
     partial: Path | None = None  # where the bytes gather (default: beside `dest`, `part_path`)
+    # the bytes are pinned by `hub_digest`, whatever serves them: a partial resumes, and ranges of it
+    # may come from several connections or sources, without If-Range (the digest check guards them)
+    pinned: bool = False
+    peer_token: str | None = field(default=None, repr=False)  # RBEE_API_TOKEN, for a peer hive's blob URL
+    max_attempts: int | None = None  # consecutive failed attempts before giving up (default: the config's)
 
     @property
     def part_file(self) -> Path:
@@ -223,7 +228,7 @@ class Context:
 
     def may_split(self, transfer: Transfer, offset: int) -> bool:
         cfg = self.config
-        if cfg.segments < 2 or not transfer.validator or transfer.total is None:
+        if cfg.segments < 2 or not (transfer.validator or transfer.job.pinned) or transfer.total is None:
             return False  # without a strong validator, ranges from several connections could mix two files
         if self.throttle is not None and self.throttle.active(transfer.job.download_id):
             return False  # a capped download is slow by choice: more connections would not help
@@ -240,7 +245,7 @@ class Context:
             await self._wait_out(t, retry)
             return
         cfg = self.config
-        if failures >= cfg.max_attempts:
+        if failures >= (t.job.max_attempts or cfg.max_attempts):
             code = ErrorCode.DOWNLOAD_TIMEOUT if retry.timeout else ErrorCode.DOWNLOAD_FAILED
             raise DownloadError(code, f"gave up after {failures} attempts: {retry}") from None
         delay = backoff_delay(failures + 1, cfg.retry_base_delay, cfg.retry_max_delay)

@@ -117,7 +117,7 @@ class Downloader:
         cfg = self.config
         bound = log.bind(download_id=job.download_id, **log_fields)
         part = PartFile(job.part_file, cfg.write_batch_bytes, cfg.direct_io, self._file_pools)
-        source = Source.of(job.url, job.token_origin, cfg.hf_token)
+        source = Source.of(job.url, job.token_origin, cfg.hf_token, job.peer_token)
         notes = checkpoints or self._ctx.checkpoints
         t = Transfer(job, source, tracker, part, bound, notes, total=job.total, validator=job.validator)
         job.dest.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ class _SegmentRun:
 async def saved_plan(ctx: Context, t: Transfer) -> SegmentPlan | None:
     """The plan of a segmented partial left by an earlier run, if file and plan agree."""
     job, part = t.job, t.part
-    if not (job.segments and job.validator):
+    if not (job.segments and (job.validator or job.pinned)):
         return None
     plan = SegmentPlan.from_json(job.segments)
     if plan is None or not part.path.is_file() or part.path.stat().st_size != plan.total:
@@ -133,7 +133,7 @@ async def _segment_worker(ctx: Context, t: Transfer, fd: int, seg: _SegmentRun) 
 
 async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun) -> None:
     headers = {"Accept-Encoding": "identity", "Range": f"bytes={chunk.written}-{chunk.end - 1}"}
-    if t.validator:
+    if t.validator and not t.job.pinned:
         headers["If-Range"] = t.validator
     resp = await ctx.requester.open(t.source, headers)
     try:

@@ -32,7 +32,7 @@ __all__ = ["open_partial", "read_body", "single"]
 async def open_partial(ctx: Context, t: Transfer) -> None:
     """Continue a partial an earlier run left (when it can be trusted), else start empty."""
     part, bound = t.part, t.bound
-    if t.job.validator and part.path.is_file():
+    if (t.job.validator or t.job.pinned) and part.path.is_file():
         size = await part.open_existing()
         if t.total is None or size <= t.total:
             bound.info("download_resuming_partial", offset=size)
@@ -96,7 +96,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         headers["Range"] = "bytes=0-"
     else:
         headers["Range"] = f"bytes={offset}-"
-        if t.validator:
+        if t.validator and not job.pinned:
             headers["If-Range"] = t.validator
     resp = await ctx.requester.open(t.source, headers, threaded=threaded)
     try:
@@ -141,7 +141,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         if threaded:
             outcome = await read_body_threaded(ctx, t, resp, watch)
         else:
-            may_move = status == 206 and t.validator is not None  # resumable on another connection
+            may_move = status == 206 and (t.validator is not None or job.pinned)  # resumable on another connection
             outcome = await read_body(ctx, t, resp, watch, may_move)
         if outcome is not Outcome.DONE:
             return outcome

@@ -41,15 +41,17 @@ class Source:
     url: str
     token: str | None = None  # a bearer token, sent only to `token_origin`
     token_origin: str | None = None
+    peer_token: str | None = field(default=None, repr=False)  # RBEE_API_TOKEN, sent to the URL's own origin only
     facts: HubFacts = field(default_factory=HubFacts)
     resolves: int = 0  # requests that went to the hub's resolver for this file
     _resolved: str | None = None  # where the hub last sent us
     _expires: float | None = None
 
     @classmethod
-    def of(cls, url: str, token_origin: str | None, token: str | None) -> Source:
-        """The hub when `token_origin` is set (HF_TOKEN scoped to it), else a plain URL."""
-        return cls(url, token, token_origin) if token_origin else cls(url)
+    def of(cls, url: str, token_origin: str | None, token: str | None, peer_token: str | None = None) -> Source:
+        """The hub when `token_origin` is set (HF_TOKEN scoped to it), else a plain URL (a peer hive's
+        blob URL with `peer_token`, which goes to that URL's origin and nowhere else)."""
+        return cls(url, token, token_origin) if token_origin else cls(url, peer_token=peer_token)
 
     @property
     def hub(self) -> bool:
@@ -73,6 +75,8 @@ class Source:
         """Headers of our own for one hop of a request (the first, or one a redirect led to)."""
         if self.token and self.on_hub(url):
             return {"Authorization": f"Bearer {self.token}"}
+        if self.peer_token and origin_of(url) == origin_of(self.url):
+            return {"Authorization": f"Bearer {self.peer_token}"}
         return {}
 
     # -- what the request layer learns -------------------------------------------------------

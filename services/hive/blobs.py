@@ -1,0 +1,152 @@
+"""What a hive serves its peers: the blobs it holds, by digest, and the part of one it is still
+downloading that is already on disk (README, "Fleet pulls: peers").
+
+`GET /v2/blobs/{digest}` (Range `bytes=N-` or `bytes=N-M`; behind RBEE_API_TOKEN like every route):
+- a blob in the cache (`hub/models--*/blobs/{digest}`) is sent as a file;
+- a blob still downloading (`.rbee/partial/*/{digest}.part`) is sent as it grows: the body follows
+  the partial, sending each byte once it is on disk, until the file is whole (then the rest comes
+  from the blob it was renamed to). How far a reader may read is the partial's *safe prefix*: its
+  size for a single connection (the writer only ever appends received bytes), the contiguous
+  written prefix of its segment plan (`{digest}.json`) for a segmented one, never a hole.
+  `X-Rbee-Blob-State: partial` says so, `X-Rbee-Available` how many bytes were safe when it began,
+  and `Content-Length` is the whole rest: a body that ends short (the download was cancelled or
+  failed, the hive stopped) is an error the reader resumes elsewhere with Range.
+`ETag` is the digest (strong: a blob's bytes never change); the reader verifies every byte against
+it anyway. Nothing else of the hive is reachable here: the digest must be 40 or 64 hex.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.hive.hf_cache import DIGEST_RE
+from services.hive.segments import SegmentPlan
+
+__all__ = ["BlobView", "BadRange", "find_blob", "follow", "parse_range", "safe_prefix"]
+
+_CHUNK = 1024 * 1024
+_POLL = 0.05  # seconds between looks at a growing partial
+_IDLE_LIMIT = 120.0  # a partial that does not grow for this long ends the body (its download stalled)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobView:
+    digest: str
+    blob: Path | None  # the finished blob, if there is one
+    partial: Path | None  # else the partial that is becoming it
+    total: int | None  # the blob's size, when known
+
+
+def find_blob(models_dir: Path, digest: str) -> BlobView | None:
+    """Where this hive holds `digest`: a finished blob of any repo, else a partial on its way."""
+    if not DIGEST_RE.fullmatch(digest):
+        return None
+    for blob in (models_dir / "hub").glob(f"models--*/blobs/{digest}"):
+        if blob.is_file():
+            return BlobView(digest, blob, None, blob.stat().st_size)
+    for partial in (models_dir / ".rbee" / "partial").glob(f"models--*/{digest}.part"):
+        if partial.is_file():
+            total = _notes(partial).get("total")
+            return BlobView(digest, None, partial, total if isinstance(total, int) else None)
+    return None
+
+
+class BadRange(ValueError):
+    pass
+
+
+def parse_range(value: str | None, total: int) -> tuple[int, int] | None:
+    """`Range: bytes=N-` / `bytes=N-M` -> [start, stop) within `total`; None for no Range (all of it);
+    BadRange for anything else we do not serve (several ranges, suffixes, past the end)."""
+    if value is None:
+        return None
+    unit, _, spec = value.strip().partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not dash or "," in spec or not first.strip().isdigit():
+        raise BadRange(value)
+    start = int(first)
+    stop = total if not last.strip() else int(last) + 1 if last.strip().isdigit() else -1
+    if stop < 0 or start >= total or stop <= start:
+        raise BadRange(value)
+    return start, min(stop, total)
+
+
+def _notes(partial: Path) -> dict[str, object]:
+    try:
+        data = json.loads(partial.with_name(f"{partial.name.removesuffix('.part')}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def safe_prefix(partial: Path) -> int:
+    """How many bytes from 0 a reader may take from `partial` now (0 if it is gone)."""
+    plan_text = _notes(partial).get("segments")
+    try:
+        size = partial.stat().st_size
+    except OSError:
+        return 0
+    if isinstance(plan_text, str):
+        plan = SegmentPlan.from_json(plan_text)
+        return 0 if plan is None else min(plan.frontier(), size)
+    return size
+
+
+async def follow(
+    view: BlobView,
+    start: int,
+    stop: int | None,
+    find: Callable[[], BlobView | None],
+    sleep: Callable[[float], object] = asyncio.sleep,
+) -> AsyncIterator[bytes]:
+    """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows."""
+    pos = start
+    idle = 0.0
+    while stop is None or pos < stop:
+        current = find()
+        if current is None:
+            return  # cancelled or failed: the reader sees a short body
+        if current.blob is not None:
+            async for chunk in _read(current.blob, pos, stop):
+                pos += len(chunk)
+                yield chunk
+            return
+        assert current.partial is not None
+        limit = safe_prefix(current.partial)
+        if stop is not None:
+            limit = min(limit, stop)
+        if limit > pos:
+            idle = 0.0
+            async for chunk in _read(current.partial, pos, limit):
+                pos += len(chunk)
+                yield chunk
+            continue
+        if current.total is not None and pos >= current.total:
+            return
+        idle += _POLL
+        if idle > _IDLE_LIMIT:
+            return
+        await sleep(_POLL)  # type: ignore[misc]
+
+
+async def _read(path: Path, start: int, stop: int | None) -> AsyncIterator[bytes]:
+    try:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        pos = start
+        while stop is None or pos < stop:
+            want = _CHUNK if stop is None else min(_CHUNK, stop - pos)
+            chunk = await asyncio.to_thread(os.pread, fd, want, pos)
+            if not chunk:
+                return
+            pos += len(chunk)
+            yield chunk
+    finally:
+        os.close(fd)

@@ -1,0 +1,160 @@
+"""Hives feeding each other: `GET /v2/blobs/{digest}` and downloads told where a blob can come from.
+
+Real hives on loopback against the test hub. A hive serves a blob it holds, and the part of one it
+is still downloading that is on disk (the body follows the partial as it grows); a hive told a peer
+has or is getting a blob fetches it there first, verifies it against the pinned digest, and falls
+back to the next source (with Range) when the peer dies or serves damaged bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.hive.blobs import BadRange, parse_range
+from services.modelserver.hub import Hub, HubSwitches
+from services.modelserver.hub_repo import Generated
+from tests.conftest import hive_factory
+from tests.support import ServerThread, wait_until
+
+MiB = 1024 * 1024
+REPO = "org/fleet"
+FILES: dict[str, bytes | Generated] = {
+    "config.json": b'{"hidden": 64}\n',
+    "model-00001-of-00002.safetensors": Generated(3 * MiB + 1, seed=11),
+    "model-00002-of-00002.safetensors": Generated(2 * MiB + 3, seed=12),
+}
+TERMINAL = {"complete", "failed", "cancelled"}
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    with Hub(tmp_path / "hub-store", cdn_max_unranged_bytes=MiB, switches=HubSwitches()) as h:
+        h.add_repo(REPO)
+        yield h
+
+
+@pytest.fixture
+def make_hive(tmp_path: Path, hub: Hub) -> Iterator[Callable[..., ServerThread]]:
+    with hive_factory(tmp_path, hub.url, range_limit_bytes=MiB, write_batch_bytes=64 * 1024) as make:
+        yield make
+
+
+def digests(hub: Hub) -> dict[str, str]:
+    """path -> the digest the cache names its blob by."""
+    commit = hub.repo(REPO).resolve("main")
+    assert commit is not None
+    return {p: (f.sha256 if f.lfs else f.blob_id) for p, f in commit.files.items()}
+
+
+def start(url: str, **body: Any) -> str:
+    resp = httpx.post(f"{url}/v2/downloads", json={"model_ref": f"hf:{REPO}", **body}, timeout=10)
+    assert resp.status_code in (200, 202), resp.text
+    return str(resp.json()["download_id"])
+
+
+def finished(url: str, download_id: str, timeout: float = 60) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        state = httpx.get(f"{url}/v2/downloads/{download_id}", timeout=10).json()
+        return state if state["status"] in TERMINAL else None
+
+    return wait_until(ended, timeout, what=f"{download_id} to end")
+
+
+def test_a_range_is_one_span_inside_the_blob() -> None:
+    assert parse_range(None, 10) is None
+    assert parse_range("bytes=0-", 10) == (0, 10)
+    assert parse_range("bytes=3-4", 10) == (3, 5)
+    assert parse_range("bytes=3-99", 10) == (3, 10)
+    for bad in ("bytes=10-", "bytes=-5", "bytes=0-1,3-4", "items=0-1", "bytes=5-2", "bytes=x-"):
+        with pytest.raises(BadRange):
+            parse_range(bad, 10)
+
+
+def test_a_hive_serves_the_blobs_it_holds_by_digest(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+    hub.commit(REPO, FILES)
+    seeder = make_hive()
+    assert finished(seeder.url, start(seeder.url))["status"] == "complete"
+    for path, digest in digests(hub).items():
+        want = hub.file(REPO, path).content()
+        whole = httpx.get(f"{seeder.url}/v2/blobs/{digest}", timeout=10)
+        assert whole.status_code == 200 and whole.content == want and whole.headers["etag"] == f'"{digest}"'
+        assert whole.headers["x-rbee-blob-state"] == "complete"
+        if len(want) > 10:
+            part = httpx.get(f"{seeder.url}/v2/blobs/{digest}", headers={"Range": "bytes=5-9"}, timeout=10)
+            assert part.status_code == 206 and part.content == want[5:10]
+            assert part.headers["content-range"] == f"bytes 5-9/{len(want)}"
+    unknown = httpx.get(f"{seeder.url}/v2/blobs/{'0' * 64}", timeout=10)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
+    assert httpx.get(f"{seeder.url}/v2/blobs/..%2F..%2Fhive.db", timeout=10).status_code == 404
+
+
+def test_a_peer_copy_takes_no_byte_from_the_hub(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+    commit = hub.commit(REPO, FILES)
+    seeder, copier = make_hive(), make_hive()
+    assert finished(seeder.url, start(seeder.url))["status"] == "complete"
+    sent, resolves = hub.cdn.total_bytes_sent(), hub.resolver_calls()
+    sources = {d: [seeder.url] for d in digests(hub).values()}
+    state = finished(copier.url, start(copier.url, commit=commit, sources=sources))
+    assert state["status"] == "complete" and state["commit"] == commit, state
+    assert hub.cdn.total_bytes_sent() == sent and hub.resolver_calls() == resolves
+    assert {f["source"] for f in state["files"]} == {seeder.url}
+    for path in FILES:
+        assert (Path(state["path"]) / path).read_bytes() == hub.file(REPO, path).content()
+
+
+def test_a_peer_still_downloading_is_followed_as_its_partial_grows(
+    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    commit = hub.commit(REPO, FILES)
+    seeder_models = tmp_path / "seeder"
+    seeder, follower = make_hive(bandwidth_limit=2 * MiB, segments=1, models_dir=seeder_models), make_hive()
+    first = start(seeder.url)
+    wait_until(lambda: any(p.stat().st_size > 0 for p in seeder_models.rglob("*.part")), 30, what="a partial")
+    sources = {d: [seeder.url] for d in digests(hub).values()}
+    state = finished(follower.url, start(follower.url, commit=commit, sources=sources))
+    assert state["status"] == "complete", state
+    assert finished(seeder.url, first)["status"] == "complete"
+    lfs = sum(f.size for f in hub.repo(REPO).resolve("main").files.values() if f.lfs)  # type: ignore[union-attr]
+    assert hub.cdn.total_bytes_sent() == lfs  # the follower's bytes all came from the seeder
+    for path in FILES:
+        assert (Path(state["path"]) / path).read_bytes() == hub.file(REPO, path).content()
+
+
+def test_a_peer_that_is_gone_is_passed_over_for_the_hub(
+    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    commit = hub.commit(REPO, FILES)
+    seeder, copier = make_hive(), make_hive()
+    assert finished(seeder.url, start(seeder.url))["status"] == "complete"
+    seeder.stop()  # gone: connections refused
+    sources = {d: [seeder.url] for d in digests(hub).values()}
+    state = finished(copier.url, start(copier.url, commit=commit, sources=sources))
+    assert state["status"] == "complete", state
+    assert {f["source"] for f in state["files"]} == {"hub"}
+
+
+def test_a_peer_serving_damaged_bytes_is_dropped_and_the_file_fetched_elsewhere(
+    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    commit = hub.commit(REPO, FILES)
+    seeder_models = tmp_path / "seeder"
+    seeder, copier = make_hive(models_dir=seeder_models), make_hive()
+    assert finished(seeder.url, start(seeder.url))["status"] == "complete"
+    shard = "model-00002-of-00002.safetensors"
+    digest = digests(hub)[shard]
+    (blob,) = seeder_models.rglob(f"blobs/{digest}")
+    data = bytearray(blob.read_bytes())
+    data[1000] ^= 0xFF
+    blob.write_bytes(bytes(data))  # the seeder's copy is damaged, under the right name
+    state = finished(copier.url, start(copier.url, commit=commit, sources={digest: [seeder.url]}))
+    assert state["status"] == "complete", state
+    got = (Path(state["path"]) / shard).read_bytes()
+    assert hashlib.sha256(got).hexdigest() == digest
+    by_path = {f["path"]: f for f in state["files"]}
+    assert by_path[shard]["source"] == "hub"
