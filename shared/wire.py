@@ -17,13 +17,13 @@ from shared.limits import (
     DIGEST_PATTERN,
     HIVE_ID_PATTERN,
     HIVE_URL_PATTERN,
-    MAX_PULL_FILES,
-    PULL_ID_PATTERN,
     MAX_BPS,
     MAX_PATTERN_LENGTH,
     MAX_PATTERNS,
+    MAX_PULL_FILES,
     MAX_REF_LENGTH,
     MAX_URL_LENGTH,
+    PULL_ID_PATTERN,
     SHA256_PATTERN,
 )
 from shared.models import DownloadStatus

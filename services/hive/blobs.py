@@ -27,7 +27,7 @@ from pathlib import Path
 from services.hive.hf_cache import DIGEST_RE
 from services.hive.segments import SegmentPlan
 
-__all__ = ["BlobView", "BadRange", "find_blob", "follow", "parse_range", "safe_prefix"]
+__all__ = ["BadRange", "BlobView", "find_blob", "follow", "parse_range", "safe_prefix"]
 
 _CHUNK = 1024 * 1024
 _POLL = 0.05  # seconds between looks at a growing partial

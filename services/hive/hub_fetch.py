@@ -26,8 +26,7 @@ import contextlib
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 

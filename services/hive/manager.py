@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import time
 import uuid
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
