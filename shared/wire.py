@@ -40,6 +40,9 @@ __all__ = [
     "HiveHealth",
     "HiveList",
     "ModelFileBody",
+    "PlanBody",
+    "PlanRequest",
+    "PlannedFile",
     "QueenHealth",
     "QueenStartDownload",
     "RegisterHive",
@@ -86,6 +89,51 @@ class StartDownload(BaseModel):
     sources: dict[Digest, list[PeerUrl]] | None = Field(default=None, max_length=MAX_PULL_FILES)
     hub_first: list[Digest] | None = Field(default=None, max_length=MAX_PULL_FILES)
     pull_id: str | None = Field(default=None, pattern=PULL_ID_PATTERN)
+
+
+class ErrorDetail(BaseModel):
+    """A stable code and a human message; some errors add fields (`hive_id`, `state`, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class PlanRequest(BaseModel):
+    """POST /v2/plans: what pulling a whole model would take on this hive."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+
+    model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
+    include: Patterns = None
+    exclude: Patterns = None
+    commit: str | None = Field(default=None, pattern=COMMIT_PATTERN)
+
+
+class PlannedFile(BaseModel):
+    path: str
+    size: int
+    digest: str
+
+
+class PlanBody(BaseModel):
+    """POST /v2/plans: the commit and files, what is missing here and whether it fits, and whether
+    the hub lets this hive's token read the repository (`access_error`, for a gated one)."""
+
+    model_ref: str
+    commit: str
+    files: list[PlannedFile]
+    total_bytes: int
+    needed_bytes: int
+    free_bytes: int
+    fits: bool
+    access_error: ErrorDetail | None
+    hive_id: str
 
 
 class QueenStartDownload(BaseModel):
@@ -211,19 +259,6 @@ class QueenHealth(BaseModel):
     orchestrator_id: str
     hives: int
     healthy_hives: int
-
-
-class ErrorDetail(BaseModel):
-    """A stable code and a human message; some errors add fields (`hive_id`, `state`, ...)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -158,3 +158,33 @@ def test_a_peer_serving_damaged_bytes_is_dropped_and_the_file_fetched_elsewhere(
     assert hashlib.sha256(got).hexdigest() == digest
     by_path = {f["path"]: f for f in state["files"]}
     assert by_path[shard]["source"] == "hub"
+
+
+def test_a_plan_tells_the_commit_the_files_and_what_is_missing_here(
+    hub: Hub, make_hive: Callable[..., ServerThread]
+) -> None:
+    commit = hub.commit(REPO, FILES)
+    hive = make_hive()
+    plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}"}, timeout=10).json()
+    sizes = {p: f.size for p, f in hub.repo(REPO).resolve("main").files.items()}  # type: ignore[union-attr]
+    assert plan["commit"] == commit and {f["path"]: f["size"] for f in plan["files"]} == sizes
+    assert {f["path"]: f["digest"] for f in plan["files"]} == digests(hub)
+    assert plan["needed_bytes"] == plan["total_bytes"] == sum(sizes.values()) and plan["fits"] is True
+    assert plan["access_error"] is None and plan["free_bytes"] > 0
+    assert hub.cdn.total_bytes_sent() == 0  # nothing fetched
+    assert finished(hive.url, start(hive.url, include=["*.json", "model-00002-*"]))["status"] == "complete"
+    again = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}", "commit": commit}, timeout=10).json()
+    shard = sizes["model-00001-of-00002.safetensors"]
+    assert again["needed_bytes"] == shard + sizes[".gitattributes"]
+
+
+def test_a_plan_says_when_the_hub_refuses_this_hive(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+    commit = hub.commit(REPO, FILES)
+    hub.repo(REPO).gated = True
+    hive = make_hive()
+    plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}", "commit": commit}, timeout=10)
+    assert plan.status_code == 200 and plan.json()["access_error"]["code"] == "GATED_REPO"
+    missing = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": "hf:org/nothing"}, timeout=10)
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "REPO_NOT_FOUND"
+    one_file = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}::file=config.json"}, timeout=10)
+    assert one_file.status_code == 422 and one_file.json()["error"]["code"] == "INVALID_MODEL_REF"

@@ -89,6 +89,18 @@ class HubResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanReport:
+    """What a download of a model would take on this hive (`POST /v2/plans`): the commit and files,
+    what is still missing and whether it fits, and whether the hub lets this hive read the repo."""
+
+    commit: str
+    files: list[RepoFile]
+    needed_bytes: int  # the bytes not yet in the cache or a partial
+    free_bytes: int
+    refused: DownloadError | None  # the hub's refusal of this hive's token (a gated repo), if any
+
+
+@dataclass(frozen=True, slots=True)
 class Present:
     """What a request finds already in the cache, at the commit the ref names now."""
 
@@ -194,6 +206,25 @@ class HubFetcher:
             return None
         return files
 
+    async def report(self, job: HubJob) -> PlanReport:
+        """The plan of `job` on this hive, nothing fetched: commit and files (the revision and tree
+        APIs, or the pinned commit's kept listing), the bytes still missing against the free disk,
+        and, for a gated repo, whether this hive's token may read it. Raises DownloadError when the
+        hub refuses the repo or revision outright."""
+        hub_ref, cache = job.hub_ref, self.cache(job.hub_ref)
+        bound = log.bind(download_id=job.download_id, repo_id=hub_ref.repo_id)
+        refused = None
+        try:
+            commit, files = await self._plan(job, bound, check_access=True)
+        except DownloadError as exc:
+            if exc.code != ErrorCode.GATED_REPO or job.commit is None:
+                raise
+            refused = exc
+            commit = job.commit
+            files = self.listed_files(hub_ref, commit, job.include, job.exclude) or []
+        missing = [f for f in files if not (f.digest and cache.blob(f.digest).is_file())]
+        return PlanReport(commit, files, self._needed(cache, missing), self.disk_free(self.models_dir), refused)
+
     # -- the download ----------------------------------------------------------------------
 
     async def run(self, job: HubJob, tracker: DownloadTracker) -> HubResult:
@@ -237,7 +268,9 @@ class HubFetcher:
                     self._ended.popitem(last=False)
         return HubResult(path, commit, sha, len(files))
 
-    async def _plan(self, job: HubJob, bound: structlog.typing.FilteringBoundLogger) -> tuple[str, list[RepoFile]]:
+    async def _plan(
+        self, job: HubJob, bound: structlog.typing.FilteringBoundLogger, check_access: bool = False
+    ) -> tuple[str, list[RepoFile]]:
         """The commit and the files of the download, all checked before any byte moves."""
         hub_ref = job.hub_ref
         if not job.whole:
@@ -247,9 +280,9 @@ class HubFetcher:
                 raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"the hub answered commit {commit} for {job.commit}")
             return commit, [file]
         gated = False
-        if job.commit is None:
+        if job.commit is None or check_access:
             revision = await self.api.revision(hub_ref)
-            commit, gated = revision.commit, revision.gated
+            commit, gated = job.commit or revision.commit, revision.gated
         else:
             commit = job.commit
         listing = self.trees.load(hub_ref.repo_id, commit)
@@ -268,14 +301,19 @@ class HubFetcher:
         bound.info("hub_commit_pinned", commit=commit, listed=len(listing), selected=len(files))
         return commit, files
 
-    def _check_disk(self, cache: RepoCache, missing: list[RepoFile]) -> None:
+    def _needed(self, cache: RepoCache, missing: list[RepoFile]) -> int:
+        """The bytes `missing` still take on disk, less what their partials hold."""
         needed = 0
         for f in missing:
             try:
-                have = cache.partial(f.digest).stat().st_size
+                have = cache.partial(f.digest).stat().st_size if f.digest else 0
             except OSError:
                 have = 0
             needed += max(0, f.size - have)
+        return needed
+
+    def _check_disk(self, cache: RepoCache, missing: list[RepoFile]) -> None:
+        needed = self._needed(cache, missing)
         if not needed:
             return
         where = self.models_dir

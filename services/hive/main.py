@@ -122,6 +122,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(routes.settings_router)
     app.include_router(routes.blobs_router)
+    app.include_router(routes.plans_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> HiveHealth:

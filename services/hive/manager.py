@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 
 from services.hive.history import History
-from services.hive.hub_fetch import HubFetcher, HubJob
+from services.hive.hub_fetch import HubFetcher, HubJob, PlanReport
 from services.hive.partfile import part_path
 from services.hive.refs import (
     HostNotAllowed,
@@ -261,6 +261,23 @@ class DownloadManager:
         self._enqueue(job, key, max_bps)
         log.info("download_requested", download_id=download_id, model_ref=ref.raw, include=include, exclude=exclude)
         return self._state(download_id), True
+
+    async def plan(
+        self, model_ref: str, include: list[str] | None, exclude: list[str] | None, commit: str | None
+    ) -> PlanReport:
+        """What pulling a whole model would take here (HubFetcher.report); InvalidModelRef for other refs."""
+        ref, _ = self.parse(model_ref)
+        if not ref.whole_model or ref.hub_ref is None:
+            raise InvalidModelRef("a plan is made for whole-model refs (hf:{org}/{repo}[@{rev}]) only")
+        job = HubJob(
+            "plan",
+            ref.hub_ref,
+            None if include is None else tuple(include),
+            None if exclude is None else tuple(exclude),
+            commit=commit,
+            token_origin=ref.hub_ref.endpoint_origin,
+        )
+        return await self.hub.report(job)
 
     async def cancel(self, download_id: str) -> DownloadState:
         state = self._state(download_id)

@@ -14,16 +14,21 @@ from services.hive.blobs import BadRange, find_blob, follow, parse_range, safe_p
 from services.hive.deps import ManagerDep, SettingsDep, TrackerDep
 from services.hive.manager import InvalidModelRef, NotCancellable, PullPart, StillActive
 from services.hive.tracker import DownloadTracker, StreamDecision
+from services.hive.transfer import DownloadError
 from shared.errors import ApiError
 from shared.limits import DOWNLOAD_ID_RE
-from shared.models import DownloadState, DownloadStatus
+from shared.models import DownloadState, DownloadStatus, ErrorCode
 from shared.sse import parse_last_event_id, to_sse
 from shared.wire import (
     BandwidthLimit,
     DownloadStateBody,
+    ErrorDetail,
     Forgotten,
     HiveDownloadList,
     ModelFileBody,
+    PlanBody,
+    PlannedFile,
+    PlanRequest,
     StartDownload,
     error_responses,
 )
@@ -31,6 +36,7 @@ from shared.wire import (
 router = APIRouter(prefix="/v2/downloads", tags=["downloads"], responses=error_responses(401, 422))
 settings_router = APIRouter(prefix="/v2/settings", tags=["settings"], responses=error_responses(401, 422))
 blobs_router = APIRouter(prefix="/v2/blobs", tags=["peers"], responses=error_responses(401, 404))
+plans_router = APIRouter(prefix="/v2/plans", tags=["peers"], responses=error_responses(401, 422))
 
 _ONE = error_responses(404)  # the routes of one download
 _SAME_FILE: dict[int | str, dict[str, Any]] = {
@@ -88,6 +94,30 @@ async def start_download(
         raise ApiError(422, exc.code, str(exc)) from None
     response.status_code = 202 if created else 200
     return state_body(state, settings.id)
+
+
+@plans_router.post("", responses=error_responses(404, 502))
+async def plan_model(body: PlanRequest, manager: ManagerDep, settings: SettingsDep) -> PlanBody:
+    """What pulling a whole model would take on this hive, nothing fetched (a fleet pull's preflight)."""
+    try:
+        report = await manager.plan(body.model_ref, body.include, body.exclude, body.commit)
+    except InvalidModelRef as exc:
+        raise ApiError(422, exc.code, str(exc)) from None
+    except DownloadError as exc:
+        status = 502 if exc.code in (ErrorCode.DOWNLOAD_FAILED, ErrorCode.DOWNLOAD_TIMEOUT) else 422
+        raise ApiError(status, exc.code, exc.message) from None
+    refused = report.refused
+    return PlanBody(
+        model_ref=body.model_ref,
+        commit=report.commit,
+        files=[PlannedFile(path=f.path, size=f.size, digest=f.digest) for f in report.files],
+        total_bytes=sum(f.size for f in report.files),
+        needed_bytes=report.needed_bytes,
+        free_bytes=report.free_bytes,
+        fits=report.needed_bytes <= report.free_bytes,
+        access_error=None if refused is None else ErrorDetail(code=refused.code, message=refused.message),
+        hive_id=settings.id,
+    )
 
 
 @router.get("")
