@@ -119,6 +119,7 @@ class PlannedFile(BaseModel):
     path: str
     size: int
     digest: str
+    present: bool = Field(description="its blob is already in this hive's cache")
 
 
 class PlanBody(BaseModel):

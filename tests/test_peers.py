@@ -176,6 +176,10 @@ def test_a_plan_tells_the_commit_the_files_and_what_is_missing_here(
     again = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}", "commit": commit}, timeout=10).json()
     shard = sizes["model-00001-of-00002.safetensors"]
     assert again["needed_bytes"] == shard + sizes[".gitattributes"]
+    assert {f["path"] for f in again["files"] if not f["present"]} == {
+        "model-00001-of-00002.safetensors",
+        ".gitattributes",
+    }
 
 
 def test_a_plan_says_when_the_hub_refuses_this_hive(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:

@@ -96,6 +96,7 @@ class PlanReport:
     commit: str
     files: list[RepoFile]
     needed_bytes: int  # the bytes not yet in the cache or a partial
+    present: frozenset[str]  # digests whose blobs are in the cache
     free_bytes: int
     refused: DownloadError | None  # the hub's refusal of this hive's token (a gated repo), if any
 
@@ -223,7 +224,9 @@ class HubFetcher:
             commit = job.commit
             files = self.listed_files(hub_ref, commit, job.include, job.exclude) or []
         missing = [f for f in files if not (f.digest and cache.blob(f.digest).is_file())]
-        return PlanReport(commit, files, self._needed(cache, missing), self.disk_free(self.models_dir), refused)
+        present = frozenset(f.digest for f in files if f not in missing)
+        free = self.disk_free(self.models_dir)
+        return PlanReport(commit, files, self._needed(cache, missing), present, free, refused)
 
     # -- the download ----------------------------------------------------------------------
 

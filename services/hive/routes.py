@@ -110,7 +110,10 @@ async def plan_model(body: PlanRequest, manager: ManagerDep, settings: SettingsD
     return PlanBody(
         model_ref=body.model_ref,
         commit=report.commit,
-        files=[PlannedFile(path=f.path, size=f.size, digest=f.digest) for f in report.files],
+        files=[
+            PlannedFile(path=f.path, size=f.size, digest=f.digest, present=f.digest in report.present)
+            for f in report.files
+        ],
         total_bytes=sum(f.size for f in report.files),
         needed_bytes=report.needed_bytes,
         free_bytes=report.free_bytes,
