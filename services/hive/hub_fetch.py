@@ -170,14 +170,15 @@ class HubFetcher:
         question to the hub; none for a commit, whose files never change). None: download it."""
         hub_ref, cache = job.hub_ref, self.cache(job.hub_ref)
         rev = hub_ref.revision
-        commit = rev if COMMIT_RE.fullmatch(rev) else cache.read_ref(rev)
+        pinned = job.commit or (rev if COMMIT_RE.fullmatch(rev) else None)
+        commit = pinned or cache.read_ref(rev)
         if commit is None:
             return None
         files = self._on_disk(job, cache, commit)
         if files is None:
             return None
         warning = None
-        if commit != rev:
+        if pinned is None:
             try:
                 async with asyncio.timeout(self.check_timeout):
                     if job.whole:
