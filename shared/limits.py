@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "COMMIT_PATTERN",
     "DEFAULT_MAX_BODY",
+    "HIVE_MAX_BODY",
     "DIGEST_PATTERN",
     "DOWNLOAD_ID_RE",
     "HIVE_ID_PATTERN",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BODY = 64 * 1024  # request bodies (README, "Tokens and hosts")
+HIVE_MAX_BODY = 4 * 1024 * 1024  # a hive's: a fleet pull names a source for every blob of a model
 MAX_REF_LENGTH = 2048  # a model_ref, in characters
 MAX_URL_LENGTH = 2048  # a hive's URL as registered with the queen
 MAX_BPS = 10**12  # the largest bandwidth cap, bytes/s

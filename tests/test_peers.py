@@ -189,6 +189,6 @@ def test_a_plan_says_when_the_hub_refuses_this_hive(hub: Hub, make_hive: Callabl
     plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}", "commit": commit}, timeout=10)
     assert plan.status_code == 200 and plan.json()["access_error"]["code"] == "GATED_REPO"
     missing = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": "hf:org/nothing"}, timeout=10)
-    assert missing.status_code == 422 and missing.json()["error"]["code"] == "REPO_NOT_FOUND"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "REPO_NOT_FOUND"
     one_file = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}::file=config.json"}, timeout=10)
     assert one_file.status_code == 422 and one_file.json()["error"]["code"] == "INVALID_MODEL_REF"

@@ -20,7 +20,7 @@ from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
 from shared.auth import TokenAuthMiddleware
-from shared.limits import BodySizeLimitMiddleware
+from shared.limits import HIVE_MAX_BODY, BodySizeLimitMiddleware
 from tests.conftest import FAST_HIVE
 from tests.support import ServerThread, ServiceProcess, free_port, serve, wait_until
 
@@ -258,17 +258,18 @@ def test_allowed_hosts_refuse_refs_and_redirects_elsewhere(
 
 @pytest.mark.parametrize("target", ["ftp://127.0.0.1/x.bin", "file:///etc/passwd", "gopher://127.0.0.1:70/x"])
 def test_redirects_to_other_schemes_fail(
-    make_hive: Callable[..., ServerThread], model_server: ModelServer, target: str
+    make_hive: Callable[..., ServerThread], model_server: ModelServer, target: str, tmp_path: Path
 ) -> None:
     model_server.add_file("org/repo/scheme.bin", 1000)
     model_server.set_fault("/org/repo/resolve/main/scheme.bin", Fault(redirect_to=target))
-    hive = make_hive()
+    models = tmp_path / "scheme-models"
+    hive = make_hive(models_dir=models)
     download_id = httpx.post(f"{hive.url}/v2/downloads", json={"model_ref": "hf:org/repo::file=scheme.bin"}).json()[
         "download_id"
     ]
     failed = wait_until(lambda: (s := _state(hive, download_id))["status"] == "failed" and s, 10, what="failure")
     assert failed["error_code"] == "DOWNLOAD_FAILED" and "non-http(s)" in failed["error"]
-    assert not list(Path(failed["path"]).parent.glob("scheme.bin*"))
+    assert not [p for p in models.rglob("*") if (p.is_file() and ".rbee" not in p.parts) or p.suffix == ".part"]
 
 
 def test_allowed_hosts_setting_is_checked() -> None:
@@ -305,11 +306,12 @@ def _chunks(total: int) -> Iterator[bytes]:
 
 def test_bodies_are_bounded(hive: ServerThread) -> None:
     with httpx.Client(base_url=hive.url, timeout=10) as client:
-        big = json.dumps({"model_ref": "hf:org/repo::file=" + "a" * 100 * KiB})
+        over = HIVE_MAX_BODY + KiB  # (a hive's limit leaves room for a fleet pull's sources)
+        big = json.dumps({"model_ref": "hf:org/repo::file=" + "a" * over})
         for response in (
             client.post("/v2/downloads", content=big, headers={"Content-Type": "application/json"}),
-            client.post("/v2/downloads", content=_chunks(100 * KiB), headers={"Content-Type": "application/json"}),
-            client.put("/v2/settings/bandwidth", content=b" " * 70 * KiB, headers={"Content-Type": "application/json"}),
+            client.post("/v2/downloads", content=_chunks(over), headers={"Content-Type": "application/json"}),
+            client.put("/v2/settings/bandwidth", content=b" " * over, headers={"Content-Type": "application/json"}),
         ):
             assert response.status_code == 413, response.text
             assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
@@ -375,7 +377,7 @@ def test_queen_bounds_bodies() -> None:
     [
         '"hf:org/repo::file=\\ud800.bin"',  # a lone surrogate: valid JSON, but no file can have that name
         json.dumps("hf:org/repo::file=" + "\u00e9" * 200),  # 200 characters, 400 bytes: too long a name
-        json.dumps("hf:org/repo@" + "a/" * 63 + "a::file=x.bin"),  # repo@rev (258 bytes quoted) too long a name
+        json.dumps("hf:org/repo@" + "a" * 129 + "::file=x.bin"),  # a revision longer than the hub allows
         json.dumps("hf:org/repo::file=invoice\u202egnp.exe"),  # a bidi override to disguise the name
         json.dumps("https://files.example/a%E2%80%AEb.bin"),
     ],

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,51 +102,72 @@ async def follow(
     start: int,
     stop: int | None,
     find: Callable[[], BlobView | None],
-    sleep: Callable[[float], object] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> AsyncIterator[bytes]:
-    """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows."""
+    """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows.
+    One descriptor per file read (the partial's stays good when it is renamed to the blob), closed
+    when the body ends, and never while a read on it is still running in its thread."""
     pos = start
     idle = 0.0
-    while stop is None or pos < stop:
-        current = find()
-        if current is None:
-            return  # cancelled or failed: the reader sees a short body
-        if current.blob is not None:
-            async for chunk in _read(current.blob, pos, stop):
-                pos += len(chunk)
-                yield chunk
-            return
-        assert current.partial is not None
-        limit = safe_prefix(current.partial)
-        if stop is not None:
-            limit = min(limit, stop)
-        if limit > pos:
-            idle = 0.0
-            async for chunk in _read(current.partial, pos, limit):
-                pos += len(chunk)
-                yield chunk
-            continue
-        if current.total is not None and pos >= current.total:
-            return
-        idle += _POLL
-        if idle > _IDLE_LIMIT:
-            return
-        await sleep(_POLL)  # type: ignore[misc]
-
-
-async def _read(path: Path, start: int, stop: int | None) -> AsyncIterator[bytes]:
+    files = _Files()
     try:
-        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        pos = start
         while stop is None or pos < stop:
-            want = _CHUNK if stop is None else min(_CHUNK, stop - pos)
-            chunk = await asyncio.to_thread(os.pread, fd, want, pos)
-            if not chunk:
+            current = find()
+            if current is None:
+                return  # cancelled or failed: the reader sees a short body
+            path = current.blob or current.partial
+            assert path is not None
+            limit = current.total if current.blob is not None else safe_prefix(path)
+            if limit is None:
                 return
-            pos += len(chunk)
-            yield chunk
+            if stop is not None:
+                limit = min(limit, stop)
+            if limit > pos:
+                idle = 0.0
+                fd = files.open(path)
+                if fd is None:
+                    continue  # (renamed meanwhile: look again)
+                while pos < limit:
+                    chunk = await _pread(fd, min(_CHUNK, limit - pos), pos)
+                    if not chunk:
+                        return
+                    pos += len(chunk)
+                    yield chunk
+                continue
+            if current.blob is not None or (current.total is not None and pos >= current.total):
+                return
+            idle += _POLL
+            if idle > _IDLE_LIMIT:
+                return
+            await sleep(_POLL)
     finally:
-        os.close(fd)
+        files.close()
+
+
+class _Files:
+    """The open descriptors of one body, by path."""
+
+    def __init__(self) -> None:
+        self._fds: dict[Path, int] = {}
+
+    def open(self, path: Path) -> int | None:
+        if path not in self._fds:
+            try:
+                self._fds[path] = os.open(path, os.O_RDONLY)  # (a regular file opens at once)
+            except OSError:
+                return None
+        return self._fds[path]
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+async def _pread(fd: int, size: int, offset: int) -> bytes:
+    future = asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, offset)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])  # the read ends before its descriptor may close
+        raise

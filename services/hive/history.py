@@ -166,9 +166,12 @@ class History:
             part_path(Path(r.dest)) for r in self._records.values() if r.download_id in running or _kept_for_resume(r)
         }
         removed = 0
+        hub, hub_partials = models_dir / "hub", models_dir / ".rbee" / "partial"
         for partial in models_dir.rglob(f"*{PART_SUFFIX}"):
-            if partial.parent in keep_under:
-                continue
+            if partial.parent in keep_under or partial.is_relative_to(hub) or partial.is_symlink():
+                continue  # (a repo's own files may end in .part: the hub cache is not ours to sweep)
+            if partial.is_relative_to(hub_partials) and partial.with_suffix(".json").is_file():
+                continue  # a hub blob's partial with its notes: a later request for the model resumes it
             if partial.is_file() and partial not in wanted:
                 partial.unlink(missing_ok=True)
                 removed += 1

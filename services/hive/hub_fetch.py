@@ -148,6 +148,14 @@ class HubFetcher:
             return run.file_states()
         return self._ended.get(download_id)
 
+    def planned(self, digest: str) -> bool:
+        """A running download here will fetch this blob (it is not in place yet)."""
+        return any(
+            e.file.digest == digest and e.status != DownloadStatus.COMPLETE.value
+            for run in self._runs.values()
+            for e in run.entries.values()
+        )
+
     def discard_on_stop(self, download_id: str) -> None:
         """The download is being cancelled: its partials go as its files stop."""
         if (run := self._runs.get(download_id)) is not None:
@@ -245,7 +253,6 @@ class HubFetcher:
             missing = []
             for f in files:
                 if f.digest and cache.blob(f.digest).is_file():
-                    cache.link(commit, f.path, f.digest)
                     progress.finished(f.path)
                 else:
                     missing.append(f)
@@ -253,14 +260,20 @@ class HubFetcher:
             bound.info(
                 "hub_download_planned", commit=commit, files=len(files), missing=len(missing), total=progress.total
             )
-            sha = await self._fetch_all(job, cache, commit, missing, progress)
+            fetched = await self._fetch_all(job, cache, commit, missing, progress)
+            # the snapshot is linked once every blob is in place, then the ref: huggingface_hub never
+            # finds a snapshot of this download with a file missing
+            digests = {f.path: f.digest for f in files} | {path: digest for path, (digest, _) in fetched.items()}
+            for f in files:
+                cache.link(commit, f.path, digests[f.path])
+            sha = fetched[files[0].path][1] if not job.whole and files[0].path in fetched else None
             if not job.whole and sha is None:
-                sha = await _sha256_of(cache, files[0])
+                sha = await _sha256_of(cache, RepoFile(files[0].path, files[0].size, digests[files[0].path]))
             cache.write_ref(hub_ref.revision, commit)
         except asyncio.CancelledError:
             progress.stopped(DownloadStatus.CANCELLED)
             raise
-        except DownloadError:
+        except BaseException:
             progress.stopped(DownloadStatus.FAILED)
             raise
         finally:
@@ -330,32 +343,46 @@ class HubFetcher:
 
     async def _fetch_all(
         self, job: HubJob, cache: RepoCache, commit: str, missing: list[RepoFile], progress: ModelProgress
-    ) -> str | None:
-        """Fetch the files, largest first, `files_concurrent` at once; the first failure stops the rest."""
+    ) -> dict[str, tuple[str, str | None]]:
+        """Fetch the files into their blobs, `files_concurrent` at once (the blobs this hive seeds for a
+        fleet first, then the largest); the first failure stops the rest. path -> (digest, sha256 if
+        fetched here)."""
         if not missing:
-            return None
+            return {}
         gate = asyncio.Semaphore(self.files_concurrent)
-        ordered = sorted(missing, key=lambda f: -f.size)
+        ordered = sorted(missing, key=lambda f: (f.digest not in job.hub_first, -f.size))
         tasks = [
             asyncio.create_task(self._fetch_one(job, cache, commit, f, progress, gate), name=f"{job.download_id}:{i}")
             for i, f in enumerate(ordered)
         ]
-        failed: list[asyncio.Task[str | None]] = []
+        failed: list[asyncio.Task[tuple[str, str | None]]] = []
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             failed = [t for t in done if not t.cancelled() and t.exception() is not None]
             if failed:
                 exc = failed[0].exception()
-                if isinstance(exc, DownloadError) and exc.code != ErrorCode.INSUFFICIENT_DISK:
+                if not (isinstance(exc, DownloadError) and exc.code == ErrorCode.INSUFFICIENT_DISK):
                     progress.discard = True
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)  # every file stopped, its partial closed
+            if progress.discard:  # (cancelled or failed) the partials of files that had not started go too
+                for f, task in zip(ordered, tasks, strict=True):
+                    if task.cancelled() or task.exception() is not None:
+                        self._discard_idle(cache, f)
         if failed:
             raise failed[0].exception()  # type: ignore[misc]
-        shas = [t.result() for t in tasks]
-        return shas[0] if len(shas) == 1 else None
+        return {f.path: task.result() for f, task in zip(ordered, tasks, strict=True)}
+
+    def _discard_idle(self, cache: RepoCache, f: RepoFile) -> None:
+        """Drop a stopped file's partial unless another download is fetching that blob now."""
+        if not f.digest:
+            return
+        partial = cache.partial(f.digest)
+        lock = self._blob_locks.get(partial)
+        if lock is None or not lock[0].locked():
+            _discard(partial, PartialNotes(partial))
 
     async def _fetch_one(
         self,
@@ -365,9 +392,9 @@ class HubFetcher:
         f: RepoFile,
         progress: ModelProgress,
         gate: asyncio.Semaphore,
-    ) -> str | None:
-        """One file into its blob and the snapshot; its sha256 when it was fetched. A file the hub gave
-        no digest for (a server that is no real hub) is named by the sha256 its bytes have."""
+    ) -> tuple[str, str | None]:
+        """One file into its blob: (its digest, its sha256 when it was fetched here). A file the hub
+        gave no digest for (a server that is no real hub) is named by the sha256 its bytes have."""
         # the partial's name: the digest, else one made from commit and path
         name = f.digest or hashlib.sha1(f"{commit}/{f.path}".encode(), usedforsecurity=False).hexdigest()
         partial = cache.partial(name)
@@ -382,9 +409,8 @@ class HubFetcher:
                     digest = sha
                     cache.blob(digest).parent.mkdir(parents=True, exist_ok=True)
                     os.replace(blob, cache.blob(digest))
-        cache.link(commit, f.path, digest)
         progress.finished(f.path)
-        return sha
+        return digest, sha
 
     def _sources(self, job: HubJob, f: RepoFile) -> list[str | None]:
         """Where the file is fetched from, in order: peers (base URLs) and the hub (None). A blob this
@@ -402,9 +428,7 @@ class HubFetcher:
         for i, peer in enumerate(sources):
             notes = PartialNotes.load(partial)
             if peer is None:
-                # a model's files at its commit; one file at the ref's revision, pinned by its digest
-                # (a resumed one at the commit it started on)
-                url = job.hub_ref.resolve_url(commit if job.whole or job.commit else job.hub_ref.revision, f.path)
+                url = job.hub_ref.resolve_url(commit, f.path)  # at the commit: never a moved branch's bytes
                 token_origin, peer_token, attempts = job.token_origin, None, None
             else:
                 url = f"{peer.rstrip('/')}/v2/blobs/{f.digest}"
@@ -425,6 +449,7 @@ class HubFetcher:
                 max_attempts=attempts,
             )
             progress.source(f.path, "hub" if peer is None else peer)
+            progress.started(f.path)
             last = i == len(sources) - 1
             try:
                 result = await self.downloader.run(

@@ -25,7 +25,7 @@ from services.hive.tracker import DownloadTracker
 from services.hive.transfer import Downloader, DownloaderConfig
 from shared.auth import TokenAuthMiddleware
 from shared.error_handlers import install_error_handlers
-from shared.limits import BodySizeLimitMiddleware
+from shared.limits import HIVE_MAX_BODY, BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
 from shared.runtime_metrics import register_runtime_metrics
 from shared.service import run_service
@@ -132,7 +132,8 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(render_metrics(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodySizeLimitMiddleware)  # inside the token check: no body is read without a token
+    # inside the token check: no body is read without a token
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=HIVE_MAX_BODY)
     app.add_middleware(TokenAuthMiddleware, token=settings.api_token)
     app.add_middleware(CorrelationIdMiddleware)
     return app

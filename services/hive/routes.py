@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.hive.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
@@ -15,7 +15,7 @@ from services.hive.deps import ManagerDep, SettingsDep, TrackerDep
 from services.hive.manager import InvalidModelRef, NotCancellable, PullPart, StillActive
 from services.hive.tracker import DownloadTracker, StreamDecision
 from services.hive.transfer import DownloadError
-from shared.errors import ApiError
+from shared.errors import ApiError, error_body
 from shared.limits import DOWNLOAD_ID_RE
 from shared.models import DownloadState, DownloadStatus, ErrorCode
 from shared.sse import parse_last_event_id, to_sse
@@ -96,6 +96,15 @@ async def start_download(
     return state_body(state, settings.id)
 
 
+_PLAN_STATUS: dict[str, int] = {
+    ErrorCode.DOWNLOAD_FAILED: 502,  # the hub could not be asked
+    ErrorCode.DOWNLOAD_TIMEOUT: 502,
+    ErrorCode.REPO_NOT_FOUND: 404,
+    ErrorCode.REVISION_NOT_FOUND: 404,
+    ErrorCode.NOT_FOUND: 404,
+}
+
+
 @plans_router.post("", responses=error_responses(404, 502))
 async def plan_model(body: PlanRequest, manager: ManagerDep, settings: SettingsDep) -> PlanBody:
     """What pulling a whole model would take on this hive, nothing fetched (a fleet pull's preflight)."""
@@ -104,7 +113,7 @@ async def plan_model(body: PlanRequest, manager: ManagerDep, settings: SettingsD
     except InvalidModelRef as exc:
         raise ApiError(422, exc.code, str(exc)) from None
     except DownloadError as exc:
-        status = 502 if exc.code in (ErrorCode.DOWNLOAD_FAILED, ErrorCode.DOWNLOAD_TIMEOUT) else 422
+        status = _PLAN_STATUS.get(exc.code, 422)
         raise ApiError(status, exc.code, exc.message) from None
     refused = report.refused
     return PlanBody(
@@ -214,21 +223,32 @@ async def _one_download(
 
 @blobs_router.get("/{digest}", response_class=Response, responses={206: {"description": "the range asked for"}})
 async def get_blob(
-    digest: str, settings: SettingsDep, range_: Annotated[str | None, Header(alias="range")] = None
+    digest: str,
+    settings: SettingsDep,
+    manager: ManagerDep,
+    range_: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
     """A blob this hive holds, or the part of one it is downloading that is on disk, by digest (for
     peers in a fleet pull; README, "Fleet pulls: peers"). The body follows a partial as it grows."""
     models = settings.models_dir.resolve()
     view = find_blob(models, digest.lower())
-    if view is None:
-        raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive")
-    if view.total is None:
-        raise ApiError(503, "NOT_READY", "the blob's size is not known yet", retry_after=1)
+    if view is None or view.total is None:
+        if view is None and not manager.hub.planned(digest.lower()):
+            raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive")
+        return JSONResponse(  # a download here will fetch it: a peer asks again
+            error_body("NOT_READY", "this hive has not begun the blob yet"),
+            status_code=503,
+            headers={"Retry-After": "1", "X-Rbee-Blob-State": "planned"},
+        )
     total = view.total
     try:
         span = parse_range(range_, total)
     except BadRange:
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
+        return JSONResponse(
+            error_body("RANGE_NOT_SATISFIABLE", f"serves one range within the blob's {total} bytes"),
+            status_code=416,
+            headers={"Content-Range": f"bytes */{total}"},
+        )
     start, stop = span if span is not None else (0, total)
     headers = {
         "ETag": f'"{view.digest}"',

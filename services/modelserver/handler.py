@@ -77,6 +77,7 @@ class ModelHandler(TrackedHandler):
         try:
             url_path = unquote(urlsplit(self.path).path)
             headers = {k.lower(): v for k, v in self.headers.items()}
+            url_path = self.model._canonical(url_path)[0]  # a resolve at a made-up commit counts as its revision's
             plan = self.model._plan(self.command, url_path, headers)
             record = RequestRecord(self.command, url_path, headers, plan.status, headers.get("range"), 0)
             self.model._record(record)

@@ -5,7 +5,8 @@ Stdlib only. `ModelServer` serves files under a root directory over HTTP/1.1 wit
 - ``GET|HEAD /{org}/{repo}/resolve/{rev}/{path...}`` serves ``root/{org}/{repo}/{path}`` (rev names no
   other content) with ``X-Repo-Commit``, as a hub does: ``rev`` itself when it is a 40-hex commit, else
   a commit made up from the repo and ``rev`` (`made_up_commit`), so a hive can place the file in
-  its Hugging Face cache; with ``etag="sha256"`` the ETag is the digest the cache names the blob by;
+  its Hugging Face cache; with ``etag="sha256"`` the ETag is the digest the cache names the blob by.
+  A resolve at that made-up commit is the same file, and counts (faults, records) as one at ``rev``;
 - any other ``GET|HEAD /{path}`` serves ``root/{path}``.
 
 It answers single byte ranges (206/416), honours If-Range, and can misbehave on purpose per path
@@ -25,7 +26,6 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 from services.modelserver.faults import Fault, Faults, auth_ok
 from services.modelserver.files import MIB, generate_file, parse_size, sha256_file
@@ -94,6 +94,7 @@ class ModelServer(ThreadedServer[RequestRecord]):
         self.etag = etag
         self._faults = Faults()
         self._sha_cache: dict[Path, tuple[int, int, str]] = {}
+        self._made_up: dict[tuple[str, str], str] = {}  # (repo, made-up commit) -> the revision it names
 
     # -- faults
 
@@ -170,8 +171,32 @@ class ModelServer(ThreadedServer[RequestRecord]):
             etag = _changed(etag)
         return etag, last_modified
 
+    def _canonical(self, url_path: str) -> tuple[str, str | None]:
+        """(the path faults and records are kept under, the commit to answer): a resolve at the commit
+        this server made up for a revision counts as a resolve at that revision, so a fault set on
+        `.../resolve/main/x` also holds for the hive's `.../resolve/{commit}/x`."""
+        parts = url_path.split("/")
+        if len(parts) < 6 or parts[3] != "resolve":
+            return url_path, None
+        repo_id, revision = f"{parts[1]}/{parts[2]}", parts[4]  # (the handler has unquoted the path)
+        with self._lock:
+            named = self._made_up.get((repo_id, revision))
+            if named is None:
+                self._made_up[(repo_id, made_up_commit(repo_id, revision))] = revision
+        if named is not None:
+            parts[4] = named
+            return "/".join(parts), made_up_commit(repo_id, named)
+        return url_path, made_up_commit(repo_id, revision)
+
     def _plan(self, method: str, url_path: str, headers: dict[str, str]) -> Plan:
         authorization = headers.get("authorization")
+        url_path, commit = self._canonical(url_path)
+        plan = self._plan_for(method, url_path, headers, authorization)
+        if commit is not None and plan.status < 400:
+            plan.headers["X-Repo-Commit"] = commit
+        return plan
+
+    def _plan_for(self, method: str, url_path: str, headers: dict[str, str], authorization: str | None) -> Plan:
         fault, number, status = self._faults.take_request(url_path, authorization)
         retry = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
         if not auth_ok(fault, authorization):
@@ -189,9 +214,6 @@ class ModelServer(ThreadedServer[RequestRecord]):
         plan = self._file_plan(info, headers, fault, changed)
         if method == "GET" and plan.file is not None:
             plan.cut = self._faults.take_cut(url_path, plan.stop - plan.start)
-        parts = [p for p in url_path.split("/") if p]
-        if len(parts) >= 5 and parts[2] == "resolve":
-            plan.headers["X-Repo-Commit"] = made_up_commit(f"{parts[0]}/{parts[1]}", unquote(parts[3]))
         return plan
 
     def _redirect_plan(self, location: str, info: _FileInfo | None) -> Plan:

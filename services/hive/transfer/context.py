@@ -22,7 +22,7 @@ from services.hive.metrics import HiveStats
 from services.hive.partfile import PartFile, part_path
 from services.hive.segments import SplitWatch
 from services.hive.throttle import Throttle
-from services.hive.transfer.errors import DownloadError, RateLimited, Retry
+from services.hive.transfer.errors import PEER_MAX_WAITS, DownloadError, PeerNotReady, RateLimited, Retry
 from services.hive.transfer.request import Requester
 from services.hive.transfer.source import Source
 from shared.backoff import Backoff
@@ -148,7 +148,7 @@ def attempts_failed(retry: Retry, failures: int, progressed: bool) -> int:
     again, and waiting out the hub's rate limit is no failure."""
     if progressed:
         return 0
-    return failures if isinstance(retry, RateLimited) else failures + 1
+    return failures if isinstance(retry, RateLimited | PeerNotReady) else failures + 1
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
@@ -179,11 +179,15 @@ class Transfer:
     validator: str | None = None  # for If-Range
     remote_sha256: str | None = None  # a plain URL's sha256 ETag (a hub file has Source.facts)
     resumed: int = 0
+    peer_waits: int = 0  # times a peer said it has not begun the blob yet
 
     @property
     def expected_digest(self) -> str | None:
         """What the file must hash to, besides a sha256 the request gave: the hub's digest (sha256
-        or git blob sha1; from this run's answers, else an earlier run's), or a URL's sha256 ETag."""
+        or git blob sha1; from this run's answers, else an earlier run's), or a URL's sha256 ETag.
+        A pinned job's digest is the only one: no source's own word (a moved branch, a peer) counts."""
+        if self.job.pinned and self.job.hub_digest:
+            return self.job.hub_digest
         if self.source.hub:
             return self.source.facts.digest or self.job.hub_digest
         return self.remote_sha256 or self.job.hub_digest  # (a hub file resumed without its token)
@@ -243,6 +247,12 @@ class Context:
         The hub's rate limit (RateLimited) is waited out instead; the caller does not count it."""
         if isinstance(retry, RateLimited):
             await self._wait_out(t, retry)
+            return
+        if isinstance(retry, PeerNotReady):
+            t.peer_waits += 1
+            if t.peer_waits > PEER_MAX_WAITS:
+                raise DownloadError(ErrorCode.NOT_FOUND, f"the peer never began the file: {retry}")
+            await asyncio.sleep(retry.delay or 1.0)
             return
         cfg = self.config
         if failures >= (t.job.max_attempts or cfg.max_attempts):

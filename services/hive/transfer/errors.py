@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DownloadError", "RateLimited", "RemoteChanged", "Retry"]
+__all__ = ["DownloadError", "PeerNotReady", "RateLimited", "RemoteChanged", "Retry"]
 
 
 class DownloadError(Exception):
@@ -27,6 +27,14 @@ class RateLimited(Retry):
     def __init__(self, reason: str, wait: float) -> None:
         super().__init__(reason, delay=wait)
         self.wait = wait
+
+
+class PeerNotReady(Retry):
+    """A peer hive plans the blob but has not begun it: ask again in `delay` s; no failed attempt
+    (bounded by `PEER_MAX_WAITS`, so a peer that never begins is left in the end)."""
+
+
+PEER_MAX_WAITS = 600
 
 
 class RemoteChanged(Exception):

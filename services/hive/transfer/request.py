@@ -30,7 +30,7 @@ import httpx
 from services.hive.hub_protocol import hub_refusal, parse_ratelimit
 from services.hive.refs import host_allowed, origin_of
 from services.hive.transfer.answers import parse_retry_after
-from services.hive.transfer.errors import DownloadError, RateLimited, Retry
+from services.hive.transfer.errors import DownloadError, PeerNotReady, RateLimited, Retry
 from services.hive.transfer.source import Source
 from shared.models import ErrorCode
 
@@ -162,6 +162,9 @@ def check_status(resp: httpx.Response, source: Source) -> None:
             raise DownloadError(refusal.code, refusal.message)
         if status == 429 and (limited := _rate_limited(resp.headers)) is not None:
             raise limited
+    if status == 503 and not source.hub and resp.headers.get("x-rbee-blob-state") == "planned":
+        delay = parse_retry_after(resp.headers.get("retry-after"))  # a peer hive that will have it
+        raise PeerNotReady("the peer has not begun the blob yet", delay=delay or 1.0)
     if status in (401, 403):
         raise DownloadError(ErrorCode.UNAUTHORIZED, f"the server refused access ({status})")
     if status in (404, 410):
