@@ -19,6 +19,8 @@ from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from services.hive.main import create_app as create_hive
 from services.hive.settings import HiveSettings
+from services.modelserver.hub import Hub
+from services.modelserver.hub_repo import Generated
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
@@ -216,6 +218,38 @@ def test_placement_proxying_cancel_and_errors(env: Env) -> None:
             assert response.headers["content-type"] == "application/json"
             assert response.json()["error"]["code"] == code
     assert httpx.get(f"{queen.url}/healthz").json()["healthy_hives"] == 2  # no token needed
+
+
+def test_the_files_of_one_model_started_one_by_one_land_on_one_hive(env: Env) -> None:
+    hub = env.stack.enter_context(Hub(env.tmp / "hub-store"))
+    hub.add_repo("org/llama")
+    shards = [f"model-0000{i}-of-00004.safetensors" for i in range(1, 5)]
+    commit = hub.commit(
+        "org/llama", {**{n: Generated(MiB, seed=i) for i, n in enumerate(shards)}, "config.json": b"{}"}
+    )
+    hub.add_repo("org/other")
+    hub.commit("org/other", {"model.safetensors": Generated(MiB, seed=9)})
+    hives = {h: env.hive(h, hf_endpoint=hub.url) for h in ("hive-a", "hive-b")}
+    queen = env.queen({h: s.url for h, s in hives.items()})
+    wait_until(lambda: all((hive_health(queen, h) or {}).get("healthy") for h in hives), 5)
+
+    holds = [Hold(s.url, AUTH) for s in hives.values()]  # everything stays active until released
+    placed = [start(queen, f"hf:org/llama::file={name}").json() for name in (*shards, "config.json")]
+    homes = {p["hive_id"] for p in placed}
+    assert len(homes) == 1, placed  # never spread over the hives, though the other one sits idle
+    (home,) = homes
+    other = start(queen, "hf:org/other::file=model.safetensors").json()
+    assert other["hive_id"] != home  # another model: placed by load
+    for hold in holds:
+        hold.release()
+    with api(queen) as client:
+
+        def states() -> list[dict[str, Any]]:
+            return [client.get(f"/v1/downloads/{p['download_id']}").json() for p in (*placed, other)]
+
+        done = wait_until(lambda: (s := states()) and all(x["status"] == "complete" for x in s) and s, 20)
+    assert [d["hive_id"] for d in done] == [home] * len(placed) + [other["hive_id"]]
+    assert {d["commit"] for d in done[:-1]} == {commit}
 
 
 def test_list_gathers_every_hive_and_names_the_unreachable_one(env: Env) -> None:
