@@ -125,6 +125,30 @@ def test_shards_started_one_by_one_follow_the_first_even_before_its_events_arriv
 
 
 @respx.mock
+def test_files_of_one_model_asked_at_once_are_placed_one_after_the_other() -> None:
+    arrived, answered = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        arrived.set()
+        await answered.wait()
+        return answer(request)
+
+    respx.post("http://hive-a.test/v2/downloads").mock(side_effect=slow)
+    respx.post("http://hive-b.test/v2/downloads").mock(side_effect=answer)
+
+    async def scenario(service: QueenService, hub: AggregateHub) -> list[str]:
+        first = asyncio.create_task(place(service, "hf:org/llama::file=model-1.safetensors"))
+        await arrived.wait()  # the first request has reached the idle hive-a, which has not answered yet
+        service.registry.mark_healthy("hive-a", 9)  # meanwhile a health check finds hive-a busy
+        second = asyncio.create_task(place(service, "hf:org/llama::file=model-2.safetensors"))
+        other = await place(service, "hf:org/other::file=x")  # another model is not held up
+        answered.set()
+        return [await first, await second, other]
+
+    assert with_service(scenario, busy={"hive-a": 0, "hive-b": 1}) == ["hive-a", "hive-a", "hive-b"]
+
+
+@respx.mock
 def test_the_aggregated_streams_pin_a_model_until_its_downloads_end() -> None:
     respx.post("http://hive-a.test/v2/downloads").mock(side_effect=answer)
     respx.post("http://hive-b.test/v2/downloads").mock(side_effect=answer)

@@ -7,10 +7,11 @@ HiveRegistry; this module does the I/O that feeds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ import structlog
 
 from services.queen.aggregate import AggregateHub
 from services.queen.hive_client import HiveClient, HiveUnreachable
-from services.queen.placement import holding_hive
+from services.queen.placement import holding_hive, repo_key
 from services.queen.registry import Health, HiveInfo, HiveRegistry
 from services.queen.settings import QueenSettings
 from shared.errors import ApiError
@@ -54,6 +55,7 @@ class QueenService:
         self._lookups: dict[str, asyncio.Task[HiveInfo | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._placed: OrderedDict[str, tuple[str, str]] = OrderedDict()  # download_id -> (hive_id, model_ref)
+        self._placing: dict[str, tuple[asyncio.Lock, int]] = {}  # repo key -> its lock, and how many hold or wait
 
     # -- hives -----------------------------------------------------------------------------
 
@@ -129,6 +131,27 @@ class QueenService:
         healthy hive (the next if that one refuses connections). Rules: `services/queen/placement.py`."""
         if hive_id is not None:
             return await self._start_on(self._named_hive(hive_id), request)
+        key = repo_key(request.model_ref)
+        if key is None:
+            return await self._place(request)
+        async with self._one_at_a_time(key):  # so a second file of the model sees where the first went
+            return await self._place(request)
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._placing.get(key, (asyncio.Lock(), 0))
+        self._placing[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._placing[key]
+            if users == 1:
+                del self._placing[key]
+            else:
+                self._placing[key] = (lock, users - 1)
+
+    async def _place(self, request: StartDownload) -> tuple[int, dict[str, Any]]:
         holder = holding_hive(request.model_ref, self._active())
         if holder is not None and (hive := self.registry.get(holder)) is not None:
             if hive.health is Health.UNHEALTHY:
