@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -214,8 +215,8 @@ def test_json_renderer_writes_payload_verbatim() -> None:
     assert json.loads(json_line(multi)) == {"id": None, "event": "cancelled", "data": {"download_id": "x"}}
 
 
-def render_bar(events: list[StreamEvent], start: Snapshot) -> str:
-    console = Console(record=True, force_terminal=True, width=120, file=io.StringIO(), color_system="truecolor")
+def render_bar(events: list[StreamEvent], start: Snapshot, width: int = 120) -> str:
+    console = Console(record=True, force_terminal=True, width=width, file=io.StringIO(), color_system="truecolor")
     renderer = BarRenderer(console)
     renderer.start(start)
     for event in events:
@@ -244,6 +245,21 @@ def test_bar_renderer_shows_a_models_files_done_and_total() -> None:
     last = last.strip().splitlines()[-1]
     for part in ("org/llama", "25.0%", "50.0 MB / 200.0 MB", "10.0 MB/s", "ETA 15s", "files 1/4", "hive-a"):
         assert part in last, (part, last)
+
+
+def test_on_80_columns_a_models_stats_go_below_its_bar_whole() -> None:
+    event = progress(
+        1, bytes=60_100_000, total=67_100_000, speed_bps=8_400_000, eta_secs=1, status="downloading",
+        files_total=6, files_done=4,
+    )  # fmt: skip
+    start = model(model_ref="hf:demo-org/demo-model", status="starting", total=67_100_000, files_total=6)
+    *_, bar, stats = render_bar([event], start, width=80).strip().splitlines()
+    # (a recorded live display runs its frames together: the bar is the end of its line)
+    assert re.search(r"demo-org/demo-model [━╸╺]{40,}$", bar), bar  # the name whole, and a real bar
+    assert stats == " 89.6% • 60.1 MB / 67.1 MB • 8.4 MB/s • ETA 1s • files 4/6 • hive-a"
+    file_event = progress(1, bytes=60_100_000, total=67_100_000, speed_bps=8_400_000, eta_secs=1, status="downloading")
+    one_line = render_bar([file_event], snap(status="starting", total=67_100_000), width=80).strip().splitlines()[-1]
+    assert re.search(r"m\.bin [━╸╺]+ +89\.6% • [^•]+ • [^•]+ • ETA 1s • hive-a$", one_line), one_line  # one line
 
 
 def test_bar_renderer_indeterminate_when_total_unknown() -> None:
