@@ -107,8 +107,11 @@ class Stack:
 
     def new_file(self, rate: int = RATE, size: int = SIZE, fault: Fault | None = None) -> str:
         """A fresh hub file (so no hive has it yet); its model ref."""
-        name = f"model-{next(_counter)}.bin"
-        self.models.add_file(f"{ORG}/{name}", size, seed=len(name))
+        n = next(_counter)
+        name = f"model-{n}.bin"
+        # bytes of its own: the hive's cache stores a blob once, so a file with the bytes of an earlier one
+        # would be complete at once
+        self.models.add_file(f"{ORG}/{name}", size, seed=n)
         self.models.set_fault(f"/{ORG}/resolve/main/{name}", fault or Fault(rate_bps=rate))
         return f"hf:{ORG}::file={name}"
 
