@@ -394,6 +394,7 @@ def test_a_whole_model_is_one_row_with_its_file_count_that_opens_to_its_files(br
                 rows = page.locator("tr.download")
                 expect(rows).to_have_count(1, timeout=WAIT)  # one row for the model, not one per file
                 r = rows.first
+                model_id = r.get_attribute("data-download-id")
                 expect(r.locator(".name")).to_have_text("acme/tiny")
                 summary = r.locator(".files summary")
                 expect(summary).to_have_text(re.compile(r"^\d+/\d+ files$"), timeout=WAIT)
@@ -408,6 +409,12 @@ def test_a_whole_model_is_one_row_with_its_file_count_that_opens_to_its_files(br
                 assert {*shards, "config.json", "tokenizer.json"} <= paths
                 shard = files.filter(has=page.locator(f'.file-path:text-is("{shards[0]}")'))
                 expect(shard.locator(".file-bytes")).to_have_text(re.compile(r" / 3\.0 MB$"))
+                # while it stays open and the model runs, the list is asked for again (every 2 s)
+                gets = (
+                    f"performance.getEntriesByType('resource').filter(e => e.name.endsWith('/v1/downloads/{model_id}'))"
+                )
+                asked = page.evaluate(f"{gets}.length")
+                poll(lambda: page.evaluate(f"{gets}.length") > asked, "the file list asked for again")
 
                 hold.release()
                 expect(r).to_have_attribute("data-status", "complete", timeout=WAIT)

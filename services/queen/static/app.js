@@ -2,8 +2,8 @@
 //
 // Data flow: GET /v1/downloads (the whole list) + EventSource('/v1/downloads/stream') (live events),
 // merged per download_id. A whole model's row opens to its files, fetched from GET /v1/downloads/{id}
-// when opened (and again while open, whenever another file is done). Text from the server is only
-// ever set with textContent.
+// when opened, and again while it is open: whenever another file is done or the download ends, and
+// every FILES_EVERY_MS while it runs. Text from the server is only ever set with textContent.
 'use strict';
 
 (function () {
@@ -14,6 +14,7 @@
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 10000;
   const HIVES_EVERY_MS = 2000;
+  const FILES_EVERY_MS = 2000;
 
   const $ = (id) => document.getElementById(id);
   const rowsEl = $('download-rows');
@@ -243,6 +244,17 @@
 
   function filesKey(d) { return `${d.files_done || 0}:${d.status}`; }
 
+  // While the list is open: at once, then every FILES_EVERY_MS as long as the model runs.
+  function followFiles(d, details) {
+    clearInterval(d.filesTimer);
+    if (!details.open) return;
+    fetchFiles(d);
+    d.filesTimer = setInterval(() => {
+      if (!details.open || !ACTIVE.has(d.status)) { clearInterval(d.filesTimer); return; }
+      fetchFiles(d);
+    }, FILES_EVERY_MS);
+  }
+
   // One request at a time per row; a change meanwhile asks once more when it is back.
   async function fetchFiles(d) {
     d.filesKey = filesKey(d);
@@ -283,7 +295,7 @@
     const files = el('details', 'files');
     files.hidden = true; // shown once the download is known to be a whole model
     files.append(el('summary', 'files-summary'), el('ul', 'file-list'));
-    files.addEventListener('toggle', () => { if (files.open) fetchFiles(d); });
+    files.addEventListener('toggle', () => followFiles(d, files));
     model.append(el('span', 'name'), el('span', 'ref'), files);
     const progress = el('td', 'col-progress');
     const bar = el('div', 'bar');
