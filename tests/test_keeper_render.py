@@ -99,6 +99,10 @@ def progress(event_id: int, **data: Any) -> StreamEvent:
     return StreamEvent(event_id, "progress", payload, json.dumps(payload))
 
 
+def downloading(nbytes: int, total: int, speed: int, eta: int, **extra: Any) -> StreamEvent:
+    return progress(1, bytes=nbytes, total=total, speed_bps=speed, eta_secs=eta, status="downloading", **extra)
+
+
 def snap(**fields: Any) -> Snapshot:
     base: dict[str, Any] = {"download_id": "dl-1", "model_ref": "hf:o/r::file=m.bin", "hive_id": "hive-a"}
     return Snapshot(**{**base, **fields})
@@ -228,8 +232,7 @@ def render_bar(events: list[StreamEvent], start: Snapshot, width: int = 120) -> 
 
 def test_bar_renderer_shows_name_percent_sizes_speed_eta_and_hive() -> None:
     text = render_bar(
-        [progress(1, bytes=108_000_000, total=256_000_000, speed_bps=45_200_000, eta_secs=3, status="downloading")],
-        snap(status="starting", total=256_000_000),
+        [downloading(108_000_000, 256_000_000, 45_200_000, 3)], snap(status="starting", total=256_000_000)
     )
     last = text.strip().splitlines()[-1]
     for part in ("m.bin", "42.2%", "108.0 MB / 256.0 MB", "45.2 MB/s", "ETA 3s", "hive-a", "━"):
@@ -237,10 +240,7 @@ def test_bar_renderer_shows_name_percent_sizes_speed_eta_and_hive() -> None:
 
 
 def test_bar_renderer_shows_a_models_files_done_and_total() -> None:
-    event = progress(
-        1, bytes=50_000_000, total=200_000_000, speed_bps=10_000_000, eta_secs=15, status="downloading",
-        files_total=4, files_done=1,
-    )  # fmt: skip
+    event = downloading(50_000_000, 200_000_000, 10_000_000, 15, files_total=4, files_done=1)
     last = render_bar([event], model(status="starting", total=200_000_000, files_total=4, files_done=0))
     last = last.strip().splitlines()[-1]
     for part in ("org/llama", "25.0%", "50.0 MB / 200.0 MB", "10.0 MB/s", "ETA 15s", "files 1/4", "hive-a"):
@@ -248,16 +248,13 @@ def test_bar_renderer_shows_a_models_files_done_and_total() -> None:
 
 
 def test_on_80_columns_a_models_stats_go_below_its_bar_whole() -> None:
-    event = progress(
-        1, bytes=60_100_000, total=67_100_000, speed_bps=8_400_000, eta_secs=1, status="downloading",
-        files_total=6, files_done=4,
-    )  # fmt: skip
+    event = downloading(60_100_000, 67_100_000, 8_400_000, 1, files_total=6, files_done=4)
     start = model(model_ref="hf:demo-org/demo-model", status="starting", total=67_100_000, files_total=6)
     *_, bar, stats = render_bar([event], start, width=80).strip().splitlines()
     # (a recorded live display runs its frames together: the bar is the end of its line)
     assert re.search(r"demo-org/demo-model [━╸╺]{40,}$", bar), bar  # the name whole, and a real bar
     assert stats == " 89.6% • 60.1 MB / 67.1 MB • 8.4 MB/s • ETA 1s • files 4/6 • hive-a"
-    file_event = progress(1, bytes=60_100_000, total=67_100_000, speed_bps=8_400_000, eta_secs=1, status="downloading")
+    file_event = downloading(60_100_000, 67_100_000, 8_400_000, 1)
     one_line = render_bar([file_event], snap(status="starting", total=67_100_000), width=80).strip().splitlines()[-1]
     assert re.search(r"m\.bin [━╸╺]+ +89\.6% • [^•]+ • [^•]+ • ETA 1s • hive-a$", one_line), one_line  # one line
 
