@@ -3,39 +3,73 @@
     .venv/bin/python docs/make_screenshot.py [--out docs/queen-page.png]
 
 Runs a real queen, two hives and the local model server on loopback (the same harness as
-tests/test_queen_page.py), so it needs `playwright` and a system Chromium, and no network.
+tests/test_queen_page.py), plus a third hive on the local test hub pulling a whole model (its row
+opened to its files), so it needs `playwright` and a system Chromium, and no network.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+from services.hive.main import create_app as create_hive_app  # noqa: E402
+from services.hive.settings import HiveSettings  # noqa: E402
+from services.modelserver.hub import Hub  # noqa: E402
+from services.modelserver.hub_repo import Generated  # noqa: E402
 from services.modelserver.server import Fault  # noqa: E402
-from tests.support import wait_until  # noqa: E402
+from tests.conftest import FAST_HIVE  # noqa: E402
+from tests.support import ServerThread, serve, wait_until  # noqa: E402
 from tests.test_queen_page import Stack, launch_browser, open_page, percent_of, row, running_stack  # noqa: E402
 
 MB = 1_000_000
+MODEL = "meta-llama/Llama-3.2-1B-Instruct"
+_seeds = itertools.count(1)  # every file its own bytes: a hive stores a blob once
 
 
 def add(stack: Stack, repo: str, name: str, size: int, fault: Fault | None = None) -> str:
-    stack.models.add_file(f"{repo}/{name}", size, seed=len(name))
+    stack.models.add_file(f"{repo}/{name}", size, seed=next(_seeds))
     stack.models.set_fault(f"/{repo}/resolve/main/{name}", fault or Fault())
     return f"hf:{repo}::file={name}"
+
+
+def model_hive(stack: Stack, hub: Hub, models_dir: Path) -> HiveSettings:
+    """A model on the hub, and the settings of hive-c that pulls from it."""
+    hub.add_repo(MODEL)
+    shards = {f"model-0000{i}-of-00002.safetensors": Generated(40 * MB, seed=next(_seeds)) for i in (1, 2)}
+    small = ("config.json", "generation_config.json", "tokenizer.json", "model.safetensors.index.json")
+    hub.commit(MODEL, {**shards, **{name: b"{}\n" for name in small}})
+    return HiveSettings(id="hive-c", models_dir=models_dir, hf_endpoint=hub.url, **FAST_HIVE)
+
+
+def start_model(stack: Stack, hive_c: ServerThread) -> str:
+    """hive-c registered, capped so the model is still running for the picture; the model's download id."""
+    stack.api("POST", "/v1/hives", json={"hive_id": "hive-c", "url": hive_c.url})
+    wait_until(lambda: all(h["healthy"] for h in stack.api("GET", "/v1/hives").json()["hives"]), what="hive-c")
+    httpx.put(f"{hive_c.url}/v2/settings/bandwidth", json={"bandwidth_limit": 8 * MB}, timeout=5)
+    return stack.start(f"hf:{MODEL}", "hive-c")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "queen-page.png")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp)) as stack, sync_playwright() as pw:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_stack(Path(tmp)) as stack,
+        Hub(Path(tmp) / "hub-store") as hub,
+        serve(create_hive_app(model_hive(stack, hub, Path(tmp) / "models-hive-c"))) as hive_c,
+        sync_playwright() as pw,
+    ):
         browser = launch_browser(pw)
         done = [
             stack.start(add(stack, "TheBloke/TinyLlama-1.1B-GGUF", "tinyllama-1.1b.Q4_K_M.gguf", 24 * MB), "hive-a"),
@@ -51,14 +85,17 @@ def main() -> int:
         mistral = add(stack, "mistralai/Mistral-7B-v0.3", "consolidated.safetensors", 60 * MB, Fault(rate_bps=5 * MB))
         running = [stack.start(llama, "hive-a"), stack.start(mistral, "hive-b")]
         queued = stack.start(add(stack, "Qwen/Qwen2.5-7B-Instruct", "model.safetensors", 30 * MB), "hive-b")
+        model = start_model(stack, hive_c)  # the newest: the top row
         with open_page(browser, stack.url) as page:
             for download_id in (*done, failed, gone, queued):
                 expect(row(page, download_id)).to_be_visible()
             expect(row(page, failed)).to_have_attribute("data-status", "failed", timeout=15_000)
             expect(row(page, queued)).to_have_attribute("data-status", "queued", timeout=15_000)
             wait_until(lambda: all((percent_of(row(page, d)) or 0) > 35 for d in running), timeout=20, interval=0.05)
+            row(page, model).locator(".files summary").click()
+            expect(row(page, model).locator(".file-list .file")).to_have_count(7, timeout=15_000)
             page.screenshot(path=str(args.out), full_page=True)
-        for download_id in (*running, queued):
+        for download_id in (*running, queued, model):
             stack.api("DELETE", f"/v1/downloads/{download_id}")
         browser.close()
     print(f"wrote {args.out}")

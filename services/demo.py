@@ -1,9 +1,11 @@
 """`make demo`: the whole system on loopback, offline.
 
-Starts a local model server with a generated file, a queen and two hives (each a subprocess on a free
-port; the hives register themselves with the queen), downloads the file through the queen with
-`rbee-keeper` so its progress bar shows in this terminal, checks the file's sha256 against the generated
-one, prints a summary and stops every process it started, also on failure or Ctrl-C.
+Starts the local test hub (`services/modelserver/hub_cli.py`) with a small multi-file model (two
+generated safetensors shards, their index, config.json and tokenizer.json), a queen and two hives
+(each a subprocess on a free port; the hives register themselves with the queen), pulls the whole
+model through the queen with `rbee-keeper download hf:demo-org/demo-model` so its progress bar shows
+in this terminal, checks every file of the hive's snapshot against the hub's sha256, prints a summary
+and stops every process it started, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -36,24 +38,56 @@ from services.demo_procs import (
     tail,
 )
 from services.keeper.format import human_bytes
-from services.modelserver.server import parse_size
+from services.modelserver.files import parse_size
 from shared.waiting import free_port, wait_until
 
 __all__ = ["main"]
 
 T = TypeVar("T")
 
-ORG_REPO = "rbee-demo/demo-model"
-FILE = "model.bin"
-MODEL_REF = f"hf:{ORG_REPO}::file={FILE}"
+ORG_REPO = "demo-org/demo-model"
+MODEL_REF = f"hf:{ORG_REPO}"
+SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
 HIVES = ("hive-a", "hive-b")
 START_TIMEOUT = 30.0  # each service up and healthy; hives registered with the queen
-# The generated file stays in the work dir between runs; generating 256 MB takes a few seconds.
-GENERATE_TIMEOUT = 180.0
+GENERATE_TIMEOUT = 120.0  # the hub generates the shards before it answers (about a second for 64 MiB)
+
+
+def small_files(shard_size: int) -> dict[str, str]:
+    """The model's text files, as a real sharded checkpoint has them (the weights are random bytes)."""
+    config = {"architectures": ["DemoForCausalLM"], "model_type": "demo", "hidden_size": 256, "num_hidden_layers": 2}
+    tokenizer = {"version": "1.0", "model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1}, "merges": []}}
+    index = {
+        "metadata": {"total_size": shard_size * len(SHARDS)},
+        "weight_map": {f"layers.{i}.weight": shard for i, shard in enumerate(SHARDS)},
+    }
+    texts = {"config.json": config, "tokenizer.json": tokenizer, "model.safetensors.index.json": index}
+    return {path: json.dumps(body, indent=2) + "\n" for path, body in texts.items()}
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """What the test hub printed: where it listens, the commit of the model, and each file's sha256."""
+
+    url: str
+    commit: str
+    files: dict[str, str]
+
+    @classmethod
+    def parse(cls, line: str) -> HubModel:
+        info = json.loads(line)
+        return cls(str(info["url"]), str(info["commit"]), {str(p): str(h) for p, h in info["files"].items()})
 
 
 class _Terminated(Exception):
     """SIGTERM: unwind through the `finally` that stops the children."""
+
+
+def cache_of(snapshot: Path) -> Path:
+    """The Hugging Face cache (`{models}/hub`) that holds this snapshot directory of the demo's model."""
+    if snapshot.parent.name != "snapshots" or snapshot.parent.parent.name != f"models--{ORG_REPO.replace('/', '--')}":
+        raise DemoError(f"the hive reports {snapshot}, which is not a snapshot of {ORG_REPO} in a Hugging Face cache")
+    return snapshot.parent.parent.parent
 
 
 def sha256_of(path: Path) -> str:
@@ -88,17 +122,17 @@ class Demo:
 
     # -- steps
 
-    def start_model_server(self) -> tuple[str, str]:
-        rel = f"{ORG_REPO}/{FILE}"
-        argv = [sys.executable, "-m", "services.modelserver.server", "--root", str(self.workdir / "hub")]
-        argv += ["--port", "0", "--rate-bps", str(self.rate), "--generate", f"{rel}:{self.size}"]
-        child = self.procs.spawn("modelserver", argv, self.child_env({}), stdout=subprocess.PIPE)
+    def start_hub(self) -> HubModel:
+        argv = [sys.executable, "-m", "services.modelserver.hub_cli", "--root", str(self.workdir / "hub")]
+        argv += ["--port", "0", "--repo", ORG_REPO, "--file", *(f"{shard}:{self.size}" for shard in SHARDS)]
+        for path, text in small_files(self.size).items():
+            argv += ["--text", f"{path}={text}"]
+        child = self.procs.spawn("hub", argv, self.child_env({}), stdout=subprocess.PIPE)
         line = read_line(child, GENERATE_TIMEOUT)
         try:
-            info = json.loads(line)
-            return str(info["url"]), str(info["files"][rel])
-        except (ValueError, KeyError, TypeError):
-            raise DemoError(f"the model server printed {line!r}, not its JSON line\n{tail(child.log)}") from None
+            return HubModel.parse(line)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DemoError(f"the hub printed {line!r}, not its JSON line\n{tail(child.log)}") from None
 
     def start_service(self, name: str, module: str, port: int, env: Mapping[str, str]) -> Child:
         argv = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
@@ -147,7 +181,7 @@ class Demo:
         # which passes it on exactly once (a second one would cut the keeper's cancel short).
         proc = subprocess.Popen([*command, *args], cwd=REPO, env=env, process_group=0)
         self.procs.children.append(Child("rbee-keeper", proc, self.logs / "rbee-keeper.log"))
-        budget = self.size / self.rate + 60.0
+        budget = self.size * len(SHARDS) / self.rate + 60.0
         try:
             code = proc.wait(timeout=budget)
         except subprocess.TimeoutExpired:
@@ -164,27 +198,49 @@ class Demo:
             raise DemoError(f"rbee-keeper exited with code {code}")
         return time.monotonic() - started
 
-    def verify(self, queen_url: str, expected_sha: str) -> dict[str, Any]:
+    def queen_json(self, queen_url: str, path: str) -> dict[str, Any]:
         try:
-            response = httpx.get(f"{queen_url}/v1/downloads", headers=self.auth_headers(), timeout=5)
-            listed = response.raise_for_status().json().get("downloads", [])
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            raise DemoError(f"could not list the queen's downloads: {exc}") from None
-        states = [s for s in listed if s.get("model_ref") == MODEL_REF]
-        done = [s for s in states if s.get("status") == "complete"]
-        if not done:
-            raise DemoError(f"the queen lists no complete download of {MODEL_REF}: {states}")
-        state: dict[str, Any] = done[0]
-        path = Path(str(state.get("path")))
-        if not path.is_file():
-            raise DemoError(f"the hive reports {path}, which is not a file")
-        actual = sha256_of(path)
-        if actual != expected_sha or state.get("sha256") != expected_sha:
-            raise DemoError(
-                f"sha256 mismatch: generated {expected_sha}, file {actual}, hive reported {state.get('sha256')}"
-            )
-        self.say(f"sha256 verified: {actual} matches the generated file")
+            response = httpx.get(f"{queen_url}{path}", headers=self.auth_headers(), timeout=5)
+            body = response.raise_for_status().json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise DemoError(f"GET {path} on the queen failed: {exc}") from None
+        if not isinstance(body, dict):
+            raise DemoError(f"GET {path} on the queen answered {body!r}, not a JSON object")
+        return body
+
+    def verify(self, queen_url: str, hub: HubModel) -> dict[str, Any]:
+        """The model's download is complete, of the hub's commit, and every file in its snapshot is the hub's."""
+        listed = self.queen_json(queen_url, "/v1/downloads").get("downloads", [])
+        done = [s for s in listed if s.get("model_ref") == MODEL_REF and s.get("status") == "complete"]
+        if len(done) != 1:
+            raise DemoError(f"the queen lists {len(done)} complete downloads of {MODEL_REF}, not one: {listed}")
+        state = self.queen_json(queen_url, f"/v1/downloads/{done[0]['download_id']}")
+        if state.get("commit") != hub.commit:
+            raise DemoError(f"the hive pulled commit {state.get('commit')}, the hub's main is {hub.commit}")
+        files = state.get("files") or []
+        if not files or any(f.get("status") != "complete" for f in files):
+            raise DemoError(f"the queen's state of the model does not list every file complete: {files}")
+        snapshot = Path(str(state.get("path")))
+        cache = cache_of(snapshot)
+        for name, expected in hub.files.items():
+            file = snapshot / name
+            actual = sha256_of(file) if file.is_file() else "missing"
+            if actual != expected:
+                raise DemoError(f"{file}: sha256 {actual}, the hub's is {expected}")
+        self.say(f"sha256 verified: all {len(hub.files)} files of {snapshot} match the hub's")
+        self.check_with_huggingface_hub(cache, snapshot)
         return state
+
+    def check_with_huggingface_hub(self, cache: Path, snapshot: Path) -> None:
+        """huggingface_hub, where installed, finds the model in the hive's cache without the network."""
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            return
+        found = snapshot_download(ORG_REPO, cache_dir=cache, local_files_only=True)
+        if Path(found).resolve() != snapshot.resolve():
+            raise DemoError(f"huggingface_hub found {found} in the hive's cache, not {snapshot}")
+        self.say("huggingface_hub.snapshot_download(local_files_only=True) finds the same snapshot")
 
     def run(self) -> int:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -192,8 +248,8 @@ class Demo:
         for hive in HIVES:  # a fresh download every run: no finished file waiting on disk
             shutil.rmtree(self.workdir / hive, ignore_errors=True)
 
-        self.say(f"generating {human_bytes(self.size)} model file and starting the model server ...")
-        hub_url, expected_sha = self.start_model_server()
+        self.say(f"generating {ORG_REPO} ({len(SHARDS)} shards of {human_bytes(self.size)}) and starting the hub ...")
+        hub = self.start_hub()
         ports = {name: free_port() for name in ("queen", *HIVES)}
         queen_url = f"http://127.0.0.1:{ports['queen']}"
         queen = self.start_service("queen", "services.queen.main", ports["queen"], {"QUEEN_HEALTH_INTERVAL": "0.5"})
@@ -206,9 +262,9 @@ class Demo:
                     "HIVE_ID": name,
                     "HIVE_MODELS_DIR": str(self.workdir / name),
                     "HIVE_QUEEN_URL": queen_url,
-                    "HF_ENDPOINT": hub_url,
-                    # The model server caps each response at --rate; one connection makes that the real rate.
-                    "HIVE_SEGMENTS": "1",
+                    "HF_ENDPOINT": hub.url,
+                    # the hub serves at full speed: the hive's own cap makes the bar visible
+                    "HIVE_BANDWIDTH_LIMIT": str(self.rate),
                 },
             )
             for name in HIVES
@@ -217,13 +273,20 @@ class Demo:
         for name, child in zip(HIVES, hives, strict=True):
             self.wait_healthy(child, f"http://127.0.0.1:{ports[name]}")
         self.wait_registered(queen, queen_url, hives)
-        self.say(f"queen {queen_url} with {', '.join(HIVES)} healthy; model server {hub_url}")
+        self.say(f"queen {queen_url} with {', '.join(HIVES)} healthy; hub {hub.url}")
 
         took = self.run_keeper(queen_url)
-        state = self.verify(queen_url, expected_sha)
+        state = self.verify(queen_url, hub)
+        total = int(state.get("total_bytes") or 0)
+        snapshot = Path(str(state.get("path")))
         self.say(
-            f"summary: {human_bytes(self.size)} downloaded on {state.get('hive_id')} through the queen in {took:.1f}s "
-            f"({human_bytes(self.size / took)}/s), saved to {state.get('path')}"
+            f"summary: {ORG_REPO}, {state.get('files_total')} files, {human_bytes(total)} downloaded on "
+            f"{state.get('hive_id')} through the queen in {took:.1f}s ({human_bytes(total / took)}/s), "
+            f"snapshot {snapshot}"
+        )
+        self.say(
+            f"load it offline: HF_HOME={cache_of(snapshot).parent} HF_HUB_OFFLINE=1 python -c "
+            f"\"from huggingface_hub import snapshot_download; print(snapshot_download('{ORG_REPO}'))\""
         )
         return 0
 
@@ -243,20 +306,20 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str]) -> argparse.N
     parser.add_argument(
         "--size",
         type=_size,
-        default=environ.get("RBEE_DEMO_SIZE", "256M"),
-        help="generated file size, K/M/G = 1024 multiples (RBEE_DEMO_SIZE, default 256M)",
+        default=environ.get("RBEE_DEMO_SIZE", "32M"),
+        help="size of each of the model's two shards, K/M/G = 1024 multiples (RBEE_DEMO_SIZE, default 32M)",
     )
     parser.add_argument(
         "--rate",
         type=_size,
-        default=environ.get("RBEE_DEMO_RATE", "24M"),
-        help="model server rate in bytes/s, so the bar is visible (RBEE_DEMO_RATE, default 24M: about 10 s)",
+        default=environ.get("RBEE_DEMO_RATE", "8M"),
+        help="each hive's bandwidth limit in bytes/s, so the bar is visible (RBEE_DEMO_RATE, default 8M: about 8 s)",
     )
     parser.add_argument(
         "--workdir",
         type=Path,
         default=Path(environ.get("RBEE_DEMO_DIR", "demo-run")),
-        help="generated file, hive model dirs and logs (RBEE_DEMO_DIR, default ./demo-run)",
+        help="generated files, hive model dirs and logs (RBEE_DEMO_DIR, default ./demo-run)",
     )
     return parser.parse_args(argv)
 

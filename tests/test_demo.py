@@ -1,4 +1,4 @@
-"""`make demo` in small: the demo runs end to end, verifies the sha256 and leaves no process behind."""
+"""`make demo` in small: the demo pulls its model end to end, verifies every file and leaves no process behind."""
 
 from __future__ import annotations
 
@@ -45,22 +45,26 @@ def test_demo_downloads_verifies_and_cleans_up(tmp_path: Path) -> None:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert re.search(r"sha256 verified: [0-9a-f]{64} matches the generated file", output), output
-    assert "summary: 8.4 MB downloaded on hive-" in output
-    assert "complete: model.bin 8.4 MB" in output  # the keeper's own last line, in plain mode (a pipe)
+    assert "rbee-keeper --queen http://127.0.0.1:" in output and " download hf:demo-org/demo-model " in output
+    assert re.search(r"sha256 verified: all 5 files of \S+/snapshots/[0-9a-f]{40} match the hub's", output), output
+    assert "huggingface_hub.snapshot_download(local_files_only=True) finds the same snapshot" in output
+    assert re.search(r"summary: demo-org/demo-model, \d+ files, 16\.8 MB downloaded on hive-[ab] ", output), output
+    # the keeper in plain mode (a pipe): the model's progress with its files, then its own last line
+    assert re.search(r"hive-[ab] demo-org/demo-model downloading .* files \d+/\d+\n", output), output
+    assert re.search(r"complete: demo-org/demo-model 16\.8 MB \(\d+ files\)", output), output
     assert "\x1b[" not in output
     pids = started_pids(output)
-    assert set(pids) == {"modelserver", "queen", "hive-a", "hive-b"}, output
+    assert set(pids) == {"hub", "queen", "hive-a", "hive-b"}, output
     assert not [name for name, pid in pids.items() if pid_alive(pid)]
     logs = tmp_path / "demo-run" / "logs"
-    assert {p.name for p in logs.iterdir()} >= {"queen.log", "hive-a.log", "hive-b.log", "modelserver.log"}
+    assert {p.name for p in logs.iterdir()} >= {"queen.log", "hive-a.log", "hive-b.log", "hub.log"}
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks processes through /proc")
 def test_demo_stops_everything_when_interrupted(tmp_path: Path) -> None:
     # slow enough that the download is still running when SIGINT arrives
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.demo", "--size", "64M", "--rate", "4M"],
+        [sys.executable, "-m", "services.demo", "--size", "32M", "--rate", "4M"],
         cwd=REPO,
         env=demo_env(tmp_path),
         stdout=subprocess.PIPE,

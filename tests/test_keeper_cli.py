@@ -100,6 +100,7 @@ class FakeQueen:
             {"hive_id": "hive-a", "url": "http://127.0.0.1:1", "healthy": True, "active_downloads": 1}
         ]
         self.unreachable: list[str] = []
+        self.started: list[dict[str, Any]] = []  # the bodies of POST /v1/downloads
         self.app = self._build()
 
     def add(self, download: FakeDownload) -> FakeDownload:
@@ -122,6 +123,7 @@ class FakeQueen:
 
         @app.post("/v1/downloads")
         async def start(body: dict[str, Any]) -> Response:
+            self.started.append(body)
             ref = str(body.get("model_ref", ""))
             if not ref.startswith(("hf:", "http")):
                 return _error(422, "INVALID_MODEL_REF", f"unsupported model ref {ref!r}")
@@ -350,9 +352,58 @@ def test_ls_warns_about_unreachable_hives(fake: tuple[FakeQueen, ServerThread]) 
     queen.unreachable = ["hive-z"]
     result = keeper("ls", queen=server.url)
     assert result.code == EXIT_OK
-    assert result.out.splitlines()[0].split() == ["ID", "HIVE", "MODEL", "STATUS", "PROGRESS", "SPEED"]
+    assert result.out.splitlines()[0].split() == ["ID", "HIVE", "MODEL", "STATUS", "PROGRESS", "FILES", "SPEED"]
     assert "dl-1" in result.out
     assert "hive hive-z is unreachable" in result.err
+
+
+def model_events(files: int, total: int = 1_000_000) -> list[tuple[str, dict[str, Any]]]:
+    """A whole model's progress, one event per file done, then complete."""
+    events = [
+        ("progress", {**payload, "files_total": files, "files_done": i})
+        for i, (_, payload) in enumerate(progress_events(files, total))
+    ]
+    done = {"bytes": total, "total": total, "files_total": files, "files_done": files, "path": "/m/snapshots/c0"}
+    return [*events, ("complete", done)]
+
+
+def test_download_of_a_whole_model_sends_the_patterns_and_shows_its_files(
+    fake: tuple[FakeQueen, ServerThread],
+) -> None:
+    queen, server = fake
+    queen.next_script = fake_download("dl-m", model_events(3))
+    queen.next_script.state.update(files_total=3, files_done=0)
+    argv = ["download", "hf:org/llama", "--include", "*.safetensors", "--include", "*.json", "--exclude", "*.bin"]
+    result = keeper(*argv, queen=server.url)
+    assert result.code == EXIT_OK, result
+    assert queen.started == [
+        {"model_ref": "hf:org/llama", "include": ["*.safetensors", "*.json"], "exclude": ["*.bin"]}
+    ]
+    lines = result.out.splitlines()
+    assert lines[0] == "started org/llama on hive-a (id dl-m)"
+    assert lines[1].startswith("hive-a org/llama downloading 0.0%") and lines[1].endswith(" files 0/3"), lines
+    assert lines[-1] == "complete: org/llama 1.0 MB (3 files) on hive-a -> /m/snapshots/c0"
+
+    queen.downloads.clear()
+    queen.next_script = fake_download("dl-j", model_events(2))
+    result = keeper("--json", "download", "hf:org/llama", queen=server.url)
+    assert result.code == EXIT_OK, result
+    assert queen.started[-1] == {"model_ref": "hf:org/llama"}  # no patterns: none sent
+    data = [e["data"] for e in json_events(result.out)]
+    assert [(d["files_done"], d["files_total"]) for d in data] == [(0, 2), (1, 2), (2, 2)]  # the events as sent
+
+
+def test_ls_shows_a_models_files(fake: tuple[FakeQueen, ServerThread]) -> None:
+    queen, server = fake
+    queen.add(fake_download("dl-file", []))
+    whole = queen.add(fake_download("dl-model", []))
+    whole.state.update(model_ref="hf:org/llama", files_total=7, files_done=3)
+    result = keeper("ls", queen=server.url)
+    assert result.code == EXIT_OK, result
+    header, *rows = result.out.splitlines()
+    column = header.index("FILES")
+    files = {row.split()[0]: row[column:].split()[0] for row in rows}
+    assert files == {"dl-file": "-", "dl-model": "3/7"}
 
 
 # --------------------------------------------------------------------------- usage and unreachable queen
@@ -526,7 +577,7 @@ def test_ls_hives_cancel_watch_and_their_exit_codes(cluster: Cluster) -> None:
     assert listing.code == EXIT_OK
     (row,) = [line for line in listing.out.splitlines() if line.startswith(download_id)]
     assert row.split()[1:4] == ["hive-a", ref, "downloading"]
-    assert re.search(r"\d+\.\d% [\d.]+ [kM]?B/50\.0 MB\s+[\d.]+ [kM]?B/s$", row), row
+    assert re.search(r"\d+\.\d% [\d.]+ [kM]?B/50\.0 MB\s+-\s+[\d.]+ [kM]?B/s$", row), row  # FILES: - (a file)
     assert download_id not in keeper("ls", "--status", "complete", queen=queen).out
     as_json = json.loads(keeper("--json", "ls", "--status", "downloading", queen=queen).out)
     assert [d["download_id"] for d in as_json["downloads"]] == [download_id]

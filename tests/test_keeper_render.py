@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from services.keeper.client import StreamEvent, terminal_event_from_state
 from services.keeper.format import (
     Snapshot,
     display_name,
+    files_text,
     format_table,
     human_bytes,
     human_duration,
@@ -82,6 +84,8 @@ def test_human_duration() -> None:
         ("hf:org/repo@v1::file=sub/dir/weights.safetensors", "weights.safetensors"),
         ("https://example.com/a/b/model%20x.gguf?download=1", "model x.gguf"),
         ("https://example.com/", "https://example.com/"),
+        ("hf:org/repo", "org/repo"),  # a whole model: its repository
+        ("hf:org/repo@v1.0", "org/repo@v1.0"),
         (None, "download"),
         ("", "download"),
     ],
@@ -93,6 +97,10 @@ def test_display_name(ref: str | None, name: str) -> None:
 def progress(event_id: int, **data: Any) -> StreamEvent:
     payload = {"download_id": "dl-1", **data}
     return StreamEvent(event_id, "progress", payload, json.dumps(payload))
+
+
+def downloading(nbytes: int, total: int, speed: int, eta: int, **extra: Any) -> StreamEvent:
+    return progress(1, bytes=nbytes, total=total, speed_bps=speed, eta_secs=eta, status="downloading", **extra)
 
 
 def snap(**fields: Any) -> Snapshot:
@@ -118,6 +126,25 @@ def test_stats_text_known_and_unknown_total() -> None:
     assert stats_text(unknown) == "5.0 MB • 1.0 MB/s • hive-a"
     queued = snap(status="queued", queue_position=2, total=10)
     assert stats_text(queued) == "  0.0% • 0 B / 10 B • queued #2 • hive-a"
+
+
+def model(**fields: Any) -> Snapshot:
+    return snap(**{"model_ref": "hf:org/llama", "files_total": 7, "files_done": 3, **fields})
+
+
+def test_a_whole_model_folds_and_shows_its_files() -> None:
+    s = Snapshot.from_state({"download_id": "dl-1", "model_ref": "hf:org/llama", "files_total": 7, "files_done": 0})
+    assert (s.name, files_text(s)) == ("org/llama", "0/7")
+    s.apply(progress(1, bytes=10, total=100, status="downloading", files_total=7, files_done=3))
+    assert files_text(s) == "3/7"
+    s.apply(progress(2, bytes=20, total=100, status="downloading"))  # an event without the fields keeps them
+    assert files_text(s) == "3/7"
+    assert files_text(snap()) is None  # one file: no count
+    running = model(status="downloading", bytes=108_000_000, total=256_000_000, speed_bps=45_200_000, eta_secs=3)
+    assert stats_text(running) == " 42.2% • 108.0 MB / 256.0 MB • 45.2 MB/s • ETA 3s • files 3/7 • hive-a"
+    assert progress_line(running) == "hive-a org/llama downloading 42.2% 108.0 MB/256.0 MB 45.2 MB/s ETA 3s files 3/7"
+    done = model(status="complete", files_done=7, bytes=2_000_000, duration_secs=1.25, path="/m/snapshots/abc")
+    assert terminal_message(done) == "complete: org/llama 2.0 MB (7 files) in 1.2s on hive-a -> /m/snapshots/abc"
 
 
 def test_progress_line_is_plain_ascii() -> None:
@@ -192,8 +219,8 @@ def test_json_renderer_writes_payload_verbatim() -> None:
     assert json.loads(json_line(multi)) == {"id": None, "event": "cancelled", "data": {"download_id": "x"}}
 
 
-def render_bar(events: list[StreamEvent], start: Snapshot) -> str:
-    console = Console(record=True, force_terminal=True, width=120, file=io.StringIO(), color_system="truecolor")
+def render_bar(events: list[StreamEvent], start: Snapshot, width: int = 120) -> str:
+    console = Console(record=True, force_terminal=True, width=width, file=io.StringIO(), color_system="truecolor")
     renderer = BarRenderer(console)
     renderer.start(start)
     for event in events:
@@ -205,12 +232,31 @@ def render_bar(events: list[StreamEvent], start: Snapshot) -> str:
 
 def test_bar_renderer_shows_name_percent_sizes_speed_eta_and_hive() -> None:
     text = render_bar(
-        [progress(1, bytes=108_000_000, total=256_000_000, speed_bps=45_200_000, eta_secs=3, status="downloading")],
-        snap(status="starting", total=256_000_000),
+        [downloading(108_000_000, 256_000_000, 45_200_000, 3)], snap(status="starting", total=256_000_000)
     )
     last = text.strip().splitlines()[-1]
     for part in ("m.bin", "42.2%", "108.0 MB / 256.0 MB", "45.2 MB/s", "ETA 3s", "hive-a", "━"):
         assert part in last, (part, last)
+
+
+def test_bar_renderer_shows_a_models_files_done_and_total() -> None:
+    event = downloading(50_000_000, 200_000_000, 10_000_000, 15, files_total=4, files_done=1)
+    last = render_bar([event], model(status="starting", total=200_000_000, files_total=4, files_done=0))
+    last = last.strip().splitlines()[-1]
+    for part in ("org/llama", "25.0%", "50.0 MB / 200.0 MB", "10.0 MB/s", "ETA 15s", "files 1/4", "hive-a"):
+        assert part in last, (part, last)
+
+
+def test_on_80_columns_a_models_stats_go_below_its_bar_whole() -> None:
+    event = downloading(60_100_000, 67_100_000, 8_400_000, 1, files_total=6, files_done=4)
+    start = model(model_ref="hf:demo-org/demo-model", status="starting", total=67_100_000, files_total=6)
+    *_, bar, stats = render_bar([event], start, width=80).strip().splitlines()
+    # (a recorded live display runs its frames together: the bar is the end of its line)
+    assert re.search(r"demo-org/demo-model [━╸╺]{40,}$", bar), bar  # the name whole, and a real bar
+    assert stats == " 89.6% • 60.1 MB / 67.1 MB • 8.4 MB/s • ETA 1s • files 4/6 • hive-a"
+    file_event = downloading(60_100_000, 67_100_000, 8_400_000, 1)
+    one_line = render_bar([file_event], snap(status="starting", total=67_100_000), width=80).strip().splitlines()[-1]
+    assert re.search(r"m\.bin [━╸╺]+ +89\.6% • [^•]+ • [^•]+ • ETA 1s • hive-a$", one_line), one_line  # one line
 
 
 def test_bar_renderer_indeterminate_when_total_unknown() -> None:

@@ -19,6 +19,8 @@ from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from services.hive.main import create_app as create_hive
 from services.hive.settings import HiveSettings
+from services.modelserver.hub import Hub
+from services.modelserver.hub_repo import Generated
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
@@ -216,6 +218,78 @@ def test_placement_proxying_cancel_and_errors(env: Env) -> None:
             assert response.headers["content-type"] == "application/json"
             assert response.json()["error"]["code"] == code
     assert httpx.get(f"{queen.url}/healthz").json()["healthy_hives"] == 2  # no token needed
+
+
+def test_the_files_of_one_model_started_one_by_one_land_on_one_hive(env: Env) -> None:
+    hub = env.stack.enter_context(Hub(env.tmp / "hub-store"))
+    hub.add_repo("org/llama")
+    shards = [f"model-0000{i}-of-00004.safetensors" for i in range(1, 5)]
+    commit = hub.commit(
+        "org/llama", {**{n: Generated(MiB, seed=i) for i, n in enumerate(shards)}, "config.json": b"{}"}
+    )
+    hub.add_repo("org/other")
+    hub.commit("org/other", {"model.safetensors": Generated(MiB, seed=9)})
+    hives = {h: env.hive(h, hf_endpoint=hub.url) for h in ("hive-a", "hive-b")}
+    queen = env.queen({h: s.url for h, s in hives.items()})
+    wait_until(lambda: all((hive_health(queen, h) or {}).get("healthy") for h in hives), 5)
+
+    holds = [Hold(s.url, AUTH) for s in hives.values()]  # everything stays active until released
+    placed = [start(queen, f"hf:org/llama::file={name}").json() for name in (*shards, "config.json")]
+    homes = {p["hive_id"] for p in placed}
+    assert len(homes) == 1, placed  # never spread over the hives, though the other one sits idle
+    (home,) = homes
+    other = start(queen, "hf:org/other::file=model.safetensors").json()
+    assert other["hive_id"] != home  # another model: placed by load
+    for hold in holds:
+        hold.release()
+    with api(queen) as client:
+
+        def states() -> list[dict[str, Any]]:
+            return [client.get(f"/v1/downloads/{p['download_id']}").json() for p in (*placed, other)]
+
+        done = wait_until(lambda: (s := states()) and all(x["status"] == "complete" for x in s) and s, 20)
+    assert [d["hive_id"] for d in done] == [home] * len(placed) + [other["hive_id"]]
+    assert {d["commit"] for d in done[:-1]} == {commit}
+
+
+def test_a_whole_model_through_the_queen_joins_its_running_shard_and_lists_its_files(env: Env) -> None:
+    hub = env.stack.enter_context(Hub(env.tmp / "hub-store"))
+    hub.add_repo("org/llama")
+    shards = {f"model-0000{i}-of-00002.safetensors": Generated(MiB + i, seed=i) for i in (1, 2)}
+    texts = {"config.json": b'{"hidden": 64}', "tokenizer.json": b'{"vocab": []}', "README.md": b"# llama"}
+    commit = hub.commit("org/llama", {**shards, **texts, "original/consolidated.bin": Generated(MiB, seed=7)})
+    hives = {h: env.hive(h, hf_endpoint=hub.url) for h in ("hive-a", "hive-b")}
+    queen = env.queen({h: s.url for h, s in hives.items()})
+    wait_until(lambda: all((hive_health(queen, h) or {}).get("healthy") for h in hives), 5)
+
+    holds = [Hold(s.url, AUTH) for s in hives.values()]
+    shard = start(queen, "hf:org/llama::file=model-00001-of-00002.safetensors", hive_id="hive-b").json()
+    model = start(queen, "hf:org/llama", include=["*.safetensors", "*.json"], exclude=["tokenizer.*"])
+    assert model.status_code == 202, model.text
+    assert model.json()["hive_id"] == "hive-b"  # where its shard runs, though hive-a is idle
+    model_id = model.json()["download_id"]
+    for hold in holds:
+        hold.release()
+
+    events = read_to_end(f"{queen.url}/v1/downloads/{model_id}/stream")
+    assert_one_clean_stream(events, "hive-b")
+    payloads = [e.json() for e in events]
+    wanted = {*shards, "config.json"}  # include, then exclude; README.md, the .bin and .gitattributes left out
+    assert {p["files_total"] for p in payloads} == {len(wanted)}
+    done = [p["files_done"] for p in payloads]
+    assert done == sorted(done) and done[-1] == len(wanted)
+    with api(queen) as client:
+        state = client.get(f"/v1/downloads/{model_id}").json()  # the hive's state, passed through whole
+        listed = {d["download_id"]: d for d in client.get("/v1/downloads").json()["downloads"]}
+        shard_state = client.get(f"/v1/downloads/{shard['download_id']}").json()
+    assert (state["status"], state["commit"], state["hive_id"]) == ("complete", commit, "hive-b")
+    assert (state["files_total"], state["files_done"]) == (len(wanted), len(wanted))
+    assert {f["path"]: (f["size"], f["bytes"], f["status"]) for f in state["files"]} == {
+        path: (hub.file("org/llama", path).size,) * 2 + ("complete",) for path in wanted
+    }
+    assert state["path"].endswith(f"/hub/models--org--llama/snapshots/{commit}")
+    assert (listed[model_id]["files_total"], listed[model_id]["files_done"]) == (len(wanted), len(wanted))
+    assert shard_state["status"] == "complete" and shard_state["hive_id"] == "hive-b"
 
 
 def test_list_gathers_every_hive_and_names_the_unreachable_one(env: Env) -> None:

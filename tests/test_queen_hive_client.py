@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from services.queen.service import QueenService
 from services.queen.settings import QueenSettings
 from services.queen.upstream import RelayStats
 from shared.errors import ApiError
+from shared.wire import StartDownload
 
 T = TypeVar("T")
 HIVE = HiveInfo("hive-a", "http://hive-a.test:9200", "static")
@@ -75,7 +77,7 @@ def test_hive_4xx_errors_pass_through_as_they_are() -> None:
     respx.post(f"{HIVE.url}/v2/downloads").respond(
         422, json={"error": {"code": "INVALID_MODEL_REF", "message": "path escapes the models directory"}}
     )
-    error = api_error(lambda c: c.start_download(HIVE, "hf:../x", None))
+    error = api_error(lambda c: c.start_download(HIVE, StartDownload(model_ref="hf:../x")))
     assert (error.status, error.code, error.message) == (422, "INVALID_MODEL_REF", "path escapes the models directory")
     respx.delete(f"{HIVE.url}/v2/downloads/dl-1").respond(
         409, json={"error": {"code": "ALREADY_FINISHED", "message": "complete", "state": {"status": "complete"}}}
@@ -93,7 +95,7 @@ def test_other_hive_failures_are_502_hive_error(status: int, body: dict[str, Any
     respx.post(f"{HIVE.url}/v2/downloads").mock(
         return_value=httpx.Response(status, json=body) if body else httpx.Response(status, text="oops")
     )
-    error = api_error(lambda c: c.start_download(HIVE, "https://x/y", None))
+    error = api_error(lambda c: c.start_download(HIVE, StartDownload(model_ref="https://x/y")))
     assert (error.status, error.code, error.extra["hive_id"]) == (502, "HIVE_ERROR", "hive-a")
 
 
@@ -108,9 +110,18 @@ def test_a_body_that_is_not_json_is_502() -> None:
 @respx.mock
 def test_start_returns_the_hive_status_and_state_with_hive_id() -> None:
     route = respx.post(f"{HIVE.url}/v2/downloads").respond(200, json={"download_id": "dl-9", "status": "complete"})
-    status, state = call(lambda c: c.start_download(HIVE, "https://x/y", "a" * 64))
+    status, state = call(lambda c: c.start_download(HIVE, StartDownload(model_ref="https://x/y", sha256="a" * 64)))
     assert (status, state) == (200, {"download_id": "dl-9", "status": "complete", "hive_id": "hive-a"})
     assert route.calls.last.request.content == b'{"model_ref":"https://x/y","sha256":"' + b"a" * 64 + b'"}'
+
+
+@respx.mock
+def test_start_passes_include_and_exclude_on() -> None:
+    route = respx.post(f"{HIVE.url}/v2/downloads").respond(202, json={"download_id": "dl-9", "status": "queued"})
+    request = StartDownload(model_ref="hf:org/repo", include=["*.safetensors", "*.json"], exclude=["*.bin"])
+    call(lambda c: c.start_download(HIVE, request))
+    body = json.loads(route.calls.last.request.content)
+    assert body == {"model_ref": "hf:org/repo", "include": ["*.safetensors", "*.json"], "exclude": ["*.bin"]}
 
 
 @respx.mock
@@ -134,7 +145,7 @@ def placement(side_effect: Exception) -> tuple[Any, HiveRegistry, respx.Route]:
             hub = AggregateHub(hives, registry.record_download, AggregateConfig("q", 10, 0.1, 0.1, 1.0), RelayStats())
             service = QueenService(QueenSettings(), registry, hives, hub)
             try:
-                return await service.start_download("https://x/y", None, None)
+                return await service.start_download(StartDownload(model_ref="https://x/y"), None)
             except ApiError as exc:
                 return exc
 

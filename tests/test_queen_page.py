@@ -21,13 +21,15 @@ import pytest
 
 from services.hive.main import create_app as create_hive_app
 from services.hive.settings import HiveSettings
+from services.modelserver.hub import Hub
+from services.modelserver.hub_repo import Generated
 from services.modelserver.server import Fault, ModelServer
 from services.queen import page as queen_page
 from services.queen.main import create_app as create_queen
 from services.queen.page import PUBLIC_PATHS
 from services.queen.settings import QueenSettings
 from tests.conftest import FAST_HIVE
-from tests.support import ServerThread, free_port, wait_until
+from tests.support import Hold, ServerThread, free_port, serve, wait_until
 
 try:
     from playwright.sync_api import Browser, Locator, Page, Playwright, expect, sync_playwright
@@ -107,8 +109,11 @@ class Stack:
 
     def new_file(self, rate: int = RATE, size: int = SIZE, fault: Fault | None = None) -> str:
         """A fresh hub file (so no hive has it yet); its model ref."""
-        name = f"model-{next(_counter)}.bin"
-        self.models.add_file(f"{ORG}/{name}", size, seed=len(name))
+        n = next(_counter)
+        name = f"model-{n}.bin"
+        # bytes of its own: the hive's cache stores a blob once, so a file with the bytes of an earlier one
+        # would be complete at once
+        self.models.add_file(f"{ORG}/{name}", size, seed=n)
         self.models.set_fault(f"/{ORG}/resolve/main/{name}", fault or Fault(rate_bps=rate))
         return f"hf:{ORG}::file={name}"
 
@@ -371,3 +376,49 @@ def test_user_data_is_shown_as_text_never_as_markup(stack: Stack, page: Page) ->
     expect(r.locator(".error-code")).to_have_text("NOT_FOUND")
     assert r.locator("img").count() == 0 and page.locator("tbody img").count() == 0
     assert page.evaluate("window.__xss") is None
+
+
+def test_a_whole_model_is_one_row_with_its_file_count_that_opens_to_its_files(browser: Browser, tmp_path: Path) -> None:
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    with Hub(tmp_path / "hub-store") as hub:
+        hub.add_repo("acme/tiny")
+        content = {name: Generated(SIZE, seed=i) for i, name in enumerate(shards)}
+        hub.commit("acme/tiny", {**content, "config.json": b'{"hidden": 8}', "tokenizer.json": b'{"vocab": []}'})
+        settings = HiveSettings(id="hive-m", models_dir=tmp_path / "models", hf_endpoint=hub.url, **FAST_HIVE)
+        with serve(create_hive_app(settings)) as hive, serve(create_queen_app(hives={"hive-m": hive.url})) as queen:
+            poll(lambda: httpx.get(f"{queen.url}/v1/hives").json()["hives"][0]["healthy"], "hive-m healthy")
+            with open_page(browser, queen.url) as page:
+                hold = Hold(hive.url)  # the model runs until released
+                page.fill("#model-ref", "hf:acme/tiny")
+                page.click("#start-form button[type=submit]")
+                rows = page.locator("tr.download")
+                expect(rows).to_have_count(1, timeout=WAIT)  # one row for the model, not one per file
+                r = rows.first
+                model_id = r.get_attribute("data-download-id")
+                expect(r.locator(".name")).to_have_text("acme/tiny")
+                summary = r.locator(".files summary")
+                expect(summary).to_have_text(re.compile(r"^\d+/\d+ files$"), timeout=WAIT)
+                expect(r).to_have_attribute("data-status", "downloading", timeout=WAIT)
+                total = int(summary.inner_text().split("/")[1].split()[0])
+                assert total >= 4
+
+                summary.click()  # opened: the files come from GET /v1/downloads/{id}
+                files = r.locator(".file-list .file")
+                expect(files).to_have_count(total, timeout=WAIT)
+                paths = set(r.locator(".file-list .file-path").all_inner_texts())
+                assert {*shards, "config.json", "tokenizer.json"} <= paths
+                shard = files.filter(has=page.locator(f'.file-path:text-is("{shards[0]}")'))
+                expect(shard.locator(".file-bytes")).to_have_text(re.compile(r" / 3\.0 MB$"))
+                # while it stays open and the model runs, the list is asked for again (every 2 s)
+                gets = (
+                    f"performance.getEntriesByType('resource').filter(e => e.name.endsWith('/v1/downloads/{model_id}'))"
+                )
+                asked = page.evaluate(f"{gets}.length")
+                poll(lambda: page.evaluate(f"{gets}.length") > asked, "the file list asked for again")
+
+                hold.release()
+                expect(r).to_have_attribute("data-status", "complete", timeout=WAIT)
+                expect(summary).to_have_text(f"{total}/{total} files", timeout=WAIT)
+                # still open, the list follows: every file complete
+                expect(r.locator('.file-list .file[data-status="complete"]')).to_have_count(total, timeout=WAIT)
+                expect(shard.locator(".file-bytes")).to_have_text("3.0 MB")

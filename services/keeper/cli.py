@@ -87,9 +87,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("download", parents=[common, follow], help="start a download and follow it to the end")
-    p.add_argument("model_ref", metavar="MODEL_REF", help="hf:org/repo[@rev]::file=path or an http(s) URL")
-    p.add_argument("--hive", metavar="ID", help="run it on this hive (default: the least busy healthy one)")
+    p.add_argument(
+        "model_ref",
+        metavar="MODEL_REF",
+        help="hf:org/repo[@rev] (the whole model), hf:org/repo[@rev]::file=path (one file) or an http(s) URL",
+    )
+    p.add_argument(
+        "--hive",
+        metavar="ID",
+        help="run it on this hive (default: the hive already pulling this model, else the least busy healthy one)",
+    )
     p.add_argument("--sha256", type=_sha256, metavar="HEX", help="expected sha256 of the file")
+    p.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="a whole model: only files matching this pattern (repeatable; as huggingface_hub's allow_patterns)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="GLOB",
+        help="a whole model: leave out files matching this pattern (repeatable; as ignore_patterns)",
+    )
 
     p = sub.add_parser("watch", parents=[common, follow], help="follow a running download")
     p.add_argument("download_id", metavar="ID")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -161,7 +161,12 @@ class QueenClient:
         return list(hives)
 
     def start_download(
-        self, model_ref: str, hive_id: str | None = None, sha256: str | None = None
+        self,
+        model_ref: str,
+        hive_id: str | None = None,
+        sha256: str | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """(state, created): created is False when the queen joined an existing download of the file (200)."""
         payload: dict[str, Any] = {"model_ref": model_ref}
@@ -169,6 +174,10 @@ class QueenClient:
             payload["hive_id"] = hive_id
         if sha256:
             payload["sha256"] = sha256
+        if include:
+            payload["include"] = list(include)
+        if exclude:
+            payload["exclude"] = list(exclude)
         response = self._send("POST", "/v1/downloads", json=payload)
         return _json_body(response), response.status_code == 202
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from services.keeper.client import QueenError
 from services.keeper.context import EXIT_ERROR, EXIT_OK, Context
-from services.keeper.format import Snapshot, display_name, format_table, human_speed, size_text
+from services.keeper.format import Snapshot, display_name, files_text, format_table, human_speed, size_text
 
 __all__ = ["cmd_cancel", "cmd_hives", "cmd_ls"]
 
@@ -53,10 +53,10 @@ def cmd_ls(ctx: Context) -> int:
         for state in downloads:
             snap = Snapshot.from_state(state)
             speed = human_speed(snap.speed_bps or 0) if snap.status == "downloading" else "-"
-            rows.append(
-                [snap.download_id, snap.hive_id or "-", snap.model_ref or "-", snap.status, _progress_cell(snap), speed]
-            )
-        headers = ["ID", "HIVE", "MODEL", "STATUS", "PROGRESS", "SPEED"]
+            files = files_text(snap) or "-"
+            model = snap.model_ref or "-"
+            rows.append([snap.download_id, snap.hive_id or "-", model, snap.status, _progress_cell(snap), files, speed])
+        headers = ["ID", "HIVE", "MODEL", "STATUS", "PROGRESS", "FILES", "SPEED"]
         if rows:
             _print_table(ctx, "downloads", headers, rows)
         else:

@@ -64,7 +64,7 @@ def _interrupted(ctx: Context, snap: Snapshot) -> int:
 
 def cmd_download(ctx: Context) -> int:
     args = ctx.args
-    state, created = ctx.client.start_download(args.model_ref, args.hive, args.sha256)
+    state, created = ctx.client.start_download(args.model_ref, args.hive, args.sha256, args.include, args.exclude)
     snap = Snapshot.from_state(state)
     if ctx.mode != "json":
         verb = "started" if created else "joined the running download of"

@@ -14,6 +14,7 @@ from services.keeper.client import StreamEvent
 __all__ = [
     "Snapshot",
     "display_name",
+    "files_text",
     "format_table",
     "human_bytes",
     "human_duration",
@@ -76,10 +77,13 @@ def human_duration(secs: float | None) -> str:
 
 
 def display_name(model_ref: str | None) -> str:
-    """The file a model ref names: `hf:org/repo::file=dir/model.bin` and `https://h/a/model.bin` -> `model.bin`."""
+    """The file a model ref names: `hf:org/repo::file=dir/model.bin` and `https://h/a/model.bin` -> `model.bin`;
+    a whole model is its repository: `hf:org/repo@rev` -> `org/repo@rev`."""
     if not model_ref:
         return "download"
-    if model_ref.startswith("hf:") and "::file=" in model_ref:
+    if model_ref.startswith("hf:") and "::file=" not in model_ref:
+        return model_ref[3:] or model_ref
+    if model_ref.startswith("hf:"):
         path = model_ref.split("::file=", 1)[1]
     elif model_ref.startswith(("http://", "https://")):
         path = unquote(urlsplit(model_ref).path)
@@ -108,6 +112,8 @@ class Snapshot:
     sha256: str | None = None
     path: str | None = None
     duration_secs: float | None = None
+    files_total: int | None = None  # a whole model: its files, and how many are in place
+    files_done: int | None = None
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Snapshot:
@@ -126,6 +132,8 @@ class Snapshot:
             code=state.get("error_code"),
             sha256=state.get("sha256"),
             path=state.get("path"),
+            files_total=state.get("files_total"),
+            files_done=state.get("files_done"),
         )
 
     @property
@@ -141,6 +149,9 @@ class Snapshot:
         for key in ("hive_id", "model_ref"):
             if data.get(key):
                 setattr(self, key, data[key])
+        if isinstance(data.get("files_total"), int):
+            self.files_total = data["files_total"]
+            self.files_done = max(self.files_done or 0, int(data.get("files_done") or 0))
         if event.event == "progress":
             self.status = str(data.get("status") or self.status)
             self.speed_bps = data.get("speed_bps")
@@ -170,6 +181,13 @@ class Snapshot:
         return None
 
 
+def files_text(snap: Snapshot) -> str | None:
+    """`3/7` (files in place of a whole model's files), or None for one file."""
+    if snap.files_total is None:
+        return None
+    return f"{snap.files_done or 0}/{snap.files_total}"
+
+
 def _status_word(snap: Snapshot) -> str:
     if snap.status == "queued" and snap.queue_position is not None:
         return f"queued #{snap.queue_position}"
@@ -184,7 +202,8 @@ def size_text(snap: Snapshot, sep: str) -> str:
 
 
 def stats_text(snap: Snapshot) -> str:
-    """The text beside the bar: `42.0% • 108.0 MB / 256.0 MB • 45.2 MB/s • ETA 3s • hive-a`."""
+    """The text beside the bar: `42.0% • 108.0 MB / 256.0 MB • 45.2 MB/s • ETA 3s • hive-a`; a whole model
+    shows `files 3/7` before the hive."""
     parts: list[str] = []
     pct = snap.percent_value
     if pct is not None:
@@ -197,13 +216,16 @@ def stats_text(snap: Snapshot) -> str:
             parts.append(f"ETA {human_eta(snap.eta_secs)}")
     if not running:
         parts.append(_status_word(snap))
+    if (files := files_text(snap)) is not None:
+        parts.append(f"files {files}")
     if snap.hive_id:
         parts.append(snap.hive_id)
     return " • ".join(parts)
 
 
 def progress_line(snap: Snapshot) -> str:
-    """One log-friendly ASCII line: `hive-a model.bin downloading 42.0% 108.0 MB/256.0 MB 45.2 MB/s ETA 3s`."""
+    """One log-friendly ASCII line: `hive-a model.bin downloading 42.0% 108.0 MB/256.0 MB 45.2 MB/s ETA 3s`
+    (a whole model adds `files 3/7`)."""
     parts = [snap.hive_id or "-", snap.name, _status_word(snap)]
     pct = snap.percent_value
     if pct is not None:
@@ -213,6 +235,8 @@ def progress_line(snap: Snapshot) -> str:
         parts.append(human_speed(snap.speed_bps or 0))
         if snap.total is not None:
             parts.append(f"ETA {human_eta(snap.eta_secs)}")
+    if (files := files_text(snap)) is not None:
+        parts.append(f"files {files}")
     return " ".join(parts)
 
 
@@ -222,7 +246,8 @@ def terminal_message(snap: Snapshot) -> str:
         took = f" in {human_duration(snap.duration_secs)}" if snap.duration_secs is not None else ""
         where = f" -> {snap.path}" if snap.path else ""
         sha = f" (sha256 {snap.sha256})" if snap.sha256 else ""
-        return f"complete: {snap.name} {human_bytes(snap.bytes)}{took} on {snap.hive_id or '?'}{where}{sha}"
+        files = f" ({snap.files_total} files)" if snap.files_total is not None else ""
+        return f"complete: {snap.name} {human_bytes(snap.bytes)}{files}{took} on {snap.hive_id or '?'}{where}{sha}"
     if snap.status == "failed":
         return f"{snap.code or 'DOWNLOAD_FAILED'}: {snap.error or 'the download failed'}"
     if snap.status == "cancelled":

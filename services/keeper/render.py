@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Protocol, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.cells import cell_len
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn
+from rich.table import Table
+from rich.text import Text
 
 from services.keeper.client import StreamEvent
 from services.keeper.format import (
@@ -37,12 +40,38 @@ class Renderer(Protocol):
     def stop(self) -> None: ...
 
 
+_MIN_BAR = 16  # cells: below this the stats move to a line of their own
+
+
+class _Progress(Progress):
+    """Name, bar and stats on one line; on a terminal too narrow for all three (a whole model's stats are
+    long, and 80 columns are common) the stats go on a line of their own below the name and bar, whole."""
+
+    def __init__(self, *columns: ProgressColumn, console: Console, **options: Any) -> None:
+        self.terminal = console  # (rich asks for the renderables before `self.console` exists)
+        super().__init__(*columns, console=console, **options)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        tasks = [t for t in self.tasks if t.visible]
+        width = self.terminal.width
+        if all(cell_len(t.description) + cell_len(t.fields["stats"]) + 2 + _MIN_BAR <= width for t in tasks):
+            yield self.make_tasks_table(tasks)
+            return
+        shown = [c for c in self.columns[:2] if isinstance(c, ProgressColumn)]
+        table = Table.grid(*(c.get_table_column().copy() for c in shown), padding=(0, 1), expand=self.expand)
+        for task in tasks:
+            table.add_row(*(column(task) for column in shown))
+        yield table
+        for task in tasks:
+            yield Text(task.fields["stats"], no_wrap=True, overflow="ellipsis")
+
+
 class BarRenderer:
     """A live rich progress bar; indeterminate (pulsing) while the total is unknown."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(
+        self.progress = _Progress(
             TextColumn("[bold]{task.description}"),
             # explicit colours: rich's default "finished" green degrades to grey on 16-colour terminals
             BarColumn(bar_width=None, complete_style="magenta", finished_style="green", pulse_style="cyan"),

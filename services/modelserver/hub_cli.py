@@ -1,8 +1,8 @@
 """``python -m services.modelserver.hub_cli``: run the test hub (and its CDN) for the demo or by hand.
 
-Builds one repo from generated files (deterministic bytes, written once under ``--root`` and served
-from disk), prints one JSON line ``{"url", "cdn", "repo", "commit", "files": {path: sha256}}`` and
-serves until SIGTERM/SIGINT.
+Builds one repo from generated files (deterministic bytes, written under ``--root`` and served from
+disk) and small text files given inline (``--text config.json='{...}'``), prints one JSON line
+``{"url", "cdn", "repo", "commit", "files": {path: sha256}}`` and serves until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from services.modelserver.files import parse_size
 from services.modelserver.hub import Hub
-from services.modelserver.hub_repo import Generated
+from services.modelserver.hub_repo import Content, Generated
 from services.modelserver.server import _wait_for_shutdown_signal
 
 
@@ -29,6 +29,13 @@ def _file_spec(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _text_spec(text: str) -> tuple[str, bytes]:
+    path, sep, content = text.partition("=")
+    if not sep or not path or path.startswith("/") or ".." in path.split("/"):
+        raise argparse.ArgumentTypeError(f"expected path/in/repo=TEXT, got {text!r}")
+    return path, content.encode()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rbee-testhub", description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, type=Path, help="where generated files are written")
@@ -36,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--repo", default="org/model")
     parser.add_argument("--file", nargs="+", action="extend", type=_file_spec, default=[], metavar="PATH:SIZE")
+    parser.add_argument("--text", action="append", type=_text_spec, default=[], metavar="PATH=TEXT")
     args = parser.parse_args(argv)
     hub = Hub(args.root, host=args.host, port=args.port)
     hub.add_repo(args.repo)
-    commit = hub.commit(args.repo, {p: Generated(size, zlib.crc32(p.encode())) for p, size in args.file})
-    files = {p: hub.file(args.repo, p).sha256 for p, _ in args.file}
+    content: dict[str, Content] = {p: Generated(size, zlib.crc32(p.encode())) for p, size in args.file}
+    content.update(args.text)
+    commit = hub.commit(args.repo, content)
+    files = {p: hub.file(args.repo, p).sha256 for p in content}
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     with hub:

@@ -95,6 +95,17 @@ class AggregateHub:
     def connected_upstreams(self) -> int:
         return sum(1 for u in self._upstreams.values() if u.connected)
 
+    # -- what is running ---------------------------------------------------------------------
+
+    def active(self) -> list[tuple[str, str]]:
+        """(hive_id, model_ref) of every download the hub last saw queued or running."""
+        pairs = ((e.data.get("hive_id"), e.data.get("model_ref")) for e in self._latest.values())
+        return [(h, r) for h, r in pairs if isinstance(h, str) and isinstance(r, str)]
+
+    def knows(self, download_id: str) -> bool:
+        """Whether the hub has seen any event of this download (running, or finished lately)."""
+        return download_id in self._latest or download_id in self._finished
+
     # -- hives -----------------------------------------------------------------------------
 
     def watch(self, hive: HiveInfo) -> None:

@@ -18,7 +18,7 @@ import structlog
 from services.queen.registry import HiveInfo
 from shared.errors import ApiError
 from shared.models import ErrorCode
-from shared.wire import hive_stream_url
+from shared.wire import StartDownload, hive_stream_url
 
 __all__ = ["HiveClient", "HiveUnreachable", "close_stream", "correlation_id", "unreachable"]
 
@@ -160,10 +160,8 @@ class HiveClient:
     async def health(self, hive: HiveInfo, time_limit: float) -> dict[str, Any]:
         return self._json_object(hive, await self.request(hive, "GET", "/healthz", time_limit=time_limit, quiet=True))
 
-    async def start_download(self, hive: HiveInfo, model_ref: str, sha256: str | None) -> tuple[int, dict[str, Any]]:
-        body: dict[str, Any] = {"model_ref": model_ref}
-        if sha256 is not None:
-            body["sha256"] = sha256
+    async def start_download(self, hive: HiveInfo, request: StartDownload) -> tuple[int, dict[str, Any]]:
+        body = request.model_dump(mode="json", exclude_none=True)
         response = await self.request(hive, "POST", "/v2/downloads", json=body)
         return response.status_code, {**self._json_object(hive, response), "hive_id": hive.hive_id}
 

@@ -24,6 +24,7 @@ from shared.wire import (
     HiveList,
     QueenStartDownload,
     RegisterHive,
+    StartDownload,
     error_responses,
 )
 
@@ -79,7 +80,8 @@ async def register_hive(body: RegisterHive, response: Response, service: Service
     },
 )
 async def start_download(body: QueenStartDownload, response: Response, service: ServiceDep) -> DownloadStateBody:
-    status, state = await service.start_download(body.model_ref, body.sha256, body.hive_id)
+    request = StartDownload(model_ref=body.model_ref, sha256=body.sha256, include=body.include, exclude=body.exclude)
+    status, state = await service.start_download(request, body.hive_id)
     response.status_code = status
     return DownloadStateBody.model_validate(state)
 

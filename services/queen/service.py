@@ -7,9 +7,11 @@ HiveRegistry; this module does the I/O that feeds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -17,10 +19,12 @@ import structlog
 
 from services.queen.aggregate import AggregateHub
 from services.queen.hive_client import HiveClient, HiveUnreachable
+from services.queen.placement import holding_hive, repo_key
 from services.queen.registry import Health, HiveInfo, HiveRegistry
 from services.queen.settings import QueenSettings
 from shared.errors import ApiError
-from shared.models import ErrorCode
+from shared.models import DownloadStatus, ErrorCode
+from shared.wire import StartDownload
 
 __all__ = ["QueenService"]
 
@@ -29,6 +33,9 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ACTIVE_STATUSES = frozenset(s.value for s in DownloadStatus if not s.is_terminal)
+# downloads placed here that the aggregated streams have not shown yet (normally only for milliseconds)
+_PLACED_MEMORY = 1_000
 
 
 def _started_at(download: dict[str, Any]) -> datetime:
@@ -47,6 +54,8 @@ class QueenService:
         self.hub = hub
         self._lookups: dict[str, asyncio.Task[HiveInfo | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._placed: OrderedDict[str, tuple[str, str]] = OrderedDict()  # download_id -> (hive_id, model_ref)
+        self._placing: dict[str, tuple[asyncio.Lock, int]] = {}  # repo key -> its lock, and how many hold or wait
 
     # -- hives -----------------------------------------------------------------------------
 
@@ -117,18 +126,48 @@ class QueenService:
             raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, f"hive {hive_id!r} is unhealthy", hive_id=hive_id)
         return hive
 
-    async def start_download(
-        self, model_ref: str, sha256: str | None, hive_id: str | None
-    ) -> tuple[int, dict[str, Any]]:
-        """Start on the named hive, or on the least busy healthy one (the next if that one refuses connections)."""
+    async def start_download(self, request: StartDownload, hive_id: str | None) -> tuple[int, dict[str, Any]]:
+        """Start on the named hive, else where the same model is already running, else on the least busy
+        healthy hive (the next if that one refuses connections). Rules: `services/queen/placement.py`."""
         if hive_id is not None:
-            return await self._start_on(self._named_hive(hive_id), model_ref, sha256)
+            return await self._start_on(self._named_hive(hive_id), request)
+        key = repo_key(request.model_ref)
+        if key is None:
+            return await self._place(request)
+        async with self._one_at_a_time(key):  # so a second file of the model sees where the first went
+            return await self._place(request)
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._placing.get(key, (asyncio.Lock(), 0))
+        self._placing[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._placing[key]
+            if users == 1:
+                del self._placing[key]
+            else:
+                self._placing[key] = (lock, users - 1)
+
+    async def _place(self, request: StartDownload) -> tuple[int, dict[str, Any]]:
+        holder = holding_hive(request.model_ref, self._active())
+        if holder is not None and (hive := self.registry.get(holder)) is not None:
+            if hive.health is Health.UNHEALTHY:
+                message = (
+                    f"hive {holder!r} is running downloads of this model but is unhealthy; the model's files stay"
+                    " on one hive, so wait for it or name a hive (hive_id) to start it elsewhere"
+                )
+                raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, message, hive_id=holder)
+            log.info("download_follows_its_model", hive_id=holder, model_ref=request.model_ref)
+            return await self._start_on(hive, request)
         tried: set[str] = set()
         last_error: ApiError | None = None
         while (hive := self.registry.least_busy(exclude=tried)) is not None:
             tried.add(hive.hive_id)
             try:
-                return await self._start_on(hive, model_ref, sha256)
+                return await self._start_on(hive, request)
             except HiveUnreachable as exc:
                 if exc.connected:  # it may have started there: never risk a second copy elsewhere
                     raise
@@ -136,14 +175,28 @@ class QueenService:
                 last_error = exc
         raise last_error or ApiError(503, ErrorCode.HIVE_UNREACHABLE, "no healthy hive to start the download on")
 
-    async def _start_on(self, hive: HiveInfo, model_ref: str, sha256: str | None) -> tuple[int, dict[str, Any]]:
-        status, body = await self.hives.start_download(hive, model_ref, sha256)
+    async def _start_on(self, hive: HiveInfo, request: StartDownload) -> tuple[int, dict[str, Any]]:
+        status, body = await self.hives.start_download(hive, request)
         download_id = str(body.get("download_id"))
         self.registry.record_download(download_id, hive.hive_id)
         if status == 202:
             self.registry.note_started(hive.hive_id)
+        if body.get("status") in _ACTIVE_STATUSES:
+            self._note_placed(download_id, hive.hive_id, str(body.get("model_ref") or request.model_ref))
         log.info("download_placed", download_id=download_id, hive_id=hive.hive_id, created=status == 202)
         return status, body
+
+    def _note_placed(self, download_id: str, hive_id: str, model_ref: str) -> None:
+        self._placed[download_id] = (hive_id, model_ref)
+        while len(self._placed) > _PLACED_MEMORY:
+            self._placed.popitem(last=False)
+
+    def _active(self) -> list[tuple[str, str]]:
+        """(hive_id, model_ref) of every active download: what the aggregated streams last said, and what
+        was placed here but has not shown up on them yet (a second request may come right after the first)."""
+        for download_id in [d for d in self._placed if self.hub.knows(d)]:
+            del self._placed[download_id]
+        return [*self.hub.active(), *self._placed.values()]
 
     async def _fan_out(self, call: Callable[[HiveInfo], Awaitable[T]]) -> tuple[list[tuple[HiveInfo, T]], list[str]]:
         """`call` on every hive at once, each within the fan-out deadline: the answers, and the hives

@@ -1,7 +1,9 @@
 // rbee queen live page. Plain JavaScript, no build step, same-origin only.
 //
 // Data flow: GET /v1/downloads (the whole list) + EventSource('/v1/downloads/stream') (live events),
-// merged per download_id. Text from the server is only ever set with textContent.
+// merged per download_id. A whole model's row opens to its files, fetched from GET /v1/downloads/{id}
+// when opened, and again while it is open: whenever another file is done or the download ends, and
+// every FILES_EVERY_MS while it runs. Text from the server is only ever set with textContent.
 'use strict';
 
 (function () {
@@ -12,6 +14,7 @@
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 10000;
   const HIVES_EVERY_MS = 2000;
+  const FILES_EVERY_MS = 2000;
 
   const $ = (id) => document.getElementById(id);
   const rowsEl = $('download-rows');
@@ -55,6 +58,7 @@
 
   function displayName(ref) {
     if (!ref) return '…';
+    if (ref.startsWith('hf:') && !ref.includes('::file=')) return ref.slice(3) || ref; // a whole model
     let path = ref;
     if (ref.startsWith('hf:') && ref.includes('::file=')) path = ref.split('::file=')[1];
     else if (/^https?:\/\//.test(ref)) {
@@ -151,6 +155,8 @@
       sha256: s.sha256,
       started_at: s.started_at,
       completed_at: s.completed_at,
+      files_total: s.files_total,
+      files_done: s.files_done,
     };
   }
 
@@ -202,6 +208,10 @@
     if (data.model_ref) d.model_ref = data.model_ref;
     if (typeof data.bytes === 'number') d.bytes = Math.max(d.bytes || 0, data.bytes);
     if (data.total !== undefined && data.total !== null) d.total = data.total;
+    if (typeof data.files_total === 'number') {
+      d.files_total = data.files_total;
+      d.files_done = Math.max(d.files_done || 0, data.files_done || 0);
+    }
     if (type === 'progress') {
       d.status = data.status || d.status;
       d.speed_bps = data.speed_bps;
@@ -224,7 +234,56 @@
     try {
       const r = await api('GET', `/v1/downloads/${encodeURIComponent(id)}`);
       if (r.ok) mergeState(r.data);
-    } catch (e) { /* the stream keeps the row current anyway */ }
+      return r.ok ? r.data : null;
+    } catch (e) { return null; /* the stream keeps the row current anyway */ }
+  }
+
+  // ------------------------------------------------------------------ a whole model's files
+
+  function isModel(d) { return d.files_total !== null && d.files_total !== undefined; }
+
+  function filesKey(d) { return `${d.files_done || 0}:${d.status}`; }
+
+  // While the list is open: at once, then every FILES_EVERY_MS as long as the model runs.
+  function followFiles(d, details) {
+    clearInterval(d.filesTimer);
+    if (!details.open) return;
+    fetchFiles(d);
+    d.filesTimer = setInterval(() => {
+      if (!details.open || !ACTIVE.has(d.status)) { clearInterval(d.filesTimer); return; }
+      fetchFiles(d);
+    }, FILES_EVERY_MS);
+  }
+
+  // One request at a time per row; a change meanwhile asks once more when it is back.
+  async function fetchFiles(d) {
+    d.filesKey = filesKey(d);
+    if (d.filesLoading) { d.filesAgain = true; return; }
+    d.filesLoading = true;
+    const list = d.row.querySelector('.file-list');
+    if (!list.children.length) list.append(el('li', 'muted', 'loading…'));
+    try {
+      const state = await fetchOne(d.download_id);
+      if (state) renderFiles(list, Array.isArray(state.files) ? state.files : null);
+    } finally {
+      d.filesLoading = false;
+    }
+    if (d.filesAgain) { d.filesAgain = false; fetchFiles(d); }
+  }
+
+  function renderFiles(list, files) {
+    list.replaceChildren();
+    if (!files) { list.append(el('li', 'muted', 'the hive sent no file list')); return; }
+    for (const f of files) {
+      const li = el('li', 'file');
+      li.dataset.status = f.status || 'unknown';
+      const size = typeof f.size === 'number' ? f.size : null;
+      const bytes = f.status === 'complete' && size !== null ? humanBytes(size)
+        : `${humanBytes(f.bytes || 0)} / ${humanBytes(size)}`;
+      li.append(el('span', 'file-path', f.path || '?'), el('span', 'file-status', f.status || '?'),
+        el('span', 'file-bytes', bytes));
+      list.append(li);
+    }
   }
 
   // ------------------------------------------------------------------ rendering
@@ -233,7 +292,11 @@
     const tr = el('tr', 'download');
     tr.dataset.downloadId = d.download_id;
     const model = el('td', 'model');
-    model.append(el('span', 'name'), el('span', 'ref'));
+    const files = el('details', 'files');
+    files.hidden = true; // shown once the download is known to be a whole model
+    files.append(el('summary', 'files-summary'), el('ul', 'file-list'));
+    files.addEventListener('toggle', () => followFiles(d, files));
+    model.append(el('span', 'name'), el('span', 'ref'), files);
     const progress = el('td', 'col-progress');
     const bar = el('div', 'bar');
     bar.setAttribute('role', 'progressbar');
@@ -276,6 +339,12 @@
     q('.ref').textContent = d.model_ref || d.download_id;
     q('.model').title = `${d.download_id}${d.started_at ? ` · started ${d.started_at}` : ''}`;
     q('.hive').textContent = d.hive_id || '-';
+    const files = q('.files');
+    files.hidden = !isModel(d);
+    if (isModel(d)) {
+      q('.files-summary').textContent = `${d.files_done || 0}/${d.files_total} files`;
+      if (files.open && filesKey(d) !== d.filesKey) fetchFiles(d);
+    }
     const pct = percentOf(d);
     const running = d.status === 'downloading';
     q('.fill').style.width = `${pct === null ? 0 : Math.max(0, Math.min(100, pct))}%`;

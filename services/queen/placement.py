@@ -1,0 +1,50 @@
+"""Where the queen starts a download (README, "The queen's API"). Pure: no I/O.
+
+1. A request that names a hive goes there.
+2. An `hf:` ref — one file or the whole model — whose repository at the same revision
+   (`hf:{org}/{repo}@{rev}`, `main` when none is given) already has an active download on some hive
+   goes to that hive, so the files of one model started one by one all land on one node. Where
+   several hives hold active downloads of it, the one holding most of them (ties: by id).
+3. Anything else goes to the least busy healthy hive (`HiveRegistry.least_busy`).
+
+Rule 2 keys on the revision as written: `@main` and a commit hash are different keys even when the
+branch points at that commit, since the queen does not ask the hub.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+__all__ = ["holding_hive", "repo_key"]
+
+_FILE_MARK = "::file="
+
+
+def repo_key(model_ref: str) -> str | None:
+    """`org/repo@rev` of an `hf:` ref (with or without `::file=`), `rev` defaulting to `main`; else None.
+
+    Lenient on purpose: the hive validates refs; a key only has to be equal for refs to the same
+    repository and revision.
+    """
+    if not model_ref.startswith("hf:"):
+        return None
+    repo = model_ref[3:].split(_FILE_MARK, 1)[0]
+    name, _, rev = repo.partition("@")
+    if name.count("/") != 1 or not all(name.split("/")):
+        return None
+    return f"{name}@{rev or 'main'}"
+
+
+def holding_hive(model_ref: str, active: Iterable[tuple[str, str]]) -> str | None:
+    """The hive that holds active downloads of `model_ref`'s repository and revision, or None.
+
+    `active` is (hive_id, model_ref) of every download known to be queued or running.
+    """
+    key = repo_key(model_ref)
+    if key is None:
+        return None
+    counts = Counter(hive_id for hive_id, ref in active if repo_key(ref) == key)
+    if not counts:
+        return None
+    return min(counts, key=lambda hive_id: (-counts[hive_id], hive_id))
