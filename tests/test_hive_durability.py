@@ -134,8 +134,8 @@ def test_queue_order_positions_and_cancel_while_queued(
     make_hive: Callable[..., ServerThread], model_server: ModelServer
 ) -> None:
     hive = make_hive(max_concurrent=1)
-    for name in ("a", "b", "c", "d"):
-        model_server.add_file(f"org/repo/{name}.bin", MiB)
+    for seed, name in enumerate(("a", "b", "c", "d"), 1):  # four files, not one blob
+        model_server.add_file(f"org/repo/{name}.bin", MiB, seed=seed)
     with Hold(hive.url):  # `a` runs until the test has looked at the queue behind it, however slow the machine
         ids = [start(hive.url, f"hf:org/repo::file={n}.bin")["download_id"] for n in ("a", "b", "c", "d")]
         states = [state(hive.url, i) for i in ids]
@@ -153,6 +153,8 @@ def test_queue_order_positions_and_cancel_while_queued(
         wait_status(hive.url, download_id, "complete")
     served = [r.path.rsplit("/", 1)[-1] for r in model_server.records() if r.method == "GET"]
     assert list(dict.fromkeys(served)) == ["a.bin", "b.bin", "d.bin"]  # arrival order; cancelled never fetched
+    bodies = {n: model_server.total_bytes_sent(f"/org/repo/resolve/main/{n}.bin") for n in ("a", "b", "c", "d")}
+    assert bodies["c"] == 0 and all(bodies[n] >= MiB for n in ("a", "b", "d")), bodies
 
 
 def test_bandwidth_cap_holds_across_downloads(
