@@ -111,6 +111,9 @@ class HubFetcher:
         self.check_timeout = check_timeout  # the one question a request for something present asks
         self._runs: dict[str, ModelProgress] = {}
         self._blob_locks: dict[Path, tuple[asyncio.Lock, list[int]]] = {}
+        # the notes of partials kept when their download stopped (the disk filled up): the last checkpoint
+        # (the exact segment plan) could not be written to that full disk, so a later request resumes from these
+        self._kept_notes: dict[Path, PartialNotes] = {}
 
     def cache(self, hub_ref: HubRef) -> RepoCache:
         return RepoCache(self.models_dir, hub_ref.repo_id)
@@ -129,7 +132,9 @@ class HubFetcher:
     def partial_dir(self, hub_ref: HubRef) -> Path:
         return self.cache(hub_ref).partial("0" * 40).parent
 
-    def listed_files(self, hub_ref: HubRef, commit: str, include: tuple[str, ...] | None, exclude: tuple[str, ...] | None) -> list[RepoFile] | None:
+    def listed_files(
+        self, hub_ref: HubRef, commit: str, include: tuple[str, ...] | None, exclude: tuple[str, ...] | None
+    ) -> list[RepoFile] | None:
         """The files a finished model took, from the kept listing (None when it is not kept)."""
         files = self.trees.load(hub_ref.repo_id, commit)
         return None if files is None else _select(files, include, exclude)
@@ -312,7 +317,9 @@ class HubFetcher:
         digest, sha = f.digest, None
         async with gate, self._blob_lock(partial):
             if not blob.is_file() or not f.digest:  # (another download may have put it in place meanwhile)
-                notes = PartialNotes.load(partial)
+                notes = self._kept_notes.pop(partial, None)
+                if notes is None or not partial.is_file():
+                    notes = PartialNotes.load(partial)
                 file_job = DownloadJob(
                     job.download_id,
                     # a model's files at its commit; one file at the ref's revision, pinned by its digest
@@ -332,10 +339,14 @@ class HubFetcher:
                     if exc.code != ErrorCode.INSUFFICIENT_DISK:
                         progress.discard = True
                         _discard(partial, notes)
+                    else:
+                        self._kept_notes[partial] = notes
                     raise DownloadError(exc.code, f"{f.path}: {exc.message}") from None
                 except BaseException:
                     if progress.discard:
                         _discard(partial, notes)
+                    else:  # (a sibling's disk filled up, or the hive stops): kept, with what it learnt
+                        self._kept_notes[partial] = notes
                     raise
                 notes.remove()
                 sha = result.sha256
