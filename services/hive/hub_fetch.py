@@ -27,6 +27,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -188,7 +189,7 @@ class HubFetcher:
     async def run(self, job: HubJob, tracker: DownloadTracker) -> HubResult:
         hub_ref, cache = job.hub_ref, self.cache(job.hub_ref)
         bound = log.bind(download_id=job.download_id, repo_id=hub_ref.repo_id)
-        commit, files = await self._plan(job, bound)
+        commit, files = await self._plan(job, bound, tracker)
         path = cache.snapshot_dir(commit) if job.whole else cache.snapshot_file(commit, files[0].path)
         tracker.set_commit(job.download_id, commit)
         tracker.set_path(job.download_id, str(path))
@@ -222,23 +223,30 @@ class HubFetcher:
                 del self._runs[job.download_id]
         return HubResult(path, commit, sha, len(files))
 
-    async def _plan(self, job: HubJob, bound: structlog.typing.FilteringBoundLogger) -> tuple[str, list[RepoFile]]:
-        """The commit and the files of the download, all checked before any byte moves."""
+    async def _plan(
+        self, job: HubJob, bound: structlog.typing.FilteringBoundLogger, tracker: DownloadTracker
+    ) -> tuple[str, list[RepoFile]]:
+        """The commit and the files of the download, all checked before any byte moves (a wait for
+        the hub's rate-limit window shows in the download's state, as a transfer's does)."""
         hub_ref = job.hub_ref
+
+        def waiting(until: datetime | None, reason: str | None) -> None:
+            tracker.set_waiting(job.download_id, until, reason)
+
         if not job.whole:
             assert hub_ref.file is not None
-            commit, file = await self.api.probe(hub_ref, job.commit or hub_ref.revision, hub_ref.file)
+            commit, file = await self.api.probe(hub_ref, job.commit or hub_ref.revision, hub_ref.file, waiting=waiting)
             if job.commit is not None and commit != job.commit:
                 raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"the hub answered commit {commit} for {job.commit}")
             return commit, [file]
         gated = False
         commit = job.commit
         if commit is None:
-            revision = await self.api.revision(hub_ref)
+            revision = await self.api.revision(hub_ref, waiting=waiting)
             commit, gated = revision.commit, revision.gated
         listing = self.trees.load(hub_ref.repo_id, commit)
         if listing is None:
-            listing = await self.api.tree(hub_ref, commit)
+            listing = await self.api.tree(hub_ref, commit, waiting=waiting)
             self.trees.save(hub_ref.repo_id, commit, listing)
         files = _select(listing, job.include, job.exclude)
         if not files:
@@ -248,7 +256,7 @@ class HubFetcher:
                 f" and exclude {list(job.exclude or [])} ({len(listing)} files in the commit)",
             )
         if gated:  # metadata of a gated repo is public: access shows on a file
-            await self.api.probe(hub_ref, commit, files[0].path)
+            await self.api.probe(hub_ref, commit, files[0].path, waiting=waiting)
         bound.info("hub_commit_pinned", commit=commit, listed=len(listing), selected=len(files))
         return commit, files
 
