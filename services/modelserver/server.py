@@ -181,14 +181,19 @@ class ModelServer(ThreadedServer[RequestRecord]):
         if status is not None:
             return text_plan(status, retry)
         info = self._lookup(url_path)
-        if fault.redirect_to is not None:
-            return self._redirect_plan(fault.redirect_to, info)
+        if fault.redirect_to is not None:  # (a hub's redirect to its CDN names the commit too)
+            return self._with_commit(url_path, self._redirect_plan(fault.redirect_to, info))
         if info is None:
             return text_plan(404)
         changed = fault.change_etag_after is not None and number > fault.change_etag_after
         plan = self._file_plan(info, headers, fault, changed)
         if method == "GET" and plan.file is not None:
             plan.cut = self._faults.take_cut(url_path, plan.stop - plan.start)
+        return self._with_commit(url_path, plan)
+
+    @staticmethod
+    def _with_commit(url_path: str, plan: Plan) -> Plan:
+        """A resolve answer carries the commit its revision names, as the hub's do."""
         parts = [p for p in url_path.split("/") if p]
         if len(parts) >= 5 and parts[2] == "resolve":
             plan.headers["X-Repo-Commit"] = made_up_commit(f"{parts[0]}/{parts[1]}", unquote(parts[3]))
