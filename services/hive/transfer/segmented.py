@@ -170,7 +170,7 @@ async def _read_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _Se
         await in_thread(ctx.io, pwrite_all, fd, pieces, offset)
         chunk.written += n
         seg.moved.set()
-        _report_segments(ctx, download_id, seg)
+        _report_segments(t, download_id, seg)
 
     try:
         with body_errors(ctx.config.stall_timeout):
@@ -194,8 +194,8 @@ async def _read_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _Se
         await flush()
 
 
-def _report_segments(ctx: Context, download_id: str, seg: _SegmentRun) -> None:
+def _report_segments(t: Transfer, download_id: str, seg: _SegmentRun) -> None:
     now = time.monotonic()
     if now - seg.reported >= 1.0:
         seg.reported = now
-        ctx.checkpoints.checkpoint_segments(download_id, seg.plan.to_json())
+        t.checkpoints.checkpoint_segments(download_id, seg.plan.to_json())  # (a hub file's: its partial's notes)
