@@ -454,14 +454,15 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["same-hive", "after-a-restart"])
 @pytest.mark.parametrize("segments", [1, 4], ids=["single", "segmented"])
 def test_disk_filling_up_mid_download_keeps_the_partial_and_resumes(
-    tmpfs: Path, tmp_path: Path, model_server: ModelServer, segments: int
+    tmpfs: Path, tmp_path: Path, model_server: ModelServer, segments: int, restart: bool
 ) -> None:
     size = 2 * MiB + 12345
     sha = model_server.add_file("org/repo/fill.bin", size)
     path = "/org/repo/resolve/main/fill.bin"
-    model_server.set_fault(path, Fault(rate_bps=4 * MiB))
+    model_server.set_fault(path, Fault(rate_bps=4 * MiB // segments))  # (per connection)
     settings = HiveSettings(
         id="hive-d",
         models_dir=tmpfs / "models",
@@ -475,10 +476,13 @@ def test_disk_filling_up_mid_download_keeps_the_partial_and_resumes(
     final = layout.hub_file(tmpfs / "models", "fill.bin")
     partial = layout.partial(tmpfs / "models", sha)
     filler = tmpfs / "filler"
-    with serve(create_hive(settings)) as hive:
+    with contextlib.ExitStack() as stack:
+        hive = stack.enter_context(serve(create_hive(settings)))
         ref = {"model_ref": "hf:org/repo::file=fill.bin"}
         first = httpx.post(f"{hive.url}/v2/downloads", json=ref).json()["download_id"]
-        wait_until(lambda: state(hive.url, first)["bytes_downloaded"] >= 512 * KiB, 10, what="half a MiB in")
+        # bytes written, as a resume would count them (received bytes may still be in a write batch): a
+        # single connection's partial holds them in order, a segmented one's notes say which
+        wait_until(lambda: _written(tmpfs / "models", sha, partial) >= 256 * KiB, 10, what="a quarter MiB written")
         with contextlib.suppress(OSError), open(filler, "wb") as f:  # someone else fills the disk
             while True:
                 f.write(b"\0" * 64 * KiB)
@@ -492,6 +496,10 @@ def test_disk_filling_up_mid_download_keeps_the_partial_and_resumes(
         sent_before = model_server.total_bytes_sent(path)
 
         filler.unlink(missing_ok=True)
+        if restart:  # a later request to a restarted hive finds the partial and its notes too
+            stack.close()
+            hive = stack.enter_context(serve(create_hive(settings)))
+            assert partial.is_file(), "the restarted hive removed the kept partial as an orphan"
         second = httpx.post(f"{hive.url}/v2/downloads", json=ref)
         assert second.status_code == 202, second.text
         done = settled(hive.url, second.json()["download_id"], 15)
@@ -500,6 +508,19 @@ def test_disk_filling_up_mid_download_keeps_the_partial_and_resumes(
         resumed = [r for r in model_server.records(path)[-3:] if r.range and not r.range.startswith("bytes=0-")]
         assert resumed, "the second download should carry on from the kept partial with Range"
         assert model_server.total_bytes_sent(path) - sent_before < size
+
+
+def _written(models: Path, digest: str, partial: Path) -> int:
+    """Bytes of a hub partial a resume would keep. The size is read first: a partial extended to full size
+    (holes in it) already has its plan in the notes, so a full size read here comes with the plan."""
+    try:
+        size = partial.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    plan = layout.read_notes(models, digest).get("segments")
+    if plan is not None:
+        return sum(written - start for start, _, written in json.loads(plan)["chunks"])
+    return size
 
 
 def test_preflight_disk_check_refuses_a_file_larger_than_the_disk(

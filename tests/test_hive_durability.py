@@ -75,8 +75,9 @@ def test_kill_9_mid_download_resumes_with_range_and_rising_ids(
                         break
         models = tmp_path / "models"
         db = models / ".rbee" / "hive.db"
+        planned = MiB if segments > 1 else 0  # (a segmented partial's plan is checkpointed about once a second)
         wait_until(
-            lambda: _db_bytes(db, download_id) >= MiB and _checkpointed(models, sha, segmented=segments > 1),
+            lambda: _db_bytes(db, download_id) >= MiB and _checkpointed(models, sha, written=planned),
             what="progress in the database and the partial's checkpoint in its notes",
         )
         hive.kill()
@@ -120,14 +121,16 @@ def _db_bytes(db: Path, download_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _checkpointed(models: Path, digest: str, segmented: bool = False) -> bool:
-    """A hub partial's notes hold what a resume needs: the validator and total (and a segment plan)."""
+def _checkpointed(models: Path, digest: str, written: int = 0) -> bool:
+    """A hub partial's notes hold what a resume needs: the validator and total (and, with `written`, a
+    segment plan that says at least that many bytes are written)."""
     notes = layout.read_notes(models, digest)
-    return (
-        bool(notes.get("validator"))
-        and isinstance(notes.get("total"), int)
-        and (not segmented or bool(notes.get("segments")))
-    )
+    if not notes.get("validator") or not isinstance(notes.get("total"), int):
+        return False
+    if not written:
+        return True
+    plan = json.loads(notes.get("segments") or "null")
+    return plan is not None and sum(w - start for start, _, w in plan["chunks"]) >= written
 
 
 def test_queue_order_positions_and_cancel_while_queued(
