@@ -17,11 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "COMMIT_PATTERN",
     "DEFAULT_MAX_BODY",
-    "HIVE_MAX_BODY",
     "DIGEST_PATTERN",
     "DOWNLOAD_ID_RE",
     "HIVE_ID_PATTERN",
     "HIVE_ID_RE",
+    "HIVE_MAX_BODY",
     "HIVE_URL_PATTERN",
     "MAX_BPS",
     "MAX_PATTERNS",

@@ -29,6 +29,7 @@ from services.modelserver.chaos import KINDS, ChaosConfig, ChaosProxy
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
+from tests import layout
 from tests.conftest import FAST_HIVE
 from tests.support import REPO, ServerThread, ServiceProcess, free_port, read_until, serve, wait_until
 
@@ -132,7 +133,9 @@ def test_many_downloads_through_a_faulty_network(
         served, needed = proxy.body_bytes, sum(size for size, _ in files.values()) * len(hives)
         received = sum(_metric(hive.url, "rbee_hive_bytes_downloaded_total") for hive in hives)
         counts = proxy.fault_counts()
-    leftovers = [p for hive in range(len(hives)) for p in (model_server.root.parent / f"models-{hive}").rglob("*.part")]
+    leftovers = [
+        p for hive in range(len(hives)) for p in layout.leftover_partials(model_server.root.parent / f"models-{hive}")
+    ]
     assert not leftovers, f"seed={seed}: {leftovers}"
     ratio = served / needed
     figures = (
@@ -275,8 +278,10 @@ def test_hive_kill_9_under_relayed_and_aggregated_streams(tmp_path: Path, model_
     nbytes = [e.json()["bytes"] for e in events]
     assert nbytes == sorted(nbytes)
     assert events[-1].json()["sha256"] == sha and events[-1].json()["hive_id"] == "hive-k"
-    assert sha256_of(tmp_path / "models" / "org" / "repo" / "kill.bin") == sha
-    assert sha256_of(tmp_path / "models" / "org" / "repo" / "after.bin") == after_sha
+    assert events[-1].json()["path"] == str(layout.hub_file(tmp_path / "models", "kill.bin"))
+    assert sha256_of(layout.hub_file(tmp_path / "models", "kill.bin")) == sha
+    assert sha256_of(layout.hub_file(tmp_path / "models", "after.bin")) == after_sha
+    assert layout.leftover_partials(tmp_path / "models") == []
     assert len(everything.events) > seen_before
     reconnects = [line for line in relay_metrics.splitlines() if line.startswith("rbee_queen_relay_reconnects_total ")]
     assert reconnects and float(reconnects[0].split()[1]) >= len(kills_at), reconnects  # the relay came back
@@ -297,12 +302,22 @@ def _healthy(queen_url: str, hive_id: str) -> bool:
     return any(h["hive_id"] == hive_id and h["healthy"] for h in hives)
 
 
-def test_segment_plan_is_durable_before_the_partial_grows_holes(tmp_path: Path, model_server: ModelServer) -> None:
+@pytest.mark.parametrize("kind", ["hub", "url"])
+def test_segment_plan_is_durable_before_the_partial_grows_holes(
+    tmp_path: Path, model_server: ModelServer, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
     """A kill -9 at any instant must leave a partial the next run can trust: once the partial is extended
-    to full size (holes in it), the database already holds the plan that tells bytes from holes."""
+    to full size (holes in it), the plan that tells bytes from holes is already durable: for a hub file in
+    the notes beside its partial, written and fsynced; for a URL download in the database."""
     size = 3 * MiB
-    model_server.add_file("org/repo/holes.bin", size)
-    model_server.set_fault("/org/repo/resolve/main/holes.bin", Fault(rate_bps=3 * MiB))
+    sha = model_server.add_file("org/repo/holes.bin", size)
+    url = f"{model_server.url}/org/repo/holes.bin"
+    ref, served = (
+        ("hf:org/repo::file=holes.bin", "/org/repo/resolve/main/holes.bin")
+        if kind == "hub"
+        else (url, "/org/repo/holes.bin")
+    )
+    model_server.set_fault(served, Fault(rate_bps=3 * MiB))
     models = tmp_path / "models"
     settings = HiveSettings(
         id="hive-h",
@@ -312,11 +327,30 @@ def test_segment_plan_is_durable_before_the_partial_grows_holes(tmp_path: Path, 
         segment_min_bytes=256 * KiB,
         **FAST_HIVE,
     )
-    partial, db = models / "org" / "repo" / "holes.bin.part", models / ".rbee" / "hive.db"
+    final = layout.hub_file(models, "holes.bin") if kind == "hub" else layout.url_file(models, url)
+    partial = layout.partial(models, sha) if kind == "hub" else final.with_name("holes.bin.part")
+    db = models / ".rbee" / "hive.db"
+    # What was on disk, and what had been fsynced, at the instant the partial was extended to full size
+    # (the hive runs in this process: os.fsync and os.ftruncate are watched where its threads call them)
+    fsynced: list[str] = []
+    at_extension: list[tuple[list[str], dict[str, Any]]] = []
+    real_fsync, real_ftruncate = os.fsync, os.ftruncate
+
+    def fsync(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def ftruncate(fd: int, length: int) -> None:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(partial) and length == size and not at_extension:
+                at_extension.append((list(fsynced), layout.read_notes(models, sha)))
+        real_ftruncate(fd, length)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
     with serve(create_hive(settings)) as hive:
-        download_id = httpx.post(f"{hive.url}/v2/downloads", json={"model_ref": "hf:org/repo::file=holes.bin"}).json()[
-            "download_id"
-        ]
+        download_id = httpx.post(f"{hive.url}/v2/downloads", json={"model_ref": ref}).json()["download_id"]
 
         def extended() -> bool:
             with contextlib.suppress(FileNotFoundError):
@@ -324,10 +358,24 @@ def test_segment_plan_is_durable_before_the_partial_grows_holes(tmp_path: Path, 
             return False
 
         wait_until(extended, 10, interval=0.001, what="the partial extended to full size")
-        with sqlite3.connect(db) as conn:  # read after seeing the file: the plan must already be there
-            (plan,) = conn.execute("SELECT segments FROM downloads WHERE download_id = ?", (download_id,)).fetchone()
-        assert plan and json.loads(plan)["total"] == size
-        settled(hive.url, download_id, 15)
+        if kind == "hub":
+            assert at_extension, "the partial was not extended by the segmented transfer"
+            synced_before, notes = at_extension[0]
+            assert notes.get("segments") and json.loads(notes["segments"])["total"] == size, notes
+            assert notes.get("validator") and notes.get("total") == size, notes
+            notes_tmp = f"{partial.parent}/.{sha}.json."  # the notes are written to a temporary file, fsynced, renamed
+            assert any(p.startswith(notes_tmp) for p in synced_before), (
+                f"the notes were not fsynced first: {synced_before}"
+            )
+        else:
+            with sqlite3.connect(db) as conn:  # read after seeing the file: the plan must already be there
+                (plan,) = conn.execute(
+                    "SELECT segments FROM downloads WHERE download_id = ?", (download_id,)
+                ).fetchone()
+            assert plan and json.loads(plan)["total"] == size
+        done = settled(hive.url, download_id, 15)
+    assert done["status"] == "complete" and done["sha256"] == sha and done["path"] == str(final)
+    assert not partial.exists() and layout.leftover_partials(models) == []
 
 
 def test_keeper_plain_watch_rides_out_a_queen_kill(
@@ -386,14 +434,15 @@ def test_keeper_plain_watch_rides_out_a_queen_kill(
 # --------------------------------------------------------------------------- disk faults
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["same-hive", "after-a-restart"])
 @pytest.mark.parametrize("segments", [1, 4], ids=["single", "segmented"])
 def test_disk_filling_up_mid_download_keeps_the_partial_and_resumes(
-    tmpfs: Path, tmp_path: Path, model_server: ModelServer, segments: int
+    tmpfs: Path, tmp_path: Path, model_server: ModelServer, segments: int, restart: bool
 ) -> None:
     size = 2 * MiB + 12345
     sha = model_server.add_file("org/repo/fill.bin", size)
     path = "/org/repo/resolve/main/fill.bin"
-    model_server.set_fault(path, Fault(rate_bps=4 * MiB))
+    model_server.set_fault(path, Fault(rate_bps=4 * MiB // segments))  # (per connection)
     settings = HiveSettings(
         id="hive-d",
         models_dir=tmpfs / "models",
@@ -404,13 +453,16 @@ def test_disk_filling_up_mid_download_keeps_the_partial_and_resumes(
         write_batch_bytes=64 * KiB,
         **FAST_HIVE,
     )
-    final = tmpfs / "models" / "org" / "repo" / "fill.bin"
-    partial = final.with_name("fill.bin.part")
+    final = layout.hub_file(tmpfs / "models", "fill.bin")
+    partial = layout.partial(tmpfs / "models", sha)
     filler = tmpfs / "filler"
-    with serve(create_hive(settings)) as hive:
+    with contextlib.ExitStack() as stack:
+        hive = stack.enter_context(serve(create_hive(settings)))
         ref = {"model_ref": "hf:org/repo::file=fill.bin"}
         first = httpx.post(f"{hive.url}/v2/downloads", json=ref).json()["download_id"]
-        wait_until(lambda: state(hive.url, first)["bytes_downloaded"] >= 512 * KiB, 10, what="half a MiB in")
+        # bytes written, as a resume would count them (received bytes may still be in a write batch): a
+        # single connection's partial holds them in order, a segmented one's notes say which
+        wait_until(lambda: _written(tmpfs / "models", sha, partial) >= 256 * KiB, 10, what="a quarter MiB written")
         with contextlib.suppress(OSError), open(filler, "wb") as f:  # someone else fills the disk
             while True:
                 f.write(b"\0" * 64 * KiB)
@@ -418,18 +470,37 @@ def test_disk_filling_up_mid_download_keeps_the_partial_and_resumes(
         failed = settled(hive.url, first, 15)
         assert failed["status"] == "failed" and failed["error_code"] == "INSUFFICIENT_DISK", failed
         assert not final.exists(), "a truncated file at the final path"
+        assert not layout.blob(tmpfs / "models", sha).exists(), "a truncated blob"
         assert partial.is_file() and partial.stat().st_size > 0, "the partial should be kept for a resume"
+        assert layout.read_notes(tmpfs / "models", sha).get("validator"), "and what a resume needs with it"
         sent_before = model_server.total_bytes_sent(path)
 
         filler.unlink(missing_ok=True)
+        if restart:  # a later request to a restarted hive finds the partial and its notes too
+            stack.close()
+            hive = stack.enter_context(serve(create_hive(settings)))
+            assert partial.is_file(), "the restarted hive removed the kept partial as an orphan"
         second = httpx.post(f"{hive.url}/v2/downloads", json=ref)
         assert second.status_code == 202, second.text
         done = settled(hive.url, second.json()["download_id"], 15)
         assert done["status"] == "complete" and done["sha256"] == sha, done
-        assert sha256_of(final) == sha and not partial.exists()
+        assert sha256_of(final) == sha and not partial.exists() and not layout.notes(tmpfs / "models", sha).exists()
         resumed = [r for r in model_server.records(path)[-3:] if r.range and not r.range.startswith("bytes=0-")]
         assert resumed, "the second download should carry on from the kept partial with Range"
         assert model_server.total_bytes_sent(path) - sent_before < size
+
+
+def _written(models: Path, digest: str, partial: Path) -> int:
+    """Bytes of a hub partial a resume would keep. The size is read first: a partial extended to full size
+    (holes in it) already has its plan in the notes, so a full size read here comes with the plan."""
+    try:
+        size = partial.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    plan = layout.read_notes(models, digest).get("segments")
+    if plan is not None:
+        return sum(written - start for start, _, written in json.loads(plan)["chunks"])
+    return size
 
 
 def test_preflight_disk_check_refuses_a_file_larger_than_the_disk(
@@ -450,6 +521,6 @@ def test_preflight_disk_check_refuses_a_file_larger_than_the_disk(
         failed = settled(hive.url, download_id, 10)
     assert failed["status"] == "failed" and failed["error_code"] == "INSUFFICIENT_DISK", failed
     assert "free" in failed["error"]
-    assert not (tmpfs / "models" / "org" / "repo" / "huge.bin").exists()
+    assert not layout.hub_file(tmpfs / "models", "huge.bin").exists()
     written = sum(p.stat().st_size for p in (tmpfs / "models").rglob("*") if p.is_file())
     assert written == 0, f"{written} bytes written before the pre-flight check refused"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
 from services.modelserver.server import Fault, ModelServer
+from tests import layout
 from tests.support import Hold, ServerThread, wait_until
 
 MiB = 1024 * 1024
@@ -67,8 +69,10 @@ def hive(make_hive: Callable[..., ServerThread]) -> ServerThread:
 
 @pytest.fixture
 def hub_ref(model_server: ModelServer) -> HubRef:
+    seeds = itertools.count(1)  # files of one test differ (same bytes would be one blob, fetched once)
+
     def _ref(name: str = "m.bin", size: int = MiB, rate: int | None = None) -> str:
-        model_server.add_file(f"org/repo/{name}", size)
+        model_server.add_file(f"org/repo/{name}", size, seed=next(seeds))
         if rate:
             model_server.set_fault(f"/org/repo/resolve/main/{name}", Fault(rate_bps=rate))
         return f"hf:org/repo::file={name}"
@@ -127,16 +131,29 @@ def test_file_already_on_disk_is_complete_at_once(hive: ServerThread, hub_ref: H
     assert body["sha256"] == done["sha256"]
 
 
-def test_cancel_stops_and_removes_partial(hive: ServerThread, model_server: ModelServer, hub_ref: HubRef) -> None:
+def assert_nothing_left(models: Path, digest: str, final: Path) -> None:
+    """Neither the file nor its blob nor its partial (or the partial's notes) is on disk."""
+    assert not final.exists() and not final.is_symlink()
+    assert not layout.blob(models, digest).exists()
+    assert not layout.partial(models, digest).exists() and not layout.notes(models, digest).exists()
+    assert layout.leftover_partials(models) == []
+
+
+def test_cancel_stops_and_removes_partial(
+    hive: ServerThread, model_server: ModelServer, hub_ref: HubRef, tmp_path: Path
+) -> None:
     ref = hub_ref(size=8 * MiB, rate=MiB)
+    models, digest = tmp_path / "models-0", model_server.sha256_of("org/repo/m.bin")
     with Hold(hive.url):  # cancelled mid-transfer, however slow the machine
         body = start(hive, ref).json()
         download_id = body["download_id"]
         started_moving(hive, download_id)
+        assert layout.partial(models, digest).is_file()  # the partial is where the cancel must remove it from
         resp = httpx.delete(f"{hive.url}/v2/downloads/{download_id}", timeout=10)
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
-    final = Path(body["path"])
-    assert not final.exists() and not final.with_name(final.name + ".part").exists()
+    final = layout.hub_file(models, "m.bin")
+    assert resp.json()["path"] == str(final)
+    assert_nothing_left(models, digest, final)
     seen = events(f"{hive.url}/v2/downloads/{download_id}/stream")
     assert [e.event for e in seen] == ["cancelled"]
     # the transfer stopped: the server's byte count no longer grows
@@ -147,21 +164,26 @@ def test_cancel_stops_and_removes_partial(hive: ServerThread, model_server: Mode
 
 
 def test_cancel_of_a_segmented_download_stops_every_connection(
-    make_hive: Callable[..., ServerThread], model_server: ModelServer, hub_ref: HubRef
+    make_hive: Callable[..., ServerThread], model_server: ModelServer, hub_ref: HubRef, tmp_path: Path
 ) -> None:
     """The segment workers end with the cancel: none goes on fetching (or writing to a closed file)."""
     hive = make_hive(segments=4, segment_min_bytes=256 * 1024)
     ref = hub_ref(name="seg.bin", size=16 * MiB, rate=256 * 1024)  # each connection capped: 16 s at 4
+    models, digest = tmp_path / "models-0", model_server.sha256_of("org/repo/seg.bin")
     body = start(hive, ref).json()
     download_id = body["download_id"]
-    wait_until(lambda: sum(1 for r in model_server.records() if r.status == 206) >= 3, 10, what="several connections")
+    wait_until(  # (the one-byte probes aside)
+        lambda: sum(1 for r in model_server.records() if r.status == 206 and r.range != "bytes=0-0") >= 2,
+        10,
+        what="several connections",
+    )
+    assert layout.partial(models, digest).is_file() and layout.read_notes(models, digest).get("segments")
     resp = httpx.delete(f"{hive.url}/v2/downloads/{download_id}", timeout=10)
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     assert model_server.wait_idle(timeout=5), "a segment kept downloading after the cancel"
     seg_path = "/org/repo/resolve/main/seg.bin"
     requests = len(model_server.records(seg_path))
-    final = Path(body["path"])
-    assert not final.exists() and not final.with_name(final.name + ".part").exists()
+    assert_nothing_left(models, digest, layout.hub_file(models, "seg.bin"))
     again = start(hive, hub_ref(name="after.bin", size=64 * 1024))  # the hive is well: a new download completes
     wait_status(hive, again.json()["download_id"], "complete")
     assert len(model_server.records(seg_path)) == requests  # and the cancelled one asked for nothing more
@@ -175,10 +197,11 @@ def test_cancel_finished_is_conflict(hive: ServerThread, hub_ref: HubRef) -> Non
 
 
 def test_failed_download_reports_code_and_leaves_nothing(
-    hive: ServerThread, model_server: ModelServer, hub_ref: HubRef
+    hive: ServerThread, model_server: ModelServer, hub_ref: HubRef, tmp_path: Path
 ) -> None:
     ref = hub_ref()
     model_server.set_fault("/org/repo/resolve/main/m.bin", Fault(always_status=404))
+    models, digest = tmp_path / "models-0", model_server.sha256_of("org/repo/m.bin")
     body = start(hive, ref).json()
     seen = events(f"{hive.url}/v2/downloads/{body['download_id']}/stream")
     assert seen[-1].event == "error"
@@ -186,8 +209,8 @@ def test_failed_download_reports_code_and_leaves_nothing(
     assert err["code"] == "NOT_FOUND" and {"download_id", "error", "bytes", "total"} <= err.keys()
     got = state(hive, body["download_id"])
     assert got["status"] == "failed" and got["error_code"] == "NOT_FOUND"
-    final = Path(body["path"])
-    assert not final.exists() and not final.with_name(final.name + ".part").exists()
+    assert_nothing_left(models, digest, layout.hub_file(models, "m.bin"))
+    assert not layout.repo_dir(models).exists() or not any(layout.repo_dir(models).rglob("*"))
 
 
 def test_list_newest_first_and_filter(hive: ServerThread, hub_ref: HubRef) -> None:

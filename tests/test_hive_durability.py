@@ -17,6 +17,7 @@ from httpx_sse import connect_sse
 from services.hive.main import create_app
 from services.hive.settings import HiveSettings
 from services.modelserver.server import Fault, ModelServer
+from tests import layout
 from tests.conftest import FAST_HIVE
 from tests.support import Hold, ServerThread, ServiceProcess, free_port, serve, wait_until
 
@@ -72,10 +73,15 @@ def test_kill_9_mid_download_resumes_with_range_and_rising_ids(
                     ids.append(int(sse.id))
                     if json.loads(sse.data)["bytes"] >= 2 * MiB or len(ids) > 1000:
                         break
-        db = tmp_path / "models" / ".rbee" / "hive.db"
-        wait_until(lambda: _db_bytes(db, download_id) >= MiB, what="checkpoint in the database")
+        models = tmp_path / "models"
+        db = models / ".rbee" / "hive.db"
+        planned = MiB if segments > 1 else 0  # (a segmented partial's plan is checkpointed about once a second)
+        wait_until(
+            lambda: _db_bytes(db, download_id) >= MiB and _checkpointed(models, sha, written=planned),
+            what="progress in the database and the partial's checkpoint in its notes",
+        )
         hive.kill()
-        partial = tmp_path / "models" / "org" / "repo" / "big.bin.part"
+        partial = layout.partial(models, sha)
         assert partial.exists() and 0 < partial.stat().st_size <= size
         sent_before = model_server.total_bytes_sent(path)
         hive = ServiceProcess("services.hive.main", port, env, tmp_path / "hive.log").start()
@@ -93,8 +99,10 @@ def test_kill_9_mid_download_resumes_with_range_and_rising_ids(
         assert all(event_id > ids[-1] for _, event_id, _ in after)
         assert [i for _, i, _ in after] == sorted({i for _, i, _ in after})
         assert after[-1][2]["sha256"] == sha
-        final = tmp_path / "models" / "org" / "repo" / "big.bin"
+        final = layout.hub_file(models, "big.bin")
+        assert after[-1][2]["path"] == str(final)
         assert hashlib.sha256(final.read_bytes()).hexdigest() == sha and not partial.exists()
+        assert not layout.notes(models, sha).exists()
         resumed = model_server.records(path)[-1]
         assert resumed.range is not None and resumed.status == 206
         refetched = model_server.total_bytes_sent(path) - size
@@ -105,21 +113,32 @@ def test_kill_9_mid_download_resumes_with_range_and_rising_ids(
 
 
 def _db_bytes(db: Path, download_id: str) -> int:
+    """The download's bytes as its history record holds them."""
     if not db.exists():
         return 0
     with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT bytes_downloaded, validator FROM downloads WHERE download_id = ?", (download_id,)
-        ).fetchone()
-    return int(row[0]) if row and row[1] else 0
+        row = conn.execute("SELECT bytes_downloaded FROM downloads WHERE download_id = ?", (download_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _checkpointed(models: Path, digest: str, written: int = 0) -> bool:
+    """A hub partial's notes hold what a resume needs: the validator and total (and, with `written`, a
+    segment plan that says at least that many bytes are written)."""
+    notes = layout.read_notes(models, digest)
+    if not notes.get("validator") or not isinstance(notes.get("total"), int):
+        return False
+    if not written:
+        return True
+    plan = json.loads(notes.get("segments") or "null")
+    return plan is not None and sum(w - start for start, _, w in plan["chunks"]) >= written
 
 
 def test_queue_order_positions_and_cancel_while_queued(
     make_hive: Callable[..., ServerThread], model_server: ModelServer
 ) -> None:
     hive = make_hive(max_concurrent=1)
-    for name in ("a", "b", "c", "d"):
-        model_server.add_file(f"org/repo/{name}.bin", MiB)
+    for seed, name in enumerate(("a", "b", "c", "d"), 1):  # four files, not one blob
+        model_server.add_file(f"org/repo/{name}.bin", MiB, seed=seed)
     with Hold(hive.url):  # `a` runs until the test has looked at the queue behind it, however slow the machine
         ids = [start(hive.url, f"hf:org/repo::file={n}.bin")["download_id"] for n in ("a", "b", "c", "d")]
         states = [state(hive.url, i) for i in ids]
@@ -137,6 +156,8 @@ def test_queue_order_positions_and_cancel_while_queued(
         wait_status(hive.url, download_id, "complete")
     served = [r.path.rsplit("/", 1)[-1] for r in model_server.records() if r.method == "GET"]
     assert list(dict.fromkeys(served)) == ["a.bin", "b.bin", "d.bin"]  # arrival order; cancelled never fetched
+    bodies = {n: model_server.total_bytes_sent(f"/org/repo/resolve/main/{n}.bin") for n in ("a", "b", "c", "d")}
+    assert bodies["c"] == 0 and all(bodies[n] >= MiB for n in ("a", "b", "d")), bodies
 
 
 def test_bandwidth_cap_holds_across_downloads(
@@ -145,13 +166,14 @@ def test_bandwidth_cap_holds_across_downloads(
     cap = 2 * MiB
     hive = make_hive(bandwidth_limit=cap)
     names = ("a", "b", "c")
-    for name in names:
-        model_server.add_file(f"org/repo/{name}.bin", 2 * MiB)
+    for seed, name in enumerate(names, 1):  # three different files (the same bytes would be one blob, fetched once)
+        model_server.add_file(f"org/repo/{name}.bin", 2 * MiB, seed=seed)
     t0 = time.monotonic()
     ids = [start(hive.url, f"hf:org/repo::file={n}.bin")["download_id"] for n in names]
     for download_id in ids:
         wait_status(hive.url, download_id, "complete", timeout=60)
     elapsed = time.monotonic() - t0
+    assert sum(model_server.total_bytes_sent(f"/org/repo/resolve/main/{n}.bin") for n in names) >= 6 * MiB
     rate = 6 * MiB / elapsed
     # never faster than the cap (a burst of at most 0.2 s of tokens aside); bench measures the +-10%
     assert rate <= cap * 1.15, f"{rate / MiB:.2f} MiB/s over a {cap / MiB} MiB/s cap"
@@ -172,8 +194,8 @@ def test_per_download_max_bps_and_runtime_change(
     bad = httpx.put(f"{hive.url}/v2/settings/bandwidth", json={"bandwidth_limit": -1})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "INVALID_REQUEST"
     # a per-download cap slows that download only
-    model_server.add_file("org/repo/slow.bin", 1 * MiB)
-    model_server.add_file("org/repo/fast.bin", 1 * MiB)
+    model_server.add_file("org/repo/slow.bin", 1 * MiB, seed=1)  # two files, not one blob
+    model_server.add_file("org/repo/fast.bin", 1 * MiB, seed=2)
     slow = start(hive.url, "hf:org/repo::file=slow.bin", max_bps=256 * 1024)["download_id"]
     fast = start(hive.url, "hf:org/repo::file=fast.bin")["download_id"]
     wait_status(hive.url, fast, "complete", timeout=10)
@@ -200,12 +222,17 @@ def test_history_survives_restart_and_can_be_forgotten(tmp_path: Path, model_ser
         assert httpx.get(stream, headers={"Last-Event-ID": str(terminal_id)}).status_code == 204
         # forgetting keeps the model file unless asked
         assert httpx.delete(f"{hive.url}/v2/downloads/{ok}/history").json()["file_deleted"] is False
-        assert Path(done["path"]).is_file()
+        assert Path(done["path"]).is_file() and Path(done["path"]) == layout.hub_file(settings.models_dir, "a.bin")
         assert httpx.get(f"{hive.url}/v2/downloads/{ok}").status_code == 404
         again = start(hive.url, "hf:org/repo::file=a.bin")
         assert again["status"] == "complete"
-        gone = httpx.delete(f"{hive.url}/v2/downloads/{again['download_id']}/history", params={"delete_file": "true"})
-        assert gone.json()["file_deleted"] is True and not Path(done["path"]).exists()
+        assert httpx.delete(f"{hive.url}/v2/downloads/{again['download_id']}/history").json()["file_deleted"] is False
+        # asked, it deletes the file (a URL download's: what is in the HF cache is huggingface_hub's to manage)
+        url = f"{model_server.url}/org/repo/a.bin"
+        fetched = wait_status(hive.url, start(hive.url, url)["download_id"], "complete")
+        assert Path(fetched["path"]) == layout.url_file(settings.models_dir, url) and Path(fetched["path"]).is_file()
+        gone = httpx.delete(f"{hive.url}/v2/downloads/{fetched['download_id']}/history", params={"delete_file": "true"})
+        assert gone.json()["file_deleted"] is True and not Path(fetched["path"]).exists()
     with serve(create_app(settings)) as hive:
         assert [d["download_id"] for d in httpx.get(f"{hive.url}/v2/downloads").json()["downloads"]] == [bad]
 
@@ -221,8 +248,8 @@ def test_forget_refuses_active_download(make_hive: Callable[..., ServerThread], 
 
 
 def test_pruning_by_count_and_age(tmp_path: Path, model_server: ModelServer) -> None:
-    for name in ("a", "b", "c"):
-        model_server.add_file(f"org/repo/{name}.bin", 1024)
+    for seed, name in enumerate(("a", "b", "c"), 1):
+        model_server.add_file(f"org/repo/{name}.bin", 1024, seed=seed)
     settings = HiveSettings(models_dir=tmp_path / "models", hf_endpoint=model_server.url, history_max=2, **FAST_HIVE)
     with serve(create_app(settings)) as hive:
         ids = [start(hive.url, f"hf:org/repo::file={n}.bin")["download_id"] for n in ("a", "b", "c")]
@@ -235,14 +262,14 @@ def test_pruning_by_count_and_age(tmp_path: Path, model_server: ModelServer) -> 
     with serve(create_app(aged)) as hive:
         assert httpx.get(f"{hive.url}/v2/downloads").json()["downloads"] == []
         # the files themselves stay
-        assert all((tmp_path / "models" / "org" / "repo" / f"{n}.bin").is_file() for n in ("a", "b", "c"))
+        assert all(layout.hub_file(tmp_path / "models", f"{n}.bin").is_file() for n in ("a", "b", "c"))
 
 
 def test_a_running_hive_keeps_its_history_bounded_between_prunes(tmp_path: Path, model_server: ModelServer) -> None:
     """History is pruned as downloads finish, not only every minute or at a restart."""
     names = [f"f{i}" for i in range(40)]
-    for name in names:
-        model_server.add_file(f"org/repo/{name}.bin", 1024)
+    for seed, name in enumerate(names, 1):
+        model_server.add_file(f"org/repo/{name}.bin", 1024, seed=seed)
     settings = HiveSettings(models_dir=tmp_path / "models", hf_endpoint=model_server.url, history_max=5, **FAST_HIVE)
     with serve(create_app(settings)) as hive:
         for name in names:
@@ -254,8 +281,8 @@ def test_a_running_hive_keeps_its_history_bounded_between_prunes(tmp_path: Path,
 
 
 def test_mismatched_vanished_and_orphan_partials(tmp_path: Path, model_server: ModelServer) -> None:
-    sha_a = model_server.add_file("org/repo/a.bin", 2 * MiB)
-    sha_b = model_server.add_file("org/repo/b.bin", 2 * MiB)
+    sha_a = model_server.add_file("org/repo/a.bin", 2 * MiB, seed=1)
+    sha_b = model_server.add_file("org/repo/b.bin", 2 * MiB, seed=2)
     for name in ("a", "b"):
         model_server.set_fault(f"/org/repo/resolve/main/{name}.bin", Fault(rate_bps=MiB))
     models = tmp_path / "models"
@@ -265,20 +292,26 @@ def test_mismatched_vanished_and_orphan_partials(tmp_path: Path, model_server: M
         b = start(hive.url, "hf:org/repo::file=b.bin")["download_id"]
         for download_id in (a, b):
             wait_until(lambda d=download_id: state(hive.url, d)["bytes_downloaded"] > 0, what="bytes")  # type: ignore[misc]
-        db = models / ".rbee" / "hive.db"
-        wait_until(lambda: _db_bytes(db, a) > 0 and _db_bytes(db, b) > 0, what="checkpoints")
+        wait_until(lambda: _checkpointed(models, sha_a) and _checkpointed(models, sha_b), what="checkpoints")
         # stop the hive the hard way for these two: simulate a crash by freezing the records as they are
         hive.stop()
-    part_a = models / "org/repo/a.bin.part"
-    part_b = models / "org/repo/b.bin.part"
+    part_a, part_b = layout.partial(models, sha_a), layout.partial(models, sha_b)
     part_a.write_bytes(part_a.read_bytes() + b"\0" * (3 * MiB))  # larger than the file: cannot be ours
-    part_b.unlink()  # vanished
-    orphan = models / "org/repo/stray.bin.part"
-    orphan.write_bytes(b"junk")
+    part_b.unlink()  # vanished (its notes stay behind)
+    assert layout.notes(models, sha_b).is_file()
+    orphans = [
+        models / "org/repo/stray.bin.part",  # where partials lay before the Hugging Face cache
+        layout.partial(models, "e" * 64, repo="other/repo"),  # a hub partial no download wants
+        layout.url_file(models, f"{model_server.url}/x/stray.bin").with_name("stray.bin.part"),
+    ]
+    for orphan in orphans:
+        orphan.parent.mkdir(parents=True, exist_ok=True)
+        orphan.write_bytes(b"junk")
     model_server.clear_faults()
     with serve(create_app(settings)) as hive:
-        assert not orphan.exists()
+        assert not any(orphan.exists() for orphan in orphans)
         done_a = wait_status(hive.url, a, "complete")
         done_b = wait_status(hive.url, b, "complete")
     assert done_a["sha256"] == sha_a and done_b["sha256"] == sha_b
-    assert (models / "org/repo/a.bin").stat().st_size == 2 * MiB
+    assert layout.hub_file(models, "a.bin").stat().st_size == 2 * MiB
+    assert layout.leftover_partials(models) == []  # the oversized partial and the vanished one's notes are gone

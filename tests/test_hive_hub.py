@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import signal
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from httpx_sse import connect_sse
 
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
+from tests import layout
 from tests.conftest import hive_factory
 from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
@@ -83,7 +83,7 @@ def test_a_segmented_file_asks_the_resolver_at_most_twice(hub: Hub, make_hive: C
     assert state["status"] == "complete", state
     assert state["sha256"] == hub.file(REPO, "model.safetensors").sha256
     assert len([r for r in hub.cdn.records() if r.status == 206]) > 4  # it really was split
-    assert hub.resolver_calls(REPO) <= 2
+    assert hub.resolver_calls(REPO) <= 3  # the one-byte probe that pins commit and digest; the transfer's, at most two
 
 
 def test_an_expired_signed_url_is_resolved_again_and_the_file_goes_on_with_range(
@@ -111,8 +111,11 @@ def test_an_expired_signed_url_is_resolved_again_and_the_file_goes_on_with_range
     assert state["status"] == "complete", state
     assert state["sha256"] == hub.file(REPO, "model.safetensors").sha256
     assert any(r.status == 403 for r in hub.cdn.records())
-    assert hub.resolver_calls(REPO) == 2  # the first resolve, and one after the CDN refused the old URL
-    starts = sorted(int(r.headers["range"].split("=")[1].split("-")[0]) for r in hub.cdn.records() if r.status == 206)
+    # the one-byte probe that pins commit and digest, the first resolve, and one after the CDN refused the old URL
+    assert hub.resolver_calls(REPO) == 3
+    ranges = [r.headers["range"] for r in hub.cdn.records() if r.status == 206]
+    assert ranges.count("bytes=0-0") == 1  # the probe's one byte
+    starts = sorted(int(r.split("=")[1].split("-")[0]) for r in ranges if r != "bytes=0-0")
     assert starts == [0, MiB, 2 * MiB, 3 * MiB]  # every range asked once: nothing fetched twice
 
 
@@ -133,7 +136,7 @@ def test_a_file_bigger_than_an_open_range_may_be_is_fetched_in_bounded_ranges(
 
 
 def test_bytes_that_fail_the_hubs_digest_never_reach_the_final_path(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     hub.commit(REPO, {"config.json": b'{"hidden": 64}\n', "model.safetensors": Generated(2 * MiB, 6)})
     hub.switches.damaged.add("config.json")  # the hub still states the git sha1 of the committed bytes
@@ -148,8 +151,11 @@ def test_bytes_that_fail_the_hubs_digest_never_reach_the_final_path(
         assert state["status"] == "failed" and state["error_code"] == "CHECKSUM_MISMATCH", state
         assert digest in state["error"]
         assert events[-1][0] == "error" and events[-1][1]["code"] == "CHECKSUM_MISMATCH"
-        dest = Path(state["path"])
-        assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+        dest, models = Path(state["path"]), tmp_path / "models-0"
+        assert dest == layout.snapshot_file(models, state["commit"], path, repo=REPO)
+        digest = hub.file(REPO, path).sha256 if path.endswith(".safetensors") else hub.file(REPO, path).blob_id
+        assert not dest.exists() and not dest.is_symlink() and not layout.blob(models, digest, repo=REPO).exists()
+        assert not layout.partial(models, digest, repo=REPO).exists() and layout.leftover_partials(models) == []
 
 
 def test_hub_cdn_hosts_let_the_hubs_own_redirects_out_of_allowed_hosts(
@@ -190,10 +196,9 @@ def _hive_process(tmp_path: Path, hub: Hub, port: int, **env: str) -> ServicePro
     )
 
 
-def _written_span(db: Path, download_id: str, partial: Path) -> tuple[int, int]:
-    """Bytes of the partial that the saved record says are written: [start, end)."""
-    with sqlite3.connect(db) as conn:
-        (plan,) = conn.execute("SELECT segments FROM downloads WHERE download_id = ?", (download_id,)).fetchone()
+def _written_span(models: Path, digest: str, partial: Path) -> tuple[int, int]:
+    """Bytes of the partial that its saved notes say are written: [start, end)."""
+    plan = layout.read_notes(models, digest, repo=REPO).get("segments")
     if plan is None:  # one connection: the partial holds exactly what was received
         return 0, partial.stat().st_size
     start, _, written = max(json.loads(plan)["chunks"], key=lambda c: c[2] - c[0])
@@ -223,8 +228,11 @@ def test_kill_9_then_restart_verifies_the_file_and_refetches_a_damaged_partial(
         assert hive.proc is not None
         hive.proc.send_signal(signal.SIGKILL)
         hive.proc.wait(timeout=10)
-        partial = Path(state["path"] + ".part")
-        start, end = _written_span(tmp_path / "models-k" / ".rbee" / "hive.db", download_id, partial)
+        models = tmp_path / "models-k"
+        assert state["path"] == str(layout.snapshot_file(models, state["commit"], "model.safetensors", repo=REPO))
+        partial = layout.partial(models, want, repo=REPO)  # an LFS file's blob is named by its sha256
+        assert layout.read_notes(models, want, repo=REPO).get("validator")  # what lets the restart resume it
+        start, end = _written_span(models, want, partial)
         assert end - start >= 8192, "nothing the restarted hive would keep"
         with partial.open("r+b") as f:  # damage bytes the restarted hive will keep, not fetch again
             f.seek(start + 4096)
@@ -240,6 +248,7 @@ def test_kill_9_then_restart_verifies_the_file_and_refetches_a_damaged_partial(
         assert state["status"] == "complete", state
         assert state["sha256"] == want
         assert hashlib.sha256(Path(state["path"]).read_bytes()).hexdigest() == want
+        assert layout.blob(models, want, repo=REPO).is_file() and layout.leftover_partials(models) == []
         assert "download_refetch" in (tmp_path / "hive-k.log").read_text()
     finally:
         hive.stop()

@@ -52,8 +52,8 @@ def test_hive_metrics_count_what_happened(make_hive: Callable[..., ServerThread]
     model_server.set_fault("/org/repo/resolve/main/flaky.bin", Fault(drop_after=300 * KiB, drop_times=2))
     model_server.add_file("org/repo/slow.bin", 2 * MiB)
     model_server.set_fault("/org/repo/resolve/main/slow.bin", Fault(rate_bps=1 * MiB))
-    model_server.add_file("org/repo/q1.bin", 1000)
-    model_server.add_file("org/repo/q2.bin", 1000)
+    model_server.add_file("org/repo/q1.bin", 1000, seed=1)  # two files, not one blob fetched once
+    model_server.add_file("org/repo/q2.bin", 1000, seed=2)
     hive = make_hive(max_concurrent=1)
     before = scrape(hive.url)
     assert value(before, "rbee_hive_bytes_downloaded_total") == 0 and value(before, "rbee_hive_sse_clients") == 0

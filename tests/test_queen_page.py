@@ -108,12 +108,10 @@ class Stack:
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
 
     def new_file(self, rate: int = RATE, size: int = SIZE, fault: Fault | None = None) -> str:
-        """A fresh hub file (so no hive has it yet); its model ref."""
-        n = next(_counter)
-        name = f"model-{n}.bin"
-        # bytes of its own: the hive's cache stores a blob once, so a file with the bytes of an earlier one
-        # would be complete at once
-        self.models.add_file(f"{ORG}/{name}", size, seed=n)
+        """A fresh hub file (so no hive has it yet: its bytes are its own, not a blob a hive holds); its model ref."""
+        number = next(_counter)
+        name = f"model-{number}.bin"
+        self.models.add_file(f"{ORG}/{name}", size, seed=number)
         self.models.set_fault(f"/{ORG}/resolve/main/{name}", fault or Fault(rate_bps=rate))
         return f"hf:{ORG}::file={name}"
 

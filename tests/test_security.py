@@ -21,6 +21,7 @@ from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
 from shared.auth import TokenAuthMiddleware
 from shared.limits import HIVE_MAX_BODY, BodySizeLimitMiddleware
+from tests import layout
 from tests.conftest import FAST_HIVE
 from tests.support import ServerThread, ServiceProcess, free_port, serve, wait_until
 
@@ -215,7 +216,7 @@ def test_allowed_hosts_refuse_refs_and_redirects_elsewhere(
 ) -> None:
     hub, other = hosts
     hub_sha = hub.add_file("org/repo/ok.bin", 50 * KiB)
-    hub.add_file("org/repo/away.bin", 50 * KiB)
+    away_sha = hub.add_file("org/repo/away.bin", 50 * KiB, seed=1)
     hub.set_fault("/org/repo/resolve/main/away.bin", Fault(redirect_to=f"{other.url}/away.bin"))
     other.add_file("away.bin", 50 * KiB)
     other.add_file("direct.bin", 1 * KiB)
@@ -254,6 +255,7 @@ def test_allowed_hosts_refuse_refs_and_redirects_elsewhere(
     assert failed["error_code"] == "HOST_NOT_ALLOWED" and "127.0.0.2" in failed["error"]
     assert other.records() == [], "the redirect target outside the list must not be contacted"
     assert not list(models.rglob("away.bin*"))
+    assert not layout.blob(models, away_sha).exists() and layout.leftover_partials(models) == []
 
 
 @pytest.mark.parametrize("target", ["ftp://127.0.0.1/x.bin", "file:///etc/passwd", "gopher://127.0.0.1:70/x"])
@@ -269,7 +271,9 @@ def test_redirects_to_other_schemes_fail(
     ]
     failed = wait_until(lambda: (s := _state(hive, download_id))["status"] == "failed" and s, 10, what="failure")
     assert failed["error_code"] == "DOWNLOAD_FAILED" and "non-http(s)" in failed["error"]
-    assert not [p for p in models.rglob("*") if (p.is_file() and ".rbee" not in p.parts) or p.suffix == ".part"]
+    assert not [p for p in models.rglob("*") if p.name.startswith("scheme.bin")]
+    assert not layout.blob(models, model_server.sha256_of("org/repo/scheme.bin")).exists()
+    assert layout.leftover_partials(models) == []
 
 
 def test_allowed_hosts_setting_is_checked() -> None:
@@ -377,7 +381,7 @@ def test_queen_bounds_bodies() -> None:
     [
         '"hf:org/repo::file=\\ud800.bin"',  # a lone surrogate: valid JSON, but no file can have that name
         json.dumps("hf:org/repo::file=" + "\u00e9" * 200),  # 200 characters, 400 bytes: too long a name
-        json.dumps("hf:org/repo@" + "a" * 129 + "::file=x.bin"),  # a revision longer than the hub allows
+        json.dumps("hf:org/repo@" + "a" * 256 + "::file=x.bin"),  # a revision too long to name refs/{rev}
         json.dumps("hf:org/repo::file=invoice\u202egnp.exe"),  # a bidi override to disguise the name
         json.dumps("https://files.example/a%E2%80%AEb.bin"),
     ],

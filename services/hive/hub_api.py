@@ -20,6 +20,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -38,6 +39,9 @@ __all__ = ["HubApi", "RepoFile", "RepoRevision", "parse_revision", "parse_tree_p
 
 log = structlog.get_logger()
 T = TypeVar("T")
+
+# told when a request waits out the hub's rate-limit window (till when, and why) and when it waits no more
+Waiting = Callable[[datetime | None, str | None], None]
 
 _MAX_JSON_BYTES = 32 * 1024 * 1024  # one answer of the API (a tree page of 1000 entries is ~300 KB)
 _MAX_PAGES = 10_000
@@ -116,18 +120,20 @@ class HubApi:
     def source(self, hub_ref: HubRef, url: str) -> Source:
         return Source.of(url, hub_ref.endpoint_origin, self.config.hf_token)
 
-    async def revision(self, hub_ref: HubRef, attempts: int | None = None) -> RepoRevision:
-        data = await self._json(hub_ref, hub_ref.revision_url, attempts)
+    async def revision(
+        self, hub_ref: HubRef, attempts: int | None = None, waiting: Waiting | None = None
+    ) -> RepoRevision:
+        data = await self._json(hub_ref, hub_ref.revision_url, attempts, waiting)
         return _checked(parse_revision, data[0])
 
-    async def tree(self, hub_ref: HubRef, commit: str) -> list[RepoFile]:
+    async def tree(self, hub_ref: HubRef, commit: str, waiting: Waiting | None = None) -> list[RepoFile]:
         """Every file of `commit`, all pages."""
         url: str | None = tree_url(hub_ref, commit)
         files: list[RepoFile] = []
         for _ in range(_MAX_PAGES):
             if url is None:
                 return files
-            data, next_url = await self._json(hub_ref, url)
+            data, next_url = await self._json(hub_ref, url, waiting=waiting)
             files.extend(_checked(parse_tree_page, data))
             url = next_url
         raise DownloadError(
@@ -135,7 +141,7 @@ class HubApi:
         )
 
     async def probe(
-        self, hub_ref: HubRef, revision: str, path: str, attempts: int | None = None
+        self, hub_ref: HubRef, revision: str, path: str, attempts: int | None = None, waiting: Waiting | None = None
     ) -> tuple[str, RepoFile]:
         """(commit, file) as the hub answers a one-byte read of `path` at `revision`."""
         source = self.source(hub_ref, hub_ref.resolve_url(revision, path))
@@ -163,11 +169,13 @@ class HubApi:
                 )
             return facts.commit, RepoFile(path, size, facts.digest or "")
 
-        return await self._retried(once, attempts)
+        return await self._retried(once, attempts, waiting)
 
     # -- requests ------------------------------------------------------------------------------
 
-    async def _json(self, hub_ref: HubRef, url: str, attempts: int | None = None) -> tuple[Any, str | None]:
+    async def _json(
+        self, hub_ref: HubRef, url: str, attempts: int | None = None, waiting: Waiting | None = None
+    ) -> tuple[Any, str | None]:
         """The JSON an API URL answers, and the next page's URL (Link rel="next") if any."""
         source = self.source(hub_ref, url)
 
@@ -185,9 +193,11 @@ class HubApi:
             except ValueError:
                 raise Retry("the hub's answer is not JSON") from None
 
-        return await self._retried(once, attempts)
+        return await self._retried(once, attempts, waiting)
 
-    async def _retried(self, call: Callable[[], Awaitable[T]], attempts: int | None = None) -> T:
+    async def _retried(
+        self, call: Callable[[], Awaitable[T]], attempts: int | None = None, waiting: Waiting | None = None
+    ) -> T:
         cfg = self.config
         limit = attempts or cfg.max_attempts
         failures = 0
@@ -196,9 +206,19 @@ class HubApi:
                 return await call()
             except RateLimited as limited:
                 if limited.wait > cfg.rate_limit_max_wait:
-                    raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"{limited} for {limited.wait:g} s") from None
+                    raise DownloadError(  # (in the words a transfer uses for the same refusal)
+                        ErrorCode.DOWNLOAD_FAILED,
+                        f"{limited}: its window ends in {limited.wait:g} s,"
+                        f" longer than HIVE_RATE_LIMIT_MAX_WAIT ({cfg.rate_limit_max_wait:g} s)",
+                    ) from None
                 log.warning("hub_api_rate_limited", reason=str(limited), wait=round(limited.wait, 2))
-                await self._sleep(limited.wait)
+                if waiting is not None:  # the download's state says it waits, till when and why
+                    waiting(datetime.now(UTC) + timedelta(seconds=limited.wait), str(limited))
+                try:
+                    await self._sleep(limited.wait)
+                finally:
+                    if waiting is not None:
+                        waiting(None, None)
             except Retry as retry:
                 failures += 1
                 if failures >= limit:

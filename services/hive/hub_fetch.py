@@ -28,6 +28,7 @@ import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -136,6 +137,9 @@ class HubFetcher:
         self._runs: dict[str, ModelProgress] = {}
         self._ended: OrderedDict[str, list[dict[str, object]]] = OrderedDict()  # the last files of ended models
         self._blob_locks: dict[Path, tuple[asyncio.Lock, list[int]]] = {}
+        # the notes of partials kept when their download stopped (the disk filled up): the last checkpoint
+        # (the exact segment plan) could not be written to that full disk, so a later request resumes from these
+        self._kept_notes: dict[Path, PartialNotes] = {}
 
     def cache(self, hub_ref: HubRef) -> RepoCache:
         return RepoCache(self.models_dir, hub_ref.repo_id)
@@ -242,7 +246,7 @@ class HubFetcher:
     async def run(self, job: HubJob, tracker: DownloadTracker) -> HubResult:
         hub_ref, cache = job.hub_ref, self.cache(job.hub_ref)
         bound = log.bind(download_id=job.download_id, repo_id=hub_ref.repo_id)
-        commit, files = await self._plan(job, bound)
+        commit, files = await self._plan(job, bound, tracker)
         path = cache.snapshot_dir(commit) if job.whole else cache.snapshot_file(commit, files[0].path)
         tracker.set_commit(job.download_id, commit)
         tracker.set_path(job.download_id, str(path))
@@ -286,25 +290,35 @@ class HubFetcher:
         return HubResult(path, commit, sha, len(files))
 
     async def _plan(
-        self, job: HubJob, bound: structlog.typing.FilteringBoundLogger, check_access: bool = False
+        self,
+        job: HubJob,
+        bound: structlog.typing.FilteringBoundLogger,
+        tracker: DownloadTracker | None = None,
+        check_access: bool = False,
     ) -> tuple[str, list[RepoFile]]:
-        """The commit and the files of the download, all checked before any byte moves."""
+        """The commit and the files of the download, all checked before any byte moves (a wait for
+        the hub's rate-limit window shows in the download's state, as a transfer's does)."""
         hub_ref = job.hub_ref
+
+        def waiting(until: datetime | None, reason: str | None) -> None:
+            if tracker is not None:
+                tracker.set_waiting(job.download_id, until, reason)
+
         if not job.whole:
             assert hub_ref.file is not None
-            commit, file = await self.api.probe(hub_ref, job.commit or hub_ref.revision, hub_ref.file)
+            commit, file = await self.api.probe(hub_ref, job.commit or hub_ref.revision, hub_ref.file, waiting=waiting)
             if job.commit is not None and commit != job.commit:
                 raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"the hub answered commit {commit} for {job.commit}")
             return commit, [file]
         gated = False
         if job.commit is None or check_access:
-            revision = await self.api.revision(hub_ref)
+            revision = await self.api.revision(hub_ref, waiting=waiting)
             commit, gated = job.commit or revision.commit, revision.gated
         else:
             commit = job.commit
         listing = self.trees.load(hub_ref.repo_id, commit)
         if listing is None:
-            listing = await self.api.tree(hub_ref, commit)
+            listing = await self.api.tree(hub_ref, commit, waiting=waiting)
             self.trees.save(hub_ref.repo_id, commit, listing)
         files = _select(listing, job.include, job.exclude)
         if not files:
@@ -314,7 +328,7 @@ class HubFetcher:
                 f" and exclude {list(job.exclude or [])} ({len(listing)} files in the commit)",
             )
         if gated:  # metadata of a gated repo is public: access shows on a file
-            await self.api.probe(hub_ref, commit, files[0].path)
+            await self.api.probe(hub_ref, commit, files[0].path, waiting=waiting)
         bound.info("hub_commit_pinned", commit=commit, listed=len(listing), selected=len(files))
         return commit, files
 
@@ -412,6 +426,14 @@ class HubFetcher:
         progress.finished(f.path)
         return digest, sha
 
+    def _notes_for(self, partial: Path) -> PartialNotes:
+        """What the partial's transfer learnt: the notes kept in memory when it stopped (its disk full,
+        they may be newer than the file), else its notes file."""
+        notes = self._kept_notes.pop(partial, None)
+        if notes is None or not partial.is_file():
+            notes = PartialNotes.load(partial)
+        return notes
+
     def _sources(self, job: HubJob, f: RepoFile) -> list[str | None]:
         """Where the file is fetched from, in order: peers (base URLs) and the hub (None). A blob this
         hive fetches from the hub at once (`hub_first`) goes there first; any other one comes from the
@@ -426,7 +448,7 @@ class HubFetcher:
         source brought stays in the partial for the next (Range), unless it failed the digest."""
         sources = self._sources(job, f)
         for i, peer in enumerate(sources):
-            notes = PartialNotes.load(partial)
+            notes = self._notes_for(partial)
             if peer is None:
                 url = job.hub_ref.resolve_url(commit, f.path)  # at the commit: never a moved branch's bytes
                 token_origin, peer_token, attempts = job.token_origin, None, None
@@ -460,6 +482,8 @@ class HubFetcher:
                     if exc.code != ErrorCode.INSUFFICIENT_DISK:
                         progress.discard = True
                         _discard(partial, notes)
+                    else:
+                        self._kept_notes[partial] = notes
                     raise DownloadError(exc.code, f"{f.path}: {exc.message}") from None
                 log.warning(
                     "hub_file_source_failed",
@@ -473,6 +497,8 @@ class HubFetcher:
             except BaseException:
                 if progress.discard:
                     _discard(partial, notes)
+                else:  # (a sibling's disk filled up, or the hive stops): kept, with what it learnt
+                    self._kept_notes[partial] = notes
                 raise
             notes.remove()
             return result

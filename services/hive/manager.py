@@ -368,6 +368,10 @@ class DownloadManager:
                 continue
             job = DownloadJob(rec.download_id, rec.url, Path(rec.dest), rec.expected_sha256, token_origin)
             self._enqueue(_resuming(job, rec), job.dest, rec.max_bps)
+        for rec in records:  # a hub download that failed for a full disk kept its partial for a later request
+            if rec.status == DownloadStatus.FAILED.value and rec.error_code == ErrorCode.INSUFFICIENT_DISK:
+                if (kept := self._hub_job_of(rec, None)) is not None:
+                    keep_under.add(self.hub.partial_dir(kept.hub_ref))
         removed = self.history.remove_orphans(self.models_dir, running=self._running, keep_under=keep_under)
         pruned = self.prune()
         log.info(

@@ -192,7 +192,7 @@ class ModelServer(ThreadedServer[RequestRecord]):
         authorization = headers.get("authorization")
         url_path, commit = self._canonical(url_path)
         plan = self._plan_for(method, url_path, headers, authorization)
-        if commit is not None and plan.status < 400:
+        if commit is not None and (plan.status < 400 or plan.status == 416):  # (416: an empty file)
             plan.headers["X-Repo-Commit"] = commit
         return plan
 
@@ -206,7 +206,7 @@ class ModelServer(ThreadedServer[RequestRecord]):
         if status is not None:
             return text_plan(status, retry)
         info = self._lookup(url_path)
-        if fault.redirect_to is not None:
+        if fault.redirect_to is not None:  # (a hub's redirect to its CDN names the commit too)
             return self._redirect_plan(fault.redirect_to, info)
         if info is None:
             return text_plan(404)

@@ -38,7 +38,7 @@ class _SegmentRun:
 async def saved_plan(ctx: Context, t: Transfer) -> SegmentPlan | None:
     """The plan of a segmented partial left by an earlier run, if file and plan agree."""
     job, part = t.job, t.part
-    if not (job.segments and (job.validator or job.pinned)):
+    if not (job.segments and job.validator):
         return None
     plan = SegmentPlan.from_json(job.segments)
     if plan is None or not part.path.is_file() or part.path.stat().st_size != plan.total:
@@ -133,7 +133,7 @@ async def _segment_worker(ctx: Context, t: Transfer, fd: int, seg: _SegmentRun) 
 
 async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun) -> None:
     headers = {"Accept-Encoding": "identity", "Range": f"bytes={chunk.written}-{chunk.end - 1}"}
-    if t.validator and not t.job.pinned:
+    if t.validator:
         headers["If-Range"] = t.validator
     resp = await ctx.requester.open(t.source, headers)
     try:
@@ -198,4 +198,4 @@ def _report_segments(t: Transfer, download_id: str, seg: _SegmentRun) -> None:
     now = time.monotonic()
     if now - seg.reported >= 1.0:
         seg.reported = now
-        t.checkpoints.checkpoint_segments(download_id, seg.plan.to_json())
+        t.checkpoints.checkpoint_segments(download_id, seg.plan.to_json())  # (a hub file's: its partial's notes)
