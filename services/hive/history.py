@@ -175,6 +175,9 @@ class History:
             if partial.is_file() and partial not in wanted:
                 partial.unlink(missing_ok=True)
                 removed += 1
+        for notes in hub_partials.glob("*/*.json"):  # notes whose partial is gone
+            if not notes.with_suffix(PART_SUFFIX).exists():
+                notes.unlink(missing_ok=True)
         return removed
 
     def over_capacity(self, active: int) -> bool:

@@ -337,9 +337,11 @@ class HubFetcher:
         needed = 0
         for f in missing:
             try:
-                have = cache.partial(f.digest).stat().st_size if f.digest else 0
+                st = cache.partial(f.digest).stat() if f.digest else None
             except OSError:
-                have = 0
+                st = None
+            # what the partial really holds: a segmented one is as long as the file but sparse
+            have = 0 if st is None else min(st.st_size, st.st_blocks * 512)
             needed += max(0, f.size - have)
         return needed
 
