@@ -105,8 +105,10 @@ class PullPart:
 
 
 def _hub_key(job: HubJob) -> Key:
+    """What a request joins: the same ref and selection, and the same fleet pull (a pull's part never
+    joins another download, which may be at another commit or of another pull)."""
     ref = job.hub_ref
-    return ("hf", ref.repo_id, ref.revision, ref.file, job.include, job.exclude)
+    return ("hf", ref.repo_id, ref.revision, ref.file, job.include, job.exclude, job.pull_id)
 
 
 class DownloadManager:
