@@ -18,7 +18,7 @@ import structlog
 from services.queen.registry import HiveInfo
 from shared.errors import ApiError
 from shared.models import ErrorCode
-from shared.wire import StartDownload, hive_stream_url
+from shared.wire import PlanRequest, StartDownload, hive_stream_url
 
 __all__ = ["HiveClient", "HiveUnreachable", "close_stream", "correlation_id", "unreachable"]
 
@@ -140,6 +140,9 @@ class HiveClient:
             extra = {k: v for k, v in error.items() if k not in ("code", "message")}
             extra.setdefault("hive_id", hive.hive_id)
             raise ApiError(status, error["code"], str(error.get("message", "")), **extra)
+        if status == 502 and error is not None:  # the hive could not reach what it asked (the hub): its words
+            message = f"hive {hive.hive_id!r}: {error.get('message', '')}"
+            raise ApiError(502, error["code"], message, hive_id=hive.hive_id)
         log.warning("hive_error", hive_id=hive.hive_id, status=status, path=response.request.url.path)
         raise ApiError(502, "HIVE_ERROR", f"hive {hive.hive_id!r} answered {status}", hive_id=hive.hive_id)
 
@@ -190,6 +193,12 @@ class HiveClient:
     async def cancel_download(self, hive: HiveInfo, download_id: str) -> dict[str, Any]:
         response = await self.request(hive, "DELETE", f"/v2/downloads/{download_id}")
         return {**self._json_object(hive, response), "hive_id": hive.hive_id}
+
+    async def plan(self, hive: HiveInfo, request: PlanRequest, time_limit: float) -> dict[str, Any]:
+        """What pulling a whole model would take on the hive (`POST /v2/plans`), nothing fetched."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        response = await self.request(hive, "POST", "/v2/plans", json=body, time_limit=time_limit)
+        return self._json_object(hive, response)
 
     @staticmethod
     def stream_url(hive_url: str, download_id: str | None = None) -> str:

@@ -22,7 +22,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from services.queen.pulls import HiveProgress, PullTotals, totals_of
+from services.queen.pulls import UNKNOWN, HiveProgress, PullTotals, totals_of
 from shared.models import EventType, ProgressEvent
 
 __all__ = ["PullFeed"]
@@ -116,9 +116,8 @@ class PullFeed:
         return last_id is not None and self.terminal is not None and last_id >= self.terminal.id
 
     def totals(self) -> PullTotals:
-        return totals_of(
-            [self._progress.get(h) or HiveProgress(h, d, "unknown") for h, d in sorted(self.downloads.items())]
-        )
+        parts = [self._progress.get(h) or HiveProgress(h, d, UNKNOWN) for h, d in sorted(self.downloads.items())]
+        return totals_of(parts, unknown_fails=False)  # a hive not heard from yet has not ended
 
     # -- internals -------------------------------------------------------------------------
 

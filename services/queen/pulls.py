@@ -39,6 +39,7 @@ FAN_OUT = 2  # followers one hive serves while every hive is well
 MAX_SOURCES = 4  # peers a hive is told of per blob (a hive's request body stays far below 64 KiB)
 
 RUNNING, COMPLETE, FAILED, CANCELLED = "running", "complete", "failed", "cancelled"
+UNKNOWN = "unknown"  # a hive's part the queen could not ask about
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,7 @@ class HiveProgress:
 
     hive_id: str
     download_id: str
-    status: str  # a download status, or "unknown" when the hive could not be asked
+    status: str  # a download status, or UNKNOWN
     bytes: int = 0
     total: int | None = None
     speed_bps: int = 0
@@ -171,7 +172,7 @@ class PullTotals:
     speed_bps: int
     hives_total: int
     hives_ended: int
-    failed: tuple[HiveProgress, ...]  # the hives whose download failed
+    failed: tuple[HiveProgress, ...]  # the hives whose part failed (or, once the rest ended, could not be asked)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,31 +187,36 @@ class PullTotals:
         }
 
 
-def pull_status(hives: Iterable[HiveProgress]) -> str:
-    """running while any hive has not ended; then failed if one failed, else cancelled if one was, else complete."""
+def pull_status(hives: Iterable[HiveProgress], unknown_fails: bool = True) -> str:
+    """running while any hive's part runs (or nothing is known); then failed if one failed or could not
+    be asked, else cancelled if one was, else complete. With `unknown_fails` false, a part not known
+    yet counts as running."""
     statuses = [h.status for h in hives]
-    if not statuses or any(s not in _ENDED for s in statuses):
+    if all(s == UNKNOWN for s in statuses) or any(s not in _ENDED and s != UNKNOWN for s in statuses):
         return RUNNING
-    if FAILED in statuses:
+    if UNKNOWN in statuses and not unknown_fails:
+        return RUNNING
+    if FAILED in statuses or UNKNOWN in statuses:
         return FAILED
     return CANCELLED if CANCELLED in statuses else COMPLETE
 
 
-def totals_of(hives: Sequence[HiveProgress]) -> PullTotals:
-    """The pull's sums. Every hive pulls the same files, so a hive whose total is not known yet (still
-    queued) counts with the total another hive reports."""
+def totals_of(hives: Sequence[HiveProgress], unknown_fails: bool = True) -> PullTotals:
+    """The pull's sums (the status as `pull_status` says). Every hive pulls the same files, so a hive
+    whose total is not known yet (still queued) counts with the total another hive reports."""
     known = [h.total for h in hives if h.total is not None]
     each = max(known) if known else None
     total = None if each is None else sum(each if h.total is None else h.total for h in hives)
     done = sum(h.bytes for h in hives)
     percent = None if total is None else 100.0 if total == 0 else round(min(100.0, done * 100.0 / total), 2)
+    status = pull_status(hives, unknown_fails)
     return PullTotals(
-        pull_status(hives),
+        status,
         done,
         total,
         percent,
         sum(h.speed_bps for h in hives if not h.ended),
         len(hives),
         sum(1 for h in hives if h.ended),
-        tuple(h for h in hives if h.status == FAILED),
+        tuple(h for h in hives if h.status == FAILED or (status == FAILED and h.status == UNKNOWN)),
     )
