@@ -95,7 +95,10 @@ def test_the_totals_and_status_of_a_pull() -> None:
     failed = totals_of([progress("a", "failed", 10, 100), progress("b", "cancelled", 0, 100)])
     assert failed.status == "failed" and [h.hive_id for h in failed.failed] == ["a"]
     assert totals_of([progress("a", "cancelled", 1, 100), progress("b", "complete", 100, 100)]).status == "cancelled"
-    assert totals_of([progress("a", "unknown", 0, None), progress("b", "complete", 1, 1)]).status == "running"
+    unasked = totals_of([progress("a", "unknown", 0, None), progress("b", "complete", 1, 1)])
+    assert unasked.status == "failed" and [h.hive_id for h in unasked.failed] == ["a"]  # the rest ended
+    assert totals_of([progress("a", "unknown", 0, None), progress("b", "queued", 0, None)]).status == "running"
+    assert totals_of([progress("a", "unknown", 0, None)]).status == "running"  # nothing known
 
 
 def event(event_id: int, hive: str, kind: EventType = EventType.PROGRESS, at: str = "", **data: Any) -> ProgressEvent:
