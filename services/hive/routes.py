@@ -233,7 +233,7 @@ async def get_blob(
     models = settings.models_dir.resolve()
     view = find_blob(models, digest.lower())
     if view is None or view.total is None:
-        if view is None and not manager.hub.planned(digest.lower()):
+        if view is None and not manager.planned(digest.lower()):
             raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive")
         return JSONResponse(  # a download here will fetch it: a peer asks again
             error_body("NOT_READY", "this hive has not begun the blob yet"),
