@@ -354,7 +354,7 @@ def test_each_preflight_failure_starts_nothing_and_names_the_hive(fleet: Fleet, 
     assert nothing_started(fleet)
 
     missing = fleet.pull(["hive-a"], model_ref="hf:org/nothing")
-    assert missing.status_code == 422 and missing.json()["error"]["code"] == "REPO_NOT_FOUND", missing.text
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "REPO_NOT_FOUND", missing.text
     one_file = fleet.pull(["hive-a"], model_ref=f"hf:{REPO}::file=config.json")
     assert one_file.status_code == 422 and one_file.json()["error"]["code"] == "INVALID_MODEL_REF", one_file.text
     assert nothing_started(fleet)
