@@ -317,8 +317,15 @@ def test_a_hive_added_after_a_pull_finished_copies_the_model_from_its_peers_alon
     sent, resolves = fleet.hub.cdn.total_bytes_sent(), fleet.hub.resolver_calls()
 
     fleet.add_hive("hive-e")
+    fleet.register("ghost", f"http://127.0.0.1:{free_port()}")  # down: "all" leaves it out once that is known
+
+    def down() -> bool:
+        hives = fleet.api().get("/v1/hives").json()["hives"]
+        return any(h["hive_id"] == "ghost" and h["health"] == "unhealthy" for h in hives)
+
+    wait_until(down, 10, what="the queen to find the ghost down")
     pull = fleet.started("all")
-    assert pull["commit"] == first["commit"]
+    assert pull["commit"] == first["commit"] and set(pull["downloads"]) == {"hive-a", "hive-b", "hive-e"}
     state = fleet.ended(pull["pull_id"])
     assert state["status"] == "complete", state
     assert fleet.hub.cdn.total_bytes_sent() == sent and fleet.hub.resolver_calls() == resolves  # no hub byte

@@ -122,10 +122,13 @@ class PullService:
         return pull
 
     def _named(self, hive_ids: list[str] | str) -> list[HiveInfo]:
-        if hive_ids == "all":
-            hives = self.registry.all()
-            if not hives:
+        if hive_ids == "all":  # every hive the queen knows, but those its health checks find down
+            known = self.registry.all()
+            hives = [h for h in known if h.health is not Health.UNHEALTHY]
+            if not known:
                 raise ApiError(404, "UNKNOWN_HIVE", "no hive is registered with this queen")
+            if not hives:
+                raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, "every hive registered with this queen is down")
             return hives
         unknown = [h for h in dict.fromkeys(hive_ids) if self.registry.get(h) is None]
         if unknown:
