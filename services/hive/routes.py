@@ -229,7 +229,7 @@ async def get_blob(
     range_: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
     """A blob this hive holds, or the part of one it is downloading that is on disk, by digest (for
-    peers in a fleet pull; README, "Fleet pulls: peers"). The body follows a partial as it grows."""
+    peers in a fleet pull; README, "Fleet pulls"). The body follows a partial as it grows."""
     models = settings.models_dir.resolve()
     view = find_blob(models, digest.lower())
     if view is None or view.total is None:

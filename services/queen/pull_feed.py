@@ -3,7 +3,7 @@
 The feed holds the latest event of every hive of the pull and, once every hive has ended, the
 pull's one terminal event; nothing per client. A client remembers the last id it was sent and takes
 whatever is newer, in id order, so a slow reader skips to the newest state of each hive and never
-holds memory (README, "Fleet pulls: the stream").
+holds memory (README, "Fleet pulls", the stream).
 
 Ids survive a queen restart without a database: an event's id is the sum over the pull's hives of
 the last event id relayed from each hive's download (those ids strictly increase and persist on the
