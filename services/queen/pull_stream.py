@@ -139,15 +139,16 @@ class PullStreams:
                 return
             sub, queue = attached
             lost_at = None
-            backoff.reset()
             try:
                 while batch := await queue.next_batch():
+                    backoff.reset()
                     for event in batch:
                         feed.publish(hive_id, event)
                         if event.is_terminal:
                             return
             finally:
                 self.relay.detach(sub, queue)
+            await asyncio.sleep(backoff.next())  # the relay ended without the terminal event: join again
 
 
 def _lost(feed: PullFeed, hive_id: str, download_id: str, exc: ApiError, config: PullStreamConfig) -> ProgressEvent:
