@@ -108,7 +108,8 @@ class HiveClient:
         time_limit: float | None = None,
         quiet: bool = False,
     ) -> httpx.Response:
-        """One call; a transport failure is 503 HIVE_UNREACHABLE, a hive error is raised as ApiError."""
+        """One call; a transport failure is 503 HIVE_UNREACHABLE (so is a registered URL httpx cannot
+        use, e.g. a host name IDNA refuses), a hive error is raised as ApiError."""
         try:
             response = await self.client.request(
                 method,
@@ -118,6 +119,8 @@ class HiveClient:
                 headers=self.headers(),
                 timeout=time_limit or self.timeout,
             )
+        except httpx.InvalidURL as exc:
+            raise HiveUnreachable(hive.hive_id, f"its URL cannot be used: {exc}", connected=False) from None
         except httpx.HTTPError as exc:
             if not quiet:  # health checks log only changes of health, not every failed probe
                 log.warning("hive_call_failed", hive_id=hive.hive_id, path=path, error=_describe(exc))
@@ -208,8 +211,11 @@ class HiveClient:
     async def open_stream(self, url: str, last_event_id: int | None = None) -> httpx.Response:
         """GET an SSE route and return the response unread (the caller checks it, then `close_stream`s it).
 
-        Raises httpx.HTTPError when the hive cannot be reached.
+        Raises httpx.HTTPError when the hive cannot be reached (a ConnectError for a URL httpx cannot use).
         """
         headers = {**self.headers(last_event_id), "Accept": "text/event-stream", "Cache-Control": "no-store"}
-        request = self.client.build_request("GET", url, headers=headers, timeout=self.stream_timeout)
+        try:
+            request = self.client.build_request("GET", url, headers=headers, timeout=self.stream_timeout)
+        except httpx.InvalidURL as exc:
+            raise httpx.ConnectError(f"the URL cannot be used: {exc}") from None
         return await self.client.send(request, stream=True)
