@@ -27,9 +27,11 @@ __all__ = [
     "MAX_PATTERNS",
     "MAX_PATTERN_LENGTH",
     "MAX_PULL_FILES",
+    "MAX_PULL_HIVES",
     "MAX_REF_LENGTH",
     "MAX_URL_LENGTH",
     "PULL_ID_PATTERN",
+    "PULL_ID_RE",
     "SHA256_PATTERN",
     "SHA256_RE",
     "BodySizeLimitMiddleware",
@@ -43,9 +45,11 @@ MAX_BPS = 10**12  # the largest bandwidth cap, bytes/s
 MAX_PATTERNS = 64  # include / exclude globs of one whole-model request, each list
 MAX_PATTERN_LENGTH = 256  # characters of one glob
 MAX_PULL_FILES = 100_000  # files of one fleet pull whose sources a hive is told
+MAX_PULL_HIVES = 1024  # hives one fleet pull names
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
 DIGEST_PATTERN = r"^([0-9a-f]{40}|[0-9a-f]{64})$"  # a blob: git blob sha1 or sha256
 PULL_ID_PATTERN = r"^pull-[0-9a-f]{32}$"
+PULL_ID_RE = re.compile(PULL_ID_PATTERN)
 
 DOWNLOAD_ID_RE = re.compile(r"dl-[0-9a-f]{32}")  # what a hive's ids look like; anything else is not ours
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"  # an expected sha256 as a request gives it (either case)

@@ -8,7 +8,7 @@ passes on what its hive sent, and may only add to it. Error bodies are `ErrorBod
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,7 @@ from shared.limits import (
     MAX_PATTERN_LENGTH,
     MAX_PATTERNS,
     MAX_PULL_FILES,
+    MAX_PULL_HIVES,
     MAX_REF_LENGTH,
     MAX_URL_LENGTH,
     PULL_ID_PATTERN,
@@ -43,8 +44,13 @@ __all__ = [
     "PlanBody",
     "PlanRequest",
     "PlannedFile",
+    "PullBody",
+    "PullHiveBody",
+    "PullList",
+    "PullStarted",
     "QueenHealth",
     "QueenStartDownload",
+    "QueenStartPull",
     "RegisterHive",
     "StartDownload",
     "error_responses",
@@ -145,6 +151,24 @@ class QueenStartDownload(BaseModel):
     model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
     hive_id: str | None = Field(default=None, pattern=HIVE_ID_PATTERN)
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    include: Patterns = None
+    exclude: Patterns = None
+
+
+HiveId = Annotated[str, Field(pattern=HIVE_ID_PATTERN)]
+
+
+class QueenStartPull(BaseModel):
+    """POST /v1/pulls: one model onto many hives, one commit for all."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+
+    model_ref: str = Field(
+        min_length=1, max_length=MAX_REF_LENGTH, description="a whole model, hf:{org}/{repo}[@{rev}]"
+    )
+    hive_ids: Annotated[list[HiveId], Field(min_length=1, max_length=MAX_PULL_HIVES)] | Literal["all"] = Field(
+        description='the hives to pull onto, or "all" the queen knows'
+    )
     include: Patterns = None
     exclude: Patterns = None
 
@@ -260,6 +284,59 @@ class QueenHealth(BaseModel):
     orchestrator_id: str
     hives: int
     healthy_hives: int
+
+
+class PullStarted(BaseModel):
+    """POST /v1/pulls: the pull, the commit every hive takes, and each hive's download."""
+
+    pull_id: str
+    commit: str
+    downloads: dict[str, str] = Field(description="hive_id -> download_id")
+
+
+class PullHiveBody(BaseModel):
+    """One hive's part of a pull."""
+
+    hive_id: str
+    download_id: str
+    status: str = Field(description="the download's status, or unknown when the hive could not be asked")
+    bytes: int
+    total: int | None
+    percent: float | None
+    speed_bps: int
+    eta_secs: int | None = None
+    files_total: int | None = None
+    files_done: int | None = None
+    error: str | None = None
+    error_code: str | None = None
+    sources: dict[str, int] = Field(
+        default_factory=dict,
+        description='bytes by where they came from: "hub", a peer hive\'s URL, or "cache" (already here,'
+        " or a source the hive no longer remembers)",
+    )
+
+
+class PullBody(BaseModel):
+    """GET /v1/pulls/{id}: every hive's part and the pull's totals."""
+
+    pull_id: str
+    model_ref: str | None
+    commit: str | None
+    status: str = Field(description="running, complete, failed or cancelled")
+    bytes: int
+    total: int | None
+    percent: float | None
+    speed_bps: int
+    hives: list[PullHiveBody]
+    failed_hives: list[str]
+    unreachable_hives: list[str]
+
+
+class PullList(BaseModel):
+    """GET /v1/pulls: every pull the hives know of, newest first."""
+
+    pulls: list[PullBody]
+    unreachable_hives: list[str]
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

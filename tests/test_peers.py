@@ -20,7 +20,7 @@ from services.hive.blobs import BadRange, parse_range
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
 from tests.conftest import hive_factory
-from tests.support import ServerThread, wait_until
+from tests.support import Hold, ServerThread, wait_until
 
 MiB = 1024 * 1024
 REPO = "org/fleet"
@@ -124,6 +124,38 @@ def test_a_peer_still_downloading_is_followed_as_its_partial_grows(
     assert hub.cdn.total_bytes_sent() == lfs  # the follower's bytes all came from the seeder
     for path in FILES:
         assert (Path(state["path"]) / path).read_bytes() == hub.file(REPO, path).content()
+
+
+def test_a_peer_whose_pull_part_has_not_started_yet_is_waited_for(
+    hub: Hub, make_hive: Callable[..., ServerThread]
+) -> None:
+    commit = hub.commit(REPO, FILES)
+    hub.add_repo("org/other")
+    hub.commit("org/other", {"blocker.bin": Generated(MiB, seed=5)})
+    seeder = make_hive(max_concurrent=1)
+    follower = make_hive()
+    pull = {"commit": commit, "pull_id": "pull-" + "1" * 32}
+    blobs = digests(hub)
+    with Hold(seeder.url) as hold:
+        blocker = start(seeder.url, model_ref="hf:org/other::file=blocker.bin")  # holds the seeder's one slot
+        seeding = start(seeder.url, hub_first=sorted(blobs.values()), **pull)
+        assert httpx.get(f"{seeder.url}/v2/downloads/{seeding}", timeout=10).json()["status"] == "queued"
+        copy = start(follower.url, sources={d: [seeder.url] for d in blobs.values()}, **pull)
+
+        def asking() -> bool:
+            state = httpx.get(f"{follower.url}/v2/downloads/{copy}", timeout=10).json()
+            return any(f.get("source") == seeder.url for f in state.get("files") or [])
+
+        wait_until(asking, 10, what="the follower to ask the seeder")
+        hold.release()
+    assert finished(seeder.url, blocker)["status"] == "complete"
+    assert finished(seeder.url, seeding)["status"] == "complete"
+    state = finished(follower.url, copy)
+    assert state["status"] == "complete", state
+    assert {f["source"] for f in state["files"]} == {seeder.url}
+    lfs = [f for f in hub.repo(REPO).resolve("main").files.values() if f.lfs]  # type: ignore[union-attr]
+    sent = sum(hub.cdn.total_bytes_sent(f"/repos/{f.sha256[:2]}/{f.sha256[2:4]}/{f.sha256}") for f in lfs)
+    assert sent == sum(f.size for f in lfs)  # one copy of the model
 
 
 def test_a_peer_that_is_gone_is_passed_over_for_the_hub(

@@ -166,3 +166,11 @@ def test_placement_never_starts_a_second_copy_when_the_first_hive_may_have_it() 
     result, _, other = placement(httpx.ReadTimeout("no answer"))  # the request reached hive-a
     assert isinstance(result, ApiError) and (result.status, result.code) == (503, "HIVE_UNREACHABLE")
     assert not other.called
+
+
+def test_a_registered_url_httpx_cannot_use_is_an_unreachable_hive() -> None:
+    odd = HiveInfo("hive-x", "http://0g\u023a\u0100\u00d7\u00d6", "registered")  # IDNA refuses the host
+    error = api_error(lambda c: c.list_downloads(odd))
+    assert (error.status, error.code, error.extra["hive_id"]) == (503, "HIVE_UNREACHABLE", "hive-x")
+    with pytest.raises(httpx.ConnectError):
+        call(lambda c: c.open_stream(c.stream_url(odd.url)))

@@ -43,9 +43,19 @@ def operations(service: str) -> list[str]:
     return sorted(label for label in labels if not label.endswith("/stream"))
 
 
+def made_up_hive(response: requests.Response) -> bool:
+    """A 503 HIVE_UNREACHABLE naming a hive the fuzz itself registered at a made-up URL (POST /v1/hives
+    runs first): the queen's right answer for a fleet pull onto it, not a failure of the queen."""
+    if response.status_code != 503:
+        return False
+    error = json.loads(response.text).get("error") or {}
+    return error.get("code") == "HIVE_UNREACHABLE" and error.get("hive_id") not in (None, "hive-f")
+
+
 def check_answer(case: Case, response: requests.Response) -> None:
     where = f"{case.method} {case.formatted_path} query={case.query} body={case.body!r:.300}"
-    assert response.status_code < 500, f"{where} -> {response.status_code} {response.text[:500]}"
+    ok = response.status_code < 500 or made_up_hive(response)
+    assert ok, f"{where} -> {response.status_code} {response.text[:500]}"
     if response.status_code >= 400:
         body: Any = json.loads(response.text)
         assert isinstance(body, dict) and set(body) == {"error"}, f"{where} -> {response.text[:500]}"

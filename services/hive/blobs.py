@@ -1,5 +1,5 @@
 """What a hive serves its peers: the blobs it holds, by digest, and the part of one it is still
-downloading that is already on disk (README, "Fleet pulls: peers").
+downloading that is already on disk (README, "Fleet pulls").
 
 `GET /v2/blobs/{digest}` (Range `bytes=N-` or `bytes=N-M`; behind RBEE_API_TOKEN like every route):
 - a blob in the cache (`hub/models--*/blobs/{digest}`) is sent as a file;
@@ -10,7 +10,9 @@ downloading that is already on disk (README, "Fleet pulls: peers").
   written prefix of its segment plan (`{digest}.json`) for a segmented one, never a hole.
   `X-Rbee-Blob-State: partial` says so, `X-Rbee-Available` how many bytes were safe when it began,
   and `Content-Length` is the whole rest: a body that ends short (the download was cancelled or
-  failed, the hive stopped) is an error the reader resumes elsewhere with Range.
+  failed, the hive stopped) is an error the reader resumes elsewhere with Range;
+- a blob a download here is to fetch but has not begun (routes: `503`, `X-Rbee-Blob-State: planned`)
+  is asked for again by the reader a second later.
 `ETag` is the digest (strong: a blob's bytes never change); the reader verifies every byte against
 it anyway. Nothing else of the hive is reachable here: the digest must be 40 or 64 hex.
 """

@@ -76,6 +76,7 @@ Key = Path | tuple[object, ...]  # a URL download's destination, or what an hf: 
 class _Running:
     task: asyncio.Task[None]
     key: Key
+    job: DownloadJob | HubJob
     user_cancelled: bool = False
 
 
@@ -105,8 +106,10 @@ class PullPart:
 
 
 def _hub_key(job: HubJob) -> Key:
+    """What a request joins: the same ref and selection, and the same fleet pull (a pull's part never
+    joins another download, which may be at another commit or of another pull)."""
     ref = job.hub_ref
-    return ("hf", ref.repo_id, ref.revision, ref.file, job.include, job.exclude)
+    return ("hf", ref.repo_id, ref.revision, ref.file, job.include, job.exclude, job.pull_id)
 
 
 class DownloadManager:
@@ -309,6 +312,16 @@ class DownloadManager:
         self.history.drop([download_id], busy=self._by_key)
         return deleted
 
+    def planned(self, digest: str) -> bool:
+        """A download here will fetch this blob: a running one has it among its missing files, or a
+        fleet pull's part, queued or not planned yet, was told of it (its hub_first or sources)."""
+        if self.hub.planned(digest):
+            return True
+        return any(
+            isinstance(r.job, HubJob) and (digest in r.job.hub_first or digest in r.job.sources)
+            for r in self._running.values()
+        )
+
     def get(self, download_id: str) -> DownloadState | None:
         return self.tracker.get_download(download_id)
 
@@ -426,7 +439,7 @@ class DownloadManager:
         self._slots.join(job.download_id)
         self.throttle.set_download_limit(job.download_id, max_bps)
         task = asyncio.create_task(self._run(job, key), name=job.download_id)
-        self._running[job.download_id] = _Running(task, key)
+        self._running[job.download_id] = _Running(task, key, job)
 
     async def _transfer(self, job: DownloadJob | HubJob) -> tuple[str, str | None]:
         """The work of one download: (its path, its sha256)."""

@@ -229,11 +229,11 @@ async def get_blob(
     range_: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
     """A blob this hive holds, or the part of one it is downloading that is on disk, by digest (for
-    peers in a fleet pull; README, "Fleet pulls: peers"). The body follows a partial as it grows."""
+    peers in a fleet pull; README, "Fleet pulls"). The body follows a partial as it grows."""
     models = settings.models_dir.resolve()
     view = find_blob(models, digest.lower())
     if view is None or view.total is None:
-        if view is None and not manager.hub.planned(digest.lower()):
+        if view is None and not manager.planned(digest.lower()):
             raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive")
         return JSONResponse(  # a download here will fetch it: a peer asks again
             error_body("NOT_READY", "this hive has not begun the blob yet"),

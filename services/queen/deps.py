@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.queen.aggregate import AggregateHub
+from services.queen.pull_service import PullService
+from services.queen.pull_stream import PullStreams
 from services.queen.relay import DownloadRelay
 from services.queen.service import QueenService
 from services.queen.settings import QueenSettings
@@ -27,6 +29,16 @@ def get_hub(request: Request) -> AggregateHub:
     return hub
 
 
+def get_pulls(request: Request) -> PullService:
+    pulls: PullService = request.app.state.pulls
+    return pulls
+
+
+def get_pull_streams(request: Request) -> PullStreams:
+    streams: PullStreams = request.app.state.pull_streams
+    return streams
+
+
 def get_settings(request: Request) -> QueenSettings:
     settings: QueenSettings = request.app.state.settings
     return settings
@@ -35,4 +47,6 @@ def get_settings(request: Request) -> QueenSettings:
 ServiceDep = Annotated[QueenService, Depends(get_service)]
 RelayDep = Annotated[DownloadRelay, Depends(get_relay)]
 HubDep = Annotated[AggregateHub, Depends(get_hub)]
+PullsDep = Annotated[PullService, Depends(get_pulls)]
+PullStreamsDep = Annotated[PullStreams, Depends(get_pull_streams)]
 SettingsDep = Annotated[QueenSettings, Depends(get_settings)]

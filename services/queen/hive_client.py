@@ -18,7 +18,7 @@ import structlog
 from services.queen.registry import HiveInfo
 from shared.errors import ApiError
 from shared.models import ErrorCode
-from shared.wire import StartDownload, hive_stream_url
+from shared.wire import PlanRequest, StartDownload, hive_stream_url
 
 __all__ = ["HiveClient", "HiveUnreachable", "close_stream", "correlation_id", "unreachable"]
 
@@ -108,7 +108,8 @@ class HiveClient:
         time_limit: float | None = None,
         quiet: bool = False,
     ) -> httpx.Response:
-        """One call; a transport failure is 503 HIVE_UNREACHABLE, a hive error is raised as ApiError."""
+        """One call; a transport failure is 503 HIVE_UNREACHABLE (so is a registered URL httpx cannot
+        use, e.g. a host name IDNA refuses), a hive error is raised as ApiError."""
         try:
             response = await self.client.request(
                 method,
@@ -118,6 +119,8 @@ class HiveClient:
                 headers=self.headers(),
                 timeout=time_limit or self.timeout,
             )
+        except httpx.InvalidURL as exc:
+            raise HiveUnreachable(hive.hive_id, f"its URL cannot be used: {exc}", connected=False) from None
         except httpx.HTTPError as exc:
             if not quiet:  # health checks log only changes of health, not every failed probe
                 log.warning("hive_call_failed", hive_id=hive.hive_id, path=path, error=_describe(exc))
@@ -140,6 +143,9 @@ class HiveClient:
             extra = {k: v for k, v in error.items() if k not in ("code", "message")}
             extra.setdefault("hive_id", hive.hive_id)
             raise ApiError(status, error["code"], str(error.get("message", "")), **extra)
+        if status == 502 and error is not None:  # the hive could not reach what it asked (the hub): its words
+            message = f"hive {hive.hive_id!r}: {error.get('message', '')}"
+            raise ApiError(502, error["code"], message, hive_id=hive.hive_id)
         log.warning("hive_error", hive_id=hive.hive_id, status=status, path=response.request.url.path)
         raise ApiError(502, "HIVE_ERROR", f"hive {hive.hive_id!r} answered {status}", hive_id=hive.hive_id)
 
@@ -191,6 +197,12 @@ class HiveClient:
         response = await self.request(hive, "DELETE", f"/v2/downloads/{download_id}")
         return {**self._json_object(hive, response), "hive_id": hive.hive_id}
 
+    async def plan(self, hive: HiveInfo, request: PlanRequest, time_limit: float) -> dict[str, Any]:
+        """What pulling a whole model would take on the hive (`POST /v2/plans`), nothing fetched."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        response = await self.request(hive, "POST", "/v2/plans", json=body, time_limit=time_limit)
+        return self._json_object(hive, response)
+
     @staticmethod
     def stream_url(hive_url: str, download_id: str | None = None) -> str:
         """The hive's stream of one download, or of every download (`shared.wire.hive_stream_url`)."""
@@ -199,8 +211,11 @@ class HiveClient:
     async def open_stream(self, url: str, last_event_id: int | None = None) -> httpx.Response:
         """GET an SSE route and return the response unread (the caller checks it, then `close_stream`s it).
 
-        Raises httpx.HTTPError when the hive cannot be reached.
+        Raises httpx.HTTPError when the hive cannot be reached (a ConnectError for a URL httpx cannot use).
         """
         headers = {**self.headers(last_event_id), "Accept": "text/event-stream", "Cache-Control": "no-store"}
-        request = self.client.build_request("GET", url, headers=headers, timeout=self.stream_timeout)
+        try:
+            request = self.client.build_request("GET", url, headers=headers, timeout=self.stream_timeout)
+        except httpx.InvalidURL as exc:
+            raise httpx.ConnectError(f"the URL cannot be used: {exc}") from None
         return await self.client.send(request, stream=True)

@@ -11,10 +11,12 @@ import httpx
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from services.queen import page, routes
+from services.queen import page, pull_routes, routes
 from services.queen.aggregate import AggregateConfig, AggregateHub
 from services.queen.hive_client import HiveClient
 from services.queen.metrics import QueenCollector
+from services.queen.pull_service import PullService
+from services.queen.pull_stream import PullStreamConfig, PullStreams
 from services.queen.registry import HiveRegistry
 from services.queen.relay import DownloadRelay, RelayConfig
 from services.queen.service import QueenService
@@ -72,6 +74,18 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
             )
             service = QueenService(settings, registry, hives, hub)
             app.state.service, app.state.relay, app.state.hub = service, relay, hub
+            app.state.pulls = PullService(settings, registry, hives)
+            app.state.pull_streams = pull_streams = PullStreams(
+                relay,
+                registry.get,
+                PullStreamConfig(
+                    settings.orchestrator_id,
+                    settings.fanout_timeout,
+                    settings.unreachable_budget,
+                    settings.relay_backoff_initial,
+                    settings.relay_backoff_max,
+                ),
+            )
             app.state.metrics = CollectorRegistry()
             app.state.metrics.register(QueenCollector(registry, relay, hub, stats))
             register_runtime_metrics(app.state.metrics)
@@ -85,6 +99,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await health
                 await service.close()
+                await pull_streams.aclose()
                 await relay.close()
                 await hub.close()
 
@@ -93,6 +108,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(routes.router)
+    app.include_router(pull_routes.router)
     app.include_router(page.router)
 
     @app.get("/healthz", tags=["health"])

@@ -52,6 +52,10 @@ class QueenSettings(CommonSettings):
     client_queue_size: int = Field(default=10_000, ge=1)  # downloads pending per client on the aggregated stream
     send_timeout: float = Field(default=30.0, gt=0)  # a client that takes no bytes for this long is dropped
     max_tracked_downloads: int = Field(default=100_000, ge=1)  # download -> hive map, least recently used out
+    # Fleet pulls: how many hives fetch one blob from the hub at once (the rest take it from them),
+    # and how long each hive gets to make its plan (it asks the hub for the commit and the files).
+    hub_fetches_per_blob: int = Field(default=1, ge=1, le=64)
+    plan_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("hives", mode="before")
     @classmethod
