@@ -28,9 +28,10 @@ def policy_of(ctx: Context) -> ReconnectPolicy:
 
 
 def show_stream(followed: F, events: Iterable[StreamEvent], renderer: Renderer[F]) -> bool:
-    """Fold every event into `followed` and show it, up to the terminal one; False when Ctrl-C stopped it."""
-    renderer.start(followed)
+    """Fold every event into `followed` and show it, up to the terminal one; False when Ctrl-C stopped it
+    (from the first thing shown on: whoever saw it may press Ctrl-C, and is told how to get back)."""
     try:
+        renderer.start(followed)
         for event in events:
             followed.apply(event)
             renderer.update(event, followed)
