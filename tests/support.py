@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import uvicorn
 
 from shared.waiting import free_port, wait_until
 
-__all__ = ["Hold", "ServerThread", "ServiceProcess", "free_port", "read_until", "serve", "wait_until"]
+__all__ = ["Hold", "ServerThread", "ServiceProcess", "free_port", "held_until", "read_until", "serve", "wait_until"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,6 +54,33 @@ class Hold:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextmanager
+def held_until(
+    hives: Iterable[ServerThread], ready: Callable[[], bool], then: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """The hives' downloads held (`Hold`) from now until `ready()` (polled in a thread, within 30 s) while
+    the block runs; then `then` runs, if given, and the hives go on (those still running). For a client
+    that must see a download under way however long it takes to start: release once it follows."""
+    holds = [(hive, Hold(hive.url)) for hive in hives]
+
+    def release() -> None:
+        try:
+            wait_until(ready, 30, what="the client following")
+            if then is not None:
+                then()
+        finally:
+            for hive, hold in holds:
+                if hive.thread.is_alive():
+                    hold.release()
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        yield
+    finally:
+        releaser.join(35)
 
 
 class ServerThread:

@@ -11,15 +11,9 @@ import asyncio
 import contextlib
 import io
 import json
-import os
-import pty
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,15 +37,14 @@ from services.keeper.context import (
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
+from tests.keeper_support import interrupt_keeper, keeper, keeper_on_a_terminal, running_keeper
 from tests.support import (
-    REPO,
-    Hold,
     ServerThread,
     ServiceProcess,
     free_port,
+    held_until,
     read_until,
     serve,
-    sigint_as_default,
     wait_until,
 )
 
@@ -239,20 +232,6 @@ def fake() -> Iterator[tuple[FakeQueen, ServerThread]]:
     queen = FakeQueen()
     with serve(queen.app) as server:
         yield queen, server
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def keeper(*argv: str, queen: str, env: Mapping[str, str] | None = None) -> Result:
-    """The CLI in-process with captured (non-terminal) stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code = run(["--queen", queen, *argv], out, err, {**(env or {})})
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def json_events(text: str) -> list[dict[str, Any]]:
@@ -459,25 +438,13 @@ class Cluster:
     def held_until_followed(self) -> Iterator[None]:
         """The hive's downloads wait at their first chunk until the keeper follows one through the queen,
         so the keeper sees it under way however long it takes to start (not a fixed-rate race)."""
-        hold = Hold(self.hive.url)
 
         def followed() -> bool:
             metrics = httpx.get(f"{self.queen.url}/metrics", timeout=5).text
             return 'rbee_queen_sse_clients{stream="download"} 1.0' in metrics
 
-        def release() -> None:
-            try:
-                wait_until(followed, 30, what="the keeper following the download")
-            finally:
-                hold.release()
-
-        releaser = threading.Thread(target=release, daemon=True)
-        releaser.start()
-        try:
+        with held_until([self.hive], followed):
             yield
-        finally:
-            releaser.join(35)
-            hold.release()
 
     def start(self, ref: str) -> str:
         response = httpx.post(f"{self.queen.url}/v1/downloads", json={"model_ref": ref}, timeout=5)
@@ -497,17 +464,6 @@ def cluster(make_hive: Callable[..., ServerThread], model_server: ModelServer) -
 
         wait_until(healthy, 10, what="hive-a healthy in the queen")
         yield Cluster(queen, hive, model_server)
-
-
-def spawn_keeper(*argv: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RBEE_API_TOKEN", "RBEE_QUEEN_URL", "NO_COLOR")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.keeper.cli", *argv],
-        cwd=REPO,
-        env={**env, **kwargs.pop("env", {})},
-        preexec_fn=sigint_as_default,
-        **kwargs,
-    )
 
 
 def test_download_plain_output_in_a_pipe(cluster: Cluster) -> None:
@@ -543,19 +499,12 @@ def test_download_json_lines_are_the_relayed_events(cluster: Cluster) -> None:
 
 def test_download_shows_a_live_bar_on_a_terminal(cluster: Cluster) -> None:
     ref, _ = cluster.ref("bar.bin", 2_000_000, rate=2_000_000)
-    master, slave = pty.openpty()
-    env = {"TERM": "xterm-256color", "COLUMNS": "140", "LINES": "40"}
     with cluster.held_until_followed():
-        proc = spawn_keeper("--queen", cluster.queen.url, "download", ref, stdout=slave, stderr=slave, env=env)
-        os.close(slave)
-        try:
-            output = read_until(master, lambda data: b"complete: bar.bin" in data, 30).decode(errors="replace")
-            assert proc.wait(timeout=10) == EXIT_OK
-        finally:
-            os.close(master)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        shown = keeper_on_a_terminal(
+            "--queen", cluster.queen.url, "download", ref, done=b"complete: bar.bin", columns=140
+        )
+    assert shown.code == EXIT_OK, shown
+    output = shown.out
     assert "\x1b[" in output  # cursor movement / colour: a live display
     assert "bar.bin" in output and "━" in output
     assert re.search(r"\d+\.\d% • [\d.]+ [kM]?B / 2\.0 MB • [\d.]+ [kM]?B/s • ETA \S+ • hive-a", output), output
@@ -622,20 +571,10 @@ def test_refused_ref_and_failed_download(cluster: Cluster) -> None:
 def test_ctrl_c_leaves_the_download_running_or_cancels_it(cluster: Cluster, cancel: bool) -> None:
     ref, _ = cluster.ref(f"sigint-{cancel}.bin", 50_000_000, rate=1_000_000)
     argv = ["--queen", cluster.queen.url, "download", ref, *(["--cancel-on-interrupt"] if cancel else [])]
-    proc = spawn_keeper(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        shown = read_until(proc.stdout.fileno(), lambda data: b" downloading " in data, 20).decode()
-        download_id = re.search(r"\(id (\S+)\)", shown).group(1)  # type: ignore[union-attr]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == EXIT_INTERRUPTED
-        err = proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    result = interrupt_keeper(*argv, ready=lambda data: b" downloading " in data, timeout=20)
+    assert result.code == EXIT_INTERRUPTED, result
+    download_id = re.search(r"\(id (\S+)\)", result.out).group(1)  # type: ignore[union-attr]
+    err = result.err
     assert "Traceback" not in err
     if cancel:
         assert f"interrupted; cancelled download {download_id}" in err
@@ -663,21 +602,14 @@ def test_keeper_rides_out_a_queen_restart(
             what="hive-a healthy",
         )
         argv = ["--queen", queen.url, "--json", "download", "hf:org/repo::file=restart.bin"]
-        proc = spawn_keeper(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
-        try:
+        with running_keeper(*argv) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
             before = read_until(proc.stdout.fileno(), lambda data: data.count(b"\n") >= 2, 20)
             queen.kill()
             queen.start()
             after = read_until(proc.stdout.fileno(), lambda data: b'"event":"complete"' in data, 30)
             assert proc.wait(timeout=10) == EXIT_OK, proc.stderr.read()
             err = proc.stderr.read().decode()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
     finally:
         queen.stop()
     assert "stream interrupted" in err and "reconnecting" in err

@@ -7,6 +7,7 @@ the Playwright-managed browsers are never used. Without them the module is skipp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -420,3 +421,91 @@ def test_a_whole_model_is_one_row_with_its_file_count_that_opens_to_its_files(br
                 # still open, the list follows: every file complete
                 expect(r.locator('.file-list .file[data-status="complete"]')).to_have_count(total, timeout=WAIT)
                 expect(shard.locator(".file-bytes")).to_have_text("3.0 MB")
+
+
+@contextmanager
+def fleet_stack(
+    root: Path, files: dict[str, bytes | Generated]
+) -> Iterator[tuple[ServerThread, dict[str, ServerThread]]]:
+    """The test hub with acme/fleet, two hives on it and a queen: (the queen, the hives)."""
+    with Hub(root / "hub-store") as hub, contextlib.ExitStack() as stack:
+        hub.add_repo("acme/fleet")
+        hub.commit("acme/fleet", files)
+        hives = {}
+        for hive_id in ("hive-a", "hive-b"):
+            settings = HiveSettings(id=hive_id, models_dir=root / hive_id, hf_endpoint=hub.url, **FAST_HIVE)
+            hives[hive_id] = stack.enter_context(serve(create_hive_app(settings)))
+        queen = stack.enter_context(serve(create_queen_app(hives={h: s.url for h, s in hives.items()})))
+        poll(lambda: all(h["healthy"] for h in httpx.get(f"{queen.url}/v1/hives").json()["hives"]), "hives healthy")
+        yield queen, hives
+
+
+def test_a_fleet_pull_is_one_row_with_a_bar_per_hive_and_the_total(browser: Browser, tmp_path: Path) -> None:
+    files = {"config.json": b'{"hidden": 8}', "model.safetensors": Generated(SIZE, seed=7)}
+    with fleet_stack(tmp_path, files) as (queen, hives):
+        with open_page(browser, queen.url) as page:
+            holds = [Hold(hive.url) for hive in hives.values()]  # the pull runs until released
+            started = httpx.post(
+                f"{queen.url}/v1/pulls", json={"model_ref": "hf:acme/fleet", "hive_ids": "all"}, timeout=30
+            )
+            assert started.status_code == 202, started.text
+            pull = started.json()
+            r = page.locator(f'tr.pull[data-pull-id="{pull["pull_id"]}"]')
+            expect(r).to_have_count(1, timeout=WAIT)
+            expect(page.locator("tbody tr")).to_have_count(1)  # one row: the hives' downloads fold into it
+            for download_id in pull["downloads"].values():
+                expect(row(page, download_id)).to_have_count(0)
+            expect(r.locator(".name")).to_have_text("acme/fleet")
+            expect(r.locator(".pull-note")).to_have_text(f"pull onto 2 hives · commit {pull['commit'][:12]}")
+            expect(r).to_have_attribute("data-status", "running")
+            lines = r.locator(".pull-hives .pull-hive")
+            expect(lines).to_have_count(2, timeout=WAIT)
+            assert [li.get_attribute("data-hive-id") for li in lines.all()] == ["hive-a", "hive-b"]
+            for line in lines.all():  # each hive: its id, a bar, its percent, its status
+                expect(line).to_have_attribute("data-status", "downloading", timeout=WAIT)
+                expect(line.locator(".pull-hive-percent")).to_have_text(re.compile(r"^\d+\.\d%$"))
+                expect(line.locator(".bar")).to_have_attribute("role", "progressbar")
+            expect(r.locator(".bytes")).to_have_text(re.compile(r" / 6\.0 MB$"))  # the total: both hives
+            expect(r.locator(".hive")).to_have_text("0/2 done")
+            expect(r.locator(".cancel")).to_be_visible()
+            page.select_option("#filter-hive", "hive-b")  # a pull shows for any of its hives
+            expect(r).to_be_visible()
+            page.select_option("#filter-status", "complete")
+            expect(r).to_be_hidden()
+            page.select_option("#filter-status", "")
+
+            for hold in holds:
+                hold.release()
+            expect(r).to_have_attribute("data-status", "complete", timeout=WAIT)
+            for line in lines.all():
+                expect(line).to_have_attribute("data-status", "complete")
+                expect(line.locator(".pull-hive-percent")).to_have_text("100.0%")
+            expect(r.locator(".percent")).to_have_text("100.0%")
+            expect(r.locator(".bytes")).to_have_text("6.0 MB / 6.0 MB")
+            expect(r.locator(".hive")).to_have_text("2/2 done")
+            expect(r.locator(".status")).to_have_text("complete")
+            expect(r.locator(".cancel")).to_be_hidden()
+            expect(page.locator("#summary")).to_have_text("· 1 complete")
+
+        with open_page(browser, queen.url) as page:  # a page opened afterwards: the pull from GET /v1/pulls
+            r = page.locator(f'tr.pull[data-pull-id="{pull["pull_id"]}"]')
+            expect(r).to_have_attribute("data-status", "complete", timeout=WAIT)
+            expect(r.locator(".pull-hives .pull-hive")).to_have_count(2)
+            expect(page.locator("tbody tr")).to_have_count(1)
+
+
+def test_a_fleet_pulls_cancel_button_cancels_it_on_every_hive(browser: Browser, tmp_path: Path) -> None:
+    with fleet_stack(tmp_path, {"model.safetensors": Generated(SIZE, seed=8)}) as (queen, hives):
+        with open_page(browser, queen.url) as page, contextlib.ExitStack() as held:
+            for hive in hives.values():
+                held.enter_context(Hold(hive.url))  # the pull runs until the end of the block
+            pull = httpx.post(
+                f"{queen.url}/v1/pulls", json={"model_ref": "hf:acme/fleet", "hive_ids": "all"}, timeout=30
+            )
+            assert pull.status_code == 202, pull.text
+            r = page.locator(f'tr.pull[data-pull-id="{pull.json()["pull_id"]}"]')
+            expect(r.locator(".pull-hives .pull-hive")).to_have_count(2, timeout=WAIT)
+            r.locator(".cancel").click()
+            expect(r).to_have_attribute("data-status", "cancelled", timeout=WAIT)
+            expect(r.locator('.pull-hive[data-status="cancelled"]')).to_have_count(2, timeout=WAIT)
+            expect(r.locator(".cancel")).to_be_hidden()

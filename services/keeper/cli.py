@@ -1,6 +1,6 @@
-"""rbee-keeper: start, follow, list and cancel model downloads through the queen.
+"""rbee-keeper: start, follow, list and cancel model downloads and fleet pulls through the queen.
 
-Exit codes: 0 done, 1 download failed, 2 usage error or request rejected, 3 download cancelled,
+Exit codes: 0 done, 1 download (or pull) failed, 2 usage error or request rejected, 3 download cancelled,
 4 queen unreachable, 5 not found, 6 other error from the queen, 130 interrupted.
 """
 
@@ -10,13 +10,14 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from services.keeper.client import DEFAULT_QUEEN_URL, QueenClient, QueenError, QueenUnreachable
 from services.keeper.commands import cmd_cancel, cmd_hives, cmd_ls
 from services.keeper.context import EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, Context, describe, exit_for
 from services.keeper.follow import cmd_download, cmd_watch
+from services.keeper.pull import cmd_cancel_pull, cmd_pull, cmd_pulls, cmd_watch_pull
 from shared.limits import SHA256_RE
 from shared.models import DownloadStatus
 
@@ -66,8 +67,8 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rbee-keeper",
-        description="Start and follow model downloads through an rbee queen.",
-        epilog="exit codes: 0 done, 1 download failed, 2 usage error or rejected request, 3 cancelled, "
+        description="Start and follow model downloads and fleet pulls through an rbee queen.",
+        epilog="exit codes: 0 done, 1 download or pull failed, 2 usage error or rejected request, 3 cancelled, "
         "4 queen unreachable, 5 not found, 6 other queen error, 130 interrupted",
         parents=[_common_options(suppress=False)],
     )
@@ -76,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     follow = argparse.ArgumentParser(add_help=False)
     follow.add_argument(
-        "--cancel-on-interrupt", action="store_true", help="on Ctrl-C cancel the download instead of leaving it running"
+        "--cancel-on-interrupt",
+        action="store_true",
+        help="on Ctrl-C cancel the download (or pull) instead of leaving it running",
     )
     follow.add_argument(
         "--reconnect-timeout",
@@ -111,20 +114,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="a whole model: leave out files matching this pattern (repeatable; as ignore_patterns)",
     )
 
-    p = sub.add_parser("watch", parents=[common, follow], help="follow a running download")
-    p.add_argument("download_id", metavar="ID")
+    p = sub.add_parser(
+        "pull", parents=[common, follow], help="pull a whole model onto many hives at once and follow it to the end"
+    )
+    p.add_argument("model_ref", metavar="MODEL_REF", help="hf:org/repo[@rev], a whole model")
+    p.add_argument(
+        "--hives",
+        action="append",
+        required=True,
+        metavar="all|ID,ID",
+        help="every hive the queen knows (all), or these hives (separated by commas; repeatable)",
+    )
+    p.add_argument("--include", action="append", metavar="GLOB", help="only files matching this pattern (repeatable)")
+    p.add_argument("--exclude", action="append", metavar="GLOB", help="leave out files matching this (repeatable)")
+
+    ids = "a download's id (dl-…) or a pull's (pull-…)"
+    p = sub.add_parser("watch", parents=[common, follow], help="follow a running download or pull")
+    p.add_argument("download_id", metavar="ID", help=ids)
 
     p = sub.add_parser("ls", parents=[common], help="list downloads on every hive")
     p.add_argument("--status", choices=STATUSES, help="only downloads in this status")
 
-    p = sub.add_parser("cancel", parents=[common], help="cancel a download (its partial file is removed)")
-    p.add_argument("download_id", metavar="ID")
+    sub.add_parser("pulls", parents=[common], help="list fleet pulls")
+
+    p = sub.add_parser(
+        "cancel", parents=[common], help="cancel a download (its partial file is removed), or a pull on every hive"
+    )
+    p.add_argument("download_id", metavar="ID", help=ids)
 
     sub.add_parser("hives", parents=[common], help="list hives with health and active downloads")
     return parser
 
 
-_COMMANDS = {"download": cmd_download, "watch": cmd_watch, "ls": cmd_ls, "cancel": cmd_cancel, "hives": cmd_hives}
+_COMMANDS = {
+    "download": cmd_download,
+    "pull": cmd_pull,
+    "watch": cmd_watch,
+    "ls": cmd_ls,
+    "pulls": cmd_pulls,
+    "cancel": cmd_cancel,
+    "hives": cmd_hives,
+}
+_OF_A_PULL = {"watch": cmd_watch_pull, "cancel": cmd_cancel_pull}  # given a pull's id (pull-…)
+
+
+def _command(args: argparse.Namespace) -> Callable[[Context], int]:
+    if args.command in _OF_A_PULL and str(args.download_id).startswith("pull-"):
+        return _OF_A_PULL[args.command]
+    return _COMMANDS[args.command]
 
 
 def run(argv: Sequence[str] | None, out: TextIO, err: TextIO, environ: Mapping[str, str]) -> int:
@@ -136,7 +173,7 @@ def run(argv: Sequence[str] | None, out: TextIO, err: TextIO, environ: Mapping[s
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_usage(err)
-        err.write("rbee-keeper: error: a command is required (download, watch, ls, cancel, hives)\n")
+        err.write("rbee-keeper: error: a command is required (download, pull, watch, ls, pulls, cancel, hives)\n")
         return EXIT_USAGE
     queen = args.queen or environ.get("RBEE_QUEEN_URL") or DEFAULT_QUEEN_URL
     if not re.match(r"^https?://[^/\s]+", queen):
@@ -145,7 +182,7 @@ def run(argv: Sequence[str] | None, out: TextIO, err: TextIO, environ: Mapping[s
     client = QueenClient(queen, token=environ.get("RBEE_API_TOKEN") or None)
     ctx = Context(args, out, err, environ, client)
     try:
-        return _COMMANDS[args.command](ctx)
+        return _command(args)(ctx)
     except QueenUnreachable as exc:
         ctx.error(str(exc))
         return EXIT_UNREACHABLE

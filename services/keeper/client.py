@@ -21,6 +21,8 @@ __all__ = [
     "QueenUnreachable",
     "ReconnectPolicy",
     "StreamEvent",
+    "terminal_event_from_pull",
+    "terminal_event_from_state",
 ]
 
 DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
@@ -77,6 +79,36 @@ def terminal_event_from_state(state: dict[str, Any]) -> StreamEvent | None:
     if status == "cancelled":
         return StreamEvent.synthetic("cancelled", base)
     return None
+
+
+_PULL_TERMINAL = {"complete": "complete", "failed": "error", "cancelled": "cancelled"}
+
+
+def terminal_event_from_pull(body: dict[str, Any]) -> StreamEvent | None:
+    """The terminal event an ended pull's state (GET /v1/pulls/{id}) stands for; None while it runs.
+    Shaped like the pull stream's own: the totals under `pull`, each hive's status under `hives`."""
+    kind = _PULL_TERMINAL.get(str(body.get("status")))
+    if kind is None:
+        return None
+    parts = [p for p in body.get("hives", []) if isinstance(p, dict)]
+    failed = [p for p in parts if p.get("hive_id") in body.get("failed_hives", [])]
+    totals = {key: body.get(key) for key in ("status", "bytes", "total", "percent", "speed_bps")}
+    totals.update(
+        hives_total=len(parts),
+        hives_ended=len(parts),
+        failed_hives=list(body.get("failed_hives", [])),
+    )
+    data: dict[str, Any] = {
+        "pull_id": body.get("pull_id"),
+        "bytes": body.get("bytes"),
+        "total": body.get("total"),
+        "pull": totals,
+        "hives": {str(p.get("hive_id")): p.get("status") for p in parts},
+    }
+    if failed:
+        data["code"] = failed[0].get("error_code")
+        data["error"] = "; ".join(f"{p['hive_id']}: {p.get('error_code')}: {p.get('error')}" for p in failed)
+    return StreamEvent.synthetic(kind, data)
 
 
 @dataclass(frozen=True)
@@ -174,11 +206,7 @@ class QueenClient:
             payload["hive_id"] = hive_id
         if sha256:
             payload["sha256"] = sha256
-        if include:
-            payload["include"] = list(include)
-        if exclude:
-            payload["exclude"] = list(exclude)
-        response = self._send("POST", "/v1/downloads", json=payload)
+        response = self._send("POST", "/v1/downloads", json=_with_patterns(payload, include, exclude))
         return _json_body(response), response.status_code == 202
 
     def downloads(self, status: str | None = None) -> dict[str, Any]:
@@ -194,13 +222,37 @@ class QueenClient:
         state: dict[str, Any] = self._request("DELETE", f"/v1/downloads/{_quote(download_id)}")
         return state
 
+    def start_pull(
+        self,
+        model_ref: str,
+        hive_ids: Sequence[str] | str,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """A fleet pull: `hive_ids` a list, or "all". The answer: {pull_id, commit, downloads}."""
+        hives = hive_ids if hive_ids == "all" else list(hive_ids)
+        payload = _with_patterns({"model_ref": model_ref, "hive_ids": hives}, include, exclude)
+        started: dict[str, Any] = self._request("POST", "/v1/pulls", json=payload)
+        return started
+
+    def pulls(self) -> dict[str, Any]:
+        body: dict[str, Any] = self._request("GET", "/v1/pulls")
+        return body
+
+    def pull(self, pull_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self._request("GET", f"/v1/pulls/{_quote(pull_id)}")
+        return body
+
+    def cancel_pull(self, pull_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self._request("DELETE", f"/v1/pulls/{_quote(pull_id)}")
+        return body
+
     # -- streams
 
-    def stream_once(self, download_id: str, last_event_id: int | None = None) -> Iterator[StreamEvent]:
-        """One connection to the download's stream. Raises _StreamEnded on 204, QueenError on an error status,
-        httpx.TransportError / SSEError when the connection fails or drops."""
+    def stream_once(self, url: str, last_event_id: int | None = None) -> Iterator[StreamEvent]:
+        """One connection to a stream (`url`, e.g. /v1/downloads/{id}/stream). Raises _StreamEnded on 204,
+        QueenError on an error status, httpx.TransportError / SSEError when the connection fails or drops."""
         headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-        url = f"/v1/downloads/{_quote(download_id)}/stream"
         with connect_sse(self._http, "GET", url, headers=headers, timeout=self._stream_timeout) as source:
             response = source.response
             if response.status_code == 204:
@@ -225,10 +277,36 @@ class QueenClient:
         on_reconnect: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> Iterator[StreamEvent]:
-        """Every event of a download until its terminal one, across dropped connections.
+        """Every event of a download until its terminal one, across dropped connections (see `_follow`)."""
+        url = f"/v1/downloads/{_quote(download_id)}/stream"
+        return self._follow(
+            url, lambda: terminal_event_from_state(self.download(download_id)), policy, on_reconnect, sleep
+        )
 
-        After a drop it reconnects with Last-Event-ID and skips anything it has already yielded. Raises
-        QueenUnreachable once the stream has been down for `policy.budget` seconds, QueenError on a 4xx.
+    def follow_pull(
+        self,
+        pull_id: str,
+        policy: ReconnectPolicy | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[StreamEvent]:
+        """Every event of a fleet pull until its one terminal event, across dropped connections."""
+        url = f"/v1/pulls/{_quote(pull_id)}/stream"
+        return self._follow(url, lambda: terminal_event_from_pull(self.pull(pull_id)), policy, on_reconnect, sleep)
+
+    def _follow(
+        self,
+        url: str,
+        ended: Callable[[], StreamEvent | None],
+        policy: ReconnectPolicy | None,
+        on_reconnect: Callable[[str], None] | None,
+        sleep: Callable[[float], None],
+    ) -> Iterator[StreamEvent]:
+        """Every event of the stream at `url` until its terminal one, across dropped connections.
+
+        After a drop it reconnects with Last-Event-ID and skips anything it has already yielded; a 204
+        (past the end) asks `ended` for the terminal event the state stands for. Raises QueenUnreachable
+        once the stream has been down for `policy.budget` seconds, QueenError on a 4xx.
         """
         policy = policy or ReconnectPolicy()
         last_id: int | None = None
@@ -237,7 +315,7 @@ class QueenClient:
         while True:
             reason = "the stream ended early"
             try:
-                for event in self.stream_once(download_id, last_id):
+                for event in self.stream_once(url, last_id):
                     down_since = None
                     backoff.reset()
                     if not event.is_terminal and event.id is not None and last_id is not None and event.id <= last_id:
@@ -250,7 +328,7 @@ class QueenClient:
             except _StreamEnded:
                 # Past the terminal event (we missed it somehow): the state says how it ended.
                 try:
-                    terminal = terminal_event_from_state(self.download(download_id))
+                    terminal = ended()
                 except QueenUnreachable as exc:
                     terminal, reason = None, str(exc)
                 except QueenError as exc:
@@ -278,6 +356,17 @@ class QueenClient:
             if on_reconnect is not None:
                 on_reconnect(f"stream interrupted ({reason}); reconnecting in {wait:.1f}s")
             sleep(wait)
+
+
+def _with_patterns(
+    payload: dict[str, Any], include: Sequence[str] | None, exclude: Sequence[str] | None
+) -> dict[str, Any]:
+    """A whole model's include / exclude globs, sent only when given."""
+    if include:
+        payload["include"] = list(include)
+    if exclude:
+        payload["exclude"] = list(exclude)
+    return payload
 
 
 def _quote(segment: str) -> str:

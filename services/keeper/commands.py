@@ -1,4 +1,4 @@
-"""The one-shot commands: `rbee-keeper ls`, `cancel` and `hives`."""
+"""The one-shot commands: `rbee-keeper ls`, `cancel` and `hives`; the tables they print."""
 
 from __future__ import annotations
 
@@ -10,18 +10,12 @@ from rich.table import Table
 
 from services.keeper.client import QueenError
 from services.keeper.context import EXIT_ERROR, EXIT_OK, Context
-from services.keeper.format import Snapshot, display_name, files_text, format_table, human_speed, size_text
+from services.keeper.format import Snapshot, display_name, files_text, format_table, human_speed, progress_cell
 
-__all__ = ["cmd_cancel", "cmd_hives", "cmd_ls"]
-
-
-def _progress_cell(snap: Snapshot) -> str:
-    pct = snap.percent_value
-    size = size_text(snap, "/")
-    return f"{pct:.1f}% {size}" if pct is not None else size
+__all__ = ["cmd_cancel", "cmd_hives", "cmd_ls", "print_table"]
 
 
-def _print_table(ctx: Context, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def print_table(ctx: Context, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     if ctx.mode == "rich":
         table = Table(title=title, title_justify="left")
         for header in headers:  # only the long free-text columns may wrap
@@ -55,10 +49,10 @@ def cmd_ls(ctx: Context) -> int:
             speed = human_speed(snap.speed_bps or 0) if snap.status == "downloading" else "-"
             files = files_text(snap) or "-"
             model = snap.model_ref or "-"
-            rows.append([snap.download_id, snap.hive_id or "-", model, snap.status, _progress_cell(snap), files, speed])
+            rows.append([snap.download_id, snap.hive_id or "-", model, snap.status, progress_cell(snap), files, speed])
         headers = ["ID", "HIVE", "MODEL", "STATUS", "PROGRESS", "FILES", "SPEED"]
         if rows:
-            _print_table(ctx, "downloads", headers, rows)
+            print_table(ctx, "downloads", headers, rows)
         else:
             ctx.say("no downloads" + (f" with status {status}" if status else ""))
     for hive in unreachable:
@@ -107,5 +101,5 @@ def cmd_hives(ctx: Context) -> int:
         if health != "healthy" and hive.get("last_error"):
             health += f" ({hive['last_error']})"
         rows.append([_hive_name(hive), str(hive.get("url", "-")), health, str(active)])
-    _print_table(ctx, "hives", ["ID", "URL", "HEALTH", "ACTIVE"], rows)
+    print_table(ctx, "hives", ["ID", "URL", "HEALTH", "ACTIVE"], rows)
     return EXIT_OK

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from services.keeper.client import StreamEvent
 
 __all__ = [
+    "Amount",
     "Snapshot",
     "display_name",
     "files_text",
@@ -20,6 +21,8 @@ __all__ = [
     "human_duration",
     "human_eta",
     "human_speed",
+    "percent_of",
+    "progress_cell",
     "progress_line",
     "size_text",
     "stats_text",
@@ -91,6 +94,15 @@ def display_name(model_ref: str | None) -> str:
         path = model_ref
     name = path.rstrip("/").rsplit("/", 1)[-1]
     return name or model_ref
+
+
+def percent_of(percent: float | None, done: int, total: int | None) -> float | None:
+    """The percent the queen sent, else bytes of a known total; None while the total is unknown."""
+    if percent is not None:
+        return float(percent)
+    if total:
+        return min(100.0, done * 100.0 / total)
+    return None
 
 
 @dataclass
@@ -174,11 +186,7 @@ class Snapshot:
 
     @property
     def percent_value(self) -> float | None:
-        if self.percent is not None:
-            return float(self.percent)
-        if self.total:
-            return min(100.0, self.bytes * 100.0 / self.total)
-        return None
+        return percent_of(self.percent, self.bytes, self.total)
 
 
 def files_text(snap: Snapshot) -> str | None:
@@ -194,16 +202,36 @@ def _status_word(snap: Snapshot) -> str:
     return snap.status
 
 
-def size_text(snap: Snapshot, sep: str) -> str:
+class Amount(Protocol):
+    """How far something has got: one download's Snapshot, or a fleet pull's total."""
+
+    @property
+    def bytes(self) -> int: ...
+
+    @property
+    def total(self) -> int | None: ...
+
+    @property
+    def percent_value(self) -> float | None: ...
+
+
+def size_text(amount: Amount, sep: str) -> str:
     """`108.0 MB{sep}256.0 MB`, or only the bytes while the total is unknown."""
-    if snap.total is None:
-        return human_bytes(snap.bytes)
-    return f"{human_bytes(snap.bytes)}{sep}{human_bytes(snap.total)}"
+    if amount.total is None:
+        return human_bytes(amount.bytes)
+    return f"{human_bytes(amount.bytes)}{sep}{human_bytes(amount.total)}"
 
 
-def stats_text(snap: Snapshot) -> str:
+def progress_cell(amount: Amount) -> str:
+    """A table's PROGRESS cell: `42.0% 108.0 MB/256.0 MB`, or only the bytes while the total is unknown."""
+    pct = amount.percent_value
+    size = size_text(amount, "/")
+    return f"{pct:.1f}% {size}" if pct is not None else size
+
+
+def stats_text(snap: Snapshot, with_hive: bool = True) -> str:
     """The text beside the bar: `42.0% • 108.0 MB / 256.0 MB • 45.2 MB/s • ETA 3s • hive-a`; a whole model
-    shows `files 3/7` before the hive."""
+    shows `files 3/7` before the hive. Without `with_hive` (the bar is named after the hive) no hive."""
     parts: list[str] = []
     pct = snap.percent_value
     if pct is not None:
@@ -218,7 +246,7 @@ def stats_text(snap: Snapshot) -> str:
         parts.append(_status_word(snap))
     if (files := files_text(snap)) is not None:
         parts.append(f"files {files}")
-    if snap.hive_id:
+    if snap.hive_id and with_hive:
         parts.append(snap.hive_id)
     return " • ".join(parts)
 

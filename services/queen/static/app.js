@@ -4,6 +4,12 @@
 // merged per download_id. A whole model's row opens to its files, fetched from GET /v1/downloads/{id}
 // when opened, and again while it is open: whenever another file is done or the download ends, and
 // every FILES_EVERY_MS while it runs. Text from the server is only ever set with textContent.
+//
+// A fleet pull (one model onto many hives) is one row: a bar per hive and the total. Its hives'
+// downloads (each state names its `pull_id`) get no rows of their own; they are followed on the same
+// stream and drawn as the pull's bars. Which hives a pull has, its commit and its status come from
+// GET /v1/pulls (on every resync) and GET /v1/pulls/{id} (a pull first seen, a hive's download that
+// ended); the total is summed from the hives' downloads as the queen sums it.
 'use strict';
 
 (function () {
@@ -19,6 +25,7 @@
   const $ = (id) => document.getElementById(id);
   const rowsEl = $('download-rows');
   const downloads = new Map(); // download_id -> {state fields..., row: HTMLTableRowElement}
+  const pulls = new Map(); // pull_id -> {pull_id, model_ref, commit, status, hives: Map hive_id -> download_id, row}
   const knownHives = new Set();
 
   let token = sessionStorage.getItem(TOKEN_KEY) || '';
@@ -157,6 +164,7 @@
       completed_at: s.completed_at,
       files_total: s.files_total,
       files_done: s.files_done,
+      pull_id: s.pull_id,
     };
   }
 
@@ -171,7 +179,7 @@
       || (!TERMINAL.has(incoming.status) && (incoming.bytes < d.bytes
         || (incoming.bytes === d.bytes && RANK[incoming.status] < RANK[d.status])));
     if (stale) {
-      for (const key of ['model_ref', 'hive_id']) if (!d[key] && incoming[key]) d[key] = incoming[key];
+      for (const key of ['model_ref', 'hive_id', 'pull_id']) if (!d[key] && incoming[key]) d[key] = incoming[key];
       if (d.provisional && incoming.started_at) d.started_at = incoming.started_at;
     } else {
       for (const [key, value] of Object.entries(incoming)) if (value !== undefined && value !== null) d[key] = value;
@@ -195,6 +203,8 @@
     place(d);
     return d;
   }
+
+  function pullOf(d) { return d.pull_id ? pulls.get(d.pull_id) : undefined; }
 
   function applyEvent(type, data) {
     if (!data || typeof data.download_id !== 'string') return;
@@ -228,6 +238,8 @@
       d.status = 'cancelled'; d.speed_bps = 0; d.eta_secs = null;
     }
     render(d);
+    const p = pullOf(d);
+    if (p && type !== 'progress') fetchPull(p.pull_id); // a hive's part ended: has the pull?
   }
 
   async function fetchOne(id) {
@@ -288,6 +300,22 @@
 
   // ------------------------------------------------------------------ rendering
 
+  function buildBar() {
+    const bar = el('div', 'bar');
+    bar.setAttribute('role', 'progressbar');
+    bar.setAttribute('aria-valuemin', '0');
+    bar.setAttribute('aria-valuemax', '100');
+    bar.append(el('div', 'fill'));
+    return bar;
+  }
+
+  function setBar(bar, pct, running) {
+    bar.querySelector('.fill').style.width = `${pct === null ? 0 : Math.max(0, Math.min(100, pct))}%`;
+    bar.classList.toggle('indeterminate', pct === null && running);
+    if (pct === null) bar.removeAttribute('aria-valuenow');
+    else bar.setAttribute('aria-valuenow', pct.toFixed(1));
+  }
+
   function buildRow(d) {
     const tr = el('tr', 'download');
     tr.dataset.downloadId = d.download_id;
@@ -298,18 +326,19 @@
     files.addEventListener('toggle', () => followFiles(d, files));
     model.append(el('span', 'name'), el('span', 'ref'), files);
     const progress = el('td', 'col-progress');
-    const bar = el('div', 'bar');
-    bar.setAttribute('role', 'progressbar');
-    bar.setAttribute('aria-valuemin', '0');
-    bar.setAttribute('aria-valuemax', '100');
-    bar.append(el('div', 'fill'));
-    progress.append(bar);
+    progress.append(buildBar());
+    return fillRow(tr, model, progress, `/v1/downloads/${encodeURIComponent(d.download_id)}`, mergeState);
+  }
+
+  // A row's cells after its model and its bar: hive, %, bytes, speed, ETA, status, and a Cancel button
+  // that DELETEs `path` and shows the answer with `merge`.
+  function fillRow(tr, model, progress, path, merge) {
     const status = el('td', 'state');
     status.append(el('span', 'status'), el('span', 'error-code'), el('span', 'error-message'), el('span', 'path'));
     const actions = el('td', 'actions');
     const cancel = el('button', 'cancel', 'Cancel');
     cancel.type = 'button';
-    cancel.addEventListener('click', () => cancelDownload(d.download_id, cancel));
+    cancel.addEventListener('click', () => cancelVia(path, merge, cancel));
     actions.append(cancel);
     tr.append(model, el('td', 'hive'), progress, el('td', 'percent num'), el('td', 'bytes num'),
       el('td', 'speed num'), el('td', 'eta num'), status, actions);
@@ -347,10 +376,7 @@
     }
     const pct = percentOf(d);
     const running = d.status === 'downloading';
-    q('.fill').style.width = `${pct === null ? 0 : Math.max(0, Math.min(100, pct))}%`;
-    q('.bar').classList.toggle('indeterminate', pct === null && (running || d.status === 'starting'));
-    if (pct === null) q('.bar').removeAttribute('aria-valuenow');
-    else q('.bar').setAttribute('aria-valuenow', pct.toFixed(1));
+    setBar(q('.bar'), pct, running || d.status === 'starting');
     q('.percent').textContent = pct === null ? '-' : `${pct.toFixed(1)}%`;
     q('.bytes').textContent = d.total === null || d.total === undefined
       ? humanBytes(d.bytes) : `${humanBytes(d.bytes)} / ${humanBytes(d.total)}`;
@@ -364,19 +390,25 @@
     q('.path').title = d.sha256 ? `sha256 ${d.sha256}` : '';
     const cancel = q('.cancel');
     cancel.hidden = !ACTIVE.has(d.status);
-    applyFilter(d);
+    if (d.pull_id) joinPull(d);
+    else applyFilter(d);
     summarize();
   }
 
   function sortKey(d) { return d.started_at || ''; }
 
+  function modelOf(row) {
+    return row.dataset.pullId ? pulls.get(row.dataset.pullId) : downloads.get(row.dataset.downloadId);
+  }
+
+  // A download's or a pull's row: newest first, by started_at (RFC 3339 in UTC sorts as text).
   function place(d) {
-    // Newest first, by started_at (RFC 3339 in UTC sorts as text).
+    if (d.download_id && d.pull_id) return; // a pull's download: drawn in its pull's row
     const key = sortKey(d);
     let before = null;
     for (const other of rowsEl.children) {
       if (other === d.row) continue;
-      const o = downloads.get(other.dataset.downloadId);
+      const o = modelOf(other);
       if (o && sortKey(o) < key) { before = other; break; }
     }
     if (d.row.parentNode !== rowsEl || d.row.nextSibling !== before) rowsEl.insertBefore(d.row, before);
@@ -389,19 +421,204 @@
     d.row.hidden = !(statusOk && (!hive || d.hive_id === hive));
   }
 
+  // A pull shows when one of its hives is the hive asked for; `active` while it runs, a download
+  // status when one of its hives' downloads has it, else the pull's own (complete, failed, cancelled).
+  function applyPullFilter(p) {
+    const hive = $('filter-hive').value;
+    const status = $('filter-status').value;
+    const parts = pullParts(p);
+    const statusOk = !status || (status === 'active' ? p.status === 'running'
+      : p.status === status || (p.status === 'running' && parts.some((d) => d.status === status)));
+    p.row.hidden = !(statusOk && (!hive || p.hives.has(hive)));
+  }
+
   function summarize() {
     const counts = {};
-    for (const d of downloads.values()) {
-      const k = ACTIVE.has(d.status) ? 'active' : d.status;
-      counts[k] = (counts[k] || 0) + 1;
-    }
+    const count = (k) => { counts[k] = (counts[k] || 0) + 1; };
+    for (const d of downloads.values()) if (!d.pull_id) count(ACTIVE.has(d.status) ? 'active' : d.status);
+    for (const p of pulls.values()) count(p.status === 'running' ? 'active' : p.status);
     const parts = ['active', 'complete', 'failed', 'cancelled'].filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`);
     $('summary').textContent = parts.length ? `· ${parts.join(' · ')}` : '';
-    $('empty').hidden = downloads.size > 0;
+    $('empty').hidden = downloads.size + pulls.size > 0;
   }
 
   for (const id of ['filter-hive', 'filter-status']) {
-    $(id).addEventListener('change', () => { for (const d of downloads.values()) applyFilter(d); });
+    $(id).addEventListener('change', () => {
+      for (const d of downloads.values()) if (!d.pull_id) applyFilter(d);
+      for (const p of pulls.values()) applyPullFilter(p);
+    });
+  }
+
+  // ------------------------------------------------------------------ fleet pulls
+
+  function addPull(pullId) {
+    const p = { pull_id: pullId, model_ref: null, commit: null, status: 'running', failed_hives: [], hives: new Map() };
+    p.started_at = new Date().toISOString(); // until its downloads' are known
+    p.row = buildPullRow(p);
+    pulls.set(pullId, p);
+    return p;
+  }
+
+  // A download that is a hive's part of a pull: no row of its own, a bar in the pull's.
+  function joinPull(d) {
+    let p = pulls.get(d.pull_id);
+    if (!p) {
+      p = addPull(d.pull_id);
+      fetchPull(d.pull_id); // every hive of it, its commit and status
+    }
+    if (d.row.parentNode) d.row.remove();
+    if (d.hive_id && p.hives.get(d.hive_id) !== d.download_id) {
+      p.hives.set(d.hive_id, d.download_id);
+      buildPullHives(p);
+    }
+    if (!p.model_ref && d.model_ref) p.model_ref = d.model_ref;
+    renderPull(p);
+  }
+
+  // GET /v1/pulls/{id} (or one of GET /v1/pulls): every hive's part becomes (or updates) a download.
+  function mergePull(body) {
+    if (!body || typeof body.pull_id !== 'string') return;
+    const p = pulls.get(body.pull_id) || addPull(body.pull_id);
+    p.model_ref = body.model_ref || p.model_ref;
+    p.commit = body.commit || p.commit;
+    if (body.status !== 'running' || !TERMINAL.has(p.status)) p.status = body.status || p.status;
+    p.failed_hives = Array.isArray(body.failed_hives) ? body.failed_hives : p.failed_hives;
+    for (const part of Array.isArray(body.hives) ? body.hives : []) {
+      if (p.hives.get(part.hive_id) !== part.download_id) p.hives.set(part.hive_id, part.download_id);
+      mergeState({
+        download_id: part.download_id,
+        model_ref: p.model_ref,
+        hive_id: part.hive_id,
+        pull_id: p.pull_id,
+        status: part.status,
+        bytes_downloaded: part.bytes,
+        total_bytes: part.total,
+        percent: part.percent,
+        speed_bps: part.speed_bps,
+        eta_secs: part.eta_secs,
+        files_total: part.files_total,
+        files_done: part.files_done,
+        error: part.error,
+        error_code: part.error_code,
+      });
+    }
+    buildPullHives(p);
+    renderPull(p);
+  }
+
+  // One request at a time per pull; a change meanwhile asks once more when it is back.
+  async function fetchPull(pullId) {
+    const p = pulls.get(pullId);
+    if (!p) return;
+    if (p.fetching) { p.fetchAgain = true; return; }
+    p.fetching = true;
+    try {
+      const r = await api('GET', `/v1/pulls/${encodeURIComponent(pullId)}`);
+      if (r.ok) mergePull(r.data);
+    } catch (e) {
+      /* the stream keeps its hives current anyway */
+    } finally {
+      p.fetching = false;
+    }
+    if (p.fetchAgain) { p.fetchAgain = false; fetchPull(pullId); }
+  }
+
+  function pullParts(p) {
+    return [...p.hives.values()].map((id) => downloads.get(id)).filter(Boolean);
+  }
+
+  // The pull's sums, as the queen makes them (services/queen/pulls.py): every hive takes the same
+  // files, so a hive whose total is not known yet counts with the largest total another reports.
+  function pullTotals(p) {
+    const parts = pullParts(p);
+    const known = parts.map((d) => d.total).filter((t) => t !== null && t !== undefined);
+    const each = known.length ? Math.max(...known) : null;
+    const total = each === null ? null
+      : [...p.hives.values()].reduce((sum, id) => {
+        const d = downloads.get(id);
+        return sum + (d && d.total !== null && d.total !== undefined ? d.total : each);
+      }, 0);
+    const bytes = parts.reduce((sum, d) => sum + (d.bytes || 0), 0);
+    const speed = parts.reduce((sum, d) => sum + (d.status === 'downloading' ? d.speed_bps || 0 : 0), 0);
+    let percent = null;
+    if (total !== null) percent = total === 0 ? 100 : Math.min(100, (bytes * 100) / total);
+    const eta = total !== null && speed > 0 ? Math.max(0, total - bytes) / speed : null;
+    return { bytes, total, percent, speed, eta, done: parts.filter((d) => d.status === 'complete').length };
+  }
+
+  function buildPullRow(p) {
+    const tr = el('tr', 'pull');
+    tr.dataset.pullId = p.pull_id;
+    const model = el('td', 'model');
+    model.append(el('span', 'name'), el('span', 'ref'), el('span', 'pull-note'), el('ul', 'pull-hives'));
+    const progress = el('td', 'col-progress');
+    const total = buildBar();
+    total.classList.add('pull-total');
+    total.setAttribute('aria-label', 'the pull in total');
+    progress.append(total);
+    fillRow(tr, model, progress, `/v1/pulls/${encodeURIComponent(p.pull_id)}`, mergePull);
+    tr.querySelector('.cancel').title = 'cancel the pull on every hive';
+    return tr;
+  }
+
+  // Below the model's name, one line per hive (by hive id, hive-2 before hive-10): its id, a bar, its
+  // percent and status (and code when it failed).
+  function buildPullHives(p) {
+    const list = p.row.querySelector('.pull-hives');
+    const ids = [...p.hives.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    if ([...list.children].map((li) => li.dataset.hiveId).join('\n') === ids.join('\n')) return;
+    list.replaceChildren();
+    for (const hiveId of ids) {
+      const li = el('li', 'pull-hive');
+      li.dataset.hiveId = hiveId;
+      const bar = buildBar();
+      bar.setAttribute('aria-label', hiveId);
+      li.append(el('span', 'pull-hive-id', hiveId), bar, el('span', 'pull-hive-percent'), el('span', 'pull-hive-status'));
+      list.append(li);
+      noteHive(hiveId);
+    }
+  }
+
+  function renderPull(p) {
+    const tr = p.row;
+    const q = (sel) => tr.querySelector(sel);
+    const parts = pullParts(p);
+    const t = pullTotals(p);
+    const running = p.status === 'running';
+    tr.dataset.status = p.status;
+    q('.name').textContent = displayName(p.model_ref);
+    q('.ref').textContent = p.model_ref || p.pull_id;
+    q('.pull-note').textContent = `pull onto ${p.hives.size} hive${p.hives.size === 1 ? '' : 's'}`
+      + (p.commit ? ` · commit ${p.commit.slice(0, 12)}` : '');
+    q('.model').title = p.pull_id;
+    q('.hive').textContent = `${t.done}/${p.hives.size} done`;
+    setBar(q('.pull-total'), t.percent, running);
+    for (const li of q('.pull-hives').children) {
+      const d = downloads.get(p.hives.get(li.dataset.hiveId));
+      const status = d ? d.status || 'unknown' : 'unknown';
+      const pct = d ? percentOf(d) : null;
+      li.dataset.status = status;
+      setBar(li.querySelector('.bar'), pct, status === 'downloading' || status === 'starting');
+      li.querySelector('.pull-hive-percent').textContent = pct === null ? '-' : `${pct.toFixed(1)}%`;
+      const failed = status === 'failed' && d && d.code ? ` ${d.code}` : '';
+      li.querySelector('.pull-hive-status').textContent = statusText(d || { status }) + failed;
+      li.title = d && d.error ? d.error : '';
+    }
+    q('.percent').textContent = t.percent === null ? '-' : `${t.percent.toFixed(1)}%`;
+    q('.bytes').textContent = t.total === null ? humanBytes(t.bytes) : `${humanBytes(t.bytes)} / ${humanBytes(t.total)}`;
+    q('.speed').textContent = running && t.speed ? `${humanBytes(t.speed)}/s` : '-';
+    q('.eta').textContent = running && t.eta !== null ? humanEta(t.eta) : '-';
+    q('.status').textContent = p.status;
+    const failed = p.status === 'failed';
+    q('.error-code').textContent = failed ? `on ${p.failed_hives.join(', ') || '?'}` : '';
+    const failures = parts.filter((d) => d.status === 'failed').map((d) => `${d.hive_id}: ${d.code || 'ERROR'}: ${d.error || ''}`);
+    q('.error-message').textContent = failed ? failures.join('; ') : '';
+    q('.cancel').hidden = !running;
+    const started = parts.filter((d) => !d.provisional && d.started_at).map((d) => d.started_at).sort();
+    if (started.length) p.started_at = started[0]; // when its first hive started, as the queen sorts pulls
+    place(p);
+    applyPullFilter(p);
+    summarize();
   }
 
   // ------------------------------------------------------------------ hives
@@ -489,11 +706,12 @@
     }
   });
 
-  async function cancelDownload(id, button) {
+  // A Cancel button: DELETE a download (or a pull, on every hive), then show the answer.
+  async function cancelVia(path, merge, button) {
     button.disabled = true;
     try {
-      const r = await api('DELETE', `/v1/downloads/${encodeURIComponent(id)}`);
-      if (r.ok) mergeState(r.data);
+      const r = await api('DELETE', path);
+      if (r.ok) merge(r.data);
       else formMessage(`cancel failed: ${errorText(r)}`, 'error');
     } catch (e) {
       if (!(e instanceof AuthError)) formMessage(`could not reach the queen (${e.message})`, 'error');
@@ -518,6 +736,8 @@
     const list = Array.isArray(r.data) ? r.data : (r.data.downloads || []);
     for (const s of list) mergeState(s);
     renderUnreachable(r.data.unreachable_hives);
+    const found = await api('GET', '/v1/pulls');
+    if (found.ok && found.data && Array.isArray(found.data.pulls)) for (const body of found.data.pulls) mergePull(body);
   }
 
   function stopStream() {
