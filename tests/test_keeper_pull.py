@@ -157,9 +157,10 @@ def test_a_refused_pull_names_each_hive_and_why_and_starts_nothing(fleet: Fleet)
     fleet.hub.commit("org/gated", FILES)
     gated = keeper("pull", "hf:org/gated", "--hives", "all", queen=fleet.url)
     assert gated.code == EXIT_USAGE, gated
-    first, why = gated.err.splitlines()
-    assert first == "rbee-keeper: GATED_REPO: nothing started, the preflight failed on 1 hive:"
-    assert why.startswith("  hive-a: GATED_REPO: "), why
+    first, *why = gated.err.splitlines()  # every hive is asked, the one that resolved the commit too
+    assert first == "rbee-keeper: GATED_REPO: nothing started, the preflight failed on 2 hives:"
+    assert [line.split(":")[0].strip() for line in why] == ["hive-a", "hive-b"], why
+    assert all(": GATED_REPO: " in line for line in why), why
     one_file = keeper("pull", f"hf:{MODEL}::file=config.json", "--hives", "all", queen=fleet.url)
     assert one_file.code == EXIT_USAGE and one_file.err.startswith("rbee-keeper: INVALID_MODEL_REF: "), one_file
     assert "Traceback" not in unknown.err + gated.err + one_file.err

@@ -218,8 +218,10 @@ def test_a_plan_says_when_the_hub_refuses_this_hive(hub: Hub, make_hive: Callabl
     commit = hub.commit(REPO, FILES)
     hub.repo(REPO).gated = True
     hive = make_hive()
-    plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}", "commit": commit}, timeout=10)
-    assert plan.status_code == 200 and plan.json()["access_error"]["code"] == "GATED_REPO"
+    for pinned in ({"commit": commit}, {}):  # the resolving plan too: every hive of a pull is asked
+        plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}", **pinned}, timeout=10)
+        assert plan.status_code == 200 and plan.json()["access_error"]["code"] == "GATED_REPO"
+        assert plan.json()["commit"] == commit and plan.json()["files"]
     missing = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": "hf:org/nothing"}, timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "REPO_NOT_FOUND"
     one_file = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}::file=config.json"}, timeout=10)

@@ -231,10 +231,10 @@ class HubFetcher:
         try:
             commit, files = await self._plan(job, bound, check_access=True)
         except DownloadError as exc:
-            if exc.code != ErrorCode.GATED_REPO or job.commit is None:
+            if exc.code != ErrorCode.GATED_REPO:
                 raise
-            refused = exc
-            commit = job.commit
+            refused = exc  # (the metadata is public: the commit and files are known all the same)
+            commit = job.commit or (await self.api.revision(hub_ref)).commit
             files = self.listed_files(hub_ref, commit, job.include, job.exclude) or []
         missing = [f for f in files if not (f.digest and cache.blob(f.digest).is_file())]
         present = frozenset(f.digest for f in files if f not in missing)
