@@ -1,10 +1,12 @@
-"""What every scenario shares: the work dir, the tools, one nginx, generated files, started services."""
+"""What every scenario shares: the work dir, the tools, one nginx, generated files, started services, and
+the loop that times trials."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +17,22 @@ from httpx_sse import connect_sse
 
 from bench.nginx import Nginx
 from bench.procs import QuietGate, Service
+from bench.report import Measurement, Section
 from bench.system import Tools
 from services.modelserver.server import generate_file
 from shared.wire import hive_stream_url
 
-__all__ = ["TERMINAL", "Context", "Sizes", "Skip", "hive_fetch"]
+__all__ = ["TERMINAL", "Context", "Sizes", "Skip", "Trial", "hive_fetch", "rounds", "size_text"]
 
 MIB = 1024 * 1024
 TERMINAL = frozenset({"complete", "error", "cancelled"})
+Trial = Callable[[], float]  # one timed attempt: its seconds
+
+
+def size_text(n: int) -> str:
+    if n < MIB:
+        return f"{n / 1024:.0f} KiB"
+    return f"{n / MIB:.0f} MiB" if n < 1024 * MIB else f"{n / (1024 * MIB):.0f} GiB"
 
 
 class Skip(Exception):
@@ -106,8 +116,9 @@ class Context:
         path.symlink_to(target)
         return f"/{rel}"
 
-    def service(self, name: str, module: str, env: dict[str, str], timeout: float = 30.0) -> Service:
-        """Start a hive or queen subprocess; it is stopped (by PID) when the scenario ends."""
+    def service(self, name: str, module: str, env: Mapping[str, str | None], timeout: float = 30.0) -> Service:
+        """Start a hive or queen subprocess; it is stopped (by PID) when the scenario ends. A variable set to
+        None in `env` is removed from the environment it inherits."""
         self._services += 1
         svc = Service(name, module, env, self.logs / f"{self._services:02d}-{name}.log")
         self.scope.callback(svc.stop)
@@ -115,14 +126,16 @@ class Context:
         self.log(f"{name} pid {svc.pid} on {svc.url}")
         return svc
 
-    def hive(self, name: str, **settings: Any) -> Service:
+    def hive(self, name: str, env: Mapping[str, str | None] | None = None, **settings: Any) -> Service:
+        """A hive with its own models dir; `settings` become HIVE_* variables, `env` is added as it is."""
         models = self.workdir / "models" / f"{self._services + 1:02d}-{name}"
-        env = {
+        hive_env: dict[str, str | None] = {
             "HIVE_ID": name,
             "HIVE_MODELS_DIR": str(models),
             **{f"HIVE_{k.upper()}": str(v) for k, v in settings.items()},
+            **(env or {}),
         }
-        return self.service(name, "services.hive.main", env)
+        return self.service(name, "services.hive.main", hive_env)
 
     @staticmethod
     def settle() -> None:
@@ -147,12 +160,31 @@ class Context:
                 Path(f"{path}.part").unlink(missing_ok=True)
 
 
+def rounds(ctx: Context, section: Section, trials: list[tuple[Measurement, Trial]]) -> None:
+    """Every trial once per run, the order rotated each run; a failed trial is noted, not fatal."""
+    for run in range(ctx.runs):
+        k = run % len(trials)
+        for measurement, trial in trials[k:] + trials[:k]:
+            ctx.quiet()
+            try:
+                seconds = trial()
+            except Exception as exc:
+                section.notes.append(f"run {run + 1}: {measurement.label} failed: {type(exc).__name__}: {exc}")
+                ctx.log(f"  {measurement.label}: FAILED {exc}")
+                continue
+            finally:
+                ctx.settle()
+            measurement.runs.append(seconds)
+            ctx.log(f"  run {run + 1} {measurement.label}: {seconds:.3f} s")
+
+
 def hive_fetch(hive_url: str, model_ref: str, timeout: float) -> tuple[float, dict[str, Any]]:
     """POST a download to a hive and follow its SSE stream: (seconds from POST to `complete`, its payload)."""
     with httpx.Client(timeout=httpx.Timeout(10.0, read=60.0)) as client:
         t0 = time.perf_counter()
         resp = client.post(f"{hive_url}/v2/downloads", json={"model_ref": model_ref})
-        resp.raise_for_status()
+        if resp.status_code not in (200, 202):
+            raise RuntimeError(f"POST /v2/downloads {model_ref} -> {resp.status_code}: {resp.text[:300]}")
         state = resp.json()
         if state["status"] == "complete":
             raise RuntimeError(f"{model_ref} was already on disk; the harness must delete it between runs")

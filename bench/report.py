@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-__all__ = ["Measurement", "Ratio", "Report", "Section", "Target", "fmt", "median", "percentile"]
+__all__ = ["Measurement", "Ratio", "Report", "Section", "Target", "fmt", "median", "percentile", "ratio"]
 
 
 def median(values: list[float]) -> float | None:
@@ -50,6 +50,13 @@ class Measurement:
     @property
     def median(self) -> float | None:
         return median(self.runs)
+
+
+def ratio(a: Measurement | None, b: Measurement | None) -> float | None:
+    """a's median over b's, None when either is missing."""
+    if a is None or b is None or a.median is None or b.median is None or b.median == 0:
+        return None
+    return a.median / b.median
 
 
 @dataclass
