@@ -1,5 +1,5 @@
-"""What every scenario shares: the work dir, the tools, one nginx, generated files, started services, and
-the loop that times trials."""
+"""What every scenario shares: the work dir, the tools, one nginx, one test hub, generated files, started
+services, and the loop that times trials."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from bench.nginx import Nginx
 from bench.procs import QuietGate, Service
 from bench.report import Measurement, Section
 from bench.system import Tools
+from services.modelserver.hub import Hub
 from services.modelserver.server import generate_file
 from shared.wire import hive_stream_url
 
@@ -49,14 +50,17 @@ class Sizes:
     fanout_clients: int
     fanout_secs: float
     soak_downloads: int
+    model_shard: int  # the whole-model scenario: four shards of this size
+    many_files: int  # the many-files memory scenario: a model of this many files (8 small, the rest shards
+    many_file_size: int  # of this size to twice it)
 
     @classmethod
     def for_mode(cls, quick: bool, tiny: bool = False) -> Sizes:
         if tiny:  # the smoke test: seconds, not figures
-            return cls(8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0, 100)
+            return cls(8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0, 100, MIB, 16, 64 * 1024)
         if quick:
-            return cls(64 * MIB, 32 * MIB, 100, 200 * 1024, 4.0, 1000, 8.0, 1000)
-        return cls(1024 * MIB, 256 * MIB, 100, 200 * 1024, 10.0, 1000, 15.0, 5000)
+            return cls(64 * MIB, 32 * MIB, 100, 200 * 1024, 4.0, 1000, 8.0, 1000, 32 * MIB, 100, 2 * MIB)
+        return cls(1024 * MIB, 256 * MIB, 100, 200 * 1024, 10.0, 1000, 15.0, 5000, 256 * MIB, 100, 2 * MIB)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Context:
     scope: ExitStack = field(default_factory=ExitStack)  # one scenario's processes; run.py closes it
     gate: QuietGate = field(default_factory=QuietGate)  # one scenario's; run.py replaces it
     _nginx: Nginx | None = None
+    _hub: Hub | None = None
     _data: dict[str, tuple[Path, str]] = field(default_factory=dict)
     _services: int = 0
 
@@ -98,6 +103,15 @@ class Context:
             self._nginx = nginx.start()
             self.log(f"nginx pid {nginx.proc.pid if nginx.proc else '?'} on {nginx.url}")
         return self._nginx
+
+    def hub(self) -> Hub:
+        """The test hub (services/modelserver/hub.py) and its CDN, on this process's threads, for the whole run."""
+        if self._hub is None:
+            hub = Hub(self.workdir / "hub-store")
+            self.stack.callback(hub.stop)
+            self._hub = hub.start()
+            self.log(f"test hub on {hub.url}, its CDN on {hub.cdn.url}")
+        return self._hub
 
     def data_file(self, name: str, size: int) -> tuple[Path, str]:
         """`www/data/<name>` with `size` deterministic bytes, and its sha256 (generated once per run)."""

@@ -125,6 +125,7 @@ class Report:
     sections: list[Section] = field(default_factory=list)
     preamble: list[str] = field(default_factory=list)
     total_seconds: float = 0.0
+    scenarios: list[str] = field(default_factory=list)  # every scenario the harness knows, by name
 
     def render(self) -> str:
         out = ["# Benchmarks", ""]
@@ -150,7 +151,7 @@ class Report:
             ".venv/bin/python -m bench.run --only segmented,memory --runs 5 --out /tmp/b.md",
             "```",
             "",
-            "Scenarios: `download`, `segmented`, `sse`, `fanout`, `memory`, `soak`. nginx and aria2c come from the "
+            f"Scenarios: {', '.join(f'`{name}`' for name in self.scenarios)}. nginx and aria2c come from the "
             "system (`apt-get install -y nginx-light aria2`, done by the harness when missing and running as root); "
             "everything listens on 127.0.0.1 on free ports, and every process the harness starts is stopped "
             "by PID when it ends.",

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from bench import downloads, latency, soak
+from bench import downloads, latency, models, soak
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Report, Section, Target
@@ -60,6 +60,18 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         soak.soak,
         [],
         ["queen and hive RSS at the end <= 1.10x the middle", "open files and tasks at the end <= middle + 5"],
+    ),
+    "model": (
+        "6. A whole model from the test hub",
+        models.model,
+        [],
+        ["hive <= 0.5x snapshot_download's wall time"],
+    ),
+    "model-memory": (
+        "7. Hive memory: a model of many files",
+        models.many_files,
+        [],
+        ["hive peak RSS < 150 MB"],
     ),
 }
 
@@ -142,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine,
         versions=tool_versions(tools),
         settings=settings,
+        scenarios=list(SCENARIOS),
     )
     report.machine["open files limit (soft)"] = str(soft)
     if tools.installed:
