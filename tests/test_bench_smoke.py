@@ -1,6 +1,7 @@
-"""The benchmark harness still runs end to end (tiny sizes, one scenario) and writes its report.
+"""The benchmark harness still runs end to end (tiny sizes) and writes its report.
 
-Not a benchmark: no timing is asserted. Needs nginx (the harness's file server); skipped without it.
+Not a benchmark: no timing is asserted. The file scenario needs nginx (skipped without it); the
+whole-model scenarios need only the test hub and huggingface_hub (a dev dependency).
 """
 
 from __future__ import annotations
@@ -27,18 +28,39 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
 
 
-def test_bench_quick_run_writes_the_report(tmp_path: Path) -> None:
-    if find_tool("nginx") is None:
-        pytest.skip("nginx is not installed: the benchmark harness needs it (apt-get install nginx-light)")
-    out = tmp_path / "BENCHMARKS.md"
+def _bench(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--tiny", "--only", "download", "--out", str(out)],
+        [sys.executable, "-m", "bench.run", "--quick", "--tiny", *args, "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=100,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _assert_all_stopped(stdout: str) -> None:
+    """Every process the harness started (it logs "<name> pid N") is gone."""
+    pids = [int(p) for p in re.findall(r"\bpid (\d+)\b", stdout)]
+    assert pids, stdout
+    assert [p for p in pids if _alive(p)] == []
+
+
+def _row(text: str, label: str) -> list[str]:
+    """The cells of the first table row whose first cell is `label`."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] == label:
+            return cells
+    raise AssertionError(f"no row {label!r}:\n{text}")
+
+
+def test_bench_quick_run_writes_the_report(tmp_path: Path) -> None:
+    if find_tool("nginx") is None:
+        pytest.skip("nginx is not installed: the benchmark harness needs it (apt-get install nginx-light)")
+    out = tmp_path / "BENCHMARKS.md"
+    result = _bench(out, "--only", "download")
     text = out.read_text()
     for heading in ("# Benchmarks", "## Machine", "## Tools", "## Targets", "## 1. One 8 MiB file from local nginx"):
         assert f"\n{heading}\n" in f"\n{text}", f"missing heading {heading!r}:\n{text}"
@@ -46,7 +68,29 @@ def test_bench_quick_run_writes_the_report(tmp_path: Path) -> None:
         assert heading in text
     assert "hive (POST -> complete)" in text
     assert re.search(r"\| hive <= 1\.05x curl's wall time \| .* \| \*\*(met|missed|not measured)\*\* \|", text)
-    # every process the harness started (it logs "<name> pid N") is gone
-    pids = [int(p) for p in re.findall(r"\bpid (\d+)\b", result.stdout)]
-    assert pids, result.stdout
-    assert [p for p in pids if _alive(p)] == []
+    _assert_all_stopped(result.stdout)
+
+
+def test_bench_whole_model_scenarios_measure_the_hive_and_the_baselines(tmp_path: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    out = tmp_path / "BENCHMARKS.md"
+    result = _bench(out, "--only", "model,model-memory")
+    text = out.read_text()
+    for heading in (
+        "## 6. A whole model from the test hub: 4 x 1 MiB shards and 8 files",
+        "## 7. Hive memory: a model of 16 files",
+    ):
+        assert f"\n{heading}\n" in text, f"missing heading {heading!r}:\n{text}"
+    # measured, so every pull finished and its snapshot passed the harness's file-by-file sha256 check
+    for label in (
+        "hive (POST -> complete)",
+        "hive peak RSS during the pull",
+        "snapshot_download (the call alone)",
+        "hive peak RSS",
+        "hive wall time (POST -> complete)",
+    ):
+        assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
+    assert "failed: " not in text, text
+    for target in (r"hive <= 0\.5x snapshot_download's wall time", r"hive peak RSS < 150 MB \(16 files\)"):
+        assert re.search(rf"\| {target} \| [^|—]+ \| \*\*(met|missed)\*\* \|", text), text
+    _assert_all_stopped(result.stdout)
