@@ -382,7 +382,7 @@ def many_files(ctx: Context) -> Section:
         "sha256) and deleted. psutil samples the hive's RSS every 50 ms from before the POST to the end; the "
         "figure is the peak. The idle RSS (after start-up, before the POST) is listed too. MB = 10^6 bytes.",
         f"For comparison (no target): `snapshot_download(max_workers={MAX_WORKERS})` of the same repo in its own "
-        "interpreter, the call alone.",
+        "interpreter after each hive run, the call alone, and the call followed by `sync`.",
     ]
     section.commands.append(f'HF_ENDPOINT={hub.url} rbee-hive; POST /v2/downloads {{"model_ref": "{published.ref}"}}')
     m_peak = section.measure("hive peak RSS", "MB")
@@ -390,8 +390,10 @@ def many_files(ctx: Context) -> Section:
     m_time = section.measure("hive wall time (POST -> complete)", "s")
     env = _hub_env(hub, ctx.workdir / "hf-home-many")
     has_hf = module_version("huggingface_hub") is not None
-    m_snap = section.measure("snapshot_download (for comparison)", "s", note="the call alone") if has_hf else None
+    m_snap = m_sync = None
     if has_hf:
+        m_snap = section.measure("snapshot_download (for comparison)", "s", note="the call alone")
+        m_sync = section.measure("snapshot_download, then sync (for comparison)", "s", note="the call alone")
         section.commands.append(_snapshot_command(published, env))
     traffic = Traffic(hub)
     for run in range(ctx.runs):
@@ -405,14 +407,21 @@ def many_files(ctx: Context) -> Section:
             for m, value in ((m_peak, peak), (m_idle, idle), (m_time, seconds)):
                 m.runs.append(value)
             ctx.log(f"  {label}: peak RSS {peak:.0f} MB, idle {idle:.0f} MB, {seconds:.2f} s")
-        if m_snap is not None:
+        if m_snap is not None and m_sync is not None:
             ctx.quiet()
             try:
-                m_snap.runs.append(_snapshot_download(ctx.workdir / "out" / "hf-many", published, env, timeout)[0])
+                seconds, synced = _snapshot_download(ctx.workdir / "out" / "hf-many", published, env, timeout)
             except Exception as exc:
                 section.notes.append(f"{label}: snapshot_download failed: {type(exc).__name__}: {exc}")
+            else:
+                m_snap.runs.append(seconds)
+                m_sync.runs.append(synced)
             finally:
                 ctx.settle()
+    section.ratios = [
+        Ratio("hive / snapshot_download", ratio(m_time, m_snap), "time ratio, for comparison (no target)"),
+        Ratio("hive / (snapshot_download + sync)", ratio(m_time, m_sync), "time ratio (the same durability)"),
+    ]
     section.notes += traffic.notes()
     limit = HIVE_RSS_LIMIT_MB
     files = len(published.files)
