@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,13 +54,16 @@ class Sizes:
     model_shard: int  # the whole-model scenario: four shards of this size
     many_files: int  # the many-files memory scenario: a model of this many files (8 small, the rest shards
     many_file_size: int  # of this size to twice it)
+    fleet_hives: int = 8  # the fleet scenario: this many hives pull a model of four shards of
+    fleet_shard: int = 256 * MIB  # this size
+    fleet_uplink_bps: int = 50_000_000  # through the test hub's uplink, capped at this (all connections)
 
     @classmethod
     def for_mode(cls, quick: bool, tiny: bool = False) -> Sizes:
         if tiny:  # the smoke test: seconds, not figures
-            return cls(8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0, 100, MIB, 16, 64 * 1024)
+            return cls(8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0, 100, MIB, 16, 64 * 1024, 3, MIB, 10_000_000)
         if quick:
-            return cls(64 * MIB, 32 * MIB, 100, 200 * 1024, 4.0, 1000, 8.0, 1000, 32 * MIB, 100, 2 * MIB)
+            return cls(64 * MIB, 32 * MIB, 100, 200 * 1024, 4.0, 1000, 8.0, 1000, 32 * MIB, 100, 2 * MIB, 8, 32 * MIB)
         return cls(1024 * MIB, 256 * MIB, 100, 200 * 1024, 10.0, 1000, 15.0, 5000, 256 * MIB, 100, 2 * MIB)
 
 
@@ -133,12 +137,21 @@ class Context:
     def service(self, name: str, module: str, env: Mapping[str, str | None], timeout: float = 30.0) -> Service:
         """Start a hive or queen subprocess; it is stopped (by PID) when the scenario ends. A variable set to
         None in `env` is removed from the environment it inherits."""
+        return self.start_all([self.prepare(name, module, env)], timeout)[0]
+
+    def prepare(self, name: str, module: str, env: Mapping[str, str | None]) -> Service:
+        """A service not started yet (its port and url are chosen), stopped when the scenario ends."""
         self._services += 1
         svc = Service(name, module, env, self.logs / f"{self._services:02d}-{name}.log")
         self.scope.callback(svc.stop)
-        svc.start(timeout)
-        self.log(f"{name} pid {svc.pid} on {svc.url}")
         return svc
+
+    def start_all(self, services: Sequence[Service], timeout: float = 60.0) -> list[Service]:
+        """Start prepared services at once, their start-ups overlapping; each is healthy on return."""
+        with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+            for svc in pool.map(lambda svc: svc.start(timeout), services):
+                self.log(f"{svc.name} pid {svc.pid} on {svc.url}")
+        return list(services)
 
     def hive(self, name: str, env: Mapping[str, str | None] | None = None, **settings: Any) -> Service:
         """A hive with its own models dir; `settings` become HIVE_* variables, `env` is added as it is."""

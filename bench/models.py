@@ -29,7 +29,7 @@ from services.modelserver.files import sha256_file
 from services.modelserver.hub import Hub
 from services.modelserver.hub_repo import Generated, HubFile
 
-__all__ = ["Published", "check_snapshot", "many_files", "model"]
+__all__ = ["Published", "check_snapshot", "hub_env", "many_files", "model", "publish", "shard_names"]
 
 MODEL_REPO = "bench/model"
 MANY_REPO = "bench/many-files"
@@ -84,11 +84,11 @@ def _small_files(shards: Mapping[str, int], vocab: int) -> dict[str, bytes]:
 SMALL_FILES = 8  # _small_files and the `.gitattributes` every new repo has
 
 
-def _shard_names(count: int) -> list[str]:
+def shard_names(count: int) -> list[str]:
     return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
 
 
-def _publish(ctx: Context, repo: str, shards: Mapping[str, int]) -> Published:
+def publish(ctx: Context, repo: str, shards: Mapping[str, int]) -> Published:
     """`repo` on the test hub, its main holding the shards (LFS, generated) and the small files."""
     hub = ctx.hub()
     ctx.log(f"publishing {repo}: {len(shards)} shards, {size_text(sum(shards.values()))} on the test hub")
@@ -117,7 +117,7 @@ def check_snapshot(snapshot: Path, model: Published) -> None:
         raise RuntimeError(f"{snapshot}: sha256 differs from the hub's for {bad[:5]}")
 
 
-def _hub_env(hub: Hub, home: Path) -> dict[str, str | None]:
+def hub_env(hub: Hub, home: Path) -> dict[str, str | None]:
     """For the hive and huggingface_hub alike: the test hub, a fresh HF_HOME, no token of the caller's."""
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(HF_PREFIXES)}
     home.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,7 @@ def _hf_cli() -> tuple[str | None, str, list[str]]:
 def model(ctx: Context) -> Section:
     shard = ctx.sizes.model_shard
     hub = ctx.hub()
-    published = _publish(ctx, MODEL_REPO, dict.fromkeys(_shard_names(SHARDS), shard))
+    published = publish(ctx, MODEL_REPO, dict.fromkeys(shard_names(SHARDS), shard))
     total, small = published.size, len(published.files) - SHARDS
     section = Section(
         "model", f"6. A whole model from the test hub: {SHARDS} x {size_text(shard)} shards and {small} files"
@@ -265,7 +265,7 @@ def model(ctx: Context) -> Section:
     ]
 
     hive_models = ctx.workdir / "models" / "hive-model"
-    hive = ctx.hive("hive-model", env=_hub_env(hub, ctx.workdir / "hive-model-home"), models_dir=hive_models)
+    hive = ctx.hive("hive-model", env=hub_env(hub, ctx.workdir / "hive-model-home"), models_dir=hive_models)
     section.commands.append(
         f'HF_ENDPOINT={hub.url} rbee-hive; POST /v2/downloads {{"model_ref": "{published.ref}"}}; '
         "GET /v2/downloads/{id}/stream until `complete`"
@@ -291,7 +291,7 @@ def model(ctx: Context) -> Section:
     if module_version("huggingface_hub") is None:
         missing.append("snapshot_download and hf download skipped: huggingface_hub is not installed")
     else:
-        env = _hub_env(hub, ctx.workdir / "hf-home-model")
+        env = hub_env(hub, ctx.workdir / "hf-home-model")
         m_snap = section.measure("snapshot_download", "s", note="the call alone")
         m_sync = m_snap_sync = section.measure("snapshot_download, then sync", "s", note="the call alone")
         section.commands.append(_snapshot_command(published, env))
@@ -311,7 +311,7 @@ def model(ctx: Context) -> Section:
         missing.append(f"hf download skipped: {why_no_cli}")
         ctx.log(f"hf download skipped: {why_no_cli}")
     elif hf is not None:
-        cli_spec = _hub_env(hub, ctx.workdir / "hf-home-cli")
+        cli_spec = hub_env(hub, ctx.workdir / "hf-home-cli")
         cli_env = _environ(cli_spec)
         m_cli = section.measure("hf download", "s", note="start-up included")
         m_start = section.measure("hf version (the CLI's start-up alone, for reference)", "s")
@@ -366,10 +366,10 @@ def model(ctx: Context) -> Section:
 def many_files(ctx: Context) -> Section:
     count, base = ctx.sizes.many_files, ctx.sizes.many_file_size
     hub = ctx.hub()
-    names = _shard_names(count - SMALL_FILES)
+    names = shard_names(count - SMALL_FILES)
     # sizes spread evenly over [base, 2 * base), in a scrambled but fixed order
     shards = {name: base + (i * 7919 % len(names)) * base // len(names) for i, name in enumerate(names)}
-    published = _publish(ctx, MANY_REPO, shards)
+    published = publish(ctx, MANY_REPO, shards)
     total = published.size
     section = Section("model-memory", f"7. Hive memory: a model of {len(published.files)} files")
     timeout = 120 + total / (20 * MIB)
@@ -388,7 +388,7 @@ def many_files(ctx: Context) -> Section:
     m_peak = section.measure("hive peak RSS", "MB")
     m_idle = section.measure("hive idle RSS (before)", "MB")
     m_time = section.measure("hive wall time (POST -> complete)", "s")
-    env = _hub_env(hub, ctx.workdir / "hf-home-many")
+    env = hub_env(hub, ctx.workdir / "hf-home-many")
     has_hf = module_version("huggingface_hub") is not None
     m_snap = m_sync = None
     if has_hf:
@@ -436,7 +436,7 @@ def _many_run(
     with ExitStack() as run_stack:
         run_stack.callback(ctx.settle)
         models = ctx.workdir / "models" / name
-        hive = ctx.hive("hive-many", env=_hub_env(ctx.hub(), ctx.workdir / f"{name}-home"), models_dir=models)
+        hive = ctx.hive("hive-many", env=hub_env(ctx.hub(), ctx.workdir / f"{name}-home"), models_dir=models)
         run_stack.callback(hive.stop)
         sampler = RssSampler(hive.pid, 0.05).start()
         run_stack.callback(sampler.stop)
