@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from bench import downloads, latency, models, soak
+from bench import downloads, fleet, latency, models, soak
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Report, Section, Target
@@ -72,6 +72,12 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         models.many_files,
         [],
         ["hive peak RSS < 150 MB"],
+    ),
+    "fleet": (
+        "8. Fleet pull: one model onto 8 hives, the hub's uplink capped",
+        fleet.fleet,
+        [],
+        ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
     ),
 }
 

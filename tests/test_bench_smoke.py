@@ -1,7 +1,7 @@
 """The benchmark harness still runs end to end (tiny sizes) and writes its report.
 
 Not a benchmark: no timing is asserted. The file scenario needs nginx (skipped without it); the
-whole-model scenarios need only the test hub and huggingface_hub (a dev dependency).
+whole-model and fleet scenarios need only the test hub and huggingface_hub (a dev dependency).
 """
 
 from __future__ import annotations
@@ -92,5 +92,33 @@ def test_bench_whole_model_scenarios_measure_the_hive_and_the_baselines(tmp_path
         assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
     assert "failed: " not in text, text
     for target in (r"hive <= 0\.5x snapshot_download's wall time", r"hive peak RSS < 150 MB \(16 files\)"):
+        assert re.search(rf"\| {target} \| [^|—]+ \| \*\*(met|missed)\*\* \|", text), text
+    _assert_all_stopped(result.stdout)
+
+
+def _ratio(text: str, label: str) -> float:
+    return float(_row(text, label)[1].removesuffix("x"))
+
+
+def test_bench_fleet_scenario_pulls_onto_every_hive_three_ways(tmp_path: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    out = tmp_path / "BENCHMARKS.md"
+    result = _bench(out, "--only", "fleet")
+    text = out.read_text()
+    heading = "## 8. Fleet pull: 3 hives, a 4 MiB model of 4 shards and 8 files, the hub's uplink capped at 10 MB/s"
+    assert f"\n{heading}\n" in text, text
+    # measured, so every pull finished and every hive's snapshot passed the file-by-file sha256 check
+    for label in (
+        "fleet pull, 3 hives (POST -> the pull's complete)",
+        "3 independent pulls (POSTs -> the last complete)",
+        "one hive alone (POST -> complete)",
+    ):
+        assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
+    assert "failed: " not in text, text
+    # what went through the hub's uplink: the model once per hive pulling on its own (not a timing)
+    assert 0.99 <= _ratio(text, "one hive alone: hub bytes / model size") < 1.05, text
+    assert 2.97 <= _ratio(text, "3 independent pulls: hub bytes / model size") < 3.1, text
+    assert _ratio(text, "fleet pull: hub bytes / model size") < 2.0, text
+    for target in (r"fleet: hub bytes <= 1\.1x the model", r"fleet wall time <= 1\.5x one hive's alone"):
         assert re.search(rf"\| {target} \| [^|—]+ \| \*\*(met|missed)\*\* \|", text), text
     _assert_all_stopped(result.stdout)
