@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import Kept, Report, Section, Target
 from bench.system import REPO, find_tool
 
 
@@ -122,3 +123,30 @@ def test_bench_fleet_scenario_pulls_onto_every_hive_three_ways(tmp_path: Path) -
     for target in (r"fleet: hub bytes <= 1\.1x the model", r"fleet wall time <= 1\.5x one hive's alone"):
         assert re.search(rf"\| {target} \| [^|—]+ \| \*\*(met|missed)\*\* \|", text), text
     _assert_all_stopped(result.stdout)
+
+
+def _report(*sections: Section, kept: Kept | None = None) -> Report:
+    report = Report("python -m bench.run", "today", 1, False, "abc1234", {}, {}, {}, kept=kept)
+    report.sections = list(sections)
+    return report
+
+
+def _section(title: str, value: float) -> Section:
+    section = Section(title.split(".")[0], title, method=[f"measured {value}"])
+    section.measure("a figure", "s").runs.append(value)
+    section.targets = [Target("a figure < 1 s", value, 1.0, "<", "s")]
+    return section
+
+
+def test_an_update_replaces_the_sections_run_and_keeps_the_others_as_written() -> None:
+    old = _report(_section("1. One file", 0.5), _section("3b. Fan-out", 0.7), _section("8. Fleet", 2.0)).render()
+    new = _report(_section("8. Fleet", 0.9), _section("2. Segments", 3.0), kept=Kept.parse(old)).render()
+    headings = [line for line in new.splitlines() if line.startswith("## ") and line[3].isdigit()]
+    assert headings == ["## 1. One file", "## 2. Segments", "## 3b. Fan-out", "## 8. Fleet"]
+    rows = [line.split(" | ")[0] for line in new.splitlines() if line.startswith("| ") and "a figure < 1 s" in line]
+    assert rows == ["| 1. One file", "| 2. Segments", "| 3b. Fan-out", "| 8. Fleet"]
+    assert "measured 0.9" in new and "measured 2.0" not in new and "measured 0.7" in new
+    kept_before, kept_after = (text.split("## 3b. Fan-out")[1].split("\n## ")[0] for text in (old, new))
+    assert kept_after == kept_before  # a kept section is its old text, byte for byte
+    assert "- code measured: abc1234\n- updated: sections 8, 2 by `python -m bench.run`" in new
+    assert Kept.parse(new).sections.keys() == {(1, ""), (2, ""), (3, "b"), (8, "")}
