@@ -187,9 +187,10 @@ class Context:
                 Path(f"{path}.part").unlink(missing_ok=True)
 
 
-def rounds(ctx: Context, section: Section, trials: list[tuple[Measurement, Trial]]) -> None:
-    """Every trial once per run, the order rotated each run; a failed trial is noted, not fatal."""
-    for run in range(ctx.runs):
+def rounds(ctx: Context, section: Section, trials: list[tuple[Measurement, Trial]], runs: int | None = None) -> None:
+    """Every trial once per run (`ctx.runs`, unless given), the order rotated each run; a failed trial is
+    noted, not fatal."""
+    for run in range(ctx.runs if runs is None else runs):
         k = run % len(trials)
         for measurement, trial in trials[k:] + trials[:k]:
             ctx.quiet()

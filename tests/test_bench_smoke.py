@@ -111,7 +111,7 @@ def test_bench_fleet_scenario_pulls_onto_every_hive_three_ways(tmp_path: Path) -
     # measured, so every pull finished and every hive's snapshot passed the file-by-file sha256 check
     for label in (
         "fleet pull, 3 hives (POST -> the pull's complete)",
-        "3 independent pulls (POSTs -> the last complete)",
+        "3 independent pulls (POSTs -> the last complete; one run)",
         "one hive alone (POST -> complete)",
     ):
         assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
