@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.context import MIB, Context, hive_fetch
+from bench.context import MIB, Context, Trial, hive_fetch, rounds, size_text
 from bench.nginx import AccessRecord, Nginx
-from bench.procs import RssSampler
-from bench.report import Measurement, Ratio, Section, Target, fmt
+from bench.procs import RssSampler, run_checked
+from bench.report import Measurement, Ratio, Section, Target, fmt, ratio
 from bench.system import module_version
 
 __all__ = ["download", "memory", "segmented"]
 
 HF_REPO = "bench/model"
-Trial = Callable[[], float]
-
-
-def _mib(n: int) -> str:
-    return f"{n / MIB:.0f} MiB" if n < 1024 * MIB else f"{n / (1024 * MIB):.0f} GiB"
-
-
-def _run(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{argv[0]} exited {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}")
-    return result
 
 
 def wait_for_log(nginx: Nginx, offset: int, settle: float = 2.0) -> list[AccessRecord]:
@@ -56,30 +42,6 @@ def _check_size(path: Path, size: int) -> None:
         raise RuntimeError(f"{path.name}: {got} bytes on disk, expected {size}")
 
 
-def _rounds(ctx: Context, section: Section, trials: list[tuple[Measurement, Trial]]) -> None:
-    """Every trial once per run, the order rotated each run; a failed trial is noted, not fatal."""
-    for run in range(ctx.runs):
-        k = run % len(trials)
-        for measurement, trial in trials[k:] + trials[:k]:
-            ctx.quiet()
-            try:
-                seconds = trial()
-            except Exception as exc:
-                section.notes.append(f"run {run + 1}: {measurement.label} failed: {type(exc).__name__}: {exc}")
-                ctx.log(f"  {measurement.label}: FAILED {exc}")
-                continue
-            finally:
-                ctx.settle()
-            measurement.runs.append(seconds)
-            ctx.log(f"  run {run + 1} {measurement.label}: {seconds:.3f} s")
-
-
-def _ratio(a: Measurement | None, b: Measurement | None) -> float | None:
-    if a is None or b is None or a.median is None or b.median is None or b.median == 0:
-        return None
-    return a.median / b.median
-
-
 def _requests(nginx: Nginx, offset: int, uri_suffix: str) -> list[AccessRecord]:
     return [r for r in nginx.records_since(offset) if r.uri.endswith(uri_suffix)]
 
@@ -89,7 +51,7 @@ def _requests(nginx: Nginx, offset: int, uri_suffix: str) -> list[AccessRecord]:
 
 def download(ctx: Context) -> Section:
     size = ctx.sizes.big
-    section = Section("download", f"1. One {_mib(size)} file from local nginx")
+    section = Section("download", f"1. One {size_text(size)} file from local nginx")
     nginx = ctx.nginx()
     src, sha = ctx.data_file(f"model-{size // MIB}m.bin", size)
     name = src.name
@@ -101,7 +63,7 @@ def download(ctx: Context) -> Section:
     tools = ctx.tools
 
     section.method = [
-        f"nginx serves a {_mib(size)} file of pseudo-random bytes on 127.0.0.1 with `sendfile on`; it sits in the "
+        f"nginx serves a {size_text(size)} file of pseudo-random bytes on 127.0.0.1 with `sendfile on`; it sits in the "
         "page cache, so this measures the clients, not the disk read.",
         "Each run measures every client once, one after the other, in an order rotated each run; `sync` runs "
         "before and after every measurement, each downloaded file is deleted after it, and a measurement "
@@ -164,9 +126,9 @@ def download(ctx: Context) -> Section:
         def curl_trial(sync: bool) -> float:
             t0 = time.perf_counter()
             try:
-                _run([curl, "-s", "-o", str(target), url], timeout)
+                run_checked([curl, "-s", "-o", str(target), url], timeout)
                 if sync:
-                    _run(["sync", str(target)], timeout)
+                    run_checked(["sync", str(target)], timeout)
                 seconds = time.perf_counter() - t0
                 _check_size(target, size)
             finally:
@@ -190,7 +152,7 @@ def download(ctx: Context) -> Section:
         def aria_trial() -> float:
             t0 = time.perf_counter()
             try:
-                _run(argv, timeout)
+                run_checked(argv, timeout)
                 seconds = time.perf_counter() - t0
                 _check_size(out / f"aria2-{name}", size)
             finally:
@@ -235,7 +197,7 @@ def download(ctx: Context) -> Section:
                     "--cache-dir",
                     str(cache),
                 ]
-                result = _run(argv, timeout + 30, env=hf_env)
+                result = run_checked(argv, timeout + 30, env=hf_env)
                 info: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
                 _check_size(Path(info["path"]).resolve(), size)
                 return float(info["seconds"])
@@ -244,19 +206,19 @@ def download(ctx: Context) -> Section:
 
         trials.append((m_hf, hf_trial))
 
-    ctx.log(f"scenario 1: {_mib(size)} x {len(trials)} clients x {ctx.runs} runs")
-    _rounds(ctx, section, trials)
+    ctx.log(f"scenario 1: {size_text(size)} x {len(trials)} clients x {ctx.runs} runs")
+    rounds(ctx, section, trials)
 
-    r_curl = _ratio(m_hive, m_curl)
-    r_curl_sync = _ratio(m_hive, m_curl_sync)
-    r_hf = _ratio(m_hive, m_hf)
+    r_curl = ratio(m_hive, m_curl)
+    r_curl_sync = ratio(m_hive, m_curl_sync)
+    r_hf = ratio(m_hive, m_hf)
     section.ratios = [
         Ratio("hive / curl", r_curl, "time ratio, lower is better"),
         Ratio("hive / (curl + sync)", r_curl_sync, "time ratio"),
-        Ratio("hive / aria2c -x1", _ratio(m_hive, m_aria), "time ratio"),
+        Ratio("hive / aria2c -x1", ratio(m_hive, m_aria), "time ratio"),
         Ratio("hive / hf_hub_download", r_hf, "time ratio"),
-        Ratio("hive HIVE_SEGMENTS=1 / curl", _ratio(m_hive_1, m_curl), "time ratio, for comparison"),
-        Ratio("hive HIVE_SEGMENTS=1 / hf_hub_download", _ratio(m_hive_1, m_hf), "time ratio, for comparison"),
+        Ratio("hive HIVE_SEGMENTS=1 / curl", ratio(m_hive_1, m_curl), "time ratio, for comparison"),
+        Ratio("hive HIVE_SEGMENTS=1 / hf_hub_download", ratio(m_hive_1, m_hf), "time ratio, for comparison"),
     ]
     if m_hive.median:
         section.notes.append(f"hive throughput: {size / m_hive.median / 1e6:.0f} MB/s (median)")
@@ -284,7 +246,7 @@ def download(ctx: Context) -> Section:
 
 def segmented(ctx: Context) -> Section:
     size = ctx.sizes.segmented
-    section = Section("segmented", f"2. One {_mib(size)} file, each connection capped at 20 MiB/s")
+    section = Section("segmented", f"2. One {size_text(size)} file, each connection capped at 20 MiB/s")
     nginx = ctx.nginx()
     src, sha = ctx.data_file(f"seg-{size // MIB}m.bin", size)
     name = src.name
@@ -360,7 +322,7 @@ def segmented(ctx: Context) -> Section:
         def aria_trial() -> float:
             t0 = time.perf_counter()
             try:
-                _run(argv, timeout)
+                run_checked(argv, timeout)
                 seconds = time.perf_counter() - t0
                 _check_size(target, size)
             finally:
@@ -371,8 +333,8 @@ def segmented(ctx: Context) -> Section:
     else:
         section.notes.append(f"aria2c baseline skipped: {ctx.tools.missing.get('aria2c')}")
 
-    ctx.log(f"scenario 2: {_mib(size)} at 20 MiB/s per connection x {len(trials)} clients x {ctx.runs} runs")
-    _rounds(ctx, section, trials)
+    ctx.log(f"scenario 2: {size_text(size)} at 20 MiB/s per connection x {len(trials)} clients x {ctx.runs} runs")
+    rounds(ctx, section, trials)
 
     m_default, m_8, m_1 = (measures[label] for label, _ in configs)
     for m in section.measurements:
@@ -386,19 +348,19 @@ def segmented(ctx: Context) -> Section:
             f"{', '.join(fresh)}: a new TCP connection for (nearly) every request; connections are not kept "
             "alive between the segments' ranges (on a real network each one pays a handshake and slow start)."
         )
-    r_default = _ratio(m_1, m_default)
-    r_8 = _ratio(m_1, m_8)
+    r_default = ratio(m_1, m_default)
+    r_8 = ratio(m_1, m_8)
     section.ratios = [
         Ratio(f"speed-up, default ({default_segments}) vs one connection", r_default, "one-connection time / time"),
         Ratio("speed-up, HIVE_SEGMENTS=8 vs one connection", r_8, "one-connection time / time"),
-        Ratio(f"hive default ({default_segments}) / aria2c -x8", _ratio(m_default, m_aria), "time ratio"),
-        Ratio("hive HIVE_SEGMENTS=8 / aria2c -x8", _ratio(m_8, m_aria), "time ratio"),
+        Ratio(f"hive default ({default_segments}) / aria2c -x8", ratio(m_default, m_aria), "time ratio"),
+        Ratio("hive HIVE_SEGMENTS=8 / aria2c -x8", ratio(m_8, m_aria), "time ratio"),
     ]
     section.targets = [
         Target(f"hive (default, {default_segments} segments) >= 4x one connection", r_default, 4.0, ">=", "x"),
         Target(
             f"hive (default, {default_segments} segments) no slower than aria2c -x8 (time ratio)",
-            _ratio(m_default, m_aria),
+            ratio(m_default, m_aria),
             1.0,
             "<=",
             "x",
@@ -407,7 +369,7 @@ def segmented(ctx: Context) -> Section:
         Target("hive (HIVE_SEGMENTS=8) >= 4x one connection", r_8, 4.0, ">=", "x"),
         Target(
             "hive (HIVE_SEGMENTS=8) no slower than aria2c -x8 (time ratio)",
-            _ratio(m_8, m_aria),
+            ratio(m_8, m_aria),
             1.0,
             "<=",
             "x",
@@ -458,14 +420,14 @@ def _fetch_all(hive_url: str, urls: list[str], timeout: float) -> list[tuple[flo
 
 def memory(ctx: Context) -> Section:
     size = ctx.sizes.big
-    section = Section("memory", f"4. Hive memory: four concurrent {_mib(size)} downloads")
+    section = Section("memory", f"4. Hive memory: four concurrent {size_text(size)} downloads")
     nginx = ctx.nginx()
     src, sha = ctx.data_file(f"model-{size // MIB}m.bin", size)
     urls = [nginx.url + ctx.link(f"mem/m{i}-{src.name}", src) for i in range(4)]
     timeout = 120 + 4 * size / (20 * MIB)
     section.method = [
         f"A fresh `rbee-hive` per run with `HIVE_MAX_CONCURRENT=4` (the default, 3, would queue the fourth); four "
-        f"POSTs of four different URLs (symlinks to one {_mib(size)} file) to the local nginx, unthrottled.",
+        f"POSTs of four different URLs (symlinks to one {size_text(size)} file) to the local nginx, unthrottled.",
         "psutil samples the hive's RSS every 50 ms from before the POSTs until all four are `complete` "
         "(sha256 checked); the figure is the peak. The idle RSS (after start-up, before the POSTs) is listed "
         "too. MB = 10^6 bytes.",

@@ -29,6 +29,7 @@ __all__ = [
     "others_cpu",
     "port_open",
     "rss_reader",
+    "run_checked",
     "wait_until",
 ]
 
@@ -37,6 +38,14 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run_checked(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end; a non-zero exit raises with the tail of its output."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}")
+    return result
 
 
 class Proc:
@@ -84,13 +93,19 @@ class Proc:
 
 
 class Service(Proc):
-    """`python -m services.<x>.main --host 127.0.0.1 --port P`, healthy once GET /healthz answers 200."""
+    """`python -m services.<x>.main --host 127.0.0.1 --port P`, healthy once GET /healthz answers 200.
 
-    def __init__(self, name: str, module: str, env: Mapping[str, str], log_path: Path, port: int | None = None) -> None:
+    It inherits this process's environment with `env` on top; a variable set to None in `env` is removed.
+    """
+
+    def __init__(
+        self, name: str, module: str, env: Mapping[str, str | None], log_path: Path, port: int | None = None
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(self.port)]
-        super().__init__(name, argv, {**os.environ, **env}, log_path)
+        merged = {**os.environ, **env}
+        super().__init__(name, argv, {k: v for k, v in merged.items() if v is not None}, log_path)
 
     def start(self, timeout: float = 30.0) -> Service:
         super().start()

@@ -1,4 +1,6 @@
-"""`python -m bench.run [--quick] [--only NAME[,NAME]] [--runs N] [--out FILE]`: benchmarks -> BENCHMARKS.md."""
+"""`python -m bench.run [--quick] [--only NAME[,NAME]] [--runs N] [--out FILE] [--update]`: benchmarks ->
+BENCHMARKS.md. With `--update` the scenarios run replace their own sections of the report at `--out`;
+the rest of it stays as it was written (and its header says which sections were updated when)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from bench import downloads, latency, soak
+from bench import downloads, fleet, latency, models, soak
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
-from bench.report import Report, Section, Target
+from bench.report import Kept, Report, Section, Target
 from bench.system import REPO, Tools, git_revision, machine_info, raise_nofile, tool_versions
 
 Scenario = Callable[[Context], Section]
@@ -61,6 +63,24 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         [],
         ["queen and hive RSS at the end <= 1.10x the middle", "open files and tasks at the end <= middle + 5"],
     ),
+    "model": (
+        "6. A whole model from the test hub",
+        models.model,
+        [],
+        ["hive <= 0.5x snapshot_download's wall time"],
+    ),
+    "model-memory": (
+        "7. Hive memory: a model of many files",
+        models.many_files,
+        [],
+        ["hive peak RSS < 150 MB"],
+    ),
+    "fleet": (
+        "8. Fleet pull: one model onto 8 hives, the hub's uplink capped",
+        fleet.fleet,
+        [],
+        ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
+    ),
 }
 
 
@@ -72,6 +92,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, --quick 1)")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="report path")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a fresh temp dir, removed)")
+    parser.add_argument(
+        "--update", action="store_true", help="replace only the sections of the scenarios run in the report at --out"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in (args.only or ",".join(SCENARIOS)).split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
@@ -142,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine,
         versions=tool_versions(tools),
         settings=settings,
+        scenarios=list(SCENARIOS),
+        kept=Kept.parse(args.out.read_text()) if args.update and args.out.exists() else None,
     )
     report.machine["open files limit (soft)"] = str(soft)
     if tools.installed:

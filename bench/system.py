@@ -171,7 +171,7 @@ def tool_versions(tools: Tools) -> dict[str, str]:
         versions[package] = module_version(package) or "not installed (pip install -e '.[bench]')"
     commands = {"nginx": ["-v"], "curl": ["--version"], "aria2c": ["--version"]}
     for name, args in commands.items():
-        path = tools.get(name)
+        path = tools.get(name) or find_tool(name)  # (looked up even where no scenario run needed it)
         line = _first_line([path, *args]) if path else "not installed"
         versions[name] = " ".join(line.split()[:3]) if name == "curl" else line
     return versions

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from services.modelserver.cdn import Uplink
 from services.modelserver.hub import Hub
 from services.modelserver.hub_repo import git_blob_sha1, lfs_pointer
 from tests.hub_fixtures import CDN_LIMIT, LFS_SIZE, REPO, Revisions, build_repo, running_hub
@@ -176,3 +180,80 @@ def test_tree_lists_one_folder_and_pages_with_link(hub: Hub, revs: Revisions, cl
     f = hub.file(REPO, "model.safetensors")
     assert lfs["lfs"] == {"sha256": f.sha256, "size": LFS_SIZE, "pointerSize": f.pointer_size}
     assert lfs["blobId"] == f.blob_id == git_blob_sha1(lfs_pointer(f.sha256, LFS_SIZE))  # git stores the pointer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, secs: float) -> None:
+        self.slept.append(secs)
+
+
+def test_uplink_books_bytes_at_its_rate_after_the_burst() -> None:
+    clock = FakeClock()
+    up = Uplink(1000, burst=500, clock=clock, sleep=clock.sleep)
+    assert up.reserve(500) == 0.0  # the full bucket
+    assert up.reserve(250) == pytest.approx(0.25)  # 250 bytes short at 1000 B/s
+    assert up.reserve(250) == pytest.approx(0.5)  # booked behind the first: the balance is -500
+    clock.now += 0.5
+    assert up.reserve(0) == 0.0  # 500 bytes accrued: back to zero
+    clock.now += 10  # an idle uplink refills up to the burst only
+    assert up.reserve(600) == pytest.approx(0.1)
+    up.take(100)
+    assert clock.slept == [pytest.approx(0.2)] and up.taken == 1700
+    up.set_rate(None)  # no cap: nothing waits, bytes are still counted
+    assert up.reserve(10**9) == 0.0 and up.taken == 1700 + 10**9
+    with pytest.raises(ValueError):
+        up.set_rate(0)
+
+
+def test_uplink_shared_by_threads_never_releases_more_than_its_rate() -> None:
+    clock = FakeClock()  # frozen: every booking is at the same instant
+    up = Uplink(1_000_000, burst=100_000, chunk=10_000, clock=clock, sleep=clock.sleep)
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def sender() -> None:
+        for _ in range(50):
+            w = up.reserve(up.chunk)
+            with lock:
+                waits.append(w)
+
+    threads = [threading.Thread(target=sender) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 400 bookings of 10 kB: the k-th (from 1) may start once (k * 10 kB - burst) / rate has passed
+    assert sorted(waits) == [pytest.approx(max(0.0, (k * 10_000 - 100_000) / 1e6)) for k in range(1, 401)]
+    assert up.taken == 4_000_000
+
+
+def test_uplink_caps_the_cdn_and_the_hubs_own_answers_together(tmp_path: Path) -> None:
+    with Hub(tmp_path / "hub-store", uplink_bps=4_000_000) as hub, httpx.Client(timeout=30) as client:
+        build_repo(hub)
+        assert hub.cdn.uplink is hub.uplink and hub.uplink.rate_bps == 4_000_000
+        small = client.get(hub.resolve_url(REPO, "config.json"))
+        assert small.status_code == 200 and hub.uplink.taken == len(small.content)
+        location = client.head(hub.resolve_url(REPO, "model.safetensors")).headers["location"]
+
+        def fetch(rng: str) -> int:
+            with httpx.Client(timeout=30) as c:
+                r = c.get(location, headers={"Range": rng})
+                assert r.status_code == 206
+                return len(r.content)
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            got = sum(pool.map(fetch, ["bytes=0-999999", f"bytes=1000000-{LFS_SIZE - 1}"]))
+        elapsed = time.monotonic() - t0
+        assert got == LFS_SIZE and hub.uplink.taken == len(small.content) + LFS_SIZE
+        # a lower bound only (a busy machine is slower, never faster): two connections, one rate
+        assert elapsed >= 0.9 * (LFS_SIZE - hub.uplink.burst) / 4_000_000
+        hub.uplink.set_rate(None)
+        assert fetch("bytes=0-99") == 100

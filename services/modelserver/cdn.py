@@ -12,7 +12,9 @@ Stdlib only. The hub `sign`s a URL ``/repos/{aa}/{bb}/{sha256}?response-content-
   400 ``InvalidRequest`` any answer longer than the limit (a plain GET or HEAD, a range whose If-Range
   failed, a long range) and every open-ended range (``bytes=N-``), as CloudFront does for objects
   above 50 GB: a client must ask bounded ranges;
-- every request is recorded (`records()`, `total_bytes_sent()`); `advance_clock` ages all URLs.
+- every request is recorded (`records()`, `total_bytes_sent()`); `advance_clock` ages all URLs;
+- `uplink` (an `Uplink`, unlimited unless given): one byte rate shared by every body the CDN sends,
+  over all its connections; the `Hub` hands its CDN the uplink its own answers draw from too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs, quote
 
 from services.modelserver.hub_repo import HubFile
@@ -33,6 +36,64 @@ KEY_PAIR_ID = "K3RPWS32NSSJCE"
 S3_PART_BYTES = 8 * 1024 * 1024
 _PATH_RE = re.compile(r"/repos/[0-9a-f]{2}/[0-9a-f]{2}/(?P<sha>[0-9a-f]{64})")
 _OPEN_RANGE_RE = re.compile(r"\s*bytes=\d+-\s*")
+
+
+class Uplink:
+    """A total byte rate shared by every connection that sends through it: a token bucket, thread-safe.
+
+    Tokens (bytes) accrue at `rate_bps` up to `burst`. `reserve(n)` books `n` bytes at once and says how
+    many seconds the caller must wait before sending them; the balance may go negative, so bookings
+    queue in the order they were made and, whatever the number of connections, the bytes released by
+    time t never exceed ``burst + rate_bps * t``. `take(n)` books and sleeps. `rate_bps` None: no cap
+    (nothing is waited). `taken` counts every byte booked. `chunk` is how much a sender books at a time.
+    """
+
+    def __init__(
+        self,
+        rate_bps: float | None = None,
+        burst: int = 256 * 1024,
+        chunk: int = 128 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if burst < 1 or chunk < 1:
+            raise ValueError("burst and chunk must be at least one byte")
+        self.burst, self.chunk = burst, chunk
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._rate: float | None = None
+        self._tokens = float(burst)
+        self._last = clock()
+        self.taken = 0
+        self.set_rate(rate_bps)
+
+    @property
+    def rate_bps(self) -> float | None:
+        return self._rate
+
+    def set_rate(self, rate_bps: float | None) -> None:
+        """A new cap (None: none) from now on; the bucket starts full again."""
+        if rate_bps is not None and rate_bps <= 0:
+            raise ValueError("rate_bps must be positive (None for no cap)")
+        with self._lock:
+            self._rate, self._tokens, self._last = rate_bps, float(self.burst), self._clock()
+
+    def reserve(self, n: int) -> float:
+        """Book `n` bytes; the seconds to wait before sending them (0.0 when there are tokens, or no cap)."""
+        with self._lock:
+            self.taken += n
+            if self._rate is None:
+                return 0.0
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            self._tokens -= n
+            return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+    def take(self, n: int) -> None:
+        wait = self.reserve(n)
+        if wait > 0:
+            self._sleep(wait)
 
 
 def _xml_error(status: int, code: str, message: str) -> Answer:
@@ -52,9 +113,16 @@ def cdn_etag(f: HubFile) -> str:
 class Cdn(LoopbackServer):
     server_header = "AmazonS3"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_unranged_bytes: int = CLOUDFRONT_MAX_BYTES):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_unranged_bytes: int = CLOUDFRONT_MAX_BYTES,
+        uplink: Uplink | None = None,
+    ) -> None:
         super().__init__(host, port)
         self.max_unranged_bytes = max_unranged_bytes
+        self.uplink = uplink or Uplink()
         self._blobs: dict[str, HubFile] = {}
         self._secret = secrets.token_bytes(16)
         self._clock_offset = 0.0

@@ -35,6 +35,9 @@ Switches (`HubSwitches` fields, and methods):
 - ``damaged``: paths of small files served with their first byte flipped, under the right ETag
   (an LFS file's bytes are damaged by writing into its blob on disk, `HubFile.disk`);
 - ``Hub(cdn_max_unranged_bytes=...)``: the CDN refuses unbounded reads of bigger blobs (cdn.py);
+- ``Hub(uplink_bps=...)``: the hub's uplink, one total byte rate shared by every body the CDN and the
+  hub itself send, over all their connections (`hub.uplink`, a `cdn.Uplink`; `hub.uplink.set_rate`
+  changes it, None lifts it); unlimited by default;
 - `limits.set_quota(q, window)`: at most q resolves per client IP per window, then 429 with
   ``RateLimit``, ``RateLimit-Policy`` and ``Retry-After``; `limits.fail_next(k, reset)`: the next k
   resolves answer 429 (ratelimit.py);
@@ -55,7 +58,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote
 
-from services.modelserver.cdn import CLOUDFRONT_MAX_BYTES, Cdn
+from services.modelserver.cdn import CLOUDFRONT_MAX_BYTES, Cdn, Uplink
 from services.modelserver.hub_access import (
     HubError,
     bearer_token,
@@ -115,10 +118,12 @@ class Hub(LoopbackServer):
         port: int = 0,
         cdn_max_unranged_bytes: int = CLOUDFRONT_MAX_BYTES,
         switches: HubSwitches | None = None,
+        uplink_bps: float | None = None,
     ) -> None:
         super().__init__(host, port)
         self.root = Path(root)
-        self.cdn = Cdn(host, 0, cdn_max_unranged_bytes)
+        self.uplink = Uplink(uplink_bps)
+        self.cdn = Cdn(host, 0, cdn_max_unranged_bytes, uplink=self.uplink)
         self.switches = switches or HubSwitches()
         self.limits = ResolverLimit()
         self.tokens: set[str] = set()

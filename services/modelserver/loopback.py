@@ -2,15 +2,16 @@
 
 Stdlib only. A subclass of `LoopbackServer` answers each request with an `Answer` (status, headers and
 a body: bytes, or a slice of a file on disk sent with sendfile); this module sends it, records it
-(`HubRecord`) and keeps count of the body bytes really written. `file_answer` is the one Range/If-Range
-rule both hosts use.
+(`HubRecord`) and keeps count of the body bytes really written. A server given an `uplink` (a `Pacer`:
+cdn.Uplink) sends every body through it, `chunk` bytes at a time. `file_answer` is the one
+Range/If-Range rule both hosts use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from services.modelserver.ranges import select_range
@@ -21,6 +22,17 @@ from services.modelserver.threaded import (
     send_counted,
     sendfile_counted,
 )
+
+
+class Pacer(Protocol):
+    """A shared byte rate (cdn.Uplink): `take(n)` returns once `n` more bytes may go out."""
+
+    chunk: int
+
+    @property
+    def rate_bps(self) -> float | None: ...
+
+    def take(self, n: int) -> None: ...
 
 
 @dataclass
@@ -100,11 +112,24 @@ class _Handler(TrackedHandler):
             owner._leave()
 
     def _send_body(self, answer: Answer, record: HubRecord) -> None:
+        pacer = self.loopback.uplink
+        if pacer is not None and pacer.rate_bps is None:
+            pacer = None
+        step = pacer.chunk if pacer is not None else answer.stop - answer.start
         if answer.file is None:
-            send_counted(self.sock, answer.data[answer.start : answer.stop], record)
+            for at in range(answer.start, answer.stop, max(1, step)):
+                chunk = answer.data[at : min(at + step, answer.stop)]
+                if pacer is not None:
+                    pacer.take(len(chunk))
+                send_counted(self.sock, chunk, record)
             return
         with answer.file.open("rb") as f:
-            sendfile_counted(self.sock, f, answer.start, answer.stop - answer.start, record)
+            for at in range(answer.start, answer.stop, max(1, step)):
+                count = min(step, answer.stop - at)
+                if pacer is not None:
+                    pacer.take(count)
+                if sendfile_counted(self.sock, f, at, count, record) < count:
+                    return  # the file shrank
 
 
 class LoopbackServer(ThreadedServer[HubRecord]):
@@ -112,6 +137,7 @@ class LoopbackServer(ThreadedServer[HubRecord]):
 
     handler = _Handler
     server_header = "rbee-loopback/0.1"
+    uplink: Pacer | None = None  # every body sent through it when set (and capped)
 
     def answer(self, method: str, raw_path: str, query: str, headers: dict[str, str], client: str) -> Answer:
         raise NotImplementedError
