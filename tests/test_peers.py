@@ -9,13 +9,18 @@ back to the next source (with Range) when the peer dies or serves damaged bytes.
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
+from services.hive import blobs
 from services.hive.blobs import BadRange, parse_range
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
@@ -226,3 +231,44 @@ def test_a_plan_says_when_the_hub_refuses_this_hive(hub: Hub, make_hive: Callabl
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "REPO_NOT_FOUND"
     one_file = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}::file=config.json"}, timeout=10)
     assert one_file.status_code == 422 and one_file.json()["error"]["code"] == "INVALID_MODEL_REF"
+
+
+def test_a_cancelled_blob_body_never_closes_a_descriptor_under_a_running_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette cancels a body with an anyio cancel scope, which cancels again every await inside it:
+    the descriptor must still outlive the read running on it in a thread."""
+    real_pread = os.pread
+    started, release, finished, bad = (threading.Event() for _ in range(4))
+
+    def held_pread(fd: int, n: int, off: int) -> bytes:
+        started.set()
+        release.wait(10)  # the body is cancelled while this read runs
+        try:
+            return real_pread(fd, n, off)
+        except OSError:
+            bad.set()  # EBADF: closed under the running read
+            raise
+        finally:
+            finished.set()
+
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(4 * MiB))
+    view = blobs.BlobView("0" * 64, path, None, path.stat().st_size)
+    monkeypatch.setattr(blobs.os, "pread", held_pread)
+
+    async def body() -> None:
+        async def read() -> None:
+            async for _ in blobs.follow(view, 0, None, lambda: view):
+                pass
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(read)
+            await anyio.to_thread.run_sync(started.wait, 10)
+            group.cancel_scope.cancel()  # the client went away
+        release.set()
+        await anyio.to_thread.run_sync(finished.wait, 10)
+        await anyio.lowlevel.checkpoint()  # (the descriptor's close runs once the read is done)
+
+    anyio.run(body)
+    assert finished.is_set() and not bad.is_set()

@@ -20,6 +20,7 @@ it anyway. Nothing else of the hive is reachable here: the digest must be 40 or 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -130,7 +131,7 @@ async def follow(
                 if fd is None:
                     continue  # (renamed meanwhile: look again)
                 while pos < limit:
-                    chunk = await _pread(fd, min(_CHUNK, limit - pos), pos)
+                    chunk = await files.pread(fd, min(_CHUNK, limit - pos), pos)
                     if not chunk:
                         return
                     pos += len(chunk)
@@ -147,10 +148,13 @@ async def follow(
 
 
 class _Files:
-    """The open descriptors of one body, by path."""
+    """The open descriptors of one body, by path, and the read running on one of them (a thread's):
+    a descriptor closes only once no read on it runs, however the body is cancelled (Starlette's
+    cancel scopes cancel again whatever waits inside them)."""
 
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
+        self._reading: dict[int, asyncio.Future[bytes]] = {}
 
     def open(self, path: Path) -> int | None:
         if path not in self._fds:
@@ -160,16 +164,26 @@ class _Files:
                 return None
         return self._fds[path]
 
+    async def pread(self, fd: int, size: int, offset: int) -> bytes:
+        future = asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, offset)
+        self._reading[fd] = future
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if future.done():
+                self._reading.pop(fd, None)
+
     def close(self) -> None:
         for fd in self._fds.values():
-            os.close(fd)
+            running = self._reading.pop(fd, None)
+            if running is not None and not running.done():
+                running.add_done_callback(functools.partial(_close_after, fd))
+            else:
+                os.close(fd)
         self._fds.clear()
 
 
-async def _pread(fd: int, size: int, offset: int) -> bytes:
-    future = asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, offset)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])  # the read ends before its descriptor may close
-        raise
+def _close_after(fd: int, read: asyncio.Future[bytes]) -> None:
+    if not read.cancelled():
+        read.exception()  # (retrieved: a failed read of a body nobody reads any more is no news)
+    os.close(fd)

@@ -471,6 +471,7 @@ class HubFetcher:
                 pinned=bool(f.digest),
                 peer_token=peer_token,
                 max_attempts=attempts,
+                may_split=not (job.sources or job.hub_first),  # (a fleet pull's part: one connection a file)
             )
             progress.source(f.path, "hub" if peer is None else peer)
             progress.started(f.path)

@@ -60,6 +60,9 @@ class DownloadJob:
     pinned: bool = False
     peer_token: str | None = field(default=None, repr=False)  # RBEE_API_TOKEN, for a peer hive's blob URL
     max_attempts: int | None = None  # consecutive failed attempts before giving up (default: the config's)
+    # may the file be split over several connections: not a fleet pull's, whose peers follow a
+    # partial's contiguous prefix as it grows (a split one's hardly grows before its end)
+    may_split: bool = True
 
     @property
     def part_file(self) -> Path:
@@ -232,7 +235,9 @@ class Context:
 
     def may_split(self, transfer: Transfer, offset: int) -> bool:
         cfg = self.config
-        if cfg.segments < 2 or not (transfer.validator or transfer.job.pinned) or transfer.total is None:
+        if not transfer.job.may_split or transfer.total is None:
+            return False
+        if cfg.segments < 2 or not (transfer.validator or transfer.job.pinned):
             return False  # without a strong validator, ranges from several connections could mix two files
         if self.throttle is not None and self.throttle.active(transfer.job.download_id):
             return False  # a capped download is slow by choice: more connections would not help

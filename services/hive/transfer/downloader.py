@@ -154,7 +154,7 @@ class Downloader:
                 spliced = part.size > 0
                 # a file known to be too small to split is not probed for ranges first
                 small = t.total is not None and t.total < 2 * cfg.segment_min_bytes
-                plan = await single(ctx, t, probe=cfg.segments > 1 and not small)
+                plan = await single(ctx, t, probe=cfg.segments > 1 and not small and t.job.may_split)
             else:
                 spliced = True
             if plan is not None:
