@@ -33,6 +33,7 @@ from pathlib import Path
 
 import structlog
 
+from services.hive.fileio import sha256_file
 from services.hive.hf_cache import COMMIT_RE, RepoCache
 from services.hive.hub_api import HubApi, RepoFile
 from services.hive.hub_state import PartialNotes, TreeCache
@@ -544,12 +545,4 @@ def _discard(partial: Path, notes: PartialNotes) -> None:
 async def _sha256_of(cache: RepoCache, f: RepoFile) -> str:
     if len(f.digest) == 64:
         return f.digest  # an LFS file's blob is named by its verified sha256
-    return await asyncio.to_thread(_sha256_file, cache.blob(f.digest))
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(8 * 1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
+    return await asyncio.to_thread(sha256_file, cache.blob(f.digest))

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from services.hive.fileio import sha256_file
 from services.hive.history import History
 from services.hive.hub_fetch import HubFetcher, HubJob, PlanReport
 from services.hive.partfile import part_path
@@ -510,17 +509,7 @@ class DownloadManager:
         for state in self.tracker.list_all():
             if state.path == str(dest) and state.status is DownloadStatus.COMPLETE and state.sha256:
                 return state.sha256
-        return await asyncio.to_thread(_sha256_file, dest)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    started = time.monotonic()
-    with open(path, "rb") as f:
-        while block := f.read(8 * 1024 * 1024):
-            h.update(block)
-    log.info("hashed_existing_file", path=str(path), secs=round(time.monotonic() - started, 3))
-    return h.hexdigest()
+        return await asyncio.to_thread(sha256_file, dest)
 
 
 def _drop_partial(job: DownloadJob | HubJob) -> None:
