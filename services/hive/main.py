@@ -93,6 +93,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             await manager.recover(records)
             app.state.manager = manager
             pruner = asyncio.create_task(manager.prune_forever(), name="history-pruner")
+            flusher = asyncio.create_task(tracker.flush_forever(), name="progress-flusher")
             registration = (
                 asyncio.create_task(register_forever(settings, client), name="queen-registration")
                 if settings.queen_url
@@ -106,6 +107,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                     with contextlib.suppress(asyncio.CancelledError):
                         await registration
                 pruner.cancel()
+                flusher.cancel()
                 await manager.shutdown()
                 await store.close()
                 downloader.close()

@@ -8,12 +8,17 @@ event-loop thread. The rules it keeps (README, "Progress events (SSE)"):
 - one progress event per download per `progress_interval` while bytes move, one on every status
   change and when a wait (`waiting_until`) begins or ends, exactly one terminal event; per-download
   event ids strictly increase;
+- bytes that came in after the last event are sent at the latest one interval later (`flush_due`),
+  even when no more come: the latest event is the state, one interval behind at most, so a reader
+  that joins from it (the queen serving its clients from this hive's aggregated stream) starts
+  from the current state as a reader of the hive would;
 - each subscriber holds at most one pending event per download (latest wins), and a terminal event
   is never replaced, so a slow reader never blocks `update_progress` nor grows memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -43,6 +48,7 @@ class _Entry:
     meter: SpeedMeter
     last_event: ProgressEvent | None = None
     last_emit: float = 0.0
+    last_update: float = 0.0  # when bytes last moved without an event
     dirty: bool = False
     subscribers: set[Subscriber] = field(default_factory=set)
 
@@ -63,6 +69,7 @@ class DownloadTracker:
         self._entries: dict[str, _Entry] = {}
         self._all_subscribers: set[Subscriber] = set()
         self._listeners: list[EventListener] = []
+        self._dirty: set[str] = set()  # downloads whose bytes moved since their last event
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -184,7 +191,35 @@ class DownloadTracker:
             self._measure(entry, now)
             self._emit(entry, now)
         else:
-            entry.dirty = True
+            entry.dirty, entry.last_update = True, now
+            self._dirty.add(download_id)
+
+    def flush_due(self) -> int:
+        """The trailing edge of the progress interval: an event for every download whose bytes moved
+        since its last event, once that is an interval old and no bytes came for half an interval
+        (bytes still coming send it themselves, fresher). Returns how many were sent."""
+        if not self._dirty:
+            return 0
+        now = self._clock()
+        sent = 0
+        for download_id in list(self._dirty):
+            entry = self._entries.get(download_id)
+            if entry is None or not entry.dirty or entry.state.status.is_terminal:
+                self._dirty.discard(download_id)
+            elif (
+                now - entry.last_emit >= self.progress_interval
+                and now - entry.last_update >= self.progress_interval / 2
+            ):
+                self._measure(entry, now)
+                self._emit(entry, now)
+                sent += 1
+        return sent
+
+    async def flush_forever(self) -> None:
+        """Run `flush_due` every half interval (the hive's lifespan runs this)."""
+        while True:
+            await asyncio.sleep(max(self.progress_interval / 2, 0.01))
+            self.flush_due()
 
     def complete_download(self, download_id: str, sha256: str | None = None, path: str | None = None) -> None:
         entry = self._entry(download_id)
@@ -332,6 +367,7 @@ class DownloadTracker:
         event = ProgressEvent.from_state(entry.next_id, entry.state, duration)
         entry.next_id += 1
         entry.last_event, entry.last_emit, entry.dirty = event, now, False
+        self._dirty.discard(entry.state.download_id)
         for sub in entry.subscribers:
             sub.offer(event)
         for sub in self._all_subscribers:

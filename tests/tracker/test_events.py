@@ -142,6 +142,31 @@ def test_progress_is_throttled_to_one_event_per_interval(
     assert [e.id for e in rec.events] == [1, 2, 3, 4, 5]
 
 
+def test_bytes_after_the_last_event_are_sent_one_interval_later_even_when_no_more_come(
+    tracker: DownloadTracker, clock: FakeClock, rec: Recorder
+) -> None:
+    drive_to(tracker, DL, S.DOWNLOADING, total=100_000)
+    clock.now = 0.5
+    tracker.update_progress(DL, 500)
+    assert len(rec.events) == 3
+    clock.now = 0.625
+    tracker.update_progress(DL, 700)  # inside the interval: held back
+    assert tracker.flush_due() == 0 and len(rec.events) == 3  # not an interval old yet
+    clock.now = 0.875
+    tracker.update_progress(DL, 750)
+    clock.now = 1.0
+    assert tracker.flush_due() == 0  # an interval old, but bytes came lately: the next ones send it, fresher
+    clock.now = 1.0625
+    assert tracker.flush_due() == 0
+    clock.now = 1.125
+    assert tracker.flush_due() == 1  # the trailing edge: the held-back bytes, though no more came
+    assert rec.last.data["bytes"] == 750 and rec.last.id == 4
+    clock.now = 5.0
+    assert tracker.flush_due() == 0 and len(rec.events) == 4  # nothing moved since: nothing sent
+    tracker.update_progress(DL, 800)  # an interval has passed: sent at once, as before
+    assert len(rec.events) == 5 and tracker.flush_due() == 0
+
+
 def test_many_fast_updates_stay_within_the_interval_budget(
     tracker: DownloadTracker, clock: FakeClock, rec: Recorder
 ) -> None:
