@@ -1,4 +1,4 @@
-"""FastAPI dependencies of the queen, as Annotated aliases."""
+"""FastAPI dependencies of the queen, as Annotated aliases (plain `def` on purpose: services/hive/deps.py)."""
 
 from __future__ import annotations
 
