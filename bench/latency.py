@@ -207,6 +207,10 @@ def _reference(events: list[SseEvent]) -> dict[tuple[str, str], float]:
     return ref
 
 
+def _worst(m: Measurement | None) -> float | None:
+    return max(m.runs) if m is not None and m.runs else None
+
+
 def _add_percentiles(section: Section, label: str, samples: list[float], count: Measurement | None = None) -> None:
     for q in (50, 99):
         m = section.find(f"{label} p{q}") or section.measure(f"{label} p{q}", "ms")
@@ -293,11 +297,24 @@ def sse_latency(ctx: Context) -> Section:
         )
     key = "method A (emitted_at)" if has_a else "method B (bytes reflected)"
     what = "method A: emitted_at" if has_a else "method B: bytes reflected"
-    p99 = section.find(f"per-download streams, {key} p99")
+    per99 = section.find(f"per-download streams, {key} p99")
+    agg99 = section.find(f"aggregated stream, {key} p99")
+    # The worst run, not the median: the target holds in every run or it is missed.
     section.targets = [
         Target(
-            f"p99 < 50 ms at {n} downloads (per-download streams, {what})", p99.median if p99 else None, 50, "<", "ms"
-        )
+            f"p99 < 50 ms at {n} downloads in every run (per-download streams, {what}; the worst run)",
+            _worst(per99),
+            50,
+            "<",
+            "ms",
+        ),
+        Target(
+            f"p99 < 75 ms at {n} downloads in every run (aggregated stream, {what}; the worst run)",
+            _worst(agg99),
+            75,
+            "<",
+            "ms",
+        ),
     ]
     if not has_a:
         section.notes.append(
@@ -403,6 +420,7 @@ def fanout(ctx: Context) -> Section:
     m_idle = section.measure("queen RSS before clients", "MB")
     m_conn_rss = section.measure(f"queen RSS with {clients_n:,} clients", "MB")
     m_peak = section.measure("queen peak RSS", "MB")
+    m_a50: Measurement | None = None
     m_a99: Measurement | None = None
     for run in range(ctx.runs):
         server = ModelServer(root).start()
@@ -429,6 +447,8 @@ def fanout(ctx: Context) -> Section:
             if (v := percentile(samples, q)) is not None:
                 m.runs.append(v)
         if out.lat_a:
+            m_a50 = m_a50 or section.measure("terminal event latency p50 (method A, emitted_at)", "ms")
+            m_a50.runs.append(percentile(out.lat_a, 50) or 0.0)
             m_a99 = m_a99 or section.measure("terminal event latency p99 (method A, emitted_at)", "ms")
             m_a99.runs.append(percentile(out.lat_a, 99) or 0.0)
         if out.connect_secs is not None:
@@ -444,7 +464,7 @@ def fanout(ctx: Context) -> Section:
             f"queen RSS {out.rss_connected / 1e6:.0f} MB"
         )
     key = "method A" if m_a99 is not None else "method C"
-    p99 = m_a99.median if m_a99 is not None else m_p99.median
+    p99 = _worst(m_a99 if m_a99 is not None else m_p99)
     section.targets = [
         Target(
             f"{clients_n:,} clients held: all got the terminal event (fewest over runs)",
@@ -452,7 +472,13 @@ def fanout(ctx: Context) -> Section:
             clients_n,
             ">=",
         ),
-        Target(f"terminal event p99 < 250 ms across {clients_n:,} clients ({key})", p99, 250, "<", "ms"),
+        Target(
+            f"terminal event p99 < 250 ms across {clients_n:,} clients in every run ({key}; the worst run)",
+            p99,
+            250,
+            "<",
+            "ms",
+        ),
     ]
     if m_a99 is None:
         section.notes.append(

@@ -145,6 +145,8 @@ class ProgressEvent:
     id: int
     event: EventType
     data: dict[str, Any]
+    # its SSE frame, encoded once for every reader (shared.sse.frame): (the fields added, the bytes)
+    encoded: tuple[tuple[tuple[str, Any], ...], bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def download_id(self) -> str:

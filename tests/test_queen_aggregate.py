@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.modelserver.server import ModelServer
-from services.queen.aggregate import AggregateConfig, AggregateHub
+from services.queen.aggregate import AggregateConfig, AggregateHub, _Upstream
 from services.queen.hive_client import HiveClient
 from services.queen.registry import HiveInfo
 from services.queen.upstream import RelayStats
@@ -136,3 +136,57 @@ def test_watch_follows_a_real_hive_stream(make_hive: Callable[..., ServerThread]
     assert [e.id for e in events] == sorted({e.id for e in events})
     assert all(e.data["hive_id"] == "hive-w" and e.data["orchestrator_id"] == "queen-a" for e in events)
     assert {i for _, i in placed} == {"hive-w"}
+
+
+# --------------------------------------------------------------------------- per-download clients (follow)
+
+
+def connected(h: AggregateHub, hive_id: str) -> AggregateHub:
+    """Mark the hive's stream as connected, as `_follow` does once the hive answers (no socket here)."""
+    h._upstreams[hive_id] = _Upstream("http://127.0.0.1:9", connected=True)
+    return h
+
+
+def test_follow_serves_a_live_download_of_a_connected_hive_only() -> None:
+    h = hub()
+    h.publish("hive-1", progress(1, "dl-a", 10))
+    assert h.follow("dl-a", "hive-1", None) is None  # the hive's stream is not connected: the relay serves it
+    connected(h, "hive-1")
+    assert h.follow("dl-b", "hive-1", None) is None  # not seen yet
+    assert h.follow("dl-a", "hive-2", None) is None  # not where the hub saw it
+    followed = h.follow("dl-a", "hive-1", None)
+    assert followed is not None
+    queue, latest = followed
+    assert latest.id == 1 and [e.id for e in drain(queue)] == [1]  # primed with the latest event
+    h.publish("hive-1", progress(2, "dl-a", 20))
+    h.publish("hive-1", progress(1, "dl-c", 5))  # another download: not this client's
+    h.publish("hive-1", complete(3, "dl-a", 30))
+    assert [(e.id, e.event) for e in drain(queue)] == [(3, EventType.COMPLETE)]  # latest wins, terminal kept
+    assert queue.closed and h.followers() == 0
+    assert h.follow("dl-a", "hive-1", None) is None  # ended: the relay answers (with 204 or the terminal event)
+
+
+def test_follow_honours_last_event_id() -> None:
+    h = connected(hub(), "hive-1")
+    h.publish("hive-1", progress(4, "dl-a", 40))
+    followed = h.follow("dl-a", "hive-1", 4)
+    assert followed is not None
+    queue = followed[0]
+    assert queue.pending() == 0  # it has had 4: it waits for the next
+    h.publish("hive-1", progress(5, "dl-a", 50))
+    assert [e.id for e in drain(queue)] == [5]
+
+
+def test_followers_are_let_go_when_their_hive_stream_drops_or_forgets_the_download() -> None:
+    h = connected(connected(hub(), "hive-1"), "hive-2")
+    h.publish("hive-1", progress(1, "dl-a", 10))
+    h.publish("hive-2", progress(1, "dl-b", 10))
+    h.publish("hive-2", progress(1, "dl-c", 10))
+    followed = [h.follow(d, hive, None) for d, hive in (("dl-a", "hive-1"), ("dl-b", "hive-2"), ("dl-c", "hive-2"))]
+    a, b, c = (f[0] for f in followed if f is not None)
+    assert h.followers() == 3
+    h._release("hive-2")
+    assert b.closed and c.closed and not a.closed and h.followers() == 1
+    h._forget_active("dl-a")
+    assert a.closed and h.followers() == 0
+    h.unfollow("dl-a", a)  # idempotent

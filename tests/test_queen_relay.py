@@ -612,3 +612,41 @@ def test_a_late_joiner_shares_the_subscription_and_starts_from_the_latest_event(
     )
     assert resumed.status_code == 204
     assert fake.requests(path)[1].headers["last-event-id"] == "4"
+
+
+def test_a_client_the_aggregated_stream_serves_goes_on_from_the_relay_when_that_stream_drops(
+    fake: FakeHive, make_queen: Callable[..., ServerThread]
+) -> None:
+    did = "dl-79000000000000000000000000000000"
+    path = f"/v2/downloads/{did}/stream"
+    cut = threading.Event()
+    fake.states[did] = {"download_id": did, "status": "downloading"}
+    fake.streams["/v2/downloads/stream"] = [
+        [ev(1, download_id=did, bytes=1), ev(2, download_id=did, bytes=2), ("wait", cut), ("drop",)],
+        [("hold",)],
+    ]
+    fake.streams[path] = [
+        [
+            ev(2, download_id=did, bytes=2),  # the current state first: already given, not repeated
+            ev(3, download_id=did, bytes=3),
+            ev(4, "complete", download_id=did, bytes=4),
+            ("end",),
+        ]
+    ]
+    queen = make_queen(fake)
+    read_stream(f"{queen.url}/v1/downloads/stream", until=lambda seen: seen[-1].id == "2")  # the queen shows it
+
+    def until(seen: list[ServerSentEvent]) -> bool:
+        if seen[-1].id == "2":
+            assert not fake.requests(path)  # served from the hive's aggregated stream: no connection of its own
+            assert metric(queen, 'rbee_queen_upstream_subscriptions{stream="download"}') == 0
+            cut.set()  # now the hive's aggregated stream drops
+        return False
+
+    events = read_stream(f"{queen.url}/v1/downloads/{did}/stream", until=until)
+    ids = [int(e.id) for e in events]
+    assert ids[0] == 2 and ids == sorted(set(ids))  # one stream: no id repeated (3 may be coalesced away)
+    assert [(int(e.id), e.event) for e in events][-1] == (4, "complete")
+    assert [e.event for e in events].count("complete") == 1
+    assert all(e.json()["hive_id"] == "hive-f" and e.json()["orchestrator_id"] == "queen-t" for e in events)
+    assert [r.headers.get("last-event-id") for r in fake.requests(path)] == ["2"]  # resumed after the last id

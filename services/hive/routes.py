@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from services.hive.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
 from services.hive.deps import ManagerDep, SettingsDep, TrackerDep
@@ -18,7 +18,7 @@ from services.hive.transfer import DownloadError
 from shared.errors import ApiError, error_body
 from shared.limits import DOWNLOAD_ID_RE
 from shared.models import DownloadState, DownloadStatus, ErrorCode
-from shared.sse import parse_last_event_id, to_sse
+from shared.sse import frame, parse_last_event_id
 from shared.wire import (
     BandwidthLimit,
     DownloadStateBody,
@@ -70,7 +70,7 @@ def _known(manager_state: DownloadState | None, download_id: str) -> DownloadSta
     return manager_state
 
 
-def _sse(stream: AsyncIterator[ServerSentEvent], keepalive: float) -> EventSourceResponse:
+def _sse(stream: AsyncIterator[bytes], keepalive: float) -> EventSourceResponse:
     return EventSourceResponse(stream, ping=keepalive, send_timeout=60, headers={"Cache-Control": "no-store"})
 
 
@@ -142,12 +142,13 @@ async def list_downloads(
 
 @router.get("/stream", response_model=None)
 async def stream_all(tracker: TrackerDep, settings: SettingsDep) -> EventSourceResponse:
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[bytes]:
         sub = tracker.subscribe(None)
         try:
+            extra = {"hive_id": settings.id}
             while batch := await sub.next_batch():
-                for event in batch:
-                    yield to_sse(event, {"hive_id": settings.id})
+                # one write for what piled up (a burst of downloads' events), not one per event
+                yield b"".join(frame(event, extra) for event in batch)
         finally:
             tracker.unsubscribe(sub)
 
@@ -216,9 +217,9 @@ async def stream_download(
 
 async def _one_download(
     tracker: DownloadTracker, download_id: str, after: int | None, hive_id: str
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     async for event in tracker.stream_progress(download_id, after):
-        yield to_sse(event, {"hive_id": hive_id})
+        yield frame(event, {"hive_id": hive_id})
 
 
 @blobs_router.get("/{digest}", response_class=Response, responses={206: {"description": "the range asked for"}})

@@ -9,6 +9,11 @@ give them; Last-Event-ID is ignored here: a reconnecting client simply gets the 
 After a reconnect, the hive's downloads are checked once: the terminal event of one the hub
 thought active that ended meanwhile is fetched and relayed, and so is that of one the hub never
 saw that began and ended while the stream was down; one the hive forgot is dropped.
+
+The same upstream also feeds per-download clients (`follow`): a client of one download that the
+hub is showing live, while its hive's stream is connected, is served from here and opens no
+connection to the hive. Its mailbox closes after the download's terminal event, or, without one,
+as soon as the hive's stream drops: its reader then goes on from the per-download relay.
 """
 
 from __future__ import annotations
@@ -73,7 +78,9 @@ class AggregateHub:
         self._latest: dict[str, ProgressEvent] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._clients: set[Mailbox] = set()
+        self._followers: dict[str, set[Mailbox]] = {}  # download_id -> its per-download clients
         self._upstreams: dict[str, _Upstream] = {}
+        self.closing = False
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -91,6 +98,49 @@ class AggregateHub:
 
     def clients(self) -> int:
         return len(self._clients)
+
+    def follow(self, download_id: str, hive_id: str, after: int | None) -> tuple[Mailbox, ProgressEvent] | None:
+        """A per-download client's mailbox, primed with the download's latest event (returned too); None
+        when the hub cannot serve it: the hive's stream is not connected, or the hub is not showing that
+        download live on that hive (not seen yet, or ended: the per-download relay answers those)."""
+        upstream = self._upstreams.get(hive_id)
+        latest = self._latest.get(download_id)
+        if self.closing or upstream is None or not upstream.connected or latest is None:
+            return None
+        if latest.data.get("hive_id") != hive_id:
+            return None
+        queue = Mailbox(maxsize=1, after_id=after)
+        queue.offer(latest)
+        self._followers.setdefault(download_id, set()).add(queue)
+        return queue, latest
+
+    def unfollow(self, download_id: str, queue: Mailbox) -> None:
+        """A per-download client left, or moved to the relay (idempotent)."""
+        queue.close()
+        followers = self._followers.get(download_id)
+        if followers is not None:
+            followers.discard(queue)
+            if not followers:
+                del self._followers[download_id]
+
+    def followers(self) -> int:
+        return sum(len(f) for f in self._followers.values())
+
+    def _release(self, hive_id: str) -> None:
+        """The hive's stream dropped: close its downloads' followers (their readers go on elsewhere)."""
+        for download_id in [d for d in self._followers if self._hive_of(d) == hive_id]:
+            for queue in self._followers.pop(download_id):
+                queue.close()
+
+    def _forget_active(self, download_id: str) -> None:
+        """Stop showing a download the hive no longer has; its followers go on from the relay."""
+        del self._latest[download_id]
+        for queue in self._followers.pop(download_id, ()):
+            queue.close()
+
+    def _hive_of(self, download_id: str) -> object:
+        latest = self._latest.get(download_id)
+        return None if latest is None else latest.data.get("hive_id")
 
     def connected_upstreams(self) -> int:
         return sum(1 for u in self._upstreams.values() if u.connected)
@@ -120,6 +170,7 @@ class AggregateHub:
         self._upstreams[hive.hive_id] = upstream
 
     async def close(self) -> None:
+        self.closing = True
         tasks = [t for u in self._upstreams.values() for t in (u.task, *u.helpers) if t is not None]
         for task in tasks:
             task.cancel()
@@ -128,6 +179,10 @@ class AggregateHub:
         for queue in self._clients:
             queue.close()
         self._clients.clear()
+        for followers in self._followers.values():
+            for queue in followers:
+                queue.close()
+        self._followers.clear()
 
     def publish(self, hive_id: str, event: ProgressEvent) -> None:
         download_id = event.download_id
@@ -145,6 +200,13 @@ class AggregateHub:
         else:
             self._latest[download_id] = event
         self.on_download(download_id, hive_id)
+        followers = self._followers.get(download_id)
+        if followers is not None:
+            for queue in followers:
+                queue.offer(event)  # (maxsize 1 and one download: never overflows)
+            if event.is_terminal:
+                for queue in self._followers.pop(download_id):
+                    queue.close()
         for queue in list(self._clients):
             if not queue.offer(event):
                 self._clients.discard(queue)
@@ -177,6 +239,7 @@ class AggregateHub:
                     if upstream.connected:
                         dropped_at = time.time()
                     upstream.connected = False
+                    self._release(hive.hive_id)
                     await close_stream(response)
             await asyncio.sleep(backoff.next())
 
@@ -213,7 +276,7 @@ class AggregateHub:
             state = states.get(download_id)
             if state is None:
                 if self._latest.get(download_id) is seen:
-                    del self._latest[download_id]
+                    self._forget_active(download_id)
                 continue
             if state.get("status") in _TERMINAL_STATUSES:
                 await self._fetch_terminal(hive, download_id, seen.id)
@@ -246,7 +309,7 @@ class AggregateHub:
             log.warning("hive_terminal_fetch_failed", download_id=download_id, error=type(exc).__name__)
         current = self._latest.get(download_id)
         if current is not None and current.id <= after:
-            del self._latest[download_id]  # no terminal event to be had: stop showing it as active
+            self._forget_active(download_id)  # no terminal event to be had: stop showing it as active
 
 
 def _ended_after(completed_at: object, since: float) -> bool:

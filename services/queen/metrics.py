@@ -28,7 +28,7 @@ class QueenCollector(Collector):
             hives.add_metric([health.value], count)
         yield hives
         clients = GaugeMetricFamily("rbee_queen_sse_clients", "Connected relayed SSE clients", labels=["stream"])
-        clients.add_metric(["download"], self.relay.clients())
+        clients.add_metric(["download"], self.relay.clients() + self.hub.followers())
         clients.add_metric(["all"], self.hub.clients())
         yield clients
         upstreams = GaugeMetricFamily(

@@ -7,14 +7,14 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Header, Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from services.queen.deps import PullsDep, PullStreamsDep, SettingsDep
 from services.queen.pull_stream import PullClient
 from shared.errors import ApiError
 from shared.limits import PULL_ID_RE
-from shared.sse import parse_last_event_id, to_sse
+from shared.sse import frame, parse_last_event_id
 from shared.wire import PullBody, PullList, PullStarted, QueenStartPull, error_responses
 
 router = APIRouter(prefix="/v1/pulls", tags=["pulls"], responses=error_responses(401, 422))
@@ -78,12 +78,12 @@ async def stream_pull(
     )
 
 
-async def _events(client: PullClient, last: int) -> AsyncIterator[ServerSentEvent]:
+async def _events(client: PullClient, last: int) -> AsyncIterator[bytes]:
     feed = client.feed
     try:
         while True:
             for event in feed.since(last):
-                yield to_sse(event)
+                yield frame(event)
                 last = event.id
                 if event.is_terminal:
                     return

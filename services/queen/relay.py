@@ -1,4 +1,5 @@
-"""DownloadRelay: a hive's per-download SSE stream, shared by every queen client of that download.
+"""DownloadRelay: a hive's per-download SSE stream, shared by every queen client of that download
+that the hive's aggregated stream does not serve (services/queen/download_feed.py says which).
 
 One upstream subscription per download, however many clients watch it (refcounted: it closes
 when its last client leaves, and ends after relaying the terminal event). Each event is relayed
@@ -7,6 +8,9 @@ bounded Mailbox without waiting. If the hive connection drops, the subscription 
 with Last-Event-ID = the last id it relayed, with backoff, dropping anything at or below that id,
 so clients see one continuous stream; only when the hive stays unreachable (or no longer knows
 the download) past the budget do clients get an `error` event (HIVE_UNREACHABLE, id = last + 1).
+
+A client the aggregated stream served until it dropped is `resume`d here: its subscription starts by
+reconnecting after the client's last id, with the same budget.
 
 The upstream is opened with the first client's Last-Event-ID (so the hive's 204/404 answer can be
 passed on before any SSE starts). A client that joins later gets the latest relayed event at once,
@@ -97,6 +101,22 @@ class DownloadRelay:
             del self._opening[download_id]
             opened.set_result(None)
 
+    def resume(
+        self, download_id: str, hive_id: str, last_id: int, latest: ProgressEvent | None
+    ) -> tuple[Subscription, Mailbox] | None:
+        """Go on with a client the aggregated stream served until its hive's stream dropped: join the
+        download's subscription, or start one that reconnects to the hive within the budget (then
+        HIVE_UNREACHABLE, as for any relay) and relays nothing at or below `last_id`, the last id the
+        client has, nor fewer bytes than `latest`, the last event it was shown. None: the client has
+        had the terminal event."""
+        sub = self._subs.get(download_id)
+        if sub is None or sub.done:
+            sub = Subscription(download_id, hive_id, last_id=last_id, latest=latest)
+            self._subs[download_id] = sub
+            sub.task = asyncio.create_task(self._run(sub, None), name=f"relay-{download_id}")
+        queue = sub.join(last_id)
+        return None if queue is None else (sub, queue)
+
     def detach(self, sub: Subscription, queue: Mailbox) -> None:
         """A client left (idempotent). The last one out closes the upstream."""
         queue.close()
@@ -141,9 +161,12 @@ class DownloadRelay:
         raise ApiError(502, "HIVE_ERROR", f"hive {hive.hive_id!r} did not answer with a stream", hive_id=hive.hive_id)
 
     async def _run(self, sub: Subscription, response: httpx.Response | None) -> None:
+        """Relay `response`, reconnecting as needed; None: start by reconnecting (a resumed client)."""
         bound = log.bind(download_id=sub.download_id, hive_id=sub.hive_id)
-        bound.info("relay_subscribed", after=sub.last_id or None)
+        bound.info("relay_subscribed", after=sub.last_id or None, resumed=response is None)
         try:
+            if response is None:
+                response = await self._reconnect(sub, bound)
             while response is not None:
                 if await self._pump(sub, response, bound):
                     return

@@ -7,16 +7,17 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Header, Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from services.queen.deps import HubDep, RelayDep, ServiceDep, SettingsDep
+from services.queen.download_feed import open_feed
 from services.queen.settings import QueenSettings
 from shared.errors import ApiError
 from shared.limits import DOWNLOAD_ID_RE
 from shared.mailbox import Mailbox
 from shared.models import DownloadStatus
-from shared.sse import parse_last_event_id, to_sse
+from shared.sse import frame, parse_last_event_id
 from shared.wire import (
     DownloadList,
     DownloadStateBody,
@@ -33,7 +34,7 @@ router = APIRouter(prefix="/v1", tags=["queen"], responses=error_responses(401, 
 _ONE = error_responses(404, 503)  # the routes of one download: unknown, or its hive unreachable
 
 
-def _sse(events: AsyncIterator[ServerSentEvent], settings: QueenSettings, cleanup: BackgroundTask) -> Response:
+def _sse(events: AsyncIterator[bytes], settings: QueenSettings, cleanup: BackgroundTask) -> Response:
     # `background` runs even when the stream never started (HEAD, a client gone at once).
     return EventSourceResponse(
         events,
@@ -44,12 +45,10 @@ def _sse(events: AsyncIterator[ServerSentEvent], settings: QueenSettings, cleanu
     )
 
 
-async def _drain(queue: Mailbox, until_terminal: bool) -> AsyncIterator[ServerSentEvent]:
+async def _drain(queue: Mailbox) -> AsyncIterator[bytes]:
     while batch := await queue.next_batch():
-        for event in batch:
-            yield to_sse(event)
-            if until_terminal and event.is_terminal:
-                return
+        # each event encoded once for every client; what piled up goes out in one write
+        yield b"".join(frame(event) for event in batch)
 
 
 # -- hives ---------------------------------------------------------------------------------
@@ -98,9 +97,9 @@ async def stream_all(hub: HubDep, settings: SettingsDep) -> Response:
     """Every download on every hive. Last-Event-ID is ignored: a new connection gets the full current state."""
     queue = hub.join()
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[bytes]:
         try:
-            async for sse in _drain(queue, until_terminal=False):
+            async for sse in _drain(queue):
                 yield sse
         finally:
             hub.leave(queue)
@@ -131,6 +130,7 @@ async def stream_download(
     download_id: str,
     service: ServiceDep,
     relay: RelayDep,
+    hub: HubDep,
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -138,20 +138,19 @@ async def stream_download(
     after = parse_last_event_id(last_event_id)
     hive = await service.owner_of(download_id)
     try:
-        attached = await relay.attach(download_id, hive, after)
+        feed = await open_feed(hub, relay, download_id, hive, after)
     except ApiError as exc:
         if exc.status == 404:
             service.registry.forget_download(download_id)
         raise
-    if attached is None:
+    if feed is None:
         return Response(status_code=204)
-    sub, queue = attached
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[bytes]:
         try:
-            async for sse in _drain(queue, until_terminal=True):
-                yield sse
+            async for event in feed.events():
+                yield frame(event)
         finally:
-            relay.detach(sub, queue)
+            feed.close()
 
-    return _sse(events(), settings, BackgroundTask(relay.detach, sub, queue))
+    return _sse(events(), settings, BackgroundTask(feed.close))
