@@ -8,10 +8,10 @@ event-loop thread. The rules it keeps (README, "Progress events (SSE)"):
 - one progress event per download per `progress_interval` while bytes move, one on every status
   change and when a wait (`waiting_until`) begins or ends, exactly one terminal event; per-download
   event ids strictly increase;
-- bytes that came in after the last event are sent at the latest one interval later (`flush_due`),
-  even when no more come: the latest event is the state, one interval behind at most, so a reader
-  that joins from it (the queen serving its clients from this hive's aggregated stream) starts
-  from the current state as a reader of the hive would;
+- bytes that came in after the last event are sent when no more come for half an interval, once the
+  last event is an interval old (`flush_due`): the latest event is the state, about one and a half
+  intervals behind at most, so a reader that joins from it (the queen serving its clients from this
+  hive's aggregated stream) starts from the current state as a reader of the hive would;
 - each subscriber holds at most one pending event per download (latest wins), and a terminal event
   is never replaced, so a slow reader never blocks `update_progress` nor grows memory.
 """
