@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from services.hive.transfer.answers import content_length, content_range, unsatisfied_total, validator_of
+from services.hive.net.answers import content_length, content_range, unsatisfied_total, validator_of
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.hive.partfile import part_path
+from services.hive.disk.partfile import part_path
 from services.hive.refs import origin_of
-from services.hive.tracker import DownloadTracker
+from services.hive.tracker.tracker import DownloadTracker
 from services.hive.transfer import (
     Downloader,
     DownloaderConfig,

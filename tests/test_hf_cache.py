@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.hive.hf_cache import RepoCache, repo_folder
+from services.hive.cache.repo import RepoCache, repo_folder
 
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40

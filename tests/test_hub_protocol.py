@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.hive.hub_protocol import (
+from services.hive.net.hub_headers import (
     GitBlobHash,
     find_token,
     hub_refusal,

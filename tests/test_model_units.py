@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from services.hive.hub_api import RepoFile, parse_revision, parse_tree_page
-from services.hive.hub_state import PartialNotes, TreeCache
-from services.hive.model_files import FileProgress, ModelProgress
-from services.hive.tracker import DownloadTracker
+from services.hive.cache.notes import PartialNotes, TreeCache
+from services.hive.hub.api import RepoFile, parse_revision, parse_tree_page
+from services.hive.hub.progress import FileProgress, ModelProgress
+from services.hive.tracker.tracker import DownloadTracker
 from shared.models import DownloadStatus
 
 SHA = "a" * 64

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from services.hive import partfile
-from services.hive.blockwriter import ALIGN, BlockWriter
-from services.hive.partfile import PartFile
+from services.hive.disk import partfile
+from services.hive.disk.blockwriter import ALIGN, BlockWriter
+from services.hive.disk.partfile import PartFile
 
 KiB = 1024
 

@@ -20,8 +20,8 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from services.hive import blobs
-from services.hive.blobs import BadRange, parse_range
+from services.hive.peers import blobs
+from services.hive.peers.blobs import BadRange, parse_range
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
 from tests.conftest import hive_factory

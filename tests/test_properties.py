@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from services.hive.hf_cache import RepoCache
+from services.hive.cache.repo import RepoCache
 from services.hive.refs import (
     InvalidModelRef,
     ModelRef,

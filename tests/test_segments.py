@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.hive.segments import Chunk, SegmentPlan, SplitWatch, chunk_size
+from services.hive.transfer.segments import Chunk, SegmentPlan, SplitWatch, chunk_size
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.hive.selection import select_paths
+from services.hive.hub.selection import select_paths
 
 REPO = [
     "config.json",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.hive.slots import SlotQueue
+from services.hive.downloads.slots import SlotQueue
 
 
 class Positions:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.hive.transfer.source import Source
+from services.hive.net.source import Source
 
 HUB = "https://huggingface.co"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.hive.store import COLUMNS, SCHEMA_VERSION, DownloadRecord, HistoryStore, migrate
+from services.hive.history.store import COLUMNS, SCHEMA_VERSION, DownloadRecord, HistoryStore, migrate
 
 # The table exactly as hives wrote it before the schema had a version (user_version 0). A copy on
 # purpose, not an import of the store's first migration: it stands for databases already on disk.

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from services.hive.throttle import Throttle, TokenBucket
+from services.hive.transfer.throttle import Throttle, TokenBucket
 
 KiB = 1024
 

@@ -11,18 +11,18 @@ import httpx
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
-from services.hive import routes
-from services.hive.history import History
-from services.hive.hub_api import HubApi
-from services.hive.hub_fetch import HubFetcher
-from services.hive.manager import DownloadManager
+from services.hive.api import routes
+from services.hive.downloads.manager import DownloadManager
+from services.hive.history.mirror import History
+from services.hive.history.store import HistoryStore
+from services.hive.hub.api import HubApi
+from services.hive.hub.fetch import HubFetcher
 from services.hive.metrics import HiveCollector, HiveStats, render_metrics
 from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
-from services.hive.store import HistoryStore
-from services.hive.throttle import Throttle
-from services.hive.tracker import DownloadTracker
+from services.hive.tracker.tracker import DownloadTracker
 from services.hive.transfer import Downloader, DownloaderConfig
+from services.hive.transfer.throttle import Throttle
 from shared.auth import TokenAuthMiddleware
 from shared.error_handlers import install_error_handlers
 from shared.limits import HIVE_MAX_BODY, BodySizeLimitMiddleware

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.hive.tracker import DownloadTracker
+from services.hive.tracker.tracker import DownloadTracker
 from shared.models import DownloadStatus
 
 __all__ = ["HiveCollector", "HiveStats", "render_metrics"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.hive.hub_protocol import find_token
+from services.hive.net.hub_headers import find_token
 from services.hive.refs import parse_allowed_hosts
 from shared.settings import CommonSettings
 

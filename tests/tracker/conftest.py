@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.hive.tracker import DownloadTracker
+from services.hive.tracker.tracker import DownloadTracker
 from tests.tracker.support import INTERVAL, FakeClock, Recorder
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from services.hive.tracker import DownloadTracker, Subscriber
+from services.hive.tracker.tracker import DownloadTracker, Subscriber
 from shared.models import DownloadState, DownloadStatus, ErrorCode, EventType, ProgressEvent
 
 S = DownloadStatus

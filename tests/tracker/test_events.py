@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.hive.tracker import DownloadTracker, InvalidTransition
+from services.hive.tracker.tracker import DownloadTracker, InvalidTransition
 from shared.models import DownloadStatus, ErrorCode, EventType
 from tests.tracker.support import (
     COMPLETE_KEYS,

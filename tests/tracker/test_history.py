@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.hive.tracker import DownloadTracker, InvalidTransition, StreamDecision, UnknownDownload
+from services.hive.tracker.tracker import DownloadTracker, InvalidTransition, StreamDecision, UnknownDownload
 from shared.models import DownloadState, EventType
 from tests.tracker.support import DL, NON_TERMINAL, REF, Recorder, S, contract, drive_to, take
 

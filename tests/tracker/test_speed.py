@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.hive.tracker import DownloadTracker, SpeedMeter, eta_secs
+from services.hive.tracker.tracker import DownloadTracker, SpeedMeter, eta_secs
 from shared.models import DownloadStatus
 from tests.tracker.support import DL, INTERVAL, REF, TERMINAL, FakeClock, Recorder, S, drive_to, finish
 

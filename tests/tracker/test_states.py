@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from services.hive.tracker import DownloadTracker, InvalidTransition, UnknownDownload
+from services.hive.tracker.tracker import DownloadTracker, InvalidTransition, UnknownDownload
 from shared.models import DownloadStatus, EventType
 from tests.tracker.support import (
     DL,

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from services.hive.tracker import DownloadTracker, StreamDecision, UnknownDownload
+from services.hive.tracker.tracker import DownloadTracker, StreamDecision, UnknownDownload
 from shared.models import DownloadStatus, EventType, ProgressEvent
 from tests.tracker.support import (
     DL,

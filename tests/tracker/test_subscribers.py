@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.hive.tracker import DownloadTracker, Subscriber
+from services.hive.tracker.tracker import DownloadTracker, Subscriber
 from shared.models import ErrorCode, EventType, ProgressEvent
 from tests.tracker.support import (
     DL,

@@ -10,7 +10,9 @@
 - `downloader` — the thin Downloader that chooses among them
 """
 
-from services.hive.transfer.answers import parse_retry_after, sha256_from_etag
+from services.hive.net.answers import parse_retry_after, sha256_from_etag
+from services.hive.net.errors import DownloadError
+from services.hive.net.source import Source
 from services.hive.transfer.context import (
     Checkpoints,
     DownloaderConfig,
@@ -19,8 +21,6 @@ from services.hive.transfer.context import (
     backoff_delay,
 )
 from services.hive.transfer.downloader import Downloader
-from services.hive.transfer.errors import DownloadError
-from services.hive.transfer.source import Source
 
 __all__ = [
     "Checkpoints",

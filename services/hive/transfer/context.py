@@ -18,13 +18,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.hive.disk.partfile import PartFile, part_path
 from services.hive.metrics import HiveStats
-from services.hive.partfile import PartFile, part_path
-from services.hive.segments import SplitWatch
-from services.hive.throttle import Throttle
-from services.hive.transfer.errors import PEER_MAX_WAITS, DownloadError, PeerNotReady, RateLimited, Retry
-from services.hive.transfer.request import Requester
-from services.hive.transfer.source import Source
+from services.hive.net.errors import PEER_MAX_WAITS, DownloadError, PeerNotReady, RateLimited, Retry
+from services.hive.net.request import Requester
+from services.hive.net.source import Source
+from services.hive.transfer.segments import SplitWatch
+from services.hive.transfer.throttle import Throttle
 from shared.backoff import Backoff
 from shared.models import DownloadState, DownloadStatus, ErrorCode
 

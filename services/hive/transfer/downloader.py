@@ -20,10 +20,12 @@ from pathlib import Path
 import httpx
 import structlog
 
-from services.hive.hub_protocol import GitBlobHash
+from services.hive.disk.partfile import FilePools, PartFile
 from services.hive.metrics import HiveStats
-from services.hive.partfile import FilePools, PartFile
-from services.hive.throttle import Throttle
+from services.hive.net.errors import DownloadError, RemoteChanged
+from services.hive.net.hub_headers import GitBlobHash
+from services.hive.net.request import Requester
+from services.hive.net.source import Source
 from services.hive.transfer.context import (
     Checkpoints,
     Context,
@@ -34,12 +36,10 @@ from services.hive.transfer.context import (
     Progress,
     Transfer,
 )
-from services.hive.transfer.errors import DownloadError, RemoteChanged
 from services.hive.transfer.httpcore_tuning import raise_read_size
-from services.hive.transfer.request import Requester
 from services.hive.transfer.segmented import saved_plan, segmented
 from services.hive.transfer.single import open_partial, single
-from services.hive.transfer.source import Source
+from services.hive.transfer.throttle import Throttle
 from shared.models import ErrorCode
 
 __all__ = ["Downloader"]

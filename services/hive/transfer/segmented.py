@@ -17,12 +17,12 @@ from typing import IO, Any
 
 import httpx
 
-from services.hive.fileio import hash_range, in_thread, pwrite_all
-from services.hive.segments import Chunk, SegmentPlan
-from services.hive.transfer.answers import content_range
+from services.hive.disk.fileio import hash_range, in_thread, pwrite_all
+from services.hive.net.answers import content_range
+from services.hive.net.errors import RemoteChanged, Retry
+from services.hive.net.request import body_errors, check_status
 from services.hive.transfer.context import Context, Transfer, attempts_failed
-from services.hive.transfer.errors import RemoteChanged, Retry
-from services.hive.transfer.request import body_errors, check_status
+from services.hive.transfer.segments import Chunk, SegmentPlan
 
 __all__ = ["saved_plan", "segmented"]
 

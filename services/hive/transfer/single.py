@@ -12,8 +12,7 @@ import time
 
 import httpx
 
-from services.hive.segments import RateWindow, SegmentPlan, SplitWatch, chunk_size
-from services.hive.transfer.answers import (
+from services.hive.net.answers import (
     content_length,
     content_range,
     content_range_end,
@@ -21,9 +20,10 @@ from services.hive.transfer.answers import (
     unsatisfied_total,
     validator_of,
 )
+from services.hive.net.errors import Retry
+from services.hive.net.request import body_errors, check_status
 from services.hive.transfer.context import Context, Outcome, Transfer, attempts_failed
-from services.hive.transfer.errors import Retry
-from services.hive.transfer.request import body_errors, check_status
+from services.hive.transfer.segments import RateWindow, SegmentPlan, SplitWatch, chunk_size
 from services.hive.transfer.threaded import read_body_threaded
 
 __all__ = ["open_partial", "read_body", "single"]

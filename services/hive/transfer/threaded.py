@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from services.hive.segments import SplitWatch
+from services.hive.net.request import body_errors
 from services.hive.transfer.context import Context, Outcome, Transfer
 from services.hive.transfer.httpcore_tuning import body_chunks, shut_down
-from services.hive.transfer.request import body_errors
+from services.hive.transfer.segments import SplitWatch
 
 __all__ = ["read_body_threaded"]
 

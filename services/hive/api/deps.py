@@ -13,9 +13,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.hive.manager import DownloadManager
+from services.hive.downloads.manager import DownloadManager
 from services.hive.settings import HiveSettings
-from services.hive.tracker import DownloadTracker
+from services.hive.tracker.tracker import DownloadTracker
 
 
 def get_manager(request: Request) -> DownloadManager:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.hive.hub_api import RepoFile
-from services.hive.tracker import DownloadTracker
+from services.hive.hub.api import RepoFile
+from services.hive.tracker.tracker import DownloadTracker
 from shared.models import DownloadState, DownloadStatus
 
 __all__ = ["FileEntry", "FileProgress", "ModelProgress"]

@@ -33,14 +33,14 @@ from pathlib import Path
 
 import structlog
 
-from services.hive.fileio import sha256_file
-from services.hive.hf_cache import COMMIT_RE, RepoCache
-from services.hive.hub_api import HubApi, RepoFile
-from services.hive.hub_state import PartialNotes, TreeCache
-from services.hive.model_files import FileProgress, ModelProgress
+from services.hive.cache.notes import PartialNotes, TreeCache
+from services.hive.cache.repo import COMMIT_RE, RepoCache
+from services.hive.disk.fileio import sha256_file
+from services.hive.hub.api import HubApi, RepoFile
+from services.hive.hub.progress import FileProgress, ModelProgress
+from services.hive.hub.selection import select_paths
 from services.hive.refs import HubRef
-from services.hive.selection import select_paths
-from services.hive.tracker import DownloadTracker
+from services.hive.tracker.tracker import DownloadTracker
 from services.hive.transfer import Downloader, DownloadError, DownloadJob, DownloadResult
 from shared.models import DownloadStatus, ErrorCode
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from services.hive.fileio import pwrite_full, start_writeback
+from services.hive.disk.fileio import pwrite_full, start_writeback
 
 __all__ = ["ALIGN", "BlockWriter"]
 

@@ -24,9 +24,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from services.hive.speed import SpeedMeter, eta_secs
-from services.hive.statuses import InvalidTransition, UnknownDownload, check_transition
-from services.hive.subscribers import StreamDecision, Subscriber
+from services.hive.tracker.speed import SpeedMeter, eta_secs
+from services.hive.tracker.statuses import InvalidTransition, UnknownDownload, check_transition
+from services.hive.tracker.subscribers import StreamDecision, Subscriber
 from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent
 
 __all__ = [

@@ -26,13 +26,13 @@ from typing import Any, TypeVar
 import httpx
 import structlog
 
-from services.hive.hf_cache import COMMIT_RE, DIGEST_RE
+from services.hive.cache.repo import COMMIT_RE, DIGEST_RE
+from services.hive.net.answers import content_range, unsatisfied_total
+from services.hive.net.errors import DownloadError, RateLimited, Retry
+from services.hive.net.request import Requester, body_errors, check_status
+from services.hive.net.source import Source
 from services.hive.refs import HubRef, InvalidModelRef, check_repo_path
-from services.hive.transfer.answers import content_range, unsatisfied_total
 from services.hive.transfer.context import DownloaderConfig, backoff_delay
-from services.hive.transfer.errors import DownloadError, RateLimited, Retry
-from services.hive.transfer.request import Requester, body_errors, check_status
-from services.hive.transfer.source import Source
 from shared.models import ErrorCode
 
 __all__ = ["HubApi", "RepoFile", "RepoRevision", "parse_revision", "parse_tree_page", "tree_url"]

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import structlog
 
-from services.hive.fileio import sha256_file
-from services.hive.history import History
-from services.hive.hub_fetch import HubFetcher, HubJob, PlanReport
-from services.hive.partfile import part_path
+from services.hive.disk.fileio import sha256_file
+from services.hive.disk.partfile import part_path
+from services.hive.downloads.slots import SlotQueue
+from services.hive.history.mirror import History
+from services.hive.history.store import DownloadRecord
+from services.hive.hub.fetch import HubFetcher, HubJob, PlanReport
 from services.hive.refs import (
     HostNotAllowed,
     InvalidModelRef,
@@ -34,11 +36,9 @@ from services.hive.refs import (
     parse_model_ref,
     resolve_in,
 )
-from services.hive.slots import SlotQueue
-from services.hive.store import DownloadRecord
-from services.hive.throttle import Throttle
-from services.hive.tracker import DownloadTracker, UnknownDownload
+from services.hive.tracker.tracker import DownloadTracker, UnknownDownload
 from services.hive.transfer import Downloader, DownloadError, DownloadJob
+from services.hive.transfer.throttle import Throttle
 from shared.models import DownloadState, DownloadStatus, ErrorCode
 
 __all__ = [

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from sse_starlette import EventSourceResponse
 
-from services.hive.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
-from services.hive.deps import ManagerDep, SettingsDep, TrackerDep
-from services.hive.manager import InvalidModelRef, NotCancellable, PullPart, StillActive
-from services.hive.tracker import DownloadTracker, StreamDecision
+from services.hive.api.deps import ManagerDep, SettingsDep, TrackerDep
+from services.hive.downloads.manager import InvalidModelRef, NotCancellable, PullPart, StillActive
+from services.hive.peers.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
+from services.hive.tracker.tracker import DownloadTracker, StreamDecision
 from services.hive.transfer import DownloadError
 from shared.errors import ApiError, error_body
 from shared.limits import DOWNLOAD_ID_RE

@@ -15,10 +15,10 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services.hive.partfile import part_path
+from services.hive.disk.partfile import part_path
+from services.hive.history.store import DownloadRecord, HistoryStore
 from services.hive.refs import PART_SUFFIX
-from services.hive.store import DownloadRecord, HistoryStore
-from services.hive.tracker import DownloadTracker, InvalidTransition, UnknownDownload
+from services.hive.tracker.tracker import DownloadTracker, InvalidTransition, UnknownDownload
 from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent, rfc3339
 
 __all__ = ["EVENT_ID_GAP", "History"]

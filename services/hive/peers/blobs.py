@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.hive.hf_cache import DIGEST_RE
-from services.hive.segments import SegmentPlan
+from services.hive.cache.repo import DIGEST_RE
+from services.hive.transfer.segments import SegmentPlan
 
 __all__ = ["BadRange", "BlobView", "find_blob", "follow", "parse_range", "safe_prefix"]
 

@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from services.hive.hf_cache import COMMIT_RE, repo_folder
-from services.hive.hub_api import RepoFile
+from services.hive.cache.repo import COMMIT_RE, repo_folder
+from services.hive.hub.api import RepoFile
 
 __all__ = ["PartialNotes", "TreeCache"]
 

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from services.hive.blockwriter import BlockWriter
-from services.hive.fileio import hash_range
+from services.hive.disk.blockwriter import BlockWriter
+from services.hive.disk.fileio import hash_range
 from services.hive.refs import PART_SUFFIX
 
 __all__ = ["FilePools", "PartFile", "part_path"]

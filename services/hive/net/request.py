@@ -27,11 +27,11 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from services.hive.hub_protocol import hub_refusal, parse_ratelimit
+from services.hive.net.answers import parse_retry_after
+from services.hive.net.errors import DownloadError, PeerNotReady, RateLimited, Retry
+from services.hive.net.hub_headers import hub_refusal, parse_ratelimit
+from services.hive.net.source import Source
 from services.hive.refs import host_allowed, origin_of
-from services.hive.transfer.answers import parse_retry_after
-from services.hive.transfer.errors import DownloadError, PeerNotReady, RateLimited, Retry
-from services.hive.transfer.source import Source
 from shared.models import ErrorCode
 
 __all__ = ["Requester", "body_errors", "check_status"]

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.hive.hub_protocol import linked_digest, url_expiry
+from services.hive.net.hub_headers import linked_digest, url_expiry
 from services.hive.refs import origin_of
 
 __all__ = ["HubFacts", "Source"]
