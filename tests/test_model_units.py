@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from services.hive.cache.notes import PartialNotes, TreeCache
+from services.hive.cache.partials import PartialNotes
 from services.hive.hub.api import RepoFile, parse_revision, parse_tree_page
 from services.hive.hub.progress import FileProgress, ModelProgress
+from services.hive.hub.trees import TreeCache
 from services.hive.tracker.tracker import DownloadTracker
 from shared.models import DownloadStatus
 

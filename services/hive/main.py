@@ -11,12 +11,15 @@ import httpx
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
-from services.hive.api import routes
+from services.hive.api import blobs, downloads, plans
+from services.hive.api import settings as settings_routes
 from services.hive.downloads.manager import DownloadManager
 from services.hive.history.mirror import History
 from services.hive.history.store import HistoryStore
 from services.hive.hub.api import HubApi
 from services.hive.hub.fetch import HubFetcher
+from services.hive.hub.plan import HubPlanner
+from services.hive.hub.trees import TreeCache
 from services.hive.metrics import HiveCollector, HiveStats, render_metrics
 from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
@@ -73,10 +76,13 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             history = History(tracker, store, ttl=settings.history_ttl, max_entries=settings.history_max)
             throttle = Throttle(settings.bandwidth_limit)
             downloader = Downloader(client, config, throttle=throttle, stats=stats, checkpoints=history)
+            models_dir = settings.models_dir.resolve()
+            planner = HubPlanner(
+                HubApi(downloader.requester, config), models_dir, TreeCache(models_dir), downloader.disk_free
+            )
             hub = HubFetcher(
                 downloader,
-                HubApi(downloader.requester, config),
-                settings.models_dir.resolve(),
+                planner,
                 files_concurrent=settings.model_files_concurrent,
                 peer_token=settings.api_token,
             )
@@ -121,10 +127,8 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     registry.register(HiveCollector(tracker, settings.id, stats))
     register_runtime_metrics(registry)
     install_error_handlers(app)
-    app.include_router(routes.router)
-    app.include_router(routes.settings_router)
-    app.include_router(routes.blobs_router)
-    app.include_router(routes.plans_router)
+    for router in (downloads.router, settings_routes.router, blobs.router, plans.router):
+        app.include_router(router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> HiveHealth:

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.hive.cache import layout
 from services.hive.net.hub_headers import find_token
 from services.hive.refs import parse_allowed_hosts
 from shared.settings import CommonSettings
@@ -93,7 +94,7 @@ class HiveSettings(CommonSettings):
 
     @property
     def state_db_path(self) -> Path:
-        return self.state_db or self.models_dir / ".rbee" / "hive.db"
+        return self.state_db or layout.state_db(self.models_dir)
 
     @property
     def advertised_url(self) -> str:

@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-__all__ = ["COMMIT_RE", "DIGEST_RE", "RepoCache", "repo_folder"]
+from services.hive.cache.layout import hub_dir, partials_dir, repo_folder
+from services.hive.disk.fileio import replace_atomically
+
+__all__ = ["COMMIT_RE", "DIGEST_RE", "RepoCache"]
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 DIGEST_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git blob sha1 or sha256
-_SEPARATOR = "--"
-
-
-def repo_folder(repo_id: str, repo_type: str = "model") -> str:
-    """`org/repo` -> `models--org--repo`, as huggingface_hub's repo_folder_name."""
-    return _SEPARATOR.join([f"{repo_type}s", *repo_id.split("/")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +36,7 @@ class RepoCache:
 
     @property
     def root(self) -> Path:
-        return self.models_dir / "hub" / repo_folder(self.repo_id)
+        return hub_dir(self.models_dir) / repo_folder(self.repo_id)
 
     def blob(self, digest: str) -> Path:
         if not DIGEST_RE.fullmatch(digest):
@@ -50,7 +45,7 @@ class RepoCache:
 
     def partial(self, digest: str) -> Path:
         """Where the blob's bytes gather while they download: outside `hub/`."""
-        return self.models_dir / ".rbee" / "partial" / repo_folder(self.repo_id) / f"{self.blob(digest).name}.part"
+        return partials_dir(self.models_dir) / repo_folder(self.repo_id) / f"{self.blob(digest).name}.part"
 
     def snapshot_dir(self, commit: str) -> Path:
         if not COMMIT_RE.fullmatch(commit):
@@ -79,7 +74,7 @@ class RepoCache:
             return
         path = self.ref(revision)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(path, lambda tmp: tmp.write_text(commit))
+        replace_atomically(path, lambda tmp: tmp.write_text(commit))
 
     def has(self, commit: str, path: str, digest: str) -> bool:
         """The snapshot holds `path` as a link to the blob `digest`, and the blob is there."""
@@ -94,15 +89,5 @@ class RepoCache:
         link = self.snapshot_file(commit, path)
         link.parent.mkdir(parents=True, exist_ok=True)
         target = os.path.relpath(self.blob(digest), link.parent)
-        _replace_atomically(link, lambda tmp: tmp.symlink_to(target))
+        replace_atomically(link, lambda tmp: tmp.symlink_to(target))
         return link
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()

@@ -1,5 +1,6 @@
-"""Positional file I/O for the partial: full pwrites, early writeback, hashing a range back, and
-running one of them on a thread so that a cancel never leaves it working on a closed descriptor."""
+"""File I/O of the hive: positional writes of the partial (full pwrites, early writeback, hashing a
+range back, run on a thread so that a cancel never leaves one working on a closed descriptor), and the
+one way a file is put in place atomically (written under a temporary name beside it, then renamed)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import errno
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -15,7 +17,18 @@ from typing import Any, TypeVar
 
 import structlog
 
-__all__ = ["hash_range", "in_thread", "pwrite_all", "pwrite_full", "sha256_file", "start_writeback"]
+__all__ = [
+    "fsync_dir",
+    "hash_range",
+    "in_thread",
+    "move_into_place",
+    "pwrite_all",
+    "pwrite_full",
+    "replace_atomically",
+    "sha256_file",
+    "start_writeback",
+    "write_text_atomically",
+]
 
 log = structlog.get_logger()
 
@@ -103,3 +116,47 @@ def sha256_file(path: Path) -> str:
             h.update(block)
     log.info("hashed_existing_file", path=str(path), secs=round(time.monotonic() - started, 3))
     return h.hexdigest()
+
+
+def replace_atomically(path: Path, write: Callable[[Path], object], *, durable: bool = False) -> None:
+    """`write` makes the new file (or symlink) under a temporary name beside `path`, which is then
+    renamed over `path`: a reader sees the old one or the new one, never half of one. `durable`:
+    the rename is synced too (`write` syncs its own bytes)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        if durable:
+            move_into_place(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomically(path: Path, text: str, *, durable: bool = False) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+
+    replace_atomically(path, write, durable=durable)
+
+
+def move_into_place(src: Path, dest: Path) -> None:
+    """Rename a finished file to its final name, and sync the rename."""
+    os.replace(src, dest)
+    fsync_dir(dest.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import structlog
 
+from services.hive.cache.layout import hub_dir
 from services.hive.disk.fileio import sha256_file
 from services.hive.disk.partfile import part_path
 from services.hive.downloads.slots import SlotQueue
 from services.hive.history.mirror import History
 from services.hive.history.store import DownloadRecord
-from services.hive.hub.fetch import HubFetcher, HubJob, PlanReport
+from services.hive.hub.fetch import HubFetcher
+from services.hive.hub.jobs import HubJob, PlanReport
 from services.hive.refs import (
     HostNotAllowed,
     InvalidModelRef,
@@ -124,7 +126,8 @@ class DownloadManager:
         hub: HubFetcher,
         max_concurrent: int = 3,
     ) -> None:
-        """`history` and `throttle` are the ones `downloader` was built with, `hub` is built on it."""
+        """`history` and `throttle` are the ones `downloader` was built with, `hub` is built on it
+        (and plans with `hub.planner`)."""
         self.tracker = tracker
         self.downloader = downloader
         self.models_dir = models_dir
@@ -132,6 +135,7 @@ class DownloadManager:
         self.history = history
         self.throttle = throttle
         self.hub = hub
+        self.planner = hub.planner
         self._running: dict[str, _Running] = {}
         self._by_key: dict[Key, str] = {}
         self._slots = SlotQueue(max_concurrent, tracker.set_queue_position)
@@ -214,7 +218,7 @@ class DownloadManager:
         key = _hub_key(job)
         if (existing := self._by_key.get(key)) is not None:
             return self._state(existing), False
-        present = await self.hub.present(job)
+        present = await self.planner.present(job)
         if (existing := self._by_key.get(key)) is not None:  # (one came while the hub was asked)
             return self._state(existing), False
         if present is not None and not job.whole:
@@ -245,7 +249,7 @@ class DownloadManager:
                 "download_already_present", download_id=download_id, path=str(present.path), warning=present.warning
             )
             return self._state(download_id), False
-        root = self.hub.cache(ref.hub_ref).root
+        root = self.planner.cache(ref.hub_ref).root
         self.history.new_record(
             download_id,
             ref.raw,
@@ -267,7 +271,7 @@ class DownloadManager:
     async def plan(
         self, model_ref: str, include: list[str] | None, exclude: list[str] | None, commit: str | None
     ) -> PlanReport:
-        """What pulling a whole model would take here (HubFetcher.report); InvalidModelRef for other refs."""
+        """What pulling a whole model would take here (HubPlanner.report); InvalidModelRef for other refs."""
         ref, _ = self.parse(model_ref)
         if not ref.whole_model or ref.hub_ref is None:
             raise InvalidModelRef("a plan is made for whole-model refs (hf:{org}/{repo}[@{rev}]) only")
@@ -279,7 +283,7 @@ class DownloadManager:
             commit=commit,
             token_origin=ref.hub_ref.endpoint_origin,
         )
-        return await self.hub.report(job)
+        return await self.planner.report(job)
 
     async def cancel(self, download_id: str) -> DownloadState:
         state = self._state(download_id)
@@ -303,7 +307,7 @@ class DownloadManager:
         deleted = False
         if delete_file and state.status is DownloadStatus.COMPLETE and state.path:
             path = Path(state.path)
-            in_cache = path.resolve().is_relative_to(self.models_dir / "hub")  # (huggingface_hub's to manage)
+            in_cache = path.resolve().is_relative_to(hub_dir(self.models_dir))  # (huggingface_hub's to manage)
             if path.is_file() and path.resolve().is_relative_to(self.models_dir) and not in_cache:
                 if path not in self._by_key:
                     path.unlink()
@@ -334,10 +338,10 @@ class DownloadManager:
         ref = parse_model_ref(state.model_ref, self.hf_endpoint).hub_ref
         listed = None
         if ref is not None and state.commit is not None:
-            listed = self.hub.listed_files(ref, state.commit, *self.history.patterns(download_id))
+            listed = self.planner.listed_files(ref, state.commit, *self.history.patterns(download_id))
         if ref is None or state.commit is None or listed is None:
             return []
-        cache = self.hub.cache(ref)
+        cache = self.planner.cache(ref)
         other = state.status.value if state.status.is_terminal else DownloadStatus.QUEUED.value
         files = []
         for f in listed:
@@ -375,7 +379,7 @@ class DownloadManager:
             token_origin = rec.token_origin if rec.token_origin == hub else None
             hub_job = self._hub_job_of(rec, token_origin)
             if hub_job is not None:
-                keep_under.add(self.hub.partial_dir(hub_job.hub_ref))
+                keep_under.add(self.planner.partial_dir(hub_job.hub_ref))
                 self._enqueue(hub_job, _hub_key(hub_job), rec.max_bps)
                 continue
             job = DownloadJob(rec.download_id, rec.url, Path(rec.dest), rec.expected_sha256, token_origin)
@@ -383,7 +387,7 @@ class DownloadManager:
         for rec in records:  # a hub download that failed for a full disk kept its partial for a later request
             if rec.status == DownloadStatus.FAILED.value and rec.error_code == ErrorCode.INSUFFICIENT_DISK:
                 if (kept := self._hub_job_of(rec, None)) is not None:
-                    keep_under.add(self.hub.partial_dir(kept.hub_ref))
+                    keep_under.add(self.planner.partial_dir(kept.hub_ref))
         removed = self.history.remove_orphans(self.models_dir, running=self._running, keep_under=keep_under)
         pruned = self.prune()
         log.info(

@@ -15,6 +15,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from services.hive.cache.layout import hub_dir, partials_dir
 from services.hive.disk.partfile import part_path
 from services.hive.history.store import DownloadRecord, HistoryStore
 from services.hive.refs import PART_SUFFIX
@@ -166,7 +167,7 @@ class History:
             part_path(Path(r.dest)) for r in self._records.values() if r.download_id in running or _kept_for_resume(r)
         }
         removed = 0
-        hub, hub_partials = models_dir / "hub", models_dir / ".rbee" / "partial"
+        hub, hub_partials = hub_dir(models_dir), partials_dir(models_dir)
         for partial in models_dir.rglob(f"*{PART_SUFFIX}"):
             if partial.parent in keep_under or partial.is_relative_to(hub) or partial.is_symlink():
                 continue  # (a repo's own files may end in .part: the hub cache is not ours to sweep)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.hive.cache.layout import hub_dir, partials_dir
+from services.hive.cache.partials import PartialNotes
 from services.hive.cache.repo import DIGEST_RE
 from services.hive.transfer.segments import SegmentPlan
 
@@ -49,13 +50,12 @@ def find_blob(models_dir: Path, digest: str) -> BlobView | None:
     """Where this hive holds `digest`: a finished blob of any repo, else a partial on its way."""
     if not DIGEST_RE.fullmatch(digest):
         return None
-    for blob in (models_dir / "hub").glob(f"models--*/blobs/{digest}"):
+    for blob in hub_dir(models_dir).glob(f"models--*/blobs/{digest}"):
         if blob.is_file():
             return BlobView(digest, blob, None, blob.stat().st_size)
-    for partial in (models_dir / ".rbee" / "partial").glob(f"models--*/{digest}.part"):
+    for partial in partials_dir(models_dir).glob(f"models--*/{digest}.part"):
         if partial.is_file():
-            total = _notes(partial).get("total")
-            return BlobView(digest, None, partial, total if isinstance(total, int) else None)
+            return BlobView(digest, None, partial, PartialNotes.read(partial).total)
     return None
 
 
@@ -79,17 +79,9 @@ def parse_range(value: str | None, total: int) -> tuple[int, int] | None:
     return start, min(stop, total)
 
 
-def _notes(partial: Path) -> dict[str, object]:
-    try:
-        data = json.loads(partial.with_name(f"{partial.name.removesuffix('.part')}.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def safe_prefix(partial: Path) -> int:
     """How many bytes from 0 a reader may take from `partial` now (0 if it is gone)."""
-    plan_text = _notes(partial).get("segments")
+    plan_text = PartialNotes.read(partial).segments
     try:
         size = partial.stat().st_size
     except OSError:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
-import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import structlog
 
+from services.hive.disk.fileio import move_into_place
 from services.hive.disk.partfile import FilePools, PartFile
 from services.hive.metrics import HiveStats
 from services.hive.net.errors import DownloadError, RemoteChanged
@@ -138,7 +138,7 @@ class Downloader:
             raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, mismatch)
         # off the event loop: a directory fsync waits for a journal commit (tens of ms on a busy
         # disk), and with many downloads ending together it held up every SSE stream
-        await asyncio.get_running_loop().run_in_executor(self._executor, _put_in_place, part.path, job.dest)
+        await asyncio.get_running_loop().run_in_executor(self._executor, move_into_place, part.path, job.dest)
         bound.info("download_verified", sha256=sha, size=size, resumed=t.resumed, digest=t.expected_digest)
         return DownloadResult(sha, size, t.resumed)
 
@@ -202,19 +202,3 @@ def git_blob_sha1(path: Path, size: int) -> str:
         while chunk := f.read(1024 * 1024):
             blob.update(chunk)
     return blob.hexdigest()
-
-
-def _put_in_place(part: Path, dest: Path) -> None:
-    os.replace(part, dest)
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,36 +7,25 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Response
-from fastapi.responses import JSONResponse, StreamingResponse
 from sse_starlette import EventSourceResponse
 
 from services.hive.api.deps import ManagerDep, SettingsDep, TrackerDep
 from services.hive.downloads.manager import InvalidModelRef, NotCancellable, PullPart, StillActive
-from services.hive.peers.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
 from services.hive.tracker.tracker import DownloadTracker, StreamDecision
-from services.hive.transfer import DownloadError
-from shared.errors import ApiError, error_body
+from shared.errors import ApiError
 from shared.limits import DOWNLOAD_ID_RE
-from shared.models import DownloadState, DownloadStatus, ErrorCode
+from shared.models import DownloadState, DownloadStatus
 from shared.sse import frame, parse_last_event_id
 from shared.wire import (
-    BandwidthLimit,
     DownloadStateBody,
-    ErrorDetail,
     Forgotten,
     HiveDownloadList,
     ModelFileBody,
-    PlanBody,
-    PlannedFile,
-    PlanRequest,
     StartDownload,
     error_responses,
 )
 
 router = APIRouter(prefix="/v2/downloads", tags=["downloads"], responses=error_responses(401, 422))
-settings_router = APIRouter(prefix="/v2/settings", tags=["settings"], responses=error_responses(401, 422))
-blobs_router = APIRouter(prefix="/v2/blobs", tags=["peers"], responses=error_responses(401, 404))
-plans_router = APIRouter(prefix="/v2/plans", tags=["peers"], responses=error_responses(401, 422))
 
 _ONE = error_responses(404)  # the routes of one download
 _SAME_FILE: dict[int | str, dict[str, Any]] = {
@@ -96,42 +85,6 @@ async def start_download(
     return state_body(state, settings.id)
 
 
-_PLAN_STATUS: dict[str, int] = {
-    ErrorCode.DOWNLOAD_FAILED: 502,  # the hub could not be asked
-    ErrorCode.DOWNLOAD_TIMEOUT: 502,
-    ErrorCode.REPO_NOT_FOUND: 404,
-    ErrorCode.REVISION_NOT_FOUND: 404,
-    ErrorCode.NOT_FOUND: 404,
-}
-
-
-@plans_router.post("", responses=error_responses(404, 502))
-async def plan_model(body: PlanRequest, manager: ManagerDep, settings: SettingsDep) -> PlanBody:
-    """What pulling a whole model would take on this hive, nothing fetched (a fleet pull's preflight)."""
-    try:
-        report = await manager.plan(body.model_ref, body.include, body.exclude, body.commit)
-    except InvalidModelRef as exc:
-        raise ApiError(422, exc.code, str(exc)) from None
-    except DownloadError as exc:
-        status = _PLAN_STATUS.get(exc.code, 422)
-        raise ApiError(status, exc.code, exc.message) from None
-    refused = report.refused
-    return PlanBody(
-        model_ref=body.model_ref,
-        commit=report.commit,
-        files=[
-            PlannedFile(path=f.path, size=f.size, digest=f.digest, present=f.digest in report.present)
-            for f in report.files
-        ],
-        total_bytes=sum(f.size for f in report.files),
-        needed_bytes=report.needed_bytes,
-        free_bytes=report.free_bytes,
-        fits=report.needed_bytes <= report.free_bytes,
-        access_error=None if refused is None else ErrorDetail(code=refused.code, message=refused.message),
-        hive_id=settings.id,
-    )
-
-
 @router.get("")
 async def list_downloads(
     manager: ManagerDep, settings: SettingsDep, status: DownloadStatus | None = None
@@ -187,18 +140,6 @@ async def forget_download(download_id: str, manager: ManagerDep, delete_file: bo
     return Forgotten(download_id=download_id, forgotten=True, file_deleted=deleted)
 
 
-@settings_router.get("/bandwidth")
-async def get_bandwidth(manager: ManagerDep) -> BandwidthLimit:
-    return BandwidthLimit(bandwidth_limit=manager.throttle.limit)
-
-
-@settings_router.put("/bandwidth")
-async def set_bandwidth(body: BandwidthLimit, manager: ManagerDep) -> BandwidthLimit:
-    """Change HIVE_BANDWIDTH_LIMIT while running; takes effect within a second."""
-    manager.set_bandwidth_limit(body.bandwidth_limit)
-    return BandwidthLimit(bandwidth_limit=manager.throttle.limit)
-
-
 @router.get("/{download_id}/stream", response_model=None, responses=_ONE)
 async def stream_download(
     download_id: str,
@@ -222,46 +163,3 @@ async def _one_download(
         yield frame(event, {"hive_id": hive_id})
 
 
-@blobs_router.get("/{digest}", response_class=Response, responses={206: {"description": "the range asked for"}})
-async def get_blob(
-    digest: str,
-    settings: SettingsDep,
-    manager: ManagerDep,
-    range_: Annotated[str | None, Header(alias="range")] = None,
-) -> Response:
-    """A blob this hive holds, or the part of one it is downloading that is on disk, by digest (for
-    peers in a fleet pull; README, "Fleet pulls"). The body follows a partial as it grows."""
-    models = settings.models_dir.resolve()
-    view = find_blob(models, digest.lower())
-    if view is None or view.total is None:
-        if view is None and not manager.planned(digest.lower()):
-            raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive")
-        return JSONResponse(  # a download here will fetch it: a peer asks again
-            error_body("NOT_READY", "this hive has not begun the blob yet"),
-            status_code=503,
-            headers={"Retry-After": "1", "X-Rbee-Blob-State": "planned"},
-        )
-    total = view.total
-    try:
-        span = parse_range(range_, total)
-    except BadRange:
-        return JSONResponse(
-            error_body("RANGE_NOT_SATISFIABLE", f"serves one range within the blob's {total} bytes"),
-            status_code=416,
-            headers={"Content-Range": f"bytes */{total}"},
-        )
-    start, stop = span if span is not None else (0, total)
-    headers = {
-        "ETag": f'"{view.digest}"',
-        "Accept-Ranges": "bytes",
-        "Content-Length": str(stop - start),
-        "X-Rbee-Blob-State": "complete" if view.blob is not None else "partial",
-        "X-Rbee-Available": str(total if view.blob is not None else safe_prefix(view.partial) if view.partial else 0),
-        "Cache-Control": "no-store",
-    }
-    if span is not None:
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
-    body = follow(view, start, stop, lambda: find_blob(models, view.digest))
-    return StreamingResponse(
-        body, status_code=206 if span is not None else 200, headers=headers, media_type="application/octet-stream"
-    )
