@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from services.hive.api import blobs, downloads, plans
 from services.hive.api import settings as settings_routes
 from services.hive.downloads.manager import DownloadManager
+from services.hive.downloads.runner import DownloadRunner
 from services.hive.history.mirror import History
 from services.hive.history.store import HistoryStore
 from services.hive.hub.api import HubApi
@@ -86,19 +87,20 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                 files_concurrent=settings.model_files_concurrent,
                 peer_token=settings.api_token,
             )
+            runner = DownloadRunner(tracker, downloader, hub, history, throttle, settings.max_concurrent)
             manager = DownloadManager(
                 tracker,
                 downloader,
-                settings.models_dir.resolve(),
+                models_dir,
                 settings.hf_endpoint,
                 history=history,
                 throttle=throttle,
                 hub=hub,
-                max_concurrent=settings.max_concurrent,
+                runner=runner,
             )
             await manager.recover(records)
             app.state.manager = manager
-            pruner = asyncio.create_task(manager.prune_forever(), name="history-pruner")
+            pruner = asyncio.create_task(runner.prune_forever(), name="history-pruner")
             flusher = asyncio.create_task(tracker.flush_forever(), name="progress-flusher")
             registration = (
                 asyncio.create_task(register_forever(settings, client), name="queen-registration")
@@ -114,7 +116,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                         await registration
                 pruner.cancel()
                 flusher.cancel()
-                await manager.shutdown()
+                await runner.shutdown()
                 await store.close()
                 downloader.close()
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Header, Response
 from sse_starlette import EventSourceResponse
 
 from services.hive.api.deps import ManagerDep, SettingsDep, TrackerDep
-from services.hive.downloads.manager import InvalidModelRef, NotCancellable, PullPart, StillActive
+from services.hive.downloads.manager import InvalidModelRef, NotCancellable, StillActive
+from services.hive.peers.pull_part import PullPart
 from services.hive.tracker.tracker import DownloadTracker, StreamDecision
 from shared.errors import ApiError
 from shared.limits import DOWNLOAD_ID_RE

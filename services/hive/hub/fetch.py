@@ -36,9 +36,10 @@ from services.hive.hub.jobs import HubJob, HubResult
 from services.hive.hub.plan import HubPlanner
 from services.hive.hub.progress import FileProgress, ModelProgress
 from services.hive.hub.sources import file_job, order_sources
+from services.hive.refs import HubRef
 from services.hive.tracker.tracker import DownloadTracker
 from services.hive.transfer import Downloader, DownloadError, DownloadResult
-from shared.models import DownloadStatus, ErrorCode
+from shared.models import DownloadState, DownloadStatus, ErrorCode
 
 __all__ = ["HubFetcher"]
 
@@ -78,6 +79,18 @@ class HubFetcher:
         if run is not None and run.whole:
             return run.file_states()
         return self._ended.get(download_id)
+
+    def files(
+        self, state: DownloadState, hub_ref: HubRef, include: tuple[str, ...] | None, exclude: tuple[str, ...] | None
+    ) -> list[dict[str, object]]:
+        """A whole model's files, each with its status and bytes: live while it runs, else as the cache
+        holds them (a file not there shows the download's end status, or queued before it ran)."""
+        if (running := self.files_of(state.download_id)) is not None:
+            return running
+        if state.commit is None:
+            return []
+        other = state.status if state.status.is_terminal else DownloadStatus.QUEUED
+        return self.planner.file_states(hub_ref, state.commit, include, exclude, other) or []
 
     def planned(self, digest: str) -> bool:
         """A running download here will fetch this blob (it is not in place yet)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.hive.hub.api import RepoFile
 from services.hive.net.errors import DownloadError
+from services.hive.peers.pull_part import PullPart
 from services.hive.refs import HubRef
 
 __all__ = ["HubJob", "HubResult", "PlanReport", "Present"]
@@ -31,6 +32,34 @@ class HubJob:
     @property
     def whole(self) -> bool:
         return self.hub_ref.file is None
+
+    @classmethod
+    def of(
+        cls,
+        download_id: str,
+        hub_ref: HubRef,
+        include: Sequence[str] | None,
+        exclude: Sequence[str] | None,
+        pull: PullPart,
+        *,
+        token_origin: str | None,
+        expected_sha256: str | None = None,
+        commit: str | None = None,
+    ) -> HubJob:
+        """A job for `hub_ref` with a file selection, as one hive's part of a fleet pull when `pull`
+        says so; `commit` (a restarted download's) wins over the pull's."""
+        return cls(
+            download_id,
+            hub_ref,
+            None if include is None else tuple(include),
+            None if exclude is None else tuple(exclude),
+            commit=commit or pull.commit,
+            token_origin=token_origin,
+            expected_sha256=expected_sha256,
+            sources=pull.sources,
+            hub_first=pull.hub_first,
+            pull_id=pull.pull_id,
+        )
 
 
 

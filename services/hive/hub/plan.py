@@ -27,7 +27,7 @@ from services.hive.hub.trees import TreeCache
 from services.hive.net.errors import DownloadError
 from services.hive.refs import HubRef
 from services.hive.tracker.tracker import DownloadTracker
-from shared.models import ErrorCode
+from shared.models import DownloadStatus, ErrorCode
 
 __all__ = ["HUB_UNREACHABLE", "HubPlanner"]
 
@@ -79,6 +79,27 @@ class HubPlanner:
         """The files a finished model took, from the kept listing (None when it is not kept)."""
         files = self.trees.load(hub_ref.repo_id, commit)
         return None if files is None else _select(files, include, exclude)
+
+    def file_states(
+        self,
+        hub_ref: HubRef,
+        commit: str,
+        include: tuple[str, ...] | None,
+        exclude: tuple[str, ...] | None,
+        other: DownloadStatus,
+    ) -> list[dict[str, object]] | None:
+        """A model's files as the cache holds them now: each complete, or `other` (the download's
+        status when it ended, else queued). None when the commit's listing is not kept."""
+        listed = self.listed_files(hub_ref, commit, include, exclude)
+        if listed is None:
+            return None
+        cache = self.cache(hub_ref)
+        states: list[dict[str, object]] = []
+        for f in listed:
+            there = cache.has(commit, f.path, f.digest)
+            status = DownloadStatus.COMPLETE if there else other
+            states.append({"path": f.path, "size": f.size, "bytes": f.size if there else 0, "status": status.value})
+        return states
 
     async def present(self, job: HubJob) -> Present | None:
         """The download's files when all are in the cache at the commit the ref names now (one
