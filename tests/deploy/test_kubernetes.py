@@ -315,3 +315,28 @@ def test_renderer_refuses_what_it_does_not_do(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("patches:\n  - path: p.yaml\n    target: {kind: Deployment}\n")
     with pytest.raises(Unsupported, match="target"):
         render(tmp_path)
+
+
+def readme_serving_pod() -> Manifest:
+    """The one YAML block of the README's "Kubernetes" section: a serving pod on the hive's cache."""
+    section = (REPO / "README.md").read_text().split("\n## Kubernetes\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    pod: Manifest = yaml.safe_load(block)
+    return pod
+
+
+def test_readme_serving_pod_mounts_the_hives_cache_read_only_and_offline() -> None:
+    pod = readme_serving_pod()
+    for version in VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+    hive = pod_spec(rendered("base"), "hive")
+    assert pod["spec"]["nodeSelector"] == hive["nodeSelector"]
+    assert pod["spec"]["tolerations"] == hive["tolerations"]
+    (container,) = pod["spec"]["containers"]
+    (mount,) = container["volumeMounts"]
+    assert mount["readOnly"] is True
+    env = resolve_env(container)
+    assert env["HF_HOME"] == mount["mountPath"] and env["HF_HUB_OFFLINE"] == "1"
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    (cache,) = [v for v in hive["volumes"] if v["name"] == "models"]
+    assert volume["hostPath"]["path"] == cache["hostPath"]["path"]
