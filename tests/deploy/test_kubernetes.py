@@ -51,7 +51,8 @@ def pod_spec(objects: dict[tuple[str, str], Manifest], kind: str) -> Manifest:
 
 
 def main_container(objects: dict[tuple[str, str], Manifest], kind: str) -> Manifest:
-    (container,) = pod_spec(objects, kind)["containers"]
+    containers: list[Manifest] = pod_spec(objects, kind)["containers"]
+    (container,) = containers
     return container
 
 
