@@ -13,18 +13,11 @@ import httpx
 import pytest
 
 from services.hive.disk.partfile import part_path
+from services.hive.net.answers import parse_retry_after, sha256_from_etag
+from services.hive.net.retry import backoff_delay
 from services.hive.refs import origin_of
 from services.hive.tracker.tracker import DownloadTracker
-from services.hive.transfer import (
-    Downloader,
-    DownloaderConfig,
-    DownloadError,
-    DownloadJob,
-    DownloadResult,
-    backoff_delay,
-    parse_retry_after,
-    sha256_from_etag,
-)
+from services.hive.transfer import Downloader, DownloaderConfig, DownloadError, DownloadJob, DownloadResult
 from services.modelserver.server import Fault, ModelServer
 from shared.models import DownloadStatus, ProgressEvent
 

@@ -10,17 +10,15 @@ that commit holds, and what one file is (README, "Whole models").
   its HEAD (`X-Repo-Commit`, `X-Linked-Etag` / `ETag`, `X-Linked-Size` / the range's total).
 
 Requests go through the downloader's Requester (redirects by hand, the token to the hub's origin
-only, allowed hosts, the hub's refusals as contract codes). Transient failures are retried with
-backoff; the hub's 429 is waited out (up to HIVE_RATE_LIMIT_MAX_WAIT). Parsing is pure.
+only, allowed hosts, the hub's refusals as contract codes). Failures are retried, and the hub's 429
+waited out, as `net/retry.py` says. Parsing is pure.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -30,9 +28,10 @@ from services.hive.cache.repo import COMMIT_RE, DIGEST_RE
 from services.hive.net.answers import content_range, unsatisfied_total
 from services.hive.net.errors import DownloadError, RateLimited, Retry
 from services.hive.net.request import Requester, body_errors, check_status
+from services.hive.net.retry import RetryPolicy, Waiting
 from services.hive.net.source import Source
 from services.hive.refs import HubRef, InvalidModelRef, check_repo_path
-from services.hive.transfer.context import DownloaderConfig, backoff_delay
+from services.hive.transfer import DownloaderConfig
 from shared.models import ErrorCode
 
 __all__ = ["HubApi", "RepoFile", "RepoRevision", "parse_revision", "parse_tree_page", "tree_url"]
@@ -40,8 +39,6 @@ __all__ = ["HubApi", "RepoFile", "RepoRevision", "parse_revision", "parse_tree_p
 log = structlog.get_logger()
 T = TypeVar("T")
 
-# told when a request waits out the hub's rate-limit window (till when, and why) and when it waits no more
-Waiting = Callable[[datetime | None, str | None], None]
 
 _MAX_JSON_BYTES = 32 * 1024 * 1024  # one answer of the API (a tree page of 1000 entries is ~300 KB)
 _MAX_PAGES = 10_000
@@ -107,15 +104,10 @@ def tree_url(hub_ref: HubRef, commit: str) -> str:
 
 
 class HubApi:
-    def __init__(
-        self,
-        requester: Requester,
-        config: DownloaderConfig,
-        sleep: Callable[[float], Any] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, requester: Requester, config: DownloaderConfig, retry: RetryPolicy | None = None) -> None:
         self.requester = requester
         self.config = config
-        self._sleep = sleep
+        self.retry = retry or config.retry
 
     def source(self, hub_ref: HubRef, url: str) -> Source:
         return Source.of(url, hub_ref.endpoint_origin, self.config.hf_token)
@@ -198,36 +190,19 @@ class HubApi:
     async def _retried(
         self, call: Callable[[], Awaitable[T]], attempts: int | None = None, waiting: Waiting | None = None
     ) -> T:
-        cfg = self.config
-        limit = attempts or cfg.max_attempts
         failures = 0
         while True:
             try:
                 return await call()
             except RateLimited as limited:
-                if limited.wait > cfg.rate_limit_max_wait:
-                    raise DownloadError(  # (in the words a transfer uses for the same refusal)
-                        ErrorCode.DOWNLOAD_FAILED,
-                        f"{limited}: its window ends in {limited.wait:g} s,"
-                        f" longer than HIVE_RATE_LIMIT_MAX_WAIT ({cfg.rate_limit_max_wait:g} s)",
-                    ) from None
                 log.warning("hub_api_rate_limited", reason=str(limited), wait=round(limited.wait, 2))
-                if waiting is not None:  # the download's state says it waits, till when and why
-                    waiting(datetime.now(UTC) + timedelta(seconds=limited.wait), str(limited))
-                try:
-                    await self._sleep(limited.wait)
-                finally:
-                    if waiting is not None:
-                        waiting(None, None)
+                await self.retry.wait_out(limited, waiting)
             except Retry as retry:
                 failures += 1
-                if failures >= limit:
-                    code = ErrorCode.DOWNLOAD_TIMEOUT if retry.timeout else ErrorCode.DOWNLOAD_FAILED
-                    raise DownloadError(code, f"the hub's API failed {failures} times: {retry}") from None
-                delay = backoff_delay(failures, cfg.retry_base_delay, cfg.retry_max_delay)
+                self.retry.give_up(retry, failures, attempts, f"the hub's API failed {failures} times")
+                delay = self.retry.delay(failures, retry)
                 log.warning("hub_api_retry", reason=str(retry), failures=failures, delay=round(delay, 2))
-                await self._sleep(delay)
-
+                await self.retry.sleep(delay)
 
 def _checked(parse: Callable[[Any], T], data: Any) -> T:
     try:

@@ -1,36 +1,19 @@
-"""The download path: how one file's bytes get from a source to the disk.
+"""How one file's bytes get from a source to the disk (what a server answered and how a request is
+made are `services.hive.net`'s).
 
-- `answers` — pure parsing of what a server answered (Content-Range, Retry-After, validators, etags)
-- `source` — where the bytes come from: a URL and the headers each request to it carries
-- `request` — redirects by hand, a source's headers per hop, allowed hosts, status -> error
+- `jobs` — what a Downloader is asked to do (DownloadJob), how (DownloaderConfig), what it answers
+- `context` — what the transfers of a download share (collaborators, per-download state)
 - `single` — the single-connection transfer, resumed with Range; its body read on the event loop
 - `threaded` — a fast body read on a worker thread; `httpcore_tuning` the httpcore tuning it relies on
-- `segmented` — the rest of a file over several range connections, hashed as it fills
-- `context` — what those share (config, job, per-download state); `errors` — how they fail
+- `segmented` — the rest of a file over several range connections, hashed as it fills; `segments`
+  its plan; `split` when a file is split
+- `throttle` — the bandwidth limits every transfer takes its bytes through
 - `downloader` — the thin Downloader that chooses among them
 """
 
-from services.hive.net.answers import parse_retry_after, sha256_from_etag
 from services.hive.net.errors import DownloadError
-from services.hive.net.source import Source
-from services.hive.transfer.context import (
-    Checkpoints,
-    DownloaderConfig,
-    DownloadJob,
-    DownloadResult,
-    backoff_delay,
-)
+from services.hive.transfer.context import Checkpoints
 from services.hive.transfer.downloader import Downloader
+from services.hive.transfer.jobs import DownloaderConfig, DownloadJob, DownloadResult
 
-__all__ = [
-    "Checkpoints",
-    "DownloadError",
-    "DownloadJob",
-    "DownloadResult",
-    "Downloader",
-    "DownloaderConfig",
-    "Source",
-    "backoff_delay",
-    "parse_retry_after",
-    "sha256_from_etag",
-]
+__all__ = ["Checkpoints", "DownloadError", "DownloadJob", "DownloadResult", "Downloader", "DownloaderConfig"]

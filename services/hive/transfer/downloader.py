@@ -26,17 +26,9 @@ from services.hive.net.errors import DownloadError, RemoteChanged
 from services.hive.net.hub_headers import GitBlobHash
 from services.hive.net.request import Requester
 from services.hive.net.source import Source
-from services.hive.transfer.context import (
-    Checkpoints,
-    Context,
-    DownloaderConfig,
-    DownloadJob,
-    DownloadResult,
-    NoCheckpoints,
-    Progress,
-    Transfer,
-)
+from services.hive.transfer.context import Checkpoints, Context, NoCheckpoints, Progress, Transfer
 from services.hive.transfer.httpcore_tuning import raise_read_size
+from services.hive.transfer.jobs import DownloaderConfig, DownloadJob, DownloadResult
 from services.hive.transfer.segmented import saved_plan, segmented
 from services.hive.transfer.single import open_partial, single
 from services.hive.transfer.throttle import Throttle

@@ -24,6 +24,7 @@ from services.hive.net.errors import Retry
 from services.hive.net.request import body_errors, check_status
 from services.hive.transfer.context import Context, Outcome, Transfer, attempts_failed
 from services.hive.transfer.segments import RateWindow, SegmentPlan, SplitWatch, chunk_size
+from services.hive.transfer.split import may_split, split_due
 from services.hive.transfer.threaded import read_body_threaded
 
 __all__ = ["open_partial", "read_body", "single"]
@@ -134,9 +135,9 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         t.downloading()
         if one_byte and status == 206:
             await read_body(ctx, t, resp, None, False)
-            return Outcome.SPLIT if ctx.may_split(t, part.size) else Outcome.DONE
+            return Outcome.SPLIT if may_split(ctx, t, part.size) else Outcome.DONE
         watch = None
-        if probe and status == 206 and ctx.may_split(t, part.size):
+        if probe and status == 206 and may_split(ctx, t, part.size):
             watch = SplitWatch(ctx.config.split_below_bps)
         if threaded:
             outcome = await read_body_threaded(ctx, t, resp, watch)
@@ -177,7 +178,7 @@ async def read_body(
             if throttle is not None and throttle.active(download_id):
                 await throttle.consume(download_id, len(chunk))
             now = clock()
-            if watch is not None and ctx.split_due(watch, now, t, part.size):
+            if watch is not None and split_due(ctx, watch, now, t, part.size):
                 return Outcome.SPLIT
             if rates is not None and (rate := rates.observe(now, part.size)) is not None:
                 if rate >= thread_above_bps:

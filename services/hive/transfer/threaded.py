@@ -20,6 +20,7 @@ from services.hive.net.request import body_errors
 from services.hive.transfer.context import Context, Outcome, Transfer
 from services.hive.transfer.httpcore_tuning import body_chunks, shut_down
 from services.hive.transfer.segments import SplitWatch
+from services.hive.transfer.split import split_due
 
 __all__ = ["read_body_threaded"]
 
@@ -103,7 +104,7 @@ def _pump(
                 if stop.is_set():
                     waiting.cancel()
                     return Outcome.DONE
-        if watch is not None and ctx.split_due(watch, now, t, part.size):
+        if watch is not None and split_due(ctx, watch, now, t, part.size):
             return Outcome.SPLIT
     return Outcome.DONE
 
