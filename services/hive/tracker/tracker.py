@@ -21,36 +21,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 
-from services.hive.tracker.speed import SpeedMeter, eta_secs
+from services.hive.tracker.entry import Entry
+from services.hive.tracker.speed import SpeedMeter
 from services.hive.tracker.statuses import InvalidTransition, UnknownDownload, check_transition
-from services.hive.tracker.subscribers import StreamDecision, Subscriber
+from services.hive.tracker.subscribers import Readers, StreamDecision, Subscriber, events_until_terminal
 from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent
 
-__all__ = [
-    "DownloadTracker",
-    "InvalidTransition",
-    "SpeedMeter",
-    "StreamDecision",
-    "Subscriber",
-    "UnknownDownload",
-    "eta_secs",
-]
+__all__ = ["DownloadTracker", "InvalidTransition", "StreamDecision", "Subscriber", "UnknownDownload"]
 
-
-@dataclass(slots=True)
-class _Entry:
-    state: DownloadState
-    started_mono: float
-    next_id: int
-    meter: SpeedMeter
-    last_event: ProgressEvent | None = None
-    last_emit: float = 0.0
-    last_update: float = 0.0  # when bytes last moved without an event
-    dirty: bool = False
-    subscribers: set[Subscriber] = field(default_factory=set)
 
 
 EventListener = Callable[[DownloadState, ProgressEvent], None]
@@ -66,8 +47,8 @@ class DownloadTracker:
         self.progress_interval = progress_interval
         self.alpha = alpha
         self._clock = clock
-        self._entries: dict[str, _Entry] = {}
-        self._all_subscribers: set[Subscriber] = set()
+        self._entries: dict[str, Entry] = {}
+        self._readers = Readers()
         self._listeners: list[EventListener] = []
         self._dirty: set[str] = set()  # downloads whose bytes moved since their last event
 
@@ -89,7 +70,7 @@ class DownloadTracker:
         state = DownloadState(
             download_id, model_ref, status=status, total_bytes=total_bytes, path=path, pull_id=pull_id
         )
-        entry = _Entry(state, self._clock(), first_event_id, SpeedMeter(self.alpha))
+        entry = Entry.new(state, self._clock(), first_event_id, SpeedMeter(self.alpha))
         self._entries[download_id] = entry
         self._emit(entry)
         return replace(state)
@@ -102,13 +83,10 @@ class DownloadTracker:
         """
         if state.download_id in self._entries:
             raise ValueError(f"download {state.download_id} is already tracked")
-        entry = _Entry(replace(state), self._clock(), next_event_id, SpeedMeter(self.alpha))
+        entry = Entry.new(replace(state), self._clock(), next_event_id, SpeedMeter(self.alpha))
         self._entries[state.download_id] = entry
         if state.status.is_terminal:
-            duration = None
-            if state.completed_at is not None and state.status is DownloadStatus.COMPLETE:
-                duration = round((state.completed_at - state.started_at).total_seconds(), 3)
-            entry.last_event = ProgressEvent.from_state(next_event_id - 1, entry.state, duration)
+            entry.restore_terminal_event()
         else:
             self._emit(entry)
 
@@ -128,38 +106,22 @@ class DownloadTracker:
         self._emit(entry)
 
     def set_total(self, download_id: str, total_bytes: int | None) -> None:
-        entry = self._entry(download_id)
-        if entry.state.total_bytes != total_bytes and not entry.state.status.is_terminal:
-            entry.state.total_bytes = total_bytes
-            entry.dirty = True
+        self._entry(download_id).note(total_bytes=total_bytes)
 
     def set_commit(self, download_id: str, commit: str) -> None:
-        """The commit the hub named for the file; the next event carries it."""
-        entry = self._entry(download_id)
-        if entry.state.commit != commit and not entry.state.status.is_terminal:
-            entry.state.commit = commit
-            entry.dirty = True
+        """The commit the hub named for the file."""
+        self._entry(download_id).note(commit=commit)
 
     def set_path(self, download_id: str, path: str) -> None:
         """Where the download lands, once known (a hub download's, once its commit is pinned)."""
-        entry = self._entry(download_id)
-        if entry.state.path != path and not entry.state.status.is_terminal:
-            entry.state.path = path
-            entry.dirty = True
+        self._entry(download_id).note(path=path)
 
     def set_files(self, download_id: str, total: int, done: int) -> None:
-        """A whole model's file count and how many are in place; the next event carries them."""
-        entry = self._entry(download_id)
-        state = entry.state
-        if (state.files_total, state.files_done) != (total, done) and not state.status.is_terminal:
-            state.files_total, state.files_done = total, done
-            entry.dirty = True
+        """A whole model's file count and how many are in place."""
+        self._entry(download_id).note(files_total=total, files_done=done)
 
     def set_warning(self, download_id: str, warning: str | None) -> None:
-        entry = self._entry(download_id)
-        if entry.state.warning != warning and not entry.state.status.is_terminal:
-            entry.state.warning = warning
-            entry.dirty = True
+        self._entry(download_id).note(warning=warning)
 
     def set_queue_position(self, download_id: str, position: int | None) -> None:
         entry = self._entry(download_id)
@@ -188,7 +150,7 @@ class DownloadTracker:
         state.bytes_downloaded = bytes_downloaded
         now = self._clock()
         if now - entry.last_emit >= self.progress_interval:
-            self._measure(entry, now)
+            entry.measure(now)
             self._emit(entry, now)
         else:
             entry.dirty, entry.last_update = True, now
@@ -210,7 +172,7 @@ class DownloadTracker:
                 now - entry.last_emit >= self.progress_interval
                 and now - entry.last_update >= self.progress_interval / 2
             ):
-                self._measure(entry, now)
+                entry.measure(now)
                 self._emit(entry, now)
                 sent += 1
         return sent
@@ -269,7 +231,7 @@ class DownloadTracker:
         return entry.next_id - 1
 
     def subscriber_count(self) -> int:
-        return len(self._all_subscribers) + sum(len(e.subscribers) for e in self._entries.values())
+        return self._readers.count()
 
     def add_listener(self, listener: EventListener) -> None:
         """Called with (state, event) after every emitted event, e.g. to persist or count."""
@@ -281,96 +243,55 @@ class DownloadTracker:
         entry = self._entries.get(download_id)
         if entry is None:
             return StreamDecision.NOT_FOUND
-        last = entry.last_event
-        if last_event_id is not None and last is not None and last.is_terminal and last_event_id >= last.id:
-            return StreamDecision.ENDED
-        return StreamDecision.STREAM
+        return StreamDecision.ENDED if entry.ended_by(last_event_id) else StreamDecision.STREAM
 
     def subscribe(self, download_id: str | None, last_event_id: int | None = None) -> Subscriber:
         """A subscriber primed with the current state (one download, or every active one)."""
         if download_id is None:
-            sub = Subscriber(None)
-            for entry in self._entries.values():
-                if not entry.state.status.is_terminal:
-                    sub.offer(self._current_event(entry))
-            self._all_subscribers.add(sub)
-            return sub
+            live = [e for e in self._entries.values() if not e.state.status.is_terminal]
+            return self._readers.of_all([self._current_event(e) for e in live])
         entry = self._entry(download_id)
-        sub = Subscriber(download_id, last_event_id)
-        sub.offer(self._current_event(entry))
-        if not entry.state.status.is_terminal:
-            entry.subscribers.add(sub)
-        else:
-            sub.close()
-        return sub
+        ended = entry.state.status.is_terminal
+        return self._readers.of_one(download_id, last_event_id, self._current_event(entry), ended)
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        sub.close()
-        if sub.download_id is None:
-            self._all_subscribers.discard(sub)
-        elif (entry := self._entries.get(sub.download_id)) is not None:
-            entry.subscribers.discard(sub)
+        self._readers.discard(sub)
 
     async def stream_progress(self, download_id: str, last_event_id: int | None = None) -> AsyncIterator[ProgressEvent]:
         """Events of one download, current state first, ending after its terminal event."""
         sub = self.subscribe(download_id, last_event_id)
         try:
-            while True:
-                batch = await sub.next_batch()
-                if not batch:
-                    return
-                for event in batch:
-                    yield event
-                    if event.is_terminal:
-                        return
+            async for event in events_until_terminal(sub):
+                yield event
         finally:
             self.unsubscribe(sub)
 
     # -- internals -------------------------------------------------------------------------
 
-    def _entry(self, download_id: str) -> _Entry:
+    def _entry(self, download_id: str) -> Entry:
         try:
             return self._entries[download_id]
         except KeyError:
             raise UnknownDownload(download_id) from None
 
-    def _transition(self, entry: _Entry, status: DownloadStatus) -> None:
+    def _transition(self, entry: Entry, status: DownloadStatus) -> None:
         check_transition(entry.state.download_id, entry.state.status, status)
         entry.state.status = status
 
-    def _measure(self, entry: _Entry, now: float) -> None:
-        state = entry.state
-        speed = entry.meter.sample(now, state.bytes_downloaded)
-        state.speed_bps = round(speed)
-        remaining = None if state.total_bytes is None else state.total_bytes - state.bytes_downloaded
-        state.eta_secs = eta_secs(remaining, speed)
-
-    def _current_event(self, entry: _Entry) -> ProgressEvent:
+    def _current_event(self, entry: Entry) -> ProgressEvent:
         if entry.dirty or entry.last_event is None:
             self._emit(entry)
         assert entry.last_event is not None
         return entry.last_event
 
-    def _finish(self, entry: _Entry) -> None:
-        state = entry.state
-        state.completed_at = datetime.now(UTC)
-        state.speed_bps, state.eta_secs, state.queue_position = 0, None, None
-        state.waiting_until = state.waiting_reason = None
+    def _finish(self, entry: Entry) -> None:
+        entry.finished()
         self._emit(entry)
-        for sub in entry.subscribers:
-            sub.close()
-        entry.subscribers.clear()
+        self._readers.end(entry.state.download_id)
 
-    def _emit(self, entry: _Entry, now: float | None = None) -> None:
-        now = self._clock() if now is None else now
-        duration = round(now - entry.started_mono, 3) if entry.state.status is DownloadStatus.COMPLETE else None
-        event = ProgressEvent.from_state(entry.next_id, entry.state, duration)
-        entry.next_id += 1
-        entry.last_event, entry.last_emit, entry.dirty = event, now, False
+    def _emit(self, entry: Entry, now: float | None = None) -> None:
+        event = entry.next_event(self._clock() if now is None else now)
         self._dirty.discard(entry.state.download_id)
-        for sub in entry.subscribers:
-            sub.offer(event)
-        for sub in self._all_subscribers:
-            sub.offer(event)
+        self._readers.offer(entry.state.download_id, event)
         for listener in self._listeners:
             listener(entry.state, event)
