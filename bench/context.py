@@ -17,14 +17,26 @@ import httpx
 from httpx_sse import connect_sse
 
 from bench.nginx import Nginx
-from bench.procs import QuietGate, Service
+from bench.procs import QuietGate, Service, run_checked
 from bench.report import Measurement, Section
 from bench.system import Tools
 from services.modelserver.hub import Hub
 from services.modelserver.server import generate_file
 from shared.wire import hive_stream_url
 
-__all__ = ["TERMINAL", "Context", "Sizes", "Skip", "Trial", "hive_fetch", "rounds", "size_text"]
+__all__ = [
+    "TERMINAL",
+    "Context",
+    "Sizes",
+    "Skip",
+    "Trial",
+    "check_size",
+    "hive_fetch",
+    "hive_fetch_checked",
+    "rounds",
+    "size_text",
+    "timed_command",
+]
 
 MIB = 1024 * 1024
 TERMINAL = frozenset({"complete", "error", "cancelled"})
@@ -35,6 +47,13 @@ def size_text(n: int) -> str:
     if n < MIB:
         return f"{n / 1024:.0f} KiB"
     return f"{n / MIB:.0f} MiB" if n < 1024 * MIB else f"{n / (1024 * MIB):.0f} GiB"
+
+
+def check_size(path: Path, size: int) -> None:
+    """A downloaded file has `size` bytes on disk."""
+    got = path.stat().st_size if path.exists() else -1
+    if got != size:
+        raise RuntimeError(f"{path.name}: {got} bytes on disk, expected {size}")
 
 
 class Skip(Exception):
@@ -227,3 +246,34 @@ def hive_fetch(hive_url: str, model_ref: str, timeout: float) -> tuple[float, di
                 if time.perf_counter() - t0 > timeout:
                     break
     raise TimeoutError(f"hive download of {model_ref} took longer than {timeout:g}s")
+
+
+def hive_fetch_checked(ctx: Context, hive_url: str, url: str, sha: str, size: int, timeout: float) -> float:
+    """`hive_fetch` of one file, then its sha256 (the hive's) and size on disk checked and the file removed:
+    the seconds from POST to `complete`."""
+    seconds, payload = hive_fetch(hive_url, url, timeout)
+    final = Path(payload["path"])
+    try:
+        if payload.get("sha256") != sha:
+            raise RuntimeError(f"hive sha256 {payload.get('sha256')} != {sha}")
+        check_size(final, size)
+    finally:
+        ctx.remove(final)
+    return seconds
+
+
+def timed_command(ctx: Context, argv: list[str], target: Path, size: int, timeout: float) -> Trial:
+    """A trial that runs a downloader (aria2c) to `target`: its seconds, once the file's size is checked;
+    the file (and aria2c's `.aria2` control file) removed after."""
+
+    def trial() -> float:
+        t0 = time.perf_counter()
+        try:
+            run_checked(argv, timeout)
+            seconds = time.perf_counter() - t0
+            check_size(target, size)
+        finally:
+            ctx.remove(target, Path(f"{target}.aria2"))
+        return seconds
+
+    return trial

@@ -7,16 +7,14 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from bench.system import REPO
+from services.service_start import service_argv, wait_healthy
 from shared.waiting import free_port, wait_until
 
 __all__ = [
@@ -103,22 +101,14 @@ class Service(Proc):
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(self.port)]
         merged = {**os.environ, **env}
-        super().__init__(name, argv, {k: v for k, v in merged.items() if v is not None}, log_path)
+        inherited = {k: v for k, v in merged.items() if v is not None}
+        super().__init__(name, service_argv(module, self.port), inherited, log_path)
 
     def start(self, timeout: float = 30.0) -> Service:
         super().start()
-
-        def healthy() -> bool:
-            self.check_alive()
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
         try:
-            wait_until(healthy, timeout, f"{self.name} to answer /healthz", interval=0.1)
+            wait_healthy(self.url, self.check_alive, timeout, f"{self.name} to answer /healthz")
         except BaseException:
             self.stop()
             raise

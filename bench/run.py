@@ -17,10 +17,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from bench import downloads, fleet, latency, models, soak
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Kept, Report, Section, Target
+from bench.scenarios import download, fanout, fleet, memory, model, model_memory, segmented, soak, sse
 from bench.system import REPO, Tools, git_revision, machine_info, raise_nofile, tool_versions
 
 Scenario = Callable[[Context], Section]
@@ -29,25 +29,25 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
     # name: (title if it cannot run, function, external tools it needs, its targets)
     "download": (
         "1. One big file from local nginx",
-        downloads.download,
+        download.download,
         ["nginx", "curl", "aria2c"],
         ["hive <= 1.05x curl's wall time", "hive <= 0.55x hf_hub_download's wall time"],
     ),
     "segmented": (
         "2. Segmented download, 20 MiB/s per connection",
-        downloads.segmented,
+        segmented.segmented,
         ["nginx", "aria2c"],
         ["hive (default segments) >= 4x one connection", "hive (default segments) no slower than aria2c -x8"],
     ),
     "sse": (
         "3a. SSE latency through the queen, 100 downloads",
-        latency.sse_latency,
+        sse.sse_latency,
         [],
         ["per-download p99 < 50 ms at 100 downloads, every run", "aggregated p99 < 75 ms at 100 downloads, every run"],
     ),
     "fanout": (
         "3b. SSE fan-out: one download, 1,000 queen clients",
-        latency.fanout,
+        fanout.fanout,
         [],
         [
             "1,000 clients held: all got the terminal event",
@@ -56,7 +56,7 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
     ),
     "memory": (
         "4. Hive memory: four concurrent big downloads",
-        downloads.memory,
+        memory.memory,
         ["nginx"],
         ["hive peak RSS < 150 MB"],
     ),
@@ -68,13 +68,13 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
     ),
     "model": (
         "6. A whole model from the test hub",
-        models.model,
+        model.model,
         [],
         ["hive <= 0.5x snapshot_download's wall time"],
     ),
     "model-memory": (
         "7. Hive memory: a model of many files",
-        models.many_files,
+        model_memory.many_files,
         [],
         ["hive peak RSS < 150 MB"],
     ),

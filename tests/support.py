@@ -6,7 +6,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from services.service_start import service_argv, wait_healthy
 from shared.waiting import free_port, wait_until
 
 __all__ = ["Hold", "ServerThread", "ServiceProcess", "free_port", "held_until", "read_until", "serve", "wait_until"]
@@ -131,27 +131,17 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        log.close()
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}: {self.log_path.read_text()}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, timeout, interval=0.1, what=f"{self.module} healthy")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                service_argv(self.module, self.port), env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        wait_healthy(self.url, self._check_alive, timeout, f"{self.module} healthy")
         return self
+
+    def _check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.module} exited with {self.proc.returncode}: {self.log_path.read_text()}")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

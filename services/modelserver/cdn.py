@@ -28,8 +28,9 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, quote
 
+from services.modelserver.answer import Answer, file_answer
 from services.modelserver.hub_repo import HubFile
-from services.modelserver.loopback import Answer, LoopbackServer, file_answer
+from services.modelserver.loopback import LoopbackServer
 
 CLOUDFRONT_MAX_BYTES = 50 * 1000 * 1000 * 1000
 KEY_PAIR_ID = "K3RPWS32NSSJCE"

@@ -1,6 +1,7 @@
-"""How the model server sends an answer: a `Plan` (status, headers, a body or a file slice) on the wire.
+"""How the model server sends an `Answer` (answer.py: status, headers, a body or a file slice) on the wire.
 
-The handler asks `ModelServer._plan` what to answer, records the request, then sends the body: with
+The handler asks its server (`Answering`: `ModelServer.answer`) what to answer, records the request under
+the path the server names, then sends the body: with
 sendfile on the fast path, in paced pieces under a rate cap, and, when the plan carries a `Cut`,
 truncated (FIN), stalled until the client or the server gives up, or short. Body bytes are counted
 in the request's record as they are handed to the kernel.
@@ -12,13 +13,10 @@ import os
 import select
 import socket
 import time
-from dataclasses import dataclass
-from http import HTTPStatus
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
-from services.modelserver.faults import Cut
+from services.modelserver.answer import Answer
 from services.modelserver.threaded import (
     RequestRecord,
     TrackedHandler,
@@ -27,44 +25,22 @@ from services.modelserver.threaded import (
     shutdown_quietly,
 )
 
-if TYPE_CHECKING:
-    from services.modelserver.server import ModelServer
-
 WRITE_CHUNK = 64 * 1024  # piece size for paced / faulty bodies
 _HAS_SENDFILE = hasattr(os, "sendfile")
 
 
-@dataclass
-class Plan:
-    """What to answer: status and headers, then either `body` or the file slice [start, stop)."""
+class Answering(Protocol):
+    """What the handler asks its server (`ModelServer`): the path a request counts under, and the answer."""
 
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    file: Path | None = None
-    start: int = 0
-    stop: int = 0
-    rate_bps: int | None = None
-    cut: Cut | None = None
-
-
-def text_plan(status: int, extra: dict[str, str] | None = None) -> Plan:
-    """A short text/plain answer naming the status, e.g. "503 Service Unavailable"."""
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    body = f"{status} {phrase}\n".encode()
-    headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body)), **(extra or {})}
-    return Plan(status, headers, body=body)
+    def answer(self, method: str, url_path: str, headers: dict[str, str]) -> tuple[str, Answer]: ...
 
 
 class ModelHandler(TrackedHandler):
     server_version = "rbee-modelserver/0.1"
 
     @property
-    def model(self) -> ModelServer:
-        return cast("ModelServer", self.owner)
+    def answering(self) -> Answering:
+        return cast(Answering, self.owner)
 
     def do_GET(self) -> None:
         self._serve(head=False)
@@ -73,47 +49,46 @@ class ModelHandler(TrackedHandler):
         self._serve(head=True)
 
     def _serve(self, head: bool) -> None:
-        self.model._enter()
+        self.owner._enter()
         try:
-            url_path = unquote(urlsplit(self.path).path)
             headers = {k.lower(): v for k, v in self.headers.items()}
-            url_path = self.model._canonical(url_path)[0]  # a resolve at a made-up commit counts as its revision's
-            plan = self.model._plan(self.command, url_path, headers)
-            record = RequestRecord(self.command, url_path, headers, plan.status, headers.get("range"), 0)
-            self.model._record(record)
-            self.send_response(plan.status)
-            for name, value in plan.headers.items():
+            url_path, answer = self.answering.answer(self.command, unquote(urlsplit(self.path).path), headers)
+            record = RequestRecord(self.command, url_path, headers, answer.status, headers.get("range"), 0)
+            self.owner._record(record)
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
                 self.send_header(name, value)
             self.end_headers()
             if not head:
-                self._send_body(plan, record)
+                self._send_body(answer, record)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         finally:
-            self.model._leave()
+            self.owner._leave()
 
     # -- bodies
 
-    def _send_body(self, plan: Plan, record: RequestRecord) -> None:
-        if plan.file is None:
-            if plan.body:
-                send_counted(self.sock, plan.body, record)
+    def _send_body(self, answer: Answer, record: RequestRecord) -> None:
+        if answer.file is None:
+            if body := answer.data[answer.start : answer.stop]:
+                send_counted(self.sock, body, record)
             return
-        limit = plan.stop - plan.start if plan.cut is None else plan.cut.at
-        with plan.file.open("rb") as f:
-            if plan.rate_bps is None and plan.cut is None and _HAS_SENDFILE:
-                sent = sendfile_counted(self.sock, f, plan.start, limit, record)
+        cut = answer.cut
+        limit = answer.stop - answer.start if cut is None else cut.at
+        with answer.file.open("rb") as f:
+            if answer.rate_bps is None and cut is None and _HAS_SENDFILE:
+                sent = sendfile_counted(self.sock, f, answer.start, limit, record)
             else:
-                sent = self._write_paced(f, plan.start, limit, plan.rate_bps, record)
-        if plan.cut is not None and plan.cut.kind == "stall" and sent == limit:
-            self._stall(plan.cut.stall_secs)
-        if plan.cut is not None or sent < limit:
+                sent = self._write_paced(f, answer.start, limit, answer.rate_bps, record)
+        if cut is not None and cut.kind == "stall" and sent == limit:
+            self._stall(cut.stall_secs)
+        if cut is not None or sent < limit:
             self._cut()
 
     def _write_paced(self, f: BinaryIO, start: int, count: int, rate_bps: int | None, record: RequestRecord) -> int:
         """Write in pieces, sleeping (on the stop event) to hold `rate_bps`; returns the bytes sent."""
         piece = WRITE_CHUNK if rate_bps is None else max(1024, min(WRITE_CHUNK, rate_bps // 20))
-        stopping = self.model._stopping
+        stopping = self.owner._stopping
         f.seek(start)
         began = time.monotonic()
         sent = 0
@@ -133,7 +108,7 @@ class ModelHandler(TrackedHandler):
         """Hang until the client disconnects, `secs` elapse or the server stops."""
         deadline = time.monotonic() + secs
         while (remaining := deadline - time.monotonic()) > 0:
-            if self.model._stopping.wait(min(remaining, 0.05)) or self._peer_gone():
+            if self.owner._stopping.wait(min(remaining, 0.05)) or self._peer_gone():
                 return
 
     def _peer_gone(self) -> bool:

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote
 
+from services.modelserver.answer import Answer, file_answer
 from services.modelserver.cdn import CLOUDFRONT_MAX_BYTES, Cdn, Uplink
 from services.modelserver.hub_access import (
     HubError,
@@ -68,7 +69,7 @@ from services.modelserver.hub_access import (
 )
 from services.modelserver.hub_json import model_info, page, tree_entries
 from services.modelserver.hub_repo import Commit, Content, HubFile, HubRepo, LfsRule, make_file
-from services.modelserver.loopback import Answer, LoopbackServer, file_answer
+from services.modelserver.loopback import LoopbackServer
 from services.modelserver.ratelimit import ResolverLimit
 
 JSON = "application/json; charset=utf-8"

@@ -8,15 +8,13 @@ disk) and small text files given inline (``--text config.json='{...}'``), prints
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import zlib
 from pathlib import Path
 
 from services.modelserver.files import parse_size
 from services.modelserver.hub import Hub
 from services.modelserver.hub_repo import Content, Generated
-from services.modelserver.server import _wait_for_shutdown_signal
+from services.modelserver.threaded import serve_until_signalled
 
 
 def _file_spec(text: str) -> tuple[str, int]:
@@ -51,12 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     content.update(args.text)
     commit = hub.commit(args.repo, content)
     files = {p: hub.file(args.repo, p).sha256 for p in content}
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    with hub:
-        line = {"url": hub.url, "cdn": hub.cdn.url, "repo": args.repo, "commit": commit, "files": files}
-        print(json.dumps(line), flush=True)
-        _wait_for_shutdown_signal()
+    serve_until_signalled(
+        hub, lambda: {"url": hub.url, "cdn": hub.cdn.url, "repo": args.repo, "commit": commit, "files": files}
+    )
     return 0
 
 

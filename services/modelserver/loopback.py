@@ -1,20 +1,18 @@
 """A threaded HTTP/1.1 server on loopback for the test hub and its CDN: lifecycle, records, bodies.
 
-Stdlib only. A subclass of `LoopbackServer` answers each request with an `Answer` (status, headers and
-a body: bytes, or a slice of a file on disk sent with sendfile); this module sends it, records it
-(`HubRecord`) and keeps count of the body bytes really written. A server given an `uplink` (a `Pacer`:
-cdn.Uplink) sends every body through it, `chunk` bytes at a time. `file_answer` is the one
-Range/If-Range rule both hosts use.
+Stdlib only. A subclass of `LoopbackServer` answers each request with an `Answer` (answer.py: status,
+headers and a body, bytes or a slice of a file on disk sent with sendfile); this module sends it,
+records it (`HubRecord`) and keeps count of the body bytes really written. A server given an `uplink`
+(a `Pacer`: cdn.Uplink) sends every body through it, `chunk` bytes at a time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, cast
 from urllib.parse import unquote, urlsplit
 
-from services.modelserver.ranges import select_range
+from services.modelserver.answer import Answer
 from services.modelserver.threaded import (
     RequestRecord,
     ThreadedServer,
@@ -42,35 +40,6 @@ class HubRecord(RequestRecord):
     raw_path: str = ""
     query: str = ""
     client: str = ""
-
-
-@dataclass
-class Answer:
-    """What to send: status and headers, then `data[start:stop]` or the slice [start, stop) of `file`."""
-
-    status: int
-    headers: dict[str, str]
-    data: bytes = b""
-    file: Path | None = None
-    start: int = 0
-    stop: int = 0
-
-    @classmethod
-    def of(cls, status: int, headers: dict[str, str], body: bytes = b"") -> Answer:
-        return cls(status, {**headers, "Content-Length": str(len(body))}, body, None, 0, len(body))
-
-
-def file_answer(
-    size: int, etag: str, request: dict[str, str], headers: dict[str, str], data: bytes = b"", file: Path | None = None
-) -> Answer:
-    """200, 206 or 416 for a body of `size` bytes: one `bytes=` range, honoured only if If-Range matches."""
-    out = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", "ETag": etag, **headers}
-    if_range_ok = request.get("if-range", etag) == etag
-    sel = select_range(request.get("range") if if_range_ok else None, size)
-    out.update(sel.headers)
-    if sel.status == 416:
-        return Answer(416, out)
-    return Answer(sel.status, out, data, file, sel.start, sel.stop)
 
 
 class _Handler(TrackedHandler):

@@ -19,19 +19,17 @@ from __future__ import annotations
 import argparse
 import email.utils
 import hashlib
-import json
 import re
-import signal
-import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.modelserver.answer import Answer, text_answer
 from services.modelserver.faults import Fault, Faults, auth_ok
 from services.modelserver.files import MIB, generate_file, parse_size, sha256_file
-from services.modelserver.handler import ModelHandler, Plan, text_plan
+from services.modelserver.handler import ModelHandler
 from services.modelserver.ranges import RangeNotSatisfiable, parse_range, select_range
-from services.modelserver.threaded import RequestRecord, ThreadedServer
+from services.modelserver.threaded import RequestRecord, ThreadedServer, serve_until_signalled
 
 __all__ = [
     "CHANGED_MTIME_SHIFT",
@@ -125,7 +123,7 @@ class ModelServer(ThreadedServer[RequestRecord]):
     def hub_url(self, org_repo: str, filename: str, rev: str = "main") -> str:
         return f"{self.url}/{org_repo}/resolve/{rev}/{filename}"
 
-    # -- internals used by the handler
+    # -- what to answer
 
     def _quiet_error(self, exc: BaseException | None) -> bool:
         """A client gone is not reported; other socket errors only while stopping."""
@@ -188,42 +186,42 @@ class ModelServer(ThreadedServer[RequestRecord]):
             return "/".join(parts), made_up_commit(repo_id, named)
         return url_path, made_up_commit(repo_id, revision)
 
-    def _plan(self, method: str, url_path: str, headers: dict[str, str]) -> Plan:
-        authorization = headers.get("authorization")
+    def answer(self, method: str, url_path: str, headers: dict[str, str]) -> tuple[str, Answer]:
+        """(the path the request counts under, what to answer it), for the handler (`Answering`)."""
         url_path, commit = self._canonical(url_path)
-        plan = self._plan_for(method, url_path, headers, authorization)
-        if commit is not None and (plan.status < 400 or plan.status == 416):  # (416: an empty file)
-            plan.headers["X-Repo-Commit"] = commit
-        return plan
+        answer = self._answer_for(method, url_path, headers, headers.get("authorization"))
+        if commit is not None and (answer.status < 400 or answer.status == 416):  # (416: an empty file)
+            answer.headers["X-Repo-Commit"] = commit
+        return url_path, answer
 
-    def _plan_for(self, method: str, url_path: str, headers: dict[str, str], authorization: str | None) -> Plan:
+    def _answer_for(self, method: str, url_path: str, headers: dict[str, str], authorization: str | None) -> Answer:
         fault, number, status = self._faults.take_request(url_path, authorization)
         retry = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
         if not auth_ok(fault, authorization):
-            return text_plan(401, {"WWW-Authenticate": "Bearer"})
+            return text_answer(401, {"WWW-Authenticate": "Bearer"})
         if fault.always_status is not None:
-            return text_plan(fault.always_status, retry)
+            return text_answer(fault.always_status, retry)
         if status is not None:
-            return text_plan(status, retry)
+            return text_answer(status, retry)
         info = self._lookup(url_path)
         if fault.redirect_to is not None:  # (a hub's redirect to its CDN names the commit too)
-            return self._redirect_plan(fault.redirect_to, info)
+            return self._redirect(fault.redirect_to, info)
         if info is None:
-            return text_plan(404)
+            return text_answer(404)
         changed = fault.change_etag_after is not None and number > fault.change_etag_after
-        plan = self._file_plan(info, headers, fault, changed)
-        if method == "GET" and plan.file is not None:
-            plan.cut = self._faults.take_cut(url_path, plan.stop - plan.start)
-        return plan
+        answer = self._file(info, headers, fault, changed)
+        if method == "GET" and answer.file is not None:
+            answer.cut = self._faults.take_cut(url_path, answer.stop - answer.start)
+        return answer
 
-    def _redirect_plan(self, location: str, info: _FileInfo | None) -> Plan:
+    def _redirect(self, location: str, info: _FileInfo | None) -> Answer:
         headers = {"Location": location, "Content-Length": "0"}
         if info is not None:
             headers["X-Linked-Etag"] = f'"{self._sha256(info)}"'
             headers["X-Linked-Size"] = str(info.size)
-        return Plan(302, headers)
+        return Answer(302, headers)
 
-    def _file_plan(self, info: _FileInfo, headers: dict[str, str], fault: Fault, changed: bool) -> Plan:
+    def _file(self, info: _FileInfo, headers: dict[str, str], fault: Fault, changed: bool) -> Answer:
         etag, last_modified = self._validators(info, changed)
         out = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", "Last-Modified": last_modified}
         if etag is not None:
@@ -233,9 +231,9 @@ class ModelServer(ThreadedServer[RequestRecord]):
         sel = select_range(headers.get("range") if applies else None, info.size)
         out.update(sel.headers)
         if sel.status == 416:
-            return Plan(416, out)
+            return Answer(416, out)
         rate = fault.rate_bps if fault.rate_bps is not None else self.rate_bps
-        return Plan(sel.status, out, file=info.path, start=sel.start, stop=sel.stop, rate_bps=rate)
+        return Answer(sel.status, out, file=info.path, start=sel.start, stop=sel.stop, rate_bps=rate)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -270,16 +268,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _wait_for_shutdown_signal() -> None:
-    if hasattr(signal, "sigwait"):
-        signal.sigwait({signal.SIGTERM, signal.SIGINT})
-        return
-    try:  # pragma: no cover - platforms without sigwait
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Serve `--root`, print one JSON line {"url", "files": {rel: sha256}}, run until SIGTERM/SIGINT."""
     args = _parse_args(argv)
@@ -293,12 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             files[rel] = server.sha256_of(rel)
         else:
             files[rel] = server.add_file(rel, size, seed=zlib.crc32(rel.encode()))
-    if hasattr(signal, "pthread_sigmask"):
-        # Blocked before the server threads exist, so only sigwait() below receives them.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    with server:
-        print(json.dumps({"url": server.url, "files": files}), flush=True)
-        _wait_for_shutdown_signal()
+    serve_until_signalled(server, lambda: {"url": server.url, "files": files})
     return 0
 
 

@@ -4,16 +4,20 @@ Stdlib only. `ThreadedServer` binds (without a DNS lookup), serves on its own th
 connection so `stop()` can cut keep-alive and stalled ones and return promptly, counts the requests
 being answered (`wait_idle`) and keeps a `RequestRecord` of each. What a request is answered with is
 the subclass's handler's business; `TrackedHandler` is the base that registers its connection.
+`serve_until_signalled` runs one in the foreground of a command (the model server's, the hub's).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import signal
 import socket
 import socketserver
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -247,3 +251,19 @@ class ThreadedServer(Generic[R]):
     def _record(self, record: R) -> None:
         with self._lock:
             self.requests.append(record)
+
+
+def serve_until_signalled(server: ThreadedServer[Any], line: Callable[[], dict[str, Any]]) -> None:
+    """Serve, print `line()` (once started) as one JSON line, and return on SIGTERM or SIGINT."""
+    if hasattr(signal, "pthread_sigmask"):
+        # Blocked before the server threads exist, so only sigwait() below receives them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    with server:
+        print(json.dumps(line()), flush=True)
+        if hasattr(signal, "sigwait"):
+            signal.sigwait({signal.SIGTERM, signal.SIGINT})
+            return
+        try:  # pragma: no cover - platforms without sigwait
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,21 +26,14 @@ from services.modelserver.server import (
     parse_range,
     parse_size,
 )
+from tests.support import REPO as REPO_ROOT
+from tests.support import wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO = "org/repo"
 NAME = "model.bin"
 SIZE = 3 * 1024 * 1024 + 12_345  # several sendfile/read blocks, not a round number
 HUB_PATH = f"/{REPO}/resolve/main/{NAME}"
 DIRECT_PATH = f"/{REPO}/{NAME}"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def only_record(srv: ModelServer, path: str) -> RequestRecord:
@@ -339,7 +332,7 @@ def test_stall_hangs_until_stop(root: Path) -> None:
     got = bytearray()
     with httpx.Client(timeout=httpx.Timeout(5.0, read=0.5)) as client:
         with client.stream("GET", srv.url + "/f.bin") as resp:
-            wait_for(lambda: srv.total_bytes_sent("/f.bin") == 1000, what="the first 1000 bytes")
+            wait_until(lambda: srv.total_bytes_sent("/f.bin") == 1000, 5.0, what="the first 1000 bytes")
             with pytest.raises(httpx.ReadTimeout):  # stalled: no more bytes arrive
                 for chunk in resp.iter_raw():
                     got += chunk
@@ -356,7 +349,7 @@ def test_stall_is_cut_by_stop_while_client_waits(root: Path) -> None:
     srv.add_file("f.bin", 100_000)
     srv.set_fault("/f.bin", Fault(stall_after=10, stall_secs=3600))
     with httpx.Client(timeout=10.0) as client, client.stream("GET", srv.url + "/f.bin") as resp:
-        wait_for(lambda: srv.total_bytes_sent("/f.bin") == 10, what="the first 10 bytes")
+        wait_until(lambda: srv.total_bytes_sent("/f.bin") == 10, 5.0, what="the first 10 bytes")
         t0 = time.monotonic()
         srv.stop()
         assert time.monotonic() - t0 < 2.0

@@ -23,7 +23,7 @@ __all__ = [
     "tail",
 ]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL
 
 
