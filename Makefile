@@ -30,7 +30,7 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	@rm -f .chaos-report.txt
-	RBEE_CHAOS_LONG=1 RBEE_CHAOS_REPORT=.chaos-report.txt $(BIN)/pytest -q tests/test_chaos.py; \
+	RBEE_CHAOS_LONG=1 RBEE_CHAOS_REPORT=.chaos-report.txt $(BIN)/pytest -q tests/hive/transfer/test_chaos.py; \
 	status=$$?; cat .chaos-report.txt 2>/dev/null; rm -f .chaos-report.txt; exit $$status
 
 up:

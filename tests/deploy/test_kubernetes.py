@@ -19,8 +19,8 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from tests.deploy.kustomize import Unsupported, render, strategic_merge
+from tests.deploy.test_deploy_files import DOCKERFILES, PORTS, SETTINGS, Dockerfile, env_names
 from tests.support import REPO
-from tests.test_deploy_files import DOCKERFILES, PORTS, SETTINGS, Dockerfile, env_names
 
 KUBE = REPO / "deploy" / "kubernetes"
 KUSTOMIZATIONS = {"base": KUBE / "base", "example": KUBE / "overlays" / "example"}

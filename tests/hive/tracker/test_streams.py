@@ -9,7 +9,7 @@ import pytest
 
 from services.hive.tracker.tracker import DownloadTracker, StreamDecision, UnknownDownload
 from shared.models import DownloadStatus, EventType, ProgressEvent
-from tests.tracker.support import (
+from tests.hive.tracker.support import (
     DL,
     INTERVAL,
     REF,

@@ -8,7 +8,7 @@ import pytest
 
 from services.hive.tracker.tracker import DownloadTracker, InvalidTransition
 from shared.models import DownloadStatus, ErrorCode, EventType
-from tests.tracker.support import (
+from tests.hive.tracker.support import (
     COMPLETE_KEYS,
     DL,
     ERROR_KEYS,

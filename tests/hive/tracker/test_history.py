@@ -8,7 +8,7 @@ import pytest
 
 from services.hive.tracker.tracker import DownloadTracker, InvalidTransition, StreamDecision, UnknownDownload
 from shared.models import DownloadState, EventType
-from tests.tracker.support import DL, NON_TERMINAL, REF, Recorder, S, contract, drive_to, take
+from tests.hive.tracker.support import DL, NON_TERMINAL, REF, Recorder, S, contract, drive_to, take
 
 # -- queries -----------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.hive.tracker.tracker import DownloadTracker
-from tests.tracker.support import INTERVAL, FakeClock, Recorder
+from tests.hive.tracker.support import INTERVAL, FakeClock, Recorder
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from services.hive.tracker.tracker import DownloadTracker, InvalidTransition, UnknownDownload
 from shared.models import DownloadStatus, EventType
-from tests.tracker.support import (
+from tests.hive.tracker.support import (
     DL,
     INTERVAL,
     NON_TERMINAL,

@@ -7,7 +7,7 @@ import pytest
 from services.hive.tracker.speed import SpeedMeter, eta_secs
 from services.hive.tracker.tracker import DownloadTracker
 from shared.models import DownloadStatus
-from tests.tracker.support import DL, INTERVAL, REF, TERMINAL, FakeClock, Recorder, S, drive_to, finish
+from tests.hive.tracker.support import DL, INTERVAL, REF, TERMINAL, FakeClock, Recorder, S, drive_to, finish
 
 # -- speed, ETA, percent -----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 
 from services.hive.tracker.tracker import DownloadTracker, Subscriber
 from shared.models import ErrorCode, EventType, ProgressEvent
-from tests.tracker.support import (
+from tests.hive.tracker.support import (
     DL,
     INTERVAL,
     REF,

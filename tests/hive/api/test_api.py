@@ -370,7 +370,7 @@ def test_hive_wide_stream(hive: ServerThread, hub_ref: HubRef) -> None:
 
 def test_slow_reader_does_not_slow_download(hive: ServerThread, hub_ref: HubRef) -> None:
     """A client that connects and never reads: the download still completes. (What such a reader may hold,
-    one pending event per download, is asserted in tests/tracker/test_subscribers.py.)"""
+    one pending event per download, is asserted in tests/hive/tracker/test_subscribers.py.)"""
     download_id = start(hive, hub_ref(size=4 * MiB, rate=8 * MiB)).json()["download_id"]
     with httpx.Client(timeout=5) as client:
         with client.stream("GET", f"{hive.url}/v2/downloads/{download_id}/stream"):
