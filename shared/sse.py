@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.digits import parse_uint
 from shared.models import ProgressEvent
 
 __all__ = ["dumps", "frame", "parse_last_event_id"]
@@ -16,12 +17,7 @@ def dumps(data: dict[str, Any]) -> str:
 
 def parse_last_event_id(value: str | None) -> int | None:
     """The numeric Last-Event-ID a client sent, or None when absent or not ours."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value.isdigit() or len(value) > 18:
-        return None
-    return int(value)
+    return parse_uint(value)
 
 
 def frame(event: ProgressEvent, extra: dict[str, Any] | None = None) -> bytes:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
+from shared.digits import is_ascii_digits
 from shared.limits import MAX_REF_LENGTH
 
 __all__ = [
@@ -219,7 +220,7 @@ def _host_port(entry: str) -> tuple[str, int | None]:
         host, _, port = entry.partition(":")
     else:
         host, port = entry, ""
-    if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
+    if not host or (port and not is_ascii_digits(port)) or (port and not 0 < int(port) < 65536):
         raise ValueError(f"not a host or host:port: {entry!r}")
     return host, int(port) if port else None
 

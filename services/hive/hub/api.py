@@ -29,9 +29,10 @@ from services.hive.net.answers import content_range, unsatisfied_total
 from services.hive.net.errors import DownloadError, RateLimited, Retry
 from services.hive.net.request import Requester, body_errors, check_status
 from services.hive.net.retry import RetryPolicy, Waiting
-from services.hive.net.source import Source
+from services.hive.net.source import HubName, Source
 from services.hive.refs import HubRef, InvalidModelRef, check_repo_path
 from services.hive.transfer import DownloaderConfig
+from shared.digits import is_ascii_digits
 from shared.models import ErrorCode
 
 __all__ = ["HubApi", "RepoFile", "RepoRevision", "parse_revision", "parse_tree_page", "tree_url"]
@@ -110,7 +111,8 @@ class HubApi:
         self.retry = retry or config.retry
 
     def source(self, hub_ref: HubRef, url: str) -> Source:
-        return Source.of(url, hub_ref.endpoint_origin, self.config.hf_token)
+        named = HubName(hub_ref.repo_id, hub_ref.revision, f"{hub_ref.endpoint}/{hub_ref.repo_id}")
+        return Source.of(url, hub_ref.endpoint_origin, self.config.hf_token, named=named)
 
     async def revision(
         self, hub_ref: HubRef, attempts: int | None = None, waiting: Waiting | None = None
@@ -212,7 +214,7 @@ def _checked(parse: Callable[[Any], T], data: Any) -> T:
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value is not None and value.strip().isdigit() else None
+    return int(value) if value is not None and is_ascii_digits(value.strip()) else None
 
 
 async def _read_bounded(resp: httpx.Response) -> bytes:

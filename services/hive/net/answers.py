@@ -12,6 +12,8 @@ import re
 import time
 from collections.abc import Mapping
 
+from shared.digits import is_ascii_digits
+
 __all__ = [
     "content_length",
     "content_range",
@@ -31,7 +33,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if is_ascii_digits(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -80,4 +82,4 @@ def unsatisfied_total(headers: Mapping[str, str]) -> int | None:
 
 def content_length(headers: Mapping[str, str]) -> int | None:
     length = headers.get("content-length")
-    return int(length) if length and length.isdigit() else None
+    return int(length) if length and is_ascii_digits(length) else None

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from shared.digits import is_ascii_digits
 from shared.models import ErrorCode
 
 __all__ = [
@@ -50,9 +51,12 @@ class HubRefusal:
     message: str
 
 
-def hub_refusal(status: int, headers: Mapping[str, str], repo_id: str | None, page: str) -> HubRefusal | None:
-    """The contract's code and a message for a hub error answer (`page`: the repository's page on
-    the hub, where access to a gated one is asked for); None when it is no hub refusal."""
+def hub_refusal(
+    status: int, headers: Mapping[str, str], repo_id: str | None, page: str, revision: str | None = None
+) -> HubRefusal | None:
+    """The contract's code and a message for a hub error answer, naming the repository (and revision)
+    asked for (`page`: the repository's page on the hub, where access to a gated one is asked for);
+    None when it is no hub refusal."""
     code = headers.get("x-error-code", "")
     said = headers.get("x-error-message", "").strip()[:_MAX_MESSAGE]
     if code == "GatedRepo":
@@ -62,7 +66,8 @@ def hub_refusal(status: int, headers: Mapping[str, str], repo_id: str | None, pa
         hint = "" if status != 401 else "; if it is private or gated, set HF_TOKEN to a token that may read it"
         return HubRefusal(ErrorCode.REPO_NOT_FOUND, f"the hub has no repository {repo_id}{hint} ({said or status})")
     if code == "RevisionNotFound":
-        return HubRefusal(ErrorCode.REVISION_NOT_FOUND, f"the hub has no such revision of {repo_id} ({said or status})")
+        rev = f"revision {revision!r}" if revision else "such revision"
+        return HubRefusal(ErrorCode.REVISION_NOT_FOUND, f"the hub has no {rev} of {repo_id} ({said or status})")
     if code == "EntryNotFound":
         return HubRefusal(ErrorCode.NOT_FOUND, f"the file is not in {repo_id} at that revision ({said or status})")
     if status == 401 and said == INVALID_CREDENTIALS:
@@ -101,10 +106,10 @@ def url_expiry(url: str) -> float | None:
     """When a signed URL stops working (unix seconds), if it says."""
     query = {k.lower(): v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
     expires = query.get("expires", "")
-    if expires.isdigit():
+    if is_ascii_digits(expires):
         return float(expires)
     amz_date, amz_expires = query.get("x-amz-date", ""), query.get("x-amz-expires", "")
-    if amz_expires.isdigit():
+    if is_ascii_digits(amz_expires):
         try:
             start = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         except ValueError:

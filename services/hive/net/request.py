@@ -157,7 +157,8 @@ def check_status(resp: httpx.Response, source: Source) -> None:
     from_hub = source.hub and origin_of(str(resp.url)) == source.token_origin
     if from_hub:
         page = source.repo_page or source.url
-        refusal = hub_refusal(status, resp.headers, source.repo_id, page)
+        revision = source.named.revision if source.named is not None else None
+        refusal = hub_refusal(status, resp.headers, source.repo_id, page, revision)
         if refusal is not None:
             raise DownloadError(refusal.code, refusal.message)
         if status == 429 and (limited := _rate_limited(resp.headers)) is not None:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from services.hive.net.hub_headers import linked_digest, url_expiry
 from services.hive.refs import origin_of
+from shared.digits import is_ascii_digits
 
-__all__ = ["HubFacts", "Source"]
+__all__ = ["HubFacts", "HubName", "Source"]
 
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _EXPIRY_MARGIN = 30.0  # seconds before a signed URL's stated expiry that it is no longer reused
@@ -36,6 +37,16 @@ class HubFacts:
     size: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HubName:
+    """A hub request's repository as the user named it: what a refusal of the hub must say, whatever
+    the URL asked (an API call's URL holds no `/resolve/` to read the repository from)."""
+
+    repo_id: str
+    revision: str
+    page: str  # `{HF_ENDPOINT}/{repo_id}`, where access to a gated repository is asked for
+
+
 @dataclass(slots=True)
 class Source:
     url: str
@@ -44,14 +55,24 @@ class Source:
     peer_token: str | None = field(default=None, repr=False)  # RBEE_API_TOKEN, sent to the URL's own origin only
     facts: HubFacts = field(default_factory=HubFacts)
     resolves: int = 0  # requests that went to the hub's resolver for this file
+    named: HubName | None = None  # the repository and revision asked for, as the hub's refusals name them
     _resolved: str | None = None  # where the hub last sent us
     _expires: float | None = None
 
     @classmethod
-    def of(cls, url: str, token_origin: str | None, token: str | None, peer_token: str | None = None) -> Source:
+    def of(
+        cls,
+        url: str,
+        token_origin: str | None,
+        token: str | None,
+        peer_token: str | None = None,
+        named: HubName | None = None,
+    ) -> Source:
         """The hub when `token_origin` is set (HF_TOKEN scoped to it), else a plain URL (a peer hive's
         blob URL with `peer_token`, which goes to that URL's origin and nowhere else)."""
-        return cls(url, token, token_origin) if token_origin else cls(url, peer_token=peer_token)
+        if token_origin:
+            return cls(url, token, token_origin, named=named)
+        return cls(url, peer_token=peer_token)
 
     @property
     def hub(self) -> bool:
@@ -60,11 +81,15 @@ class Source:
     @property
     def repo_page(self) -> str | None:
         """The repository's page on the hub (`{HF_ENDPOINT}/{org}/{repo}`), for a hub source."""
+        if self.named is not None:
+            return self.named.page
         page, sep, _ = self.url.partition("/resolve/")
         return page if self.hub and sep else None
 
     @property
     def repo_id(self) -> str | None:
+        if self.named is not None:
+            return self.named.repo_id
         page = self.repo_page
         return "/".join(page.rsplit("/", 2)[-2:]) if page else None
 
@@ -96,7 +121,7 @@ class Source:
         if (digest := linked_digest(headers)) is not None:
             self.facts.digest = digest
         size = headers.get("x-linked-size", "").strip()
-        if size.isdigit():
+        if is_ascii_digits(size):
             self.facts.size = int(size)
 
     def remember(self, url: str) -> None:

@@ -30,6 +30,7 @@ from services.hive.cache.layout import hub_dir, partials_dir
 from services.hive.cache.partials import PartialNotes
 from services.hive.cache.repo import DIGEST_RE
 from services.hive.transfer.segments import SegmentPlan
+from shared.digits import is_ascii_digits
 
 __all__ = ["BadRange", "BlobView", "find_blob", "follow", "parse_range", "safe_prefix"]
 
@@ -70,10 +71,10 @@ def parse_range(value: str | None, total: int) -> tuple[int, int] | None:
         return None
     unit, _, spec = value.strip().partition("=")
     first, dash, last = spec.strip().partition("-")
-    if unit.strip().lower() != "bytes" or not dash or "," in spec or not first.strip().isdigit():
+    if unit.strip().lower() != "bytes" or not dash or "," in spec or not is_ascii_digits(first.strip()):
         raise BadRange(value)
     start = int(first)
-    stop = total if not last.strip() else int(last) + 1 if last.strip().isdigit() else -1
+    stop = total if not last.strip() else int(last) + 1 if is_ascii_digits(last.strip()) else -1
     if stop < 0 or start >= total or stop <= start:
         raise BadRange(value)
     return start, min(stop, total)

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 
 import httpx
 
+from shared.digits import is_ascii_digits
+
 __all__ = ["RAW_READ", "body_chunks", "raise_read_size", "shut_down"]
 
 RAW_READ = 1024 * 1024  # bytes per socket read, both for httpcore's reads and for raw body reads
@@ -51,7 +53,7 @@ def body_chunks(resp: httpx.Response, read_timeout: float) -> Iterator[bytes]:
     network = resp.extensions.get("network_stream")
     if (
         network is None
-        or not length.isdigit()
+        or not is_ascii_digits(length)
         or resp.http_version != "HTTP/1.1"
         or "transfer-encoding" in resp.headers
         or resp.headers.get("content-encoding", "identity").lower() != "identity"

@@ -298,6 +298,13 @@ def test_last_event_id_resume_and_204_after_terminal(hive: ServerThread, hub_ref
     assert [(e.event, e.id) for e in again] == [("complete", terminal_id)]
     # a fresh connection after the end gets just the terminal event
     assert [e.event for e in events(url)] == ["complete"]
+    # a Last-Event-ID that is not ours is ignored as junk is: Unicode digits too ('²'.isdigit() is True;
+    # a header's bytes are read as latin-1, so b"\xb2" is '²' to the server)
+    for junk in ("²", "1²", "¹²³", "abc"):
+        assert [e.event for e in events(url, headers={"Last-Event-ID": junk.encode("latin-1")})] == ["complete"], junk
+    all_url = f"{hive.url}/v2/downloads/stream"
+    with httpx.Client(timeout=10) as client, client.stream("GET", all_url, headers={"Last-Event-ID": b"\xb2"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
 
 
 def test_new_connection_gets_current_state_at_once(hive: ServerThread, hub_ref: HubRef) -> None:

@@ -147,6 +147,26 @@ def test_hub_refusals_end_the_download_with_their_code_and_the_hubs_words_at_onc
     assert hub.resolver_calls() == 1  # not retried (the hive would try HIVE_MAX_ATTEMPTS=4 times)
 
 
+WHOLE_REFUSALS = [
+    ("repo-missing", "hf:org/zzz", "REPO_NOT_FOUND", ["the hub has no repository org/zzz"]),
+    ("revision-missing", f"hf:{REPO}@nope", "REVISION_NOT_FOUND", [f"the hub has no revision 'nope' of {REPO}"]),
+]
+
+
+@pytest.mark.parametrize(("ref", "code", "words"), [c[1:] for c in WHOLE_REFUSALS], ids=[c[0] for c in WHOLE_REFUSALS])
+def test_a_whole_model_refusal_names_the_repository_and_revision_asked_for(
+    hub: Hub, make_hub_hive: MakeHive, ref: str, code: str, words: list[str]
+) -> None:
+    hive = make_hub_hive()
+    final, events = run(hive.url, ref)
+    assert_failed(final, events, code, *words)
+    assert "None" not in final["error"]
+    plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": ref}, timeout=10)  # a fleet pull's preflight
+    assert plan.status_code == 404, plan.text
+    error = plan.json()["error"]
+    assert error["code"] == code and all(w in error["message"] for w in words), error
+
+
 def test_the_hubs_error_codes_are_not_trusted_from_another_server(hub: Hub, make_hub_hive: MakeHive) -> None:
     """The same gated answer, fetched as a plain URL (not the hub's origin for this hive): a plain 401."""
     hive = make_hub_hive(hf_endpoint="http://127.0.0.1:9")  # the hub is just some server now

@@ -76,7 +76,8 @@ def test_a_range_is_one_span_inside_the_blob() -> None:
     assert parse_range("bytes=0-", 10) == (0, 10)
     assert parse_range("bytes=3-4", 10) == (3, 5)
     assert parse_range("bytes=3-99", 10) == (3, 10)
-    for bad in ("bytes=10-", "bytes=-5", "bytes=0-1,3-4", "items=0-1", "bytes=5-2", "bytes=x-"):
+    bad_ranges = ("bytes=10-", "bytes=-5", "bytes=0-1,3-4", "items=0-1", "bytes=5-2", "bytes=x-", "bytes=²-", "bytes=0-²")
+    for bad in bad_ranges:
         with pytest.raises(BadRange):
             parse_range(bad, 10)
 
@@ -94,6 +95,10 @@ def test_a_hive_serves_the_blobs_it_holds_by_digest(hub: Hub, make_hive: Callabl
             part = httpx.get(f"{seeder.url}/v2/blobs/{digest}", headers={"Range": "bytes=5-9"}, timeout=10)
             assert part.status_code == 206 and part.content == want[5:10]
             assert part.headers["content-range"] == f"bytes 5-9/{len(want)}"
+            # a Unicode digit is no digit of a range: 416 with the JSON error, never a 500
+            odd_range = {"Range": "bytes=²-".encode("latin-1")}  # (a header's bytes are read as latin-1)
+            odd = httpx.get(f"{seeder.url}/v2/blobs/{digest}", headers=odd_range, timeout=10)
+            assert odd.status_code == 416 and odd.json()["error"]["code"] == "RANGE_NOT_SATISFIABLE", odd.text
     unknown = httpx.get(f"{seeder.url}/v2/blobs/{'0' * 64}", timeout=10)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
     assert httpx.get(f"{seeder.url}/v2/blobs/..%2F..%2Fhive.db", timeout=10).status_code == 404
