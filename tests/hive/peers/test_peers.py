@@ -76,8 +76,8 @@ def test_a_range_is_one_span_inside_the_blob() -> None:
     assert parse_range("bytes=0-", 10) == (0, 10)
     assert parse_range("bytes=3-4", 10) == (3, 5)
     assert parse_range("bytes=3-99", 10) == (3, 10)
-    bad_ranges = ("bytes=10-", "bytes=-5", "bytes=0-1,3-4", "items=0-1", "bytes=5-2", "bytes=x-", "bytes=²-", "bytes=0-²")
-    for bad in bad_ranges:
+    bad_ranges = ("bytes=10-", "bytes=-5", "bytes=0-1,3-4", "items=0-1", "bytes=5-2", "bytes=x-")
+    for bad in (*bad_ranges, "bytes=²-", "bytes=0-²"):  # Unicode digits are no digits
         with pytest.raises(BadRange):
             parse_range(bad, 10)
 
