@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from services.keeper.client import StreamEvent, terminal_event_from_pull
+from services.keeper.events import StreamEvent, terminal_event_from_pull
 from services.keeper.pull_view import PullView, pull_line, pull_message, pull_stats_text, sources_lines
 from services.keeper.render import PlainPullRenderer, PullBarRenderer
 from services.queen.pull_feed import PullFeed

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from services.keeper.client import StreamEvent, terminal_event_from_state
+from services.keeper.events import StreamEvent, terminal_event_from_state
 from services.keeper.format import (
     Snapshot,
     display_name,

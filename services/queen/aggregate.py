@@ -35,7 +35,7 @@ from services.queen.registry import HiveInfo
 from services.queen.upstream import Backoff, RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
 from shared.errors import ApiError
 from shared.mailbox import Mailbox
-from shared.models import DownloadStatus, ProgressEvent
+from shared.models import TERMINAL_STATUSES, ProgressEvent
 
 __all__ = ["AggregateConfig", "AggregateHub"]
 
@@ -43,7 +43,6 @@ log = structlog.get_logger()
 
 _FINISHED_MEMORY = 10_000  # ids of recently finished downloads, so a late event cannot revive one
 _GAP_SLACK = 60.0  # seconds: a download that ended this long before the stream dropped counts as unseen (clock skew)
-_TERMINAL_STATUSES = frozenset(s.value for s in DownloadStatus if s.is_terminal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +277,7 @@ class AggregateHub:
                 if self._latest.get(download_id) is seen:
                     self._forget_active(download_id)
                 continue
-            if state.get("status") in _TERMINAL_STATUSES:
+            if state.get("status") in TERMINAL_STATUSES:
                 await self._fetch_terminal(hive, download_id, seen.id)
         for download_id, state in states.items():
             # began and ended in the gap: the hive's stream only ever shows active downloads on connect
@@ -286,7 +285,7 @@ class AggregateHub:
                 download_id not in stale
                 and download_id not in self._finished
                 and download_id not in self._latest
-                and state.get("status") in _TERMINAL_STATUSES
+                and state.get("status") in TERMINAL_STATUSES
                 and _ended_after(state.get("completed_at"), dropped_at - _GAP_SLACK)
             ):
                 await self._fetch_terminal(hive, download_id, 0)

@@ -23,11 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.queen.pulls import UNKNOWN, HiveProgress, PullTotals, totals_of
-from shared.models import EventType, ProgressEvent
+from shared.models import TERMINAL_EVENT_OF, EventType, ProgressEvent
 
 __all__ = ["PullFeed"]
-
-_TERMINAL = {"complete": EventType.COMPLETE, "failed": EventType.ERROR, "cancelled": EventType.CANCELLED}
 
 
 class PullFeed:
@@ -151,4 +149,4 @@ class PullFeed:
         if totals.failed:
             data["code"] = totals.failed[0].code
             data["error"] = "; ".join(f"{h.hive_id}: {h.code}: {h.error}" for h in totals.failed)
-        self.terminal = ProgressEvent(self.sum() + 1, _TERMINAL[totals.status], data)
+        self.terminal = ProgressEvent(self.sum() + 1, TERMINAL_EVENT_OF[totals.status], data)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.models import DownloadStatus, EventType, ProgressEvent
+from shared.models import STATUS_OF_TERMINAL_EVENT, TERMINAL_STATUSES, ProgressEvent
 
 __all__ = [
     "FAN_OUT",
@@ -105,12 +105,6 @@ def _sources(ranked: list[PeerHive], rank: int, firsts: int) -> list[PeerHive]:
 
 # -- what the hives add up to --------------------------------------------------------------
 
-_EVENT_STATUS = {
-    EventType.COMPLETE: COMPLETE,
-    EventType.ERROR: FAILED,
-    EventType.CANCELLED: CANCELLED,
-}
-_ENDED = frozenset(s.value for s in DownloadStatus if s.is_terminal)
 
 
 def _int(value: object) -> int | None:
@@ -132,7 +126,7 @@ class HiveProgress:
 
     @property
     def ended(self) -> bool:
-        return self.status in _ENDED
+        return self.status in TERMINAL_STATUSES
 
     @classmethod
     def from_state(cls, hive_id: str, state: Mapping[str, Any]) -> HiveProgress:
@@ -150,7 +144,7 @@ class HiveProgress:
     @classmethod
     def from_event(cls, hive_id: str, event: ProgressEvent) -> HiveProgress:
         data = event.data
-        status = _EVENT_STATUS.get(event.event) or str(data.get("status"))
+        status = STATUS_OF_TERMINAL_EVENT.get(event.event) or str(data.get("status"))
         return cls(
             hive_id,
             event.download_id,
@@ -192,7 +186,7 @@ def pull_status(hives: Iterable[HiveProgress], unknown_fails: bool = True) -> st
     be asked, else cancelled if one was, else complete. With `unknown_fails` false, a part not known
     yet counts as running."""
     statuses = [h.status for h in hives]
-    if all(s == UNKNOWN for s in statuses) or any(s not in _ENDED and s != UNKNOWN for s in statuses):
+    if all(s == UNKNOWN for s in statuses) or any(s not in TERMINAL_STATUSES and s != UNKNOWN for s in statuses):
         return RUNNING
     if UNKNOWN in statuses and not unknown_fails:
         return RUNNING
