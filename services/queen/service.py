@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 
 import structlog
 
-from services.queen.aggregate import AggregateHub
-from services.queen.hive_client import HiveClient, HiveUnreachable
-from services.queen.placement import holding_hive, repo_key
-from services.queen.registry import Health, HiveInfo, HiveRegistry
+from services.queen.hives.client import HiveClient, HiveUnreachable
+from services.queen.hives.placement import holding_hive, repo_key
+from services.queen.hives.registry import Health, HiveInfo, HiveRegistry
 from services.queen.settings import QueenSettings
+from services.queen.streams.aggregate import AggregateHub
 from shared.errors import ApiError
 from shared.models import DownloadStatus, ErrorCode
 from shared.wire import StartDownload
@@ -128,7 +128,7 @@ class QueenService:
 
     async def start_download(self, request: StartDownload, hive_id: str | None) -> tuple[int, dict[str, Any]]:
         """Start on the named hive, else where the same model is already running, else on the least busy
-        healthy hive (the next if that one refuses connections). Rules: `services/queen/placement.py`."""
+        healthy hive (the next if that one refuses connections). Rules: `services/queen/hives/placement.py`."""
         if hive_id is not None:
             return await self._start_on(self._named_hive(hive_id), request)
         key = repo_key(request.model_ref)

@@ -1,4 +1,4 @@
-"""Reading a hive's SSE stream: decoding its events, backoff between reconnects, relay counters."""
+"""Reading a hive's SSE stream: decoding its events, and the relay counters. Pure."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from shared.backoff import Backoff  # re-exported: the relay and the aggregate import it from here
 from shared.models import EventType, ProgressEvent
 
-__all__ = ["Backoff", "RelayStats", "bytes_went_back", "decode_event", "enrich", "is_event_stream"]
+__all__ = ["RelayStats", "bytes_went_back", "decode_event", "enrich", "is_event_stream"]
 
 
 def decode_event(event: str, data: str, event_id: str) -> ProgressEvent | None:

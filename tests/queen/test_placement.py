@@ -1,4 +1,4 @@
-"""Placement: the pure rule (`services/queen/placement.py`) and QueenService following it against
+"""Placement: the pure rule (`services/queen/hives/placement.py`) and QueenService following it against
 respx-mocked hives. The same rule with two real hives: tests/test_queen_e2e.py."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import httpx
 import pytest
 import respx
 
-from services.queen.aggregate import AggregateConfig, AggregateHub
-from services.queen.hive_client import HiveClient
-from services.queen.placement import holding_hive, repo_key
-from services.queen.registry import HiveRegistry
+from services.queen.hives.client import HiveClient
+from services.queen.hives.placement import holding_hive, repo_key
+from services.queen.hives.registry import HiveRegistry
 from services.queen.service import QueenService
 from services.queen.settings import QueenSettings
-from services.queen.upstream import RelayStats
+from services.queen.streams.aggregate import AggregateConfig, AggregateHub
+from services.queen.streams.upstream import RelayStats
 from shared.errors import ApiError
 from shared.models import EventType, ProgressEvent
 from shared.wire import StartDownload

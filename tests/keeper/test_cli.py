@@ -37,7 +37,7 @@ from services.keeper.context import (
 from services.modelserver.server import Fault, ModelServer
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
-from tests.keeper_support import interrupt_keeper, keeper, keeper_on_a_terminal, running_keeper
+from tests.keeper.support import interrupt_keeper, keeper, keeper_on_a_terminal, running_keeper
 from tests.support import (
     ServerThread,
     ServiceProcess,

@@ -3,7 +3,7 @@
 Starting one: the named hives must all be registered; one hive resolves the commit and the file
 list (`POST /v2/plans` without a commit), then every other hive plans that commit, all at once, each
 within QUEEN_PLAN_TIMEOUT; each must answer, fit the bytes it lacks and (for a gated repo) be let in
-by the hub. Only then is each hive's part started (pulls.py says who seeds what from the hub and
+by the hub. Only then is each hive's part started (`plan.py` says who seeds what from the hub and
 who takes it from whom); if one refuses, the parts started are cancelled. A failed preflight starts
 nothing and says which hives failed and why.
 
@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from services.queen.hive_client import HiveClient, HiveUnreachable
-from services.queen.pulls import UNKNOWN, Blob, HiveProgress, PeerHive, plan_pull, totals_of
-from services.queen.registry import Health, HiveInfo, HiveRegistry
+from services.queen.hives.client import HiveClient, HiveUnreachable
+from services.queen.hives.registry import Health, HiveInfo, HiveRegistry
+from services.queen.pulls.plan import UNKNOWN, Blob, HiveProgress, PeerHive, plan_pull, totals_of
 from services.queen.settings import QueenSettings
 from shared.errors import ApiError
 from shared.models import ErrorCode

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import respx
 
-from services.queen.hive_client import HiveClient
-from services.queen.pull_service import PullService
-from services.queen.registry import HiveRegistry
+from services.queen.hives.client import HiveClient
+from services.queen.hives.registry import HiveRegistry
+from services.queen.pulls.service import PullService
 from services.queen.settings import QueenSettings
 from shared.errors import ApiError
 from shared.wire import QueenStartPull

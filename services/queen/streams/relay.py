@@ -1,5 +1,5 @@
 """DownloadRelay: a hive's per-download SSE stream, shared by every queen client of that download
-that the hive's aggregated stream does not serve (services/queen/download_feed.py says which).
+that the hive's aggregated stream does not serve (services/queen/streams/download_feed.py says which).
 
 One upstream subscription per download, however many clients watch it (refcounted: it closes
 when its last client leaves, and ends after relaying the terminal event). Each event is relayed
@@ -30,10 +30,11 @@ import httpx
 import structlog
 from httpx_sse import EventSource
 
-from services.queen.hive_client import HiveClient, close_stream, unreachable
-from services.queen.registry import HiveInfo
-from services.queen.subscription import Subscription
-from services.queen.upstream import Backoff, RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
+from services.queen.hives.client import HiveClient, close_stream, unreachable
+from services.queen.hives.registry import HiveInfo
+from services.queen.streams.subscription import Subscription
+from services.queen.streams.upstream import RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
+from shared.backoff import Backoff
 from shared.errors import ApiError
 from shared.mailbox import Mailbox
 from shared.models import ErrorCode, EventType, ProgressEvent

@@ -30,9 +30,10 @@ import httpx
 import structlog
 from httpx_sse import EventSource
 
-from services.queen.hive_client import HiveClient, close_stream
-from services.queen.registry import HiveInfo
-from services.queen.upstream import Backoff, RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
+from services.queen.hives.client import HiveClient, close_stream
+from services.queen.hives.registry import HiveInfo
+from services.queen.streams.upstream import RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
+from shared.backoff import Backoff
 from shared.errors import ApiError
 from shared.mailbox import Mailbox
 from shared.models import TERMINAL_STATUSES, ProgressEvent

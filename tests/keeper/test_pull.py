@@ -26,7 +26,7 @@ from services.modelserver.hub_repo import Generated
 from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
 from tests.conftest import hive_factory
-from tests.keeper_support import interrupt_keeper, keeper, keeper_on_a_terminal
+from tests.keeper.support import interrupt_keeper, keeper, keeper_on_a_terminal
 from tests.support import Hold, ServerThread, held_until, serve, wait_until
 
 MODEL = "org/fleet"

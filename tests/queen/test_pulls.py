@@ -1,13 +1,13 @@
-"""Fleet pulls, the pure parts: who seeds which blob, who is told of which peers (pulls.py), what a
-pull's hives add up to, and the pull's stream ids (pull_feed.py)."""
+"""Fleet pulls, the pure parts: who seeds which blob, who is told of which peers (`pulls/plan.py`), what a
+pull's hives add up to, and the pull's stream ids (`pulls/feed.py`)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from services.queen.pull_feed import PullFeed
-from services.queen.pulls import FAN_OUT, MAX_SOURCES, Blob, HiveProgress, PeerHive, plan_pull, totals_of
+from services.queen.pulls.feed import PullFeed
+from services.queen.pulls.plan import FAN_OUT, MAX_SOURCES, Blob, HiveProgress, PeerHive, plan_pull, totals_of
 from shared.models import EventType, ProgressEvent
 
 HIVES = [PeerHive(f"h{i}", f"http://10.0.0.{i}:9200") for i in range(6)]

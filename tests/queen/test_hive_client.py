@@ -12,12 +12,12 @@ import pytest
 import respx
 import structlog
 
-from services.queen.aggregate import AggregateConfig, AggregateHub
-from services.queen.hive_client import HiveClient
-from services.queen.registry import HiveInfo, HiveRegistry
+from services.queen.hives.client import HiveClient
+from services.queen.hives.registry import HiveInfo, HiveRegistry
 from services.queen.service import QueenService
 from services.queen.settings import QueenSettings
-from services.queen.upstream import RelayStats
+from services.queen.streams.aggregate import AggregateConfig, AggregateHub
+from services.queen.streams.upstream import RelayStats
 from shared.errors import ApiError
 from shared.wire import StartDownload
 

@@ -22,7 +22,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from services.queen.pulls import UNKNOWN, HiveProgress, PullTotals, totals_of
+from services.queen.pulls.plan import UNKNOWN, HiveProgress, PullTotals, totals_of
 from shared.models import TERMINAL_EVENT_OF, EventType, ProgressEvent
 
 __all__ = ["PullFeed"]

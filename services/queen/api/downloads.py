@@ -1,4 +1,4 @@
-"""/v1: hives, downloads across hives, and the relayed streams. Thin on purpose."""
+"""/v1/downloads: downloads across hives, and their relayed streams. Thin on purpose."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Header, Response
-from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from services.queen.deps import HubDep, RelayDep, ServiceDep, SettingsDep
-from services.queen.download_feed import open_feed
-from services.queen.settings import QueenSettings
+from services.queen.api.deps import HubDep, RelayDep, ServiceDep, SettingsDep
+from services.queen.api.sse import event_stream
+from services.queen.streams.download_feed import open_feed
 from shared.errors import ApiError
 from shared.limits import DOWNLOAD_ID_RE
 from shared.mailbox import Mailbox
@@ -21,10 +20,7 @@ from shared.sse import frame, parse_last_event_id
 from shared.wire import (
     DownloadList,
     DownloadStateBody,
-    HiveBody,
-    HiveList,
     QueenStartDownload,
-    RegisterHive,
     StartDownload,
     error_responses,
 )
@@ -34,40 +30,10 @@ router = APIRouter(prefix="/v1", tags=["queen"], responses=error_responses(401, 
 _ONE = error_responses(404, 503)  # the routes of one download: unknown, or its hive unreachable
 
 
-def _sse(events: AsyncIterator[bytes], settings: QueenSettings, cleanup: BackgroundTask) -> Response:
-    # `background` runs even when the stream never started (HEAD, a client gone at once).
-    return EventSourceResponse(
-        events,
-        ping=settings.keepalive_secs,
-        send_timeout=settings.send_timeout,
-        headers={"Cache-Control": "no-store"},
-        background=cleanup,
-    )
-
-
 async def _drain(queue: Mailbox) -> AsyncIterator[bytes]:
     while batch := await queue.next_batch():
         # each event encoded once for every client; what piled up goes out in one write
         yield b"".join(frame(event) for event in batch)
-
-
-# -- hives ---------------------------------------------------------------------------------
-
-
-@router.get("/hives")
-async def list_hives(service: ServiceDep) -> HiveList:
-    return HiveList(hives=[HiveBody.model_validate(h.to_dict()) for h in service.registry.all()])
-
-
-@router.post("/hives", status_code=201, responses={200: {"model": HiveBody, "description": "a known hive, refreshed"}})
-async def register_hive(body: RegisterHive, response: Response, service: ServiceDep) -> HiveBody:
-    known = service.registry.get(body.hive_id) is not None
-    hive, _ = service.register(body.hive_id, body.url)
-    response.status_code = 200 if known else 201
-    return HiveBody.model_validate(hive.to_dict())
-
-
-# -- downloads -----------------------------------------------------------------------------
 
 
 @router.post(
@@ -104,7 +70,7 @@ async def stream_all(hub: HubDep, settings: SettingsDep) -> Response:
         finally:
             hub.leave(queue)
 
-    return _sse(events(), settings, BackgroundTask(hub.leave, queue))
+    return event_stream(events(), settings, BackgroundTask(hub.leave, queue))
 
 
 def _checked(download_id: str) -> str:
@@ -153,4 +119,4 @@ async def stream_download(
         finally:
             feed.close()
 
-    return _sse(events(), settings, BackgroundTask(feed.close))
+    return event_stream(events(), settings, BackgroundTask(feed.close))

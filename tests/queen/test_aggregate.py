@@ -1,4 +1,4 @@
-"""AggregateHub (services/queen/aggregate.py) on its own: fan-out, current state first, order, the end of a
+"""AggregateHub (services/queen/streams/aggregate.py) on its own: fan-out, current state first, order, the end of a
 download, bounded clients; and following a real hive's `/v2/downloads/stream`."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from services.modelserver.server import ModelServer
-from services.queen.aggregate import AggregateConfig, AggregateHub, _Upstream
-from services.queen.hive_client import HiveClient
-from services.queen.registry import HiveInfo
-from services.queen.upstream import RelayStats
+from services.queen.hives.client import HiveClient
+from services.queen.hives.registry import HiveInfo
+from services.queen.streams.aggregate import AggregateConfig, AggregateHub, _Upstream
+from services.queen.streams.upstream import RelayStats
 from shared.mailbox import Mailbox
 from shared.models import EventType, ProgressEvent
 from tests.support import ServerThread

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from services.queen.aggregate import AggregateHub
-from services.queen.registry import HiveInfo
-from services.queen.relay import DownloadRelay, Subscription
+from services.queen.hives.registry import HiveInfo
+from services.queen.streams.aggregate import AggregateHub
+from services.queen.streams.relay import DownloadRelay, Subscription
 from shared.mailbox import Mailbox
 from shared.models import ProgressEvent
 

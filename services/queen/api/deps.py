@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.queen.aggregate import AggregateHub
-from services.queen.pull_service import PullService
-from services.queen.pull_stream import PullStreams
-from services.queen.relay import DownloadRelay
+from services.queen.pulls.service import PullService
+from services.queen.pulls.streams import PullStreams
 from services.queen.service import QueenService
 from services.queen.settings import QueenSettings
+from services.queen.streams.aggregate import AggregateHub
+from services.queen.streams.relay import DownloadRelay
 
 
 def get_service(request: Request) -> QueenService:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from services.queen.registry import Health, HiveRegistry
+from services.queen.hives.registry import Health, HiveRegistry
 from services.queen.settings import QueenSettings, parse_hives
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import structlog
 
-from services.queen.registry import HiveInfo
+from services.queen.hives.registry import HiveInfo
 from shared.errors import ApiError
 from shared.models import ErrorCode
 from shared.wire import PlanRequest, StartDownload, hive_stream_url

@@ -3,7 +3,7 @@
 One feed per watched pull, however many clients (refcounted: the last client out stops it; the next
 one starts it again, and since ids come from the hives it carries on with the same numbers). Each of
 the pull's hives is followed by one task: it joins the relay's subscription of that hive's download
-(`relay.py`, which reconnects with Last-Event-ID and gives up with HIVE_UNREACHABLE after
+(`streams/relay.py`, which reconnects with Last-Event-ID and gives up with HIVE_UNREACHABLE after
 QUEEN_UNREACHABLE_BUDGET) and puts every event into the feed. A hive that cannot be attached to (it
 is down, or no longer knows the download) is tried again with backoff for the same budget, then
 counts as failed with HIVE_UNREACHABLE, so a pull always ends.
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from services.queen.pull_feed import PullFeed
-from services.queen.pull_service import Pull
-from services.queen.registry import HiveInfo
-from services.queen.relay import DownloadRelay
+from services.queen.hives.registry import HiveInfo
+from services.queen.pulls.feed import PullFeed
+from services.queen.pulls.service import Pull
+from services.queen.streams.relay import DownloadRelay
 from shared.backoff import Backoff
 from shared.errors import ApiError
 from shared.models import ErrorCode, EventType, ProgressEvent

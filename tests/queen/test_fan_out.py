@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from shared.models import DownloadState, DownloadStatus
+from tests.queen.support import AUTH, FakeHive, queen_for
 from tests.support import free_port, wait_until
-from tests.test_queen_relay import AUTH, FakeHive, queen_for
 
 
 class SilentHive:

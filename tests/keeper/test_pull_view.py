@@ -1,6 +1,6 @@
 """rbee-keeper's view of a fleet pull (pull_view.py) and its renderers, without any server.
 
-The pull's events are made by the queen's own PullFeed (services/queen/pull_feed.py), so what is folded
+The pull's events are made by the queen's own PullFeed (services/queen/pulls/feed.py), so what is folded
 here has the shape the queen sends.
 """
 
@@ -16,7 +16,7 @@ from rich.console import Console
 from services.keeper.events import StreamEvent, terminal_event_from_pull
 from services.keeper.pull_view import PullView, pull_line, pull_message, pull_stats_text, sources_lines
 from services.keeper.render import PlainPullRenderer, PullBarRenderer
-from services.queen.pull_feed import PullFeed
+from services.queen.pulls.feed import PullFeed
 from shared.models import EventType, ProgressEvent
 
 MB = 1_000_000

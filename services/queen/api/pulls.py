@@ -7,11 +7,11 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Header, Response
-from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from services.queen.deps import PullsDep, PullStreamsDep, SettingsDep
-from services.queen.pull_stream import PullClient
+from services.queen.api.deps import PullsDep, PullStreamsDep, SettingsDep
+from services.queen.api.sse import event_stream
+from services.queen.pulls.streams import PullClient
 from shared.errors import ApiError
 from shared.limits import PULL_ID_RE
 from shared.sse import frame, parse_last_event_id
@@ -69,13 +69,7 @@ async def stream_pull(
     if client.feed.ended_for(after):
         client.close()
         return Response(status_code=204)
-    return EventSourceResponse(
-        _events(client, after or 0),
-        ping=settings.keepalive_secs,
-        send_timeout=settings.send_timeout,
-        headers={"Cache-Control": "no-store"},
-        background=BackgroundTask(client.close),
-    )
+    return event_stream(_events(client, after or 0), settings, BackgroundTask(client.close))
 
 
 async def _events(client: PullClient, last: int) -> AsyncIterator[bytes]:
