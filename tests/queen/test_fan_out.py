@@ -1,13 +1,15 @@
 """Calls the queen makes to every hive at once answer with what came back, never waiting on one hive.
 
-A hive that accepts connections and never answers gets the fan-out deadline (QUEEN_FANOUT_TIMEOUT)
-and is named in `unreachable_hives`; a hive the health checker already knows to be down is not
-asked at all. The bound on each request below is the client's own timeout, far above the deadline
-and far below the queen's ordinary per-call timeout (10 s), not a measurement.
+`services/queen/hives/fan_out.py` on its own first, then through the queen's routes: a hive that
+accepts connections and never answers gets the fan-out deadline (QUEEN_FANOUT_TIMEOUT) and is named
+in `unreachable_hives`; a hive the health checker already knows to be down is not asked at all. The
+bound on each request below is the client's own timeout, far above the deadline and far below the
+queen's ordinary per-call timeout (10 s), not a measurement.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,9 +17,61 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from shared.models import DownloadState, DownloadStatus
+from services.queen.hives.fan_out import ask_every_hive, fan_out
+from services.queen.hives.registry import HiveInfo, HiveRegistry
+from shared.errors import ApiError
+from shared.models import DownloadState, DownloadStatus, ErrorCode
 from tests.queen.support import AUTH, FakeHive, queen_for
 from tests.support import free_port, wait_until
+
+# --------------------------------------------------------------------------- the helper on its own
+
+
+async def _answer_by_name(hive: HiveInfo) -> str:
+    """A hive's call that answers, fails, never answers or breaks, as its id says."""
+    if hive.hive_id.startswith("slow"):
+        await asyncio.Event().wait()
+    if hive.hive_id.startswith("refusing"):
+        raise ApiError(404, "NOT_FOUND", "no such download")
+    if hive.hive_id.startswith("broken"):
+        raise RuntimeError("a bug, not a hive's answer")
+    return f"answer of {hive.hive_id}"
+
+
+def test_fan_out_gives_each_hive_its_answer_or_its_error_and_a_slow_one_the_deadline() -> None:
+    hives = [HiveInfo(h, f"http://{h}", "static") for h in ("good", "refusing", "slow")]
+    answers = asyncio.run(asyncio.wait_for(fan_out(hives, _answer_by_name, 0.05), 5))
+    assert answers["good"] == "answer of good"
+    refused, slow = answers["refusing"], answers["slow"]
+    assert isinstance(refused, ApiError) and refused.code == "NOT_FOUND"
+    assert isinstance(slow, ApiError) and (slow.status, slow.code) == (503, ErrorCode.HIVE_UNREACHABLE)
+    assert "no answer within 0.05s" in slow.message
+
+
+def test_fan_out_without_a_deadline_waits_and_raises_what_is_not_a_hive_error() -> None:
+    hives = [HiveInfo(h, f"http://{h}", "static") for h in ("good", "broken")]
+    with pytest.raises(RuntimeError, match="a bug"):
+        asyncio.run(asyncio.wait_for(fan_out(hives, _answer_by_name, None), 5))
+
+
+def test_ask_every_hive_skips_the_hives_known_to_be_down_and_names_them_first() -> None:
+    registry = HiveRegistry()
+    for hive_id in ("good", "refusing", "slow", "down"):
+        registry.add(hive_id, f"http://{hive_id}", "static")
+    registry.mark_unhealthy("down", "refused")
+    asked: list[str] = []
+
+    async def call(hive: HiveInfo) -> str:
+        asked.append(hive.hive_id)
+        return await _answer_by_name(hive)
+
+    answers, unreachable = asyncio.run(asyncio.wait_for(ask_every_hive(registry, call, 0.05), 5))
+    assert sorted(asked) == ["good", "refusing", "slow"]
+    assert [(h.hive_id, a) for h, a in answers] == [("good", "answer of good")]
+    assert unreachable == ["down", "refusing", "slow"]
+
+
+# --------------------------------------------------------------------------- through the queen
 
 
 class SilentHive:

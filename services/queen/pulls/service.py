@@ -13,55 +13,29 @@ queen does not remember (it restarted) is rebuilt from the hives' download lists
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import Any
 
 import structlog
 
-from services.queen.hives.client import HiveClient, HiveUnreachable
+from services.queen.hives.client import HiveClient
+from services.queen.hives.fan_out import ask_every_hive, fan_out
 from services.queen.hives.registry import Health, HiveInfo, HiveRegistry
-from services.queen.pulls.plan import UNKNOWN, Blob, HiveProgress, PeerHive, plan_pull, totals_of
+from services.queen.pulls.plan import Blob, PeerHive, plan_pull
+from services.queen.pulls.preflight import Failure, check_plan, failure_of, preflight_failed
+from services.queen.pulls.state import Pull, body_of, started_at
 from services.queen.settings import QueenSettings
 from shared.errors import ApiError
 from shared.models import ErrorCode
-from shared.wire import PlanRequest, PullBody, PullHiveBody, QueenStartPull, StartDownload
+from shared.wire import PlanRequest, PullBody, QueenStartPull, StartDownload
 
-__all__ = ["Pull", "PullService"]
+__all__ = ["PullService"]
 
 log = structlog.get_logger()
 
-T = TypeVar("T")
-
 _REMEMBERED = 1000  # pulls kept in memory; older ones are rebuilt from the hives when asked for
-_UNASKED = ErrorCode.HIVE_UNREACHABLE.value  # a hive's part the queen could not ask about
-_NO_ROOM = 507  # Insufficient Storage: a hive lacks the disk for the model
-
-
-@dataclass(frozen=True, slots=True)
-class Pull:
-    pull_id: str
-    model_ref: str | None
-    commit: str | None
-    downloads: dict[str, str]  # hive_id -> download_id
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    hive_id: str
-    status: int
-    code: str
-    message: str
-
-
-def _preflight_failed(failures: Sequence[_Failure]) -> ApiError:
-    first = failures[0]
-    message = "preflight failed, nothing started: " + "; ".join(f"{f.hive_id}: {f.message}" for f in failures)
-    listed = [{"hive_id": f.hive_id, "code": f.code, "message": f.message} for f in failures]
-    return ApiError(first.status, first.code, message, hive_id=first.hive_id, failures=listed)
 
 
 class PullService:
@@ -99,7 +73,7 @@ class PullService:
             )
             return self.hives.start_download(hive, body)
 
-        started = await _each(hives, start_one, None)
+        started = await fan_out(hives, start_one, None)
         downloads = {h: str(r[1].get("download_id")) for h, r in started.items() if not isinstance(r, ApiError)}
         refused = [(h, r) for h, r in started.items() if isinstance(r, ApiError)]
         if refused:
@@ -133,9 +107,9 @@ class PullService:
         unknown = [h for h in dict.fromkeys(hive_ids) if self.registry.get(h) is None]
         if unknown:
             failures = [
-                _Failure(h, 404, "UNKNOWN_HIVE", f"no hive {h!r} is registered with this queen") for h in unknown
+                Failure(h, 404, "UNKNOWN_HIVE", f"no hive {h!r} is registered with this queen") for h in unknown
             ]
-            raise _preflight_failed(failures)
+            raise preflight_failed(failures)
         return [hive for h in dict.fromkeys(hive_ids) if (hive := self.registry.get(h)) is not None]
 
     async def _preflight(
@@ -145,15 +119,15 @@ class PullService:
         ask = PlanRequest(model_ref=request.model_ref, include=request.include, exclude=request.exclude)
         limit = self.settings.plan_timeout
         resolving = hives[0]
-        answers = await _each([resolving], lambda h: self.hives.plan(h, ask, limit), limit)
+        answers = await fan_out([resolving], lambda h: self.hives.plan(h, ask, limit), limit)
         first = answers[resolving.hive_id]
         if isinstance(first, ApiError):
-            raise _preflight_failed([_failure(resolving.hive_id, first)])
+            raise preflight_failed([failure_of(resolving.hive_id, first)])
         pinned = ask.model_copy(update={"commit": first["commit"]})
-        answers.update(await _each(hives[1:], lambda h: self.hives.plan(h, pinned, limit), limit))
-        failures = [f for h in hives if (f := _check(h.hive_id, answers[h.hive_id], str(first["commit"])))]
+        answers.update(await fan_out(hives[1:], lambda h: self.hives.plan(h, pinned, limit), limit))
+        failures = [f for h in hives if (f := check_plan(h.hive_id, answers[h.hive_id], str(first["commit"])))]
         if failures:
-            raise _preflight_failed(failures)
+            raise preflight_failed(failures)
         plans = {h: a for h, a in answers.items() if not isinstance(a, ApiError)}
         return first, plans
 
@@ -187,13 +161,13 @@ class PullService:
                 raise ApiError(404, "NOT_FOUND", f"hive {hive.hive_id!r} no longer knows the download")
             return state
 
-        answers = await _each(hives, get, limit)
-        return _body(pull, {h: answers.get(h) for h in pull.downloads})
+        answers = await fan_out(hives, get, limit)
+        return body_of(pull, {h: answers.get(h) for h in pull.downloads})
 
     async def list_pulls(self) -> tuple[list[PullBody], list[str]]:
         """Every pull the hives know of, newest first (from their download lists; no file sources)."""
         found, unreachable = await self._gather_pulls()
-        bodies = [(_started(states), _body(pull, states)) for pull, states in found.values()]
+        bodies = [(started_at(states), body_of(pull, states)) for pull, states in found.values()]
         bodies.sort(key=lambda pair: pair[0], reverse=True)
         return [b for _, b in bodies], unreachable
 
@@ -211,7 +185,7 @@ class PullService:
                 if exc.status not in (404, 409):  # gone, or ended already: nothing to cancel
                     raise
 
-        results = await _each(hives, cancel, self.settings.fanout_timeout)
+        results = await fan_out(hives, cancel, self.settings.fanout_timeout)
         failed = {h: r.message for h, r in results.items() if isinstance(r, ApiError)}
         log.info("pull_cancelled", pull_id=pull.pull_id, failed=failed or None)
 
@@ -226,20 +200,17 @@ class PullService:
     async def _gather_pulls(self) -> tuple[dict[str, tuple[Pull, dict[str, dict[str, Any]]]], list[str]]:
         """The pulls in the hives' download lists (pull_id -> the pull and its hives' states), and the
         hives that could not be asked (those the health checks know to be down are not asked)."""
-        asked = [h for h in self.registry.all() if h.health is not Health.UNHEALTHY]
         limit = self.settings.fanout_timeout
-        answers = await _each(asked, lambda h: self.hives.list_downloads(h, time_limit=limit), limit)
-        unreachable = [h.hive_id for h in self.registry.all() if h.health is Health.UNHEALTHY]
+        answers, unreachable = await ask_every_hive(
+            self.registry, lambda h: self.hives.list_downloads(h, time_limit=limit), limit
+        )
         by_pull: dict[str, dict[str, dict[str, Any]]] = {}
-        for hive_id, answer in answers.items():
-            if isinstance(answer, ApiError):
-                unreachable.append(hive_id)
-                continue
+        for hive, answer in answers:
             for state in answer:
                 pull_id = state.get("pull_id")
                 if isinstance(pull_id, str):
-                    self.registry.record_download(str(state.get("download_id")), hive_id)
-                    by_pull.setdefault(pull_id, {}).setdefault(hive_id, state)  # (newest first: the latest)
+                    self.registry.record_download(str(state.get("download_id")), hive.hive_id)
+                    by_pull.setdefault(pull_id, {}).setdefault(hive.hive_id, state)  # (newest first: the latest)
         found = {}
         for pull_id, states in by_pull.items():
             known = self._pulls.get(pull_id)
@@ -254,107 +225,3 @@ class PullService:
         return found, sorted(unreachable)
 
 
-async def _each(
-    hives: Iterable[HiveInfo], call: Callable[[HiveInfo], Awaitable[T]], deadline: float | None
-) -> dict[str, T | ApiError]:
-    """`call` on every hive at once, each within `deadline` (None: the client's own timeouts): each
-    hive's answer, or the ApiError it gave (HIVE_UNREACHABLE when it gave none in time)."""
-
-    async def one(hive: HiveInfo) -> T:
-        if deadline is None:
-            return await call(hive)
-        try:
-            async with asyncio.timeout(deadline):
-                return await call(hive)
-        except TimeoutError:
-            raise HiveUnreachable(hive.hive_id, f"no answer within {deadline:g}s") from None
-
-    asked = list(hives)
-    results = await asyncio.gather(*(one(h) for h in asked), return_exceptions=True)
-    answers: dict[str, T | ApiError] = {}
-    for hive, result in zip(asked, results, strict=True):
-        if isinstance(result, BaseException) and not isinstance(result, ApiError):
-            raise result
-        answers[hive.hive_id] = result
-    return answers
-
-
-def _failure(hive_id: str, exc: ApiError) -> _Failure:
-    return _Failure(hive_id, exc.status, exc.code, exc.message)
-
-
-def _check(hive_id: str, answer: dict[str, Any] | ApiError, commit: str) -> _Failure | None:
-    """Why this hive's plan stops the pull, if it does."""
-    if isinstance(answer, ApiError):
-        return _failure(hive_id, answer)
-    if answer.get("commit") != commit:
-        return _Failure(hive_id, 502, ErrorCode.DOWNLOAD_FAILED, f"planned commit {answer.get('commit')} for {commit}")
-    refused = answer.get("access_error")
-    if isinstance(refused, dict):
-        return _Failure(hive_id, 422, str(refused.get("code")), str(refused.get("message")))
-    if not answer.get("fits"):
-        needed, free = answer.get("needed_bytes"), answer.get("free_bytes")
-        message = f"hive {hive_id!r} needs {needed} more bytes for the model but has {free} free"
-        return _Failure(hive_id, _NO_ROOM, ErrorCode.INSUFFICIENT_DISK, message)
-    return None
-
-
-def _started(states: Mapping[str, dict[str, Any]]) -> str:
-    return min((str(s.get("started_at") or "") for s in states.values()), default="")
-
-
-def _sources(files: object) -> dict[str, int]:
-    """A model's bytes by where they came from (its files' `source`)."""
-    sources: dict[str, int] = {}
-    for f in files if isinstance(files, list) else ():
-        if isinstance(f, dict) and isinstance(f.get("bytes"), int):
-            source = f.get("source")
-            where = source if isinstance(source, str) else "cache"
-            sources[where] = sources.get(where, 0) + f["bytes"]
-    return sources
-
-
-def _body(pull: Pull, states: Mapping[str, dict[str, Any] | ApiError | None]) -> PullBody:
-    parts: list[PullHiveBody] = []
-    progress: list[HiveProgress] = []
-    unreachable: list[str] = []
-    for hive_id, download_id in pull.downloads.items():
-        state = states.get(hive_id)
-        if not isinstance(state, dict):
-            unreachable.append(hive_id)
-            error = state.message if isinstance(state, ApiError) else f"hive {hive_id!r} is not registered"
-            state = {"download_id": download_id, "status": UNKNOWN, "error": error, "error_code": _UNASKED}
-        p = HiveProgress.from_state(hive_id, state)
-        progress.append(p)
-        parts.append(
-            PullHiveBody(
-                hive_id=hive_id,
-                download_id=download_id,
-                status=p.status,
-                bytes=p.bytes,
-                total=p.total,
-                percent=state.get("percent"),
-                speed_bps=p.speed_bps,
-                eta_secs=state.get("eta_secs"),
-                files_total=state.get("files_total"),
-                files_done=state.get("files_done"),
-                error=p.error,
-                error_code=p.code,
-                sources=_sources(state.get("files")),
-            )
-        )
-    totals = totals_of(progress)
-    commits = [str(s["commit"]) for s in states.values() if isinstance(s, dict) and isinstance(s.get("commit"), str)]
-    return PullBody(
-        pull_id=pull.pull_id,
-        model_ref=pull.model_ref,
-        commit=pull.commit or (commits[0] if commits else None),
-        status=totals.status,
-        bytes=totals.bytes,
-        total=totals.total,
-        percent=totals.percent,
-        speed_bps=totals.speed_bps,
-        hives=parts,
-        failed_hives=[h.hive_id for h in totals.failed],
-        unreachable_hives=unreachable,
-    )

@@ -20,7 +20,7 @@ import structlog
 
 from services.queen.hives.registry import HiveInfo
 from services.queen.pulls.feed import PullFeed
-from services.queen.pulls.service import Pull
+from services.queen.pulls.state import Pull
 from services.queen.streams.relay import DownloadRelay
 from shared.backoff import Backoff
 from shared.errors import ApiError
