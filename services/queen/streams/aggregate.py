@@ -1,19 +1,18 @@
 """AggregateHub: every download on every hive in one stream, from one upstream connection per hive.
 
-Each registered hive's `/v2/downloads/stream` is followed forever (reconnecting with backoff) and
-every event is fanned out, with `orchestrator_id` and `hive_id` added, to any number of clients'
-bounded Mailboxs. The hub keeps the latest event of every active download, so a new client
-first gets the current state of all of them. Event ids are the per-download ids as the hives
-give them; Last-Event-ID is ignored here: a reconnecting client simply gets the full current state.
+Each registered hive's `/v2/downloads/stream` is followed forever (reconnecting with backoff) and every event is
+fanned out, with `orchestrator_id` and `hive_id` added, to any number of clients' bounded Mailboxs. The hub
+keeps the latest event of every active download, so a new client first gets the current state of all of them.
+Event ids are the per-download ids as the hives give them; Last-Event-ID is ignored here: a reconnecting client
+simply gets the full current state.
 
-After a reconnect, the hive's downloads are checked once: the terminal event of one the hub
-thought active that ended meanwhile is fetched and relayed, and so is that of one the hub never
-saw that began and ended while the stream was down; one the hive forgot is dropped.
+After a reconnect, the hive's downloads are checked once: the terminal event of one the hub thought active that
+ended meanwhile is fetched and relayed, and so is that of one the hub never saw that began and ended while the
+stream was down; one the hive forgot is dropped.
 
-The same upstream also feeds per-download clients (`follow`): a client of one download that the
-hub is showing live, while its hive's stream is connected, is served from here and opens no
-connection to the hive. Its mailbox closes after the download's terminal event, or, without one,
-as soon as the hive's stream drops: its reader then goes on from the per-download relay.
+The same upstream also feeds per-download clients (`follow`; `followers.py` keeps them): a client of one
+download the hub is showing live, while its hive's stream is connected, is served from here and opens no
+connection to the hive.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from httpx_sse import EventSource
 
 from services.queen.hives.client import HiveClient, close_stream
 from services.queen.hives.registry import HiveInfo
+from services.queen.streams.followers import Followers
 from services.queen.streams.upstream import RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
 from shared.backoff import Backoff
 from shared.errors import ApiError
@@ -78,7 +78,7 @@ class AggregateHub:
         self._latest: dict[str, ProgressEvent] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._clients: set[Mailbox] = set()
-        self._followers: dict[str, set[Mailbox]] = {}  # download_id -> its per-download clients
+        self._followers = Followers()
         self._upstreams: dict[str, _Upstream] = {}
         self.closing = False
 
@@ -104,39 +104,26 @@ class AggregateHub:
         when the hub cannot serve it: the hive's stream is not connected, or the hub is not showing that
         download live on that hive (not seen yet, or ended: the per-download relay answers those)."""
         upstream = self._upstreams.get(hive_id)
-        latest = self._latest.get(download_id)
-        if self.closing or upstream is None or not upstream.connected or latest is None:
+        if self.closing or upstream is None or not upstream.connected or self._hive_of(download_id) != hive_id:
             return None
-        if latest.data.get("hive_id") != hive_id:
-            return None
-        queue = Mailbox(maxsize=1, after_id=after)
-        queue.offer(latest)
-        self._followers.setdefault(download_id, set()).add(queue)
-        return queue, latest
+        latest = self._latest[download_id]
+        return self._followers.add(download_id, latest, after), latest
 
     def unfollow(self, download_id: str, queue: Mailbox) -> None:
         """A per-download client left, or moved to the relay (idempotent)."""
-        queue.close()
-        followers = self._followers.get(download_id)
-        if followers is not None:
-            followers.discard(queue)
-            if not followers:
-                del self._followers[download_id]
+        self._followers.remove(download_id, queue)
 
     def followers(self) -> int:
-        return sum(len(f) for f in self._followers.values())
+        return self._followers.count()
 
     def _release(self, hive_id: str) -> None:
         """The hive's stream dropped: close its downloads' followers (their readers go on elsewhere)."""
-        for download_id in [d for d in self._followers if self._hive_of(d) == hive_id]:
-            for queue in self._followers.pop(download_id):
-                queue.close()
+        self._followers.let_go([d for d in self._followers.downloads() if self._hive_of(d) == hive_id])
 
     def _forget_active(self, download_id: str) -> None:
         """Stop showing a download the hive no longer has; its followers go on from the relay."""
         del self._latest[download_id]
-        for queue in self._followers.pop(download_id, ()):
-            queue.close()
+        self._followers.let_go([download_id])
 
     def _hive_of(self, download_id: str) -> object:
         latest = self._latest.get(download_id)
@@ -179,10 +166,7 @@ class AggregateHub:
         for queue in self._clients:
             queue.close()
         self._clients.clear()
-        for followers in self._followers.values():
-            for queue in followers:
-                queue.close()
-        self._followers.clear()
+        self._followers.close()
 
     def publish(self, hive_id: str, event: ProgressEvent) -> None:
         download_id = event.download_id
@@ -200,13 +184,7 @@ class AggregateHub:
         else:
             self._latest[download_id] = event
         self.on_download(download_id, hive_id)
-        followers = self._followers.get(download_id)
-        if followers is not None:
-            for queue in followers:
-                queue.offer(event)  # (maxsize 1 and one download: never overflows)
-            if event.is_terminal:
-                for queue in self._followers.pop(download_id):
-                    queue.close()
+        self._followers.offer(event)
         for queue in list(self._clients):
             if not queue.offer(event):
                 self._clients.discard(queue)
