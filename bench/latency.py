@@ -33,7 +33,7 @@ from bench.report import Measurement, Section, Target, fmt, percentile
 from bench.sse import SseClient, SseEvent
 from bench.system import REPO
 from services.modelserver.server import Fault, ModelServer, RequestRecord, generate_file
-from shared.wire import hive_stream_url
+from shared.wire.hive import hive_stream_url
 
 __all__ = ["fanout", "sse_latency"]
 

@@ -19,10 +19,10 @@ from shared.errors import ApiError, error_body
 from shared.limits import DOWNLOAD_ID_RE
 from shared.models import DownloadState, DownloadStatus, ErrorCode
 from shared.sse import frame, parse_last_event_id
-from shared.wire import (
+from shared.wire.common import ErrorDetail, error_responses
+from shared.wire.hive import (
     BandwidthLimit,
     DownloadStateBody,
-    ErrorDetail,
     Forgotten,
     HiveDownloadList,
     ModelFileBody,
@@ -30,7 +30,6 @@ from shared.wire import (
     PlannedFile,
     PlanRequest,
     StartDownload,
-    error_responses,
 )
 
 router = APIRouter(prefix="/v2/downloads", tags=["downloads"], responses=error_responses(401, 422))

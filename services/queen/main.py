@@ -32,7 +32,7 @@ from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
 from shared.runtime_metrics import register_runtime_metrics
 from shared.service import run_service
-from shared.wire import QueenHealth
+from shared.wire.queen import QueenHealth
 
 __all__ = ["create_app", "main"]
 

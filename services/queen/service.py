@@ -25,7 +25,7 @@ from services.queen.settings import QueenSettings
 from services.queen.streams.aggregate import AggregateHub
 from shared.errors import ApiError
 from shared.models import DownloadStatus, ErrorCode
-from shared.wire import StartDownload
+from shared.wire.hive import StartDownload
 
 __all__ = ["QueenService"]
 

@@ -19,7 +19,7 @@ from services.queen.settings import QueenSettings
 from services.queen.streams.aggregate import AggregateConfig, AggregateHub
 from services.queen.streams.upstream import RelayStats
 from shared.errors import ApiError
-from shared.wire import StartDownload
+from shared.wire.hive import StartDownload
 
 T = TypeVar("T")
 HIVE = HiveInfo("hive-a", "http://hive-a.test:9200", "static")

@@ -22,7 +22,7 @@ from services.queen.streams.aggregate import AggregateConfig, AggregateHub
 from services.queen.streams.upstream import RelayStats
 from shared.errors import ApiError
 from shared.models import EventType, ProgressEvent
-from shared.wire import StartDownload
+from shared.wire.hive import StartDownload
 
 T = TypeVar("T")
 

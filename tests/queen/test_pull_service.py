@@ -18,7 +18,7 @@ from services.queen.hives.registry import HiveRegistry
 from services.queen.pulls.service import PullService
 from services.queen.settings import QueenSettings
 from shared.errors import ApiError
-from shared.wire import QueenStartPull
+from shared.wire.queen import QueenStartPull
 
 T = TypeVar("T")
 A, B = "http://hive-a.test:9200", "http://hive-b.test:9200"

@@ -17,13 +17,9 @@ from shared.limits import DOWNLOAD_ID_RE
 from shared.mailbox import Mailbox
 from shared.models import DownloadStatus
 from shared.sse import frame, parse_last_event_id
-from shared.wire import (
-    DownloadList,
-    DownloadStateBody,
-    QueenStartDownload,
-    StartDownload,
-    error_responses,
-)
+from shared.wire.common import error_responses
+from shared.wire.hive import DownloadStateBody, StartDownload
+from shared.wire.queen import DownloadList, QueenStartDownload
 
 router = APIRouter(prefix="/v1", tags=["queen"], responses=error_responses(401, 422))
 

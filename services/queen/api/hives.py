@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from services.queen.api.deps import ServiceDep
-from shared.wire import HiveBody, HiveList, RegisterHive, error_responses
+from shared.wire.common import error_responses
+from shared.wire.queen import HiveBody, HiveList, RegisterHive
 
 router = APIRouter(prefix="/v1", tags=["queen"], responses=error_responses(401, 422))
 

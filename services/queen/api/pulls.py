@@ -15,7 +15,8 @@ from services.queen.pulls.streams import PullClient
 from shared.errors import ApiError
 from shared.limits import PULL_ID_RE
 from shared.sse import frame, parse_last_event_id
-from shared.wire import PullBody, PullList, PullStarted, QueenStartPull, error_responses
+from shared.wire.common import error_responses
+from shared.wire.queen import PullBody, PullList, PullStarted, QueenStartPull
 
 router = APIRouter(prefix="/v1/pulls", tags=["pulls"], responses=error_responses(401, 422))
 

@@ -18,7 +18,7 @@ import structlog
 from services.queen.hives.registry import HiveInfo
 from shared.errors import ApiError
 from shared.models import ErrorCode
-from shared.wire import PlanRequest, StartDownload, hive_stream_url
+from shared.wire.hive import PlanRequest, StartDownload, hive_stream_url
 
 __all__ = ["HiveClient", "HiveUnreachable", "close_stream", "correlation_id", "unreachable"]
 
@@ -205,7 +205,7 @@ class HiveClient:
 
     @staticmethod
     def stream_url(hive_url: str, download_id: str | None = None) -> str:
-        """The hive's stream of one download, or of every download (`shared.wire.hive_stream_url`)."""
+        """The hive's stream of one download, or of every download (`shared.wire.hive.hive_stream_url`)."""
         return hive_stream_url(hive_url, download_id)
 
     async def open_stream(self, url: str, last_event_id: int | None = None) -> httpx.Response:

@@ -29,7 +29,8 @@ from services.queen.pulls.state import Pull, body_of, started_at
 from services.queen.settings import QueenSettings
 from shared.errors import ApiError
 from shared.models import ErrorCode
-from shared.wire import PlanRequest, PullBody, QueenStartPull, StartDownload
+from shared.wire.hive import PlanRequest, StartDownload
+from shared.wire.queen import PullBody, QueenStartPull
 
 __all__ = ["PullService"]
 

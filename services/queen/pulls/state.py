@@ -9,7 +9,7 @@ from typing import Any
 from services.queen.pulls.plan import UNKNOWN, HiveProgress, totals_of
 from shared.errors import ApiError
 from shared.models import ErrorCode
-from shared.wire import PullBody, PullHiveBody
+from shared.wire.queen import PullBody, PullHiveBody
 
 __all__ = ["Pull", "body_of", "started_at"]
 
