@@ -118,6 +118,11 @@ class QueenClient:
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         return _json_body(self._send(method, path, **kwargs))
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A call the contract answers with a JSON object."""
+        body: dict[str, Any] = self._request(method, path, **kwargs)
+        return body
+
     def hives(self) -> list[dict[str, Any]]:
         body = self._request("GET", "/v1/hives")
         hives = body.get("hives", []) if isinstance(body, dict) else body
@@ -142,16 +147,13 @@ class QueenClient:
 
     def downloads(self, status: str | None = None) -> dict[str, Any]:
         params = {"status": status} if status else None
-        body: dict[str, Any] = self._request("GET", "/v1/downloads", params=params)
-        return body
+        return self._object("GET", "/v1/downloads", params=params)
 
     def download(self, download_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = self._request("GET", f"/v1/downloads/{_quote(download_id)}")
-        return state
+        return self._object("GET", f"/v1/downloads/{_quote(download_id)}")
 
     def cancel(self, download_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = self._request("DELETE", f"/v1/downloads/{_quote(download_id)}")
-        return state
+        return self._object("DELETE", f"/v1/downloads/{_quote(download_id)}")
 
     def start_pull(
         self,
@@ -163,20 +165,16 @@ class QueenClient:
         """A fleet pull: `hive_ids` a list, or "all". The answer: {pull_id, commit, downloads}."""
         hives = hive_ids if hive_ids == "all" else list(hive_ids)
         payload = _with_patterns({"model_ref": model_ref, "hive_ids": hives}, include, exclude)
-        started: dict[str, Any] = self._request("POST", "/v1/pulls", json=payload)
-        return started
+        return self._object("POST", "/v1/pulls", json=payload)
 
     def pulls(self) -> dict[str, Any]:
-        body: dict[str, Any] = self._request("GET", "/v1/pulls")
-        return body
+        return self._object("GET", "/v1/pulls")
 
     def pull(self, pull_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self._request("GET", f"/v1/pulls/{_quote(pull_id)}")
-        return body
+        return self._object("GET", f"/v1/pulls/{_quote(pull_id)}")
 
     def cancel_pull(self, pull_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self._request("DELETE", f"/v1/pulls/{_quote(pull_id)}")
-        return body
+        return self._object("DELETE", f"/v1/pulls/{_quote(pull_id)}")
 
     # -- streams
 
