@@ -22,7 +22,7 @@ from bench.report import Measurement, Section
 from bench.system import Tools
 from services.modelserver.hub import Hub
 from services.modelserver.server import generate_file
-from shared.wire import hive_stream_url
+from shared.wire.hive import hive_stream_url
 
 __all__ = [
     "TERMINAL",

@@ -8,7 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "STATUS_OF_TERMINAL_EVENT",
     "TERMINAL_EVENTS",
+    "TERMINAL_EVENT_OF",
+    "TERMINAL_STATUSES",
     "DownloadState",
     "DownloadStatus",
     "ErrorCode",
@@ -28,10 +31,10 @@ class DownloadStatus(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in _TERMINAL_STATUSES
+        return self in TERMINAL_STATUSES
 
 
-_TERMINAL_STATUSES = frozenset({DownloadStatus.COMPLETE, DownloadStatus.FAILED, DownloadStatus.CANCELLED})
+TERMINAL_STATUSES = frozenset({DownloadStatus.COMPLETE, DownloadStatus.FAILED, DownloadStatus.CANCELLED})
 
 
 class EventType(enum.StrEnum):
@@ -42,6 +45,17 @@ class EventType(enum.StrEnum):
 
 
 TERMINAL_EVENTS = frozenset({EventType.COMPLETE, EventType.ERROR, EventType.CANCELLED})
+
+# The event that ends a download of each terminal status, and back (keyed by str: a status or an
+# event type read from JSON looks up as it is).
+TERMINAL_EVENT_OF: dict[str, EventType] = {
+    DownloadStatus.COMPLETE: EventType.COMPLETE,
+    DownloadStatus.FAILED: EventType.ERROR,
+    DownloadStatus.CANCELLED: EventType.CANCELLED,
+}
+STATUS_OF_TERMINAL_EVENT: dict[str, DownloadStatus] = {
+    event: DownloadStatus(status) for status, event in TERMINAL_EVENT_OF.items()
+}
 
 
 class ErrorCode(enum.StrEnum):

@@ -25,9 +25,9 @@ from services.hive.settings import HiveSettings
 from services.modelserver.hub import Hub
 from services.modelserver.hub_repo import Generated
 from services.modelserver.server import Fault, ModelServer
-from services.queen import page as queen_page
+from services.queen.api import page as queen_page
+from services.queen.api.page import PUBLIC_PATHS
 from services.queen.main import create_app as create_queen
-from services.queen.page import PUBLIC_PATHS
 from services.queen.settings import QueenSettings
 from tests.conftest import FAST_HIVE
 from tests.support import Hold, ServerThread, free_port, serve, wait_until
@@ -337,7 +337,7 @@ def test_with_a_token_the_page_asks_for_it_then_works(browser: Browser, tmp_path
             status = httpx.get(f"{secured.url}{path}", timeout=5).status_code
             assert status == 200, (
                 f"GET {path} answers {status} with RBEE_API_TOKEN set: the page cannot ask for the token. "
-                "TokenAuthMiddleware must let services.queen.page.PUBLIC_PATHS through (they hold no data)."
+                "TokenAuthMiddleware must let services.queen.api.page.PUBLIC_PATHS through (they hold no data)."
             )
         earlier = secured.start(secured.new_file(size=200_000), "hive-a")
         poll(lambda: secured.api("GET", f"/v1/downloads/{earlier}").json()["status"] == "complete", "earlier done")

@@ -21,7 +21,7 @@ from bench.procs import RssSampler
 from bench.report import Measurement, Section, Target, fmt, percentile
 from bench.sse import SseClient
 from services.modelserver.server import Fault, ModelServer, generate_file
-from shared.wire import hive_stream_url
+from shared.wire.hive import hive_stream_url
 
 __all__ = ["fanout"]
 

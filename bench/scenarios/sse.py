@@ -21,7 +21,7 @@ from bench.latency import (
 from bench.report import Section, Target, fmt, percentile
 from bench.sse import SseClient
 from services.modelserver.server import Fault, generate_file
-from shared.wire import hive_stream_url
+from shared.wire.hive import hive_stream_url
 
 __all__ = ["sse_latency"]
 

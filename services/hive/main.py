@@ -33,7 +33,7 @@ from shared.limits import HIVE_MAX_BODY, BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
 from shared.runtime_metrics import register_runtime_metrics
 from shared.service import run_service
-from shared.wire import HiveHealth
+from shared.wire.hive import HiveHealth
 
 __all__ = ["create_app", "main"]
 

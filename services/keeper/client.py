@@ -6,12 +6,13 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
+from services.keeper.events import STREAM_EVENTS, StreamEvent, terminal_event_from_pull, terminal_event_from_state
 from shared.backoff import Backoff
 
 __all__ = [
@@ -20,13 +21,10 @@ __all__ = [
     "QueenError",
     "QueenUnreachable",
     "ReconnectPolicy",
-    "StreamEvent",
-    "terminal_event_from_pull",
-    "terminal_event_from_state",
 ]
 
 DEFAULT_QUEEN_URL = "http://127.0.0.1:8080"
-TERMINAL_EVENT_TYPES = frozenset({"complete", "error", "cancelled"})
+_STREAMS = {"download": "/v1/downloads", "pull": "/v1/pulls"}  # what `follow` follows: where its streams are
 
 
 class QueenError(Exception):
@@ -42,73 +40,6 @@ class QueenError(Exception):
 
 class QueenUnreachable(Exception):
     """No answer from the queen (refused, timed out, dropped) within the allowed time."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
-    """One SSE event as received: its numeric id, type, parsed payload and the payload's raw text."""
-
-    id: int | None
-    event: str
-    data: dict[str, Any]
-    raw: str
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.event in TERMINAL_EVENT_TYPES
-
-    @classmethod
-    def synthetic(cls, event: str, data: dict[str, Any]) -> StreamEvent:
-        return cls(None, event, data, json.dumps(data, separators=(",", ":")))
-
-
-def terminal_event_from_state(state: dict[str, Any]) -> StreamEvent | None:
-    """The terminal event a finished download's state JSON stands for; None while it still runs."""
-    base = {
-        "download_id": state.get("download_id"),
-        "bytes": state.get("bytes_downloaded"),
-        "total": state.get("total_bytes"),
-    }
-    if state.get("hive_id"):
-        base["hive_id"] = state["hive_id"]
-    status = state.get("status")
-    if status == "complete":
-        return StreamEvent.synthetic("complete", {**base, "sha256": state.get("sha256"), "path": state.get("path")})
-    if status == "failed":
-        return StreamEvent.synthetic("error", {**base, "error": state.get("error"), "code": state.get("error_code")})
-    if status == "cancelled":
-        return StreamEvent.synthetic("cancelled", base)
-    return None
-
-
-_PULL_TERMINAL = {"complete": "complete", "failed": "error", "cancelled": "cancelled"}
-
-
-def terminal_event_from_pull(body: dict[str, Any]) -> StreamEvent | None:
-    """The terminal event an ended pull's state (GET /v1/pulls/{id}) stands for; None while it runs.
-    Shaped like the pull stream's own: the totals under `pull`, each hive's status under `hives`."""
-    kind = _PULL_TERMINAL.get(str(body.get("status")))
-    if kind is None:
-        return None
-    parts = [p for p in body.get("hives", []) if isinstance(p, dict)]
-    failed = [p for p in parts if p.get("hive_id") in body.get("failed_hives", [])]
-    totals = {key: body.get(key) for key in ("status", "bytes", "total", "percent", "speed_bps")}
-    totals.update(
-        hives_total=len(parts),
-        hives_ended=len(parts),
-        failed_hives=list(body.get("failed_hives", [])),
-    )
-    data: dict[str, Any] = {
-        "pull_id": body.get("pull_id"),
-        "bytes": body.get("bytes"),
-        "total": body.get("total"),
-        "pull": totals,
-        "hives": {str(p.get("hive_id")): p.get("status") for p in parts},
-    }
-    if failed:
-        data["code"] = failed[0].get("error_code")
-        data["error"] = "; ".join(f"{p['hive_id']}: {p.get('error_code')}: {p.get('error')}" for p in failed)
-    return StreamEvent.synthetic(kind, data)
 
 
 @dataclass(frozen=True)
@@ -187,6 +118,11 @@ class QueenClient:
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         return _json_body(self._send(method, path, **kwargs))
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A call the contract answers with a JSON object."""
+        body: dict[str, Any] = self._request(method, path, **kwargs)
+        return body
+
     def hives(self) -> list[dict[str, Any]]:
         body = self._request("GET", "/v1/hives")
         hives = body.get("hives", []) if isinstance(body, dict) else body
@@ -211,16 +147,13 @@ class QueenClient:
 
     def downloads(self, status: str | None = None) -> dict[str, Any]:
         params = {"status": status} if status else None
-        body: dict[str, Any] = self._request("GET", "/v1/downloads", params=params)
-        return body
+        return self._object("GET", "/v1/downloads", params=params)
 
     def download(self, download_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = self._request("GET", f"/v1/downloads/{_quote(download_id)}")
-        return state
+        return self._object("GET", f"/v1/downloads/{_quote(download_id)}")
 
     def cancel(self, download_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = self._request("DELETE", f"/v1/downloads/{_quote(download_id)}")
-        return state
+        return self._object("DELETE", f"/v1/downloads/{_quote(download_id)}")
 
     def start_pull(
         self,
@@ -232,22 +165,24 @@ class QueenClient:
         """A fleet pull: `hive_ids` a list, or "all". The answer: {pull_id, commit, downloads}."""
         hives = hive_ids if hive_ids == "all" else list(hive_ids)
         payload = _with_patterns({"model_ref": model_ref, "hive_ids": hives}, include, exclude)
-        started: dict[str, Any] = self._request("POST", "/v1/pulls", json=payload)
-        return started
+        return self._object("POST", "/v1/pulls", json=payload)
 
     def pulls(self) -> dict[str, Any]:
-        body: dict[str, Any] = self._request("GET", "/v1/pulls")
-        return body
+        return self._object("GET", "/v1/pulls")
 
     def pull(self, pull_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self._request("GET", f"/v1/pulls/{_quote(pull_id)}")
-        return body
+        return self._object("GET", f"/v1/pulls/{_quote(pull_id)}")
 
     def cancel_pull(self, pull_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self._request("DELETE", f"/v1/pulls/{_quote(pull_id)}")
-        return body
+        return self._object("DELETE", f"/v1/pulls/{_quote(pull_id)}")
 
     # -- streams
+
+    def _terminal(self, kind: Literal["download", "pull"], target_id: str) -> StreamEvent | None:
+        """The terminal event an ended download's or pull's state stands for (None: it still runs)."""
+        if kind == "download":
+            return terminal_event_from_state(self.download(target_id))
+        return terminal_event_from_pull(self.pull(target_id))
 
     def stream_once(self, url: str, last_event_id: int | None = None) -> Iterator[StreamEvent]:
         """One connection to a stream (`url`, e.g. /v1/downloads/{id}/stream). Raises _StreamEnded on 204,
@@ -261,7 +196,7 @@ class QueenClient:
                 response.read()
                 raise _error_from_response(response)
             for sse in source.iter_sse():
-                if sse.event not in ("progress", *TERMINAL_EVENT_TYPES):
+                if sse.event not in STREAM_EVENTS:
                     continue
                 try:
                     data = json.loads(sse.data)
@@ -272,42 +207,20 @@ class QueenClient:
 
     def follow(
         self,
-        download_id: str,
+        kind: Literal["download", "pull"],
+        target_id: str,
         policy: ReconnectPolicy | None = None,
         on_reconnect: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> Iterator[StreamEvent]:
-        """Every event of a download until its terminal one, across dropped connections (see `_follow`)."""
-        url = f"/v1/downloads/{_quote(download_id)}/stream"
-        return self._follow(
-            url, lambda: terminal_event_from_state(self.download(download_id)), policy, on_reconnect, sleep
-        )
-
-    def follow_pull(
-        self,
-        pull_id: str,
-        policy: ReconnectPolicy | None = None,
-        on_reconnect: Callable[[str], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> Iterator[StreamEvent]:
-        """Every event of a fleet pull until its one terminal event, across dropped connections."""
-        url = f"/v1/pulls/{_quote(pull_id)}/stream"
-        return self._follow(url, lambda: terminal_event_from_pull(self.pull(pull_id)), policy, on_reconnect, sleep)
-
-    def _follow(
-        self,
-        url: str,
-        ended: Callable[[], StreamEvent | None],
-        policy: ReconnectPolicy | None,
-        on_reconnect: Callable[[str], None] | None,
-        sleep: Callable[[float], None],
-    ) -> Iterator[StreamEvent]:
-        """Every event of the stream at `url` until its terminal one, across dropped connections.
+        """Every event of a download's (or a fleet pull's) stream until its terminal one, across dropped
+        connections.
 
         After a drop it reconnects with Last-Event-ID and skips anything it has already yielded; a 204
-        (past the end) asks `ended` for the terminal event the state stands for. Raises QueenUnreachable
-        once the stream has been down for `policy.budget` seconds, QueenError on a 4xx.
+        (past the end) asks for the state and yields the terminal event it stands for. Raises
+        QueenUnreachable once the stream has been down for `policy.budget` seconds, QueenError on a 4xx.
         """
+        url = f"{_STREAMS[kind]}/{_quote(target_id)}/stream"
         policy = policy or ReconnectPolicy()
         last_id: int | None = None
         down_since: float | None = None
@@ -328,7 +241,7 @@ class QueenClient:
             except _StreamEnded:
                 # Past the terminal event (we missed it somehow): the state says how it ended.
                 try:
-                    terminal = ended()
+                    terminal = self._terminal(kind, target_id)
                 except QueenUnreachable as exc:
                     terminal, reason = None, str(exc)
                 except QueenError as exc:

@@ -10,6 +10,7 @@ from typing import TextIO
 from rich.console import Console
 
 from services.keeper.client import QueenClient, QueenError
+from shared.models import DownloadStatus
 
 __all__ = [
     "EXIT_CANCELLED",
@@ -34,7 +35,11 @@ EXIT_UNREACHABLE = 4
 EXIT_NOT_FOUND = 5
 EXIT_ERROR = 6
 EXIT_INTERRUPTED = 130
-TERMINAL_EXIT = {"complete": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+TERMINAL_EXIT: dict[str, int] = {
+    DownloadStatus.COMPLETE: EXIT_OK,
+    DownloadStatus.FAILED: EXIT_FAILED,
+    DownloadStatus.CANCELLED: EXIT_CANCELLED,
+}
 
 
 @dataclass

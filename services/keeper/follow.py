@@ -8,8 +8,9 @@ from typing import Protocol, TextIO, TypeVar
 
 from rich.console import Console
 
-from services.keeper.client import QueenError, QueenUnreachable, ReconnectPolicy, StreamEvent
+from services.keeper.client import QueenError, QueenUnreachable, ReconnectPolicy
 from services.keeper.context import EXIT_ERROR, EXIT_INTERRUPTED, TERMINAL_EXIT, Context
+from services.keeper.events import StreamEvent
 from services.keeper.format import Snapshot, terminal_message
 from services.keeper.render import BarRenderer, JsonRenderer, PlainRenderer, Renderer
 
@@ -76,7 +77,7 @@ def make_renderer(
 
 def _follow(ctx: Context, snap: Snapshot) -> int:
     renderer = make_renderer(ctx, PlainRenderer, BarRenderer)
-    events = ctx.client.follow(snap.download_id, policy_of(ctx), on_reconnect=renderer.note)
+    events = ctx.client.follow("download", snap.download_id, policy_of(ctx), on_reconnect=renderer.note)
     if not show_stream(snap, events, renderer):
         where = f" on {snap.hive_id}" if snap.hive_id else ""
         return interrupted(ctx, "download", snap.download_id, where, ctx.client.cancel)

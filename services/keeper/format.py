@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from services.keeper.client import StreamEvent
+from services.keeper.events import StreamEvent
 
 __all__ = [
     "Amount",

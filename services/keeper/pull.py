@@ -28,7 +28,7 @@ def _sources(ctx: Context, view: PullView) -> list[str]:
 
 def _follow(ctx: Context, view: PullView) -> int:
     renderer = make_renderer(ctx, PlainPullRenderer, PullBarRenderer)
-    events = ctx.client.follow_pull(view.pull_id, policy_of(ctx), on_reconnect=renderer.note)
+    events = ctx.client.follow("pull", view.pull_id, policy_of(ctx), on_reconnect=renderer.note)
     if not show_stream(view, events, renderer):
         where = f" on {len(view.hives)} hives ({', '.join(view.hives)})"
         return interrupted(ctx, "pull", view.pull_id, where, ctx.client.cancel_pull)

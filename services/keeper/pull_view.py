@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.keeper.client import StreamEvent
+from services.keeper.events import StreamEvent
 from services.keeper.format import (
     Snapshot,
     display_name,
@@ -24,11 +24,10 @@ from services.keeper.format import (
     percent_of,
     size_text,
 )
+from shared.models import STATUS_OF_TERMINAL_EVENT, TERMINAL_EVENT_OF, EventType
 
 __all__ = ["PullView", "pull_line", "pull_message", "pull_stats_text", "sources_lines"]
 
-_HIVE_EVENT = {"complete": "complete", "failed": "error", "cancelled": "cancelled"}  # a hive's status -> its event
-_PULL_STATUS = {"complete": "complete", "error": "failed", "cancelled": "cancelled"}  # the pull's end -> its status
 UNKNOWN = "unknown"  # the status of a hive's part the queen could not ask about
 
 
@@ -106,7 +105,7 @@ class PullView:
         if isinstance(data.get("pull"), dict):
             self._totals(data["pull"])
         if event.is_terminal:
-            self.status = _PULL_STATUS[event.event]
+            self.status = STATUS_OF_TERMINAL_EVENT[event.event]
             self.speed_bps = 0
             self.error, self.code = data.get("error"), data.get("code")
             return
@@ -116,7 +115,7 @@ class PullView:
         snap = self.hives.get(hive_id)
         if snap is None:  # (a hive the keeper was not told of: the pull's own view wins)
             snap = self.hives[hive_id] = Snapshot(str(data.get("download_id")), self.model_ref, hive_id)
-        kind = _HIVE_EVENT.get(str(data.get("status")), "progress")
+        kind = TERMINAL_EVENT_OF.get(str(data.get("status")), EventType.PROGRESS)
         snap.apply(StreamEvent(event.id, kind, data, event.raw))
 
     def _totals(self, totals: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColum
 from rich.table import Table
 from rich.text import Text
 
-from services.keeper.client import StreamEvent
+from services.keeper.events import StreamEvent
 from services.keeper.format import (
     Snapshot,
     progress_line,

@@ -11,24 +11,28 @@ import httpx
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from services.queen import page, pull_routes, routes
-from services.queen.aggregate import AggregateConfig, AggregateHub
-from services.queen.hive_client import HiveClient
+from services.queen.api.downloads import router as downloads_router
+from services.queen.api.hives import router as hives_router
+from services.queen.api.page import PUBLIC_PATHS
+from services.queen.api.page import router as page_router
+from services.queen.api.pulls import router as pulls_router
+from services.queen.hives.client import HiveClient
+from services.queen.hives.registry import HiveRegistry
 from services.queen.metrics import QueenCollector
-from services.queen.pull_service import PullService
-from services.queen.pull_stream import PullStreamConfig, PullStreams
-from services.queen.registry import HiveRegistry
-from services.queen.relay import DownloadRelay, RelayConfig
+from services.queen.pulls.service import PullService
+from services.queen.pulls.streams import PullStreamConfig, PullStreams
 from services.queen.service import QueenService
 from services.queen.settings import QueenSettings
-from services.queen.upstream import RelayStats
+from services.queen.streams.aggregate import AggregateConfig, AggregateHub
+from services.queen.streams.relay import DownloadRelay, RelayConfig
+from services.queen.streams.upstream import RelayStats
 from shared.auth import TokenAuthMiddleware
 from shared.error_handlers import install_error_handlers
 from shared.limits import BodySizeLimitMiddleware
 from shared.logging import CorrelationIdMiddleware
 from shared.runtime_metrics import register_runtime_metrics
 from shared.service import run_service
-from shared.wire import QueenHealth
+from shared.wire.queen import QueenHealth
 
 __all__ = ["create_app", "main"]
 
@@ -107,9 +111,10 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     install_error_handlers(app)
-    app.include_router(routes.router)
-    app.include_router(pull_routes.router)
-    app.include_router(page.router)
+    app.include_router(hives_router)
+    app.include_router(downloads_router)
+    app.include_router(pulls_router)
+    app.include_router(page_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> QueenHealth:
@@ -126,7 +131,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
         return Response(generate_latest(app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodySizeLimitMiddleware)
-    app.add_middleware(TokenAuthMiddleware, token=settings.api_token, open_paths=page.PUBLIC_PATHS)
+    app.add_middleware(TokenAuthMiddleware, token=settings.api_token, open_paths=PUBLIC_PATHS)
     app.add_middleware(CorrelationIdMiddleware)
     return app
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.queen.aggregate import AggregateHub
-from services.queen.registry import HiveRegistry
-from services.queen.relay import DownloadRelay
-from services.queen.upstream import RelayStats
+from services.queen.hives.registry import HiveRegistry
+from services.queen.streams.aggregate import AggregateHub
+from services.queen.streams.relay import DownloadRelay
+from services.queen.streams.upstream import RelayStats
 
 __all__ = ["QueenCollector"]
 

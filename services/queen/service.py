@@ -11,20 +11,21 @@ import contextlib
 import functools
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
 
-from services.queen.aggregate import AggregateHub
-from services.queen.hive_client import HiveClient, HiveUnreachable
-from services.queen.placement import holding_hive, repo_key
-from services.queen.registry import Health, HiveInfo, HiveRegistry
+from services.queen.hives.client import HiveClient, HiveUnreachable
+from services.queen.hives.fan_out import ask_every_hive
+from services.queen.hives.placement import holding_hive, repo_key
+from services.queen.hives.registry import Health, HiveInfo, HiveRegistry
 from services.queen.settings import QueenSettings
+from services.queen.streams.aggregate import AggregateHub
 from shared.errors import ApiError
 from shared.models import DownloadStatus, ErrorCode
-from shared.wire import StartDownload
+from shared.wire.hive import StartDownload
 
 __all__ = ["QueenService"]
 
@@ -128,7 +129,7 @@ class QueenService:
 
     async def start_download(self, request: StartDownload, hive_id: str | None) -> tuple[int, dict[str, Any]]:
         """Start on the named hive, else where the same model is already running, else on the least busy
-        healthy hive (the next if that one refuses connections). Rules: `services/queen/placement.py`."""
+        healthy hive (the next if that one refuses connections). Rules: `services/queen/hives/placement.py`."""
         if hive_id is not None:
             return await self._start_on(self._named_hive(hive_id), request)
         key = repo_key(request.model_ref)
@@ -198,35 +199,12 @@ class QueenService:
             del self._placed[download_id]
         return [*self.hub.active(), *self._placed.values()]
 
-    async def _fan_out(self, call: Callable[[HiveInfo], Awaitable[T]]) -> tuple[list[tuple[HiveInfo, T]], list[str]]:
-        """`call` on every hive at once, each within the fan-out deadline: the answers, and the hives
-        that gave none (failed, too slow, or already known to be down, which are not asked at all)."""
-        asked = [h for h in self.registry.all() if h.health is not Health.UNHEALTHY]
-        unreachable = [h.hive_id for h in self.registry.all() if h.health is Health.UNHEALTHY]
-        deadline = self.settings.fanout_timeout
-
-        async def one(hive: HiveInfo) -> T:
-            try:
-                async with asyncio.timeout(deadline):
-                    return await call(hive)
-            except TimeoutError:
-                raise HiveUnreachable(hive.hive_id, f"no answer within {deadline:g}s") from None
-
-        results = await asyncio.gather(*(one(h) for h in asked), return_exceptions=True)
-        answers: list[tuple[HiveInfo, T]] = []
-        for hive, result in zip(asked, results, strict=True):
-            if isinstance(result, ApiError):
-                unreachable.append(hive.hive_id)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                answers.append((hive, result))
-        return answers, unreachable
-
     async def list_downloads(self, status: str | None) -> tuple[list[dict[str, Any]], list[str]]:
         """Every hive's downloads, newest first, and the hives that could not be asked."""
         limit = self.settings.fanout_timeout
-        answers, unreachable = await self._fan_out(lambda h: self.hives.list_downloads(h, status, time_limit=limit))
+        answers, unreachable = await ask_every_hive(
+            self.registry, lambda h: self.hives.list_downloads(h, status, time_limit=limit), limit
+        )
         downloads: list[dict[str, Any]] = []
         for hive, result in answers:
             for download in result:
@@ -259,7 +237,9 @@ class QueenService:
 
     async def _ask_hives(self, download_id: str) -> HiveInfo | None:
         limit = self.settings.fanout_timeout
-        answers, unreachable = await self._fan_out(lambda h: self.hives.get_download(h, download_id, time_limit=limit))
+        answers, unreachable = await ask_every_hive(
+            self.registry, lambda h: self.hives.get_download(h, download_id, time_limit=limit), limit
+        )
         for hive, answer in answers:
             if answer is not None:
                 self.registry.record_download(download_id, hive.hive_id)

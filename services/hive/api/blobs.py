@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from services.hive.api.deps import ManagerDep, SettingsDep
 from services.hive.peers.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
 from shared.errors import ApiError, error_body
-from shared.wire import error_responses
+from shared.wire.common import error_responses
 
 router = APIRouter(prefix="/v2/blobs", tags=["peers"], responses=error_responses(401, 404))
 

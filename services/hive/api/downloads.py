@@ -17,14 +17,8 @@ from shared.errors import ApiError
 from shared.limits import DOWNLOAD_ID_RE
 from shared.models import DownloadState, DownloadStatus
 from shared.sse import frame, parse_last_event_id
-from shared.wire import (
-    DownloadStateBody,
-    Forgotten,
-    HiveDownloadList,
-    ModelFileBody,
-    StartDownload,
-    error_responses,
-)
+from shared.wire.common import error_responses
+from shared.wire.hive import DownloadStateBody, Forgotten, HiveDownloadList, ModelFileBody, StartDownload
 
 router = APIRouter(prefix="/v2/downloads", tags=["downloads"], responses=error_responses(401, 422))
 

@@ -9,7 +9,8 @@ from services.hive.downloads.manager import InvalidModelRef
 from services.hive.net.errors import DownloadError
 from shared.errors import ApiError
 from shared.models import ErrorCode
-from shared.wire import ErrorDetail, PlanBody, PlannedFile, PlanRequest, error_responses
+from shared.wire.common import ErrorDetail, error_responses
+from shared.wire.hive import PlanBody, PlannedFile, PlanRequest
 
 router = APIRouter(prefix="/v2/plans", tags=["peers"], responses=error_responses(401, 422))
 

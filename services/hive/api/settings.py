@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.hive.api.deps import ManagerDep
-from shared.wire import BandwidthLimit, error_responses
+from shared.wire.common import error_responses
+from shared.wire.hive import BandwidthLimit
 
 router = APIRouter(prefix="/v2/settings", tags=["settings"], responses=error_responses(401, 422))
 

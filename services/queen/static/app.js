@@ -527,7 +527,7 @@
     return [...p.hives.values()].map((id) => downloads.get(id)).filter(Boolean);
   }
 
-  // The pull's sums, as the queen makes them (services/queen/pulls.py): every hive takes the same
+  // The pull's sums, as the queen makes them (services/queen/pulls/plan.py): every hive takes the same
   // files, so a hive whose total is not known yet counts with the largest total another reports.
   function pullTotals(p) {
     const parts = pullParts(p);

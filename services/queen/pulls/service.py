@@ -1,0 +1,228 @@
+"""PullService: fleet pulls through the hives' `/v2` (README, "Fleet pulls").
+
+Starting one: the named hives must all be registered; one hive resolves the commit and the file
+list (`POST /v2/plans` without a commit), then every other hive plans that commit, all at once, each
+within QUEEN_PLAN_TIMEOUT; each must answer, fit the bytes it lacks and (for a gated repo) be let in
+by the hub. Only then is each hive's part started (`plan.py` says who seeds what from the hub and
+who takes it from whom); if one refuses, the parts started are cancelled. A failed preflight starts
+nothing and says which hives failed and why.
+
+The queen keeps no database: every hive records the pull's id with its download, so a pull the
+queen does not remember (it restarted) is rebuilt from the hives' download lists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import Any
+
+import structlog
+
+from services.queen.hives.client import HiveClient
+from services.queen.hives.fan_out import ask_every_hive, fan_out
+from services.queen.hives.registry import Health, HiveInfo, HiveRegistry
+from services.queen.pulls.plan import Blob, PeerHive, plan_pull
+from services.queen.pulls.preflight import Failure, check_plan, failure_of, preflight_failed
+from services.queen.pulls.state import Pull, body_of, started_at
+from services.queen.settings import QueenSettings
+from shared.errors import ApiError
+from shared.models import ErrorCode
+from shared.wire.hive import PlanRequest, StartDownload
+from shared.wire.queen import PullBody, QueenStartPull
+
+__all__ = ["PullService"]
+
+log = structlog.get_logger()
+
+_REMEMBERED = 1000  # pulls kept in memory; older ones are rebuilt from the hives when asked for
+
+
+class PullService:
+    def __init__(self, settings: QueenSettings, registry: HiveRegistry, hives: HiveClient) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.hives = hives
+        self._pulls: OrderedDict[str, Pull] = OrderedDict()
+
+    # -- starting --------------------------------------------------------------------------
+
+    async def start(self, request: QueenStartPull) -> Pull:
+        hives = self._named(request.hive_ids)
+        first, plans = await self._preflight(hives, request)
+        commit = str(first["commit"])
+        blobs = [Blob(str(f["digest"]), int(f["size"])) for f in first["files"]]
+        peers = [
+            PeerHive(h.hive_id, h.url, frozenset(str(f["digest"]) for f in plans[h.hive_id]["files"] if f["present"]))
+            for h in hives
+        ]
+        parts = plan_pull(peers, blobs, self.settings.hub_fetches_per_blob)
+        pull_id = f"pull-{uuid.uuid4().hex}"
+        structlog.contextvars.bind_contextvars(pull_id=pull_id)
+
+        def start_one(hive: HiveInfo) -> Awaitable[tuple[int, dict[str, Any]]]:
+            part = parts[hive.hive_id]
+            body = StartDownload(
+                model_ref=request.model_ref,
+                include=request.include,
+                exclude=request.exclude,
+                commit=commit,
+                sources=part.sources or None,
+                hub_first=sorted(part.hub_first) or None,
+                pull_id=pull_id,
+            )
+            return self.hives.start_download(hive, body)
+
+        started = await fan_out(hives, start_one, None)
+        downloads = {h: str(r[1].get("download_id")) for h, r in started.items() if not isinstance(r, ApiError)}
+        refused = [(h, r) for h, r in started.items() if isinstance(r, ApiError)]
+        if refused:
+            await self._cancel_all(Pull(pull_id, request.model_ref, commit, downloads))
+            hive_id, exc = refused[0]
+            message = f"starting on {hive_id!r} failed, the pull was cancelled: {exc.message}"
+            raise ApiError(exc.status, exc.code, message, hive_id=hive_id)
+        pull = Pull(pull_id, request.model_ref, commit, {h.hive_id: downloads[h.hive_id] for h in hives})
+        self._remember(pull)
+        for hive in hives:
+            self.registry.record_download(downloads[hive.hive_id], hive.hive_id)
+            self.registry.note_started(hive.hive_id)
+        log.info(
+            "pull_started",
+            commit=commit,
+            hives=len(hives),
+            blobs=len({b.digest for b in blobs}),
+            seeders={h: len(p.hub_first) for h, p in parts.items() if p.hub_first},
+        )
+        return pull
+
+    def _named(self, hive_ids: list[str] | str) -> list[HiveInfo]:
+        if hive_ids == "all":  # every hive the queen knows, but those its health checks find down
+            known = self.registry.all()
+            hives = [h for h in known if h.health is not Health.UNHEALTHY]
+            if not known:
+                raise ApiError(404, "UNKNOWN_HIVE", "no hive is registered with this queen")
+            if not hives:
+                raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, "every hive registered with this queen is down")
+            return hives
+        unknown = [h for h in dict.fromkeys(hive_ids) if self.registry.get(h) is None]
+        if unknown:
+            failures = [
+                Failure(h, 404, "UNKNOWN_HIVE", f"no hive {h!r} is registered with this queen") for h in unknown
+            ]
+            raise preflight_failed(failures)
+        return [hive for h in dict.fromkeys(hive_ids) if (hive := self.registry.get(h)) is not None]
+
+    async def _preflight(
+        self, hives: list[HiveInfo], request: QueenStartPull
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The resolving plan (commit and files) and every hive's plan of that commit, all checked."""
+        ask = PlanRequest(model_ref=request.model_ref, include=request.include, exclude=request.exclude)
+        limit = self.settings.plan_timeout
+        resolving = hives[0]
+        answers = await fan_out([resolving], lambda h: self.hives.plan(h, ask, limit), limit)
+        first = answers[resolving.hive_id]
+        if isinstance(first, ApiError):
+            raise preflight_failed([failure_of(resolving.hive_id, first)])
+        pinned = ask.model_copy(update={"commit": first["commit"]})
+        answers.update(await fan_out(hives[1:], lambda h: self.hives.plan(h, pinned, limit), limit))
+        failures = [f for h in hives if (f := check_plan(h.hive_id, answers[h.hive_id], str(first["commit"])))]
+        if failures:
+            raise preflight_failed(failures)
+        plans = {h: a for h, a in answers.items() if not isinstance(a, ApiError)}
+        return first, plans
+
+    # -- finding, state, cancel ------------------------------------------------------------
+
+    async def find(self, pull_id: str) -> Pull:
+        """The pull as remembered, else rebuilt from the hives' download lists; 404 / 503 otherwise."""
+        if (pull := self._pulls.get(pull_id)) is not None:
+            self._pulls.move_to_end(pull_id)
+            return pull
+        found, unreachable = await self._gather_pulls()
+        pull = found[pull_id][0] if pull_id in found else None
+        if pull is None:
+            if unreachable:
+                message = f"no pull {pull_id!r} on the hives that answered; unreachable: {unreachable}"
+                raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, message, unreachable_hives=unreachable)
+            raise ApiError(404, "NOT_FOUND", f"no pull {pull_id!r} on any hive")
+        if not unreachable:  # a hive that did not answer may hold a part of it: ask again next time
+            self._remember(pull)
+        log.info("pull_rebuilt", pull_id=pull_id, hives=len(pull.downloads), unreachable=unreachable)
+        return pull
+
+    async def state(self, pull: Pull) -> PullBody:
+        """Every hive's part now (its download, and where its files came from) and the totals."""
+        hives = [h for hive_id in pull.downloads if (h := self.registry.get(hive_id)) is not None]
+        limit = self.settings.fanout_timeout
+
+        async def get(hive: HiveInfo) -> dict[str, Any]:
+            state = await self.hives.get_download(hive, pull.downloads[hive.hive_id], time_limit=limit)
+            if state is None:
+                raise ApiError(404, "NOT_FOUND", f"hive {hive.hive_id!r} no longer knows the download")
+            return state
+
+        answers = await fan_out(hives, get, limit)
+        return body_of(pull, {h: answers.get(h) for h in pull.downloads})
+
+    async def list_pulls(self) -> tuple[list[PullBody], list[str]]:
+        """Every pull the hives know of, newest first (from their download lists; no file sources)."""
+        found, unreachable = await self._gather_pulls()
+        bodies = [(started_at(states), body_of(pull, states)) for pull, states in found.values()]
+        bodies.sort(key=lambda pair: pair[0], reverse=True)
+        return [b for _, b in bodies], unreachable
+
+    async def cancel(self, pull: Pull) -> PullBody:
+        await self._cancel_all(pull)
+        return await self.state(pull)
+
+    async def _cancel_all(self, pull: Pull) -> None:
+        hives = [h for hid in pull.downloads if (h := self.registry.get(hid)) is not None]
+
+        async def cancel(hive: HiveInfo) -> None:
+            try:
+                await self.hives.cancel_download(hive, pull.downloads[hive.hive_id])
+            except ApiError as exc:
+                if exc.status not in (404, 409):  # gone, or ended already: nothing to cancel
+                    raise
+
+        results = await fan_out(hives, cancel, self.settings.fanout_timeout)
+        failed = {h: r.message for h, r in results.items() if isinstance(r, ApiError)}
+        log.info("pull_cancelled", pull_id=pull.pull_id, failed=failed or None)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _remember(self, pull: Pull) -> None:
+        self._pulls[pull.pull_id] = pull
+        self._pulls.move_to_end(pull.pull_id)
+        while len(self._pulls) > _REMEMBERED:
+            self._pulls.popitem(last=False)
+
+    async def _gather_pulls(self) -> tuple[dict[str, tuple[Pull, dict[str, dict[str, Any]]]], list[str]]:
+        """The pulls in the hives' download lists (pull_id -> the pull and its hives' states), and the
+        hives that could not be asked (those the health checks know to be down are not asked)."""
+        limit = self.settings.fanout_timeout
+        answers, unreachable = await ask_every_hive(
+            self.registry, lambda h: self.hives.list_downloads(h, time_limit=limit), limit
+        )
+        by_pull: dict[str, dict[str, dict[str, Any]]] = {}
+        for hive, answer in answers:
+            for state in answer:
+                pull_id = state.get("pull_id")
+                if isinstance(pull_id, str):
+                    self.registry.record_download(str(state.get("download_id")), hive.hive_id)
+                    by_pull.setdefault(pull_id, {}).setdefault(hive.hive_id, state)  # (newest first: the latest)
+        found = {}
+        for pull_id, states in by_pull.items():
+            known = self._pulls.get(pull_id)
+            commits = [s["commit"] for s in states.values() if isinstance(s.get("commit"), str)]
+            pull = known or Pull(
+                pull_id,
+                next(iter(states.values())).get("model_ref"),
+                commits[0] if commits else None,
+                {h: str(s.get("download_id")) for h, s in sorted(states.items())},
+            )
+            found[pull_id] = (pull, states)
+        return found, sorted(unreachable)
+
+

@@ -1,0 +1,55 @@
+"""Reading a hive's SSE stream: decoding its events, and the relay counters. Pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from shared.models import EventType, ProgressEvent
+
+__all__ = ["RelayStats", "bytes_went_back", "decode_event", "enrich", "is_event_stream"]
+
+
+def decode_event(event: str, data: str, event_id: str) -> ProgressEvent | None:
+    """A hive's SSE event as a ProgressEvent, or None for what is not one of ours.
+
+    httpx-sse yields an empty `message` (the previous id, no data) after a keep-alive comment;
+    those, and anything without an integer id, a known type and a JSON object naming its
+    download, are dropped.
+    """
+    if not data or not event_id.isdigit():
+        return None
+    try:
+        kind = EventType(event)
+        payload: Any = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("download_id"), str):
+        return None
+    return ProgressEvent(int(event_id), kind, payload)
+
+
+def bytes_went_back(latest: ProgressEvent | None, event: ProgressEvent) -> bool:
+    """True for a progress event with fewer bytes than the last one relayed (streams never go back)."""
+    if latest is None or event.is_terminal:
+        return False
+    before, now = latest.data.get("bytes"), event.data.get("bytes")
+    return isinstance(before, int) and isinstance(now, int) and now < before
+
+
+def is_event_stream(content_type: str) -> bool:
+    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
+
+
+def enrich(event: ProgressEvent, **extra: Any) -> ProgressEvent:
+    return ProgressEvent(event.id, event.event, {**event.data, **extra})
+
+
+@dataclass(slots=True)
+class RelayStats:
+    """Counters the relay keeps for /metrics."""
+
+    reconnects: int = 0  # an upstream stream connected again after a drop
+    reconnect_failures: int = 0  # an attempt to reconnect that failed
+    gave_up: int = 0  # per-download relays that ran out of budget (HIVE_UNREACHABLE sent)
