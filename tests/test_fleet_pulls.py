@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -414,3 +415,48 @@ def test_a_pull_survives_a_queen_restart_and_is_cancelled_on_every_hive(fleet: F
     assert state["status"] == "cancelled" and {p["status"] for p in state["hives"]} == {"cancelled"}
     for name in names:
         assert [d["status"] for d in fleet.hive_downloads(name)] == ["cancelled"]
+
+
+def test_a_cancel_that_cannot_reach_a_hive_says_so_and_is_applied_when_the_hive_is_back(fleet: Fleet) -> None:
+    """DELETE /v1/pulls/{id} with one hive stopped (SIGSTOP): the answer names it in `cancel_pending`,
+    and the queen cancels its part once it answers again; it never completes a cancelled pull."""
+    for name in ("hive-a", "hive-b"):
+        fleet.add_hive(name, HIVE_BANDWIDTH_LIMIT=str(256 * 1024))
+    started = fleet.started(["hive-a", "hive-b"])
+    pull_id = started["pull_id"]
+    wait_until(lambda: fleet.state(pull_id)["bytes"] > 0 or None, 30, what="bytes moving")
+    stopped = fleet.hives["hive-b"]
+    assert stopped.proc is not None
+    stopped.proc.send_signal(signal.SIGSTOP)
+    try:
+        with fleet.api() as client:
+            answer = client.delete(f"/v1/pulls/{pull_id}")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["cancel_pending"] == ["hive-b"], body
+        parts = {p["hive_id"]: p["status"] for p in body["hives"]}
+        assert parts == {"hive-a": "cancelled", "hive-b": "unknown"}, parts
+    finally:
+        stopped.proc.send_signal(signal.SIGCONT)
+
+    def reapplied() -> dict[str, Any] | None:
+        state = fleet.state(pull_id)
+        return state if not state["cancel_pending"] and state["status"] != "running" else None
+
+    state = wait_until(reapplied, 30, interval=0.2, what="the cancel to reach hive-b")
+    assert state["status"] == "cancelled", state
+    assert {p["hive_id"]: p["status"] for p in state["hives"]} == {"hive-a": "cancelled", "hive-b": "cancelled"}
+    assert [d["status"] for d in fleet.hive_downloads("hive-b")] == ["cancelled"]
+    assert not list((fleet.models["hive-b"] / "hub").glob("models--*/snapshots/*/*"))  # no snapshot written
+
+
+def test_a_pull_stream_ignores_a_last_event_id_of_unicode_digits(fleet: Fleet) -> None:
+    fleet.add_hive("hive-a")
+    started = fleet.started(["hive-a"])
+    assert fleet.queen is not None
+    for path in (f"/v1/pulls/{started['pull_id']}/stream", f"/v1/downloads/{started['downloads']['hive-a']}/stream"):
+        with httpx.Client(timeout=httpx.Timeout(10, read=30)) as client:
+            # '²'.isdigit() is True but int('²') fails; a header's bytes are read as latin-1
+            with client.stream("GET", f"{fleet.queen.url}{path}", headers={**AUTH, "Last-Event-ID": b"\xb2"}) as resp:
+                assert resp.status_code in (200, 204), (path, resp.read())
+                assert resp.headers.get("content-type", "").startswith("text/event-stream") or resp.status_code == 204

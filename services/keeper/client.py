@@ -14,6 +14,7 @@ from httpx_sse import SSEError, connect_sse
 
 from services.keeper.events import STREAM_EVENTS, StreamEvent, terminal_event_from_pull, terminal_event_from_state
 from shared.backoff import Backoff
+from shared.digits import parse_uint
 
 __all__ = [
     "DEFAULT_QUEEN_URL",
@@ -202,7 +203,7 @@ class QueenClient:
                     data = json.loads(sse.data)
                 except ValueError:
                     continue
-                event_id = int(sse.id) if sse.id.isdigit() else None
+                event_id = parse_uint(sse.id)
                 yield StreamEvent(event_id, sse.event, data if isinstance(data, dict) else {}, sse.data)
 
     def follow(

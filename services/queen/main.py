@@ -78,7 +78,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
             )
             service = QueenService(settings, registry, hives, hub)
             app.state.service, app.state.relay, app.state.hub = service, relay, hub
-            app.state.pulls = PullService(settings, registry, hives)
+            app.state.pulls = pulls = PullService(settings, registry, hives)
             app.state.pull_streams = pull_streams = PullStreams(
                 relay,
                 registry.get,
@@ -96,12 +96,14 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
             for hive_id, url in settings.hives.items():
                 service.register(hive_id, url, source="static")
             health = asyncio.create_task(service.run_health_checks(), name="health-checks")
+            cancels = asyncio.create_task(pulls.reapply_cancels_forever(), name="pull-cancels")
             try:
                 yield
             finally:
-                health.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await health
+                for task in (health, cancels):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await service.close()
                 await pull_streams.aclose()
                 await relay.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from shared.limits import (
     HIVE_ID_PATTERN,
@@ -14,7 +14,7 @@ from shared.limits import (
     MAX_URL_LENGTH,
     SHA256_PATTERN,
 )
-from shared.wire.common import Patterns
+from shared.wire.common import REQUEST, MaxBps, Patterns
 from shared.wire.hive import DownloadStateBody
 
 __all__ = [
@@ -36,13 +36,14 @@ __all__ = [
 
 
 class QueenStartDownload(BaseModel):
-    """POST /v1/downloads."""
+    """POST /v1/downloads: what the hive's POST /v2/downloads takes from a user, and the hive."""
 
-    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+    model_config = REQUEST
 
     model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
     hive_id: str | None = Field(default=None, pattern=HIVE_ID_PATTERN)
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    max_bps: MaxBps = None
     include: Patterns = None
     exclude: Patterns = None
 
@@ -53,7 +54,7 @@ HiveId = Annotated[str, Field(pattern=HIVE_ID_PATTERN)]
 class QueenStartPull(BaseModel):
     """POST /v1/pulls: one model onto many hives, one commit for all."""
 
-    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+    model_config = REQUEST
 
     model_ref: str = Field(
         min_length=1, max_length=MAX_REF_LENGTH, description="a whole model, hf:{org}/{repo}[@{rev}]"
@@ -67,6 +68,8 @@ class QueenStartPull(BaseModel):
 
 class RegisterHive(BaseModel):
     """POST /v1/hives."""
+
+    model_config = REQUEST
 
     hive_id: str = Field(pattern=HIVE_ID_PATTERN)
     url: str = Field(pattern=HIVE_URL_PATTERN, max_length=MAX_URL_LENGTH)
@@ -155,6 +158,11 @@ class PullBody(BaseModel):
     hives: list[PullHiveBody]
     failed_hives: list[str]
     unreachable_hives: list[str]
+    cancel_pending: list[str] = Field(
+        default_factory=list,
+        description="hives a cancel of this pull has not reached yet (down or not answering): the queen"
+        " cancels their part as soon as they answer again",
+    )
 
 
 class PullList(BaseModel):

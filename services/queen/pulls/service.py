@@ -13,9 +13,10 @@ queen does not remember (it restarted) is rebuilt from the hives' download lists
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import structlog
@@ -45,6 +46,9 @@ class PullService:
         self.registry = registry
         self.hives = hives
         self._pulls: OrderedDict[str, Pull] = OrderedDict()
+        # pull_id -> the hives a DELETE of that pull has not reached yet (down, too slow, not
+        # registered): their part is cancelled as soon as they answer again (`reapply_cancels`)
+        self._cancel_pending: OrderedDict[str, frozenset[str]] = OrderedDict()
 
     # -- starting --------------------------------------------------------------------------
 
@@ -78,7 +82,9 @@ class PullService:
         downloads = {h: str(r[1].get("download_id")) for h, r in started.items() if not isinstance(r, ApiError)}
         refused = [(h, r) for h, r in started.items() if isinstance(r, ApiError)]
         if refused:
-            await self._cancel_all(Pull(pull_id, request.model_ref, commit, downloads))
+            started_parts = Pull(pull_id, request.model_ref, commit, downloads)
+            self._remember(started_parts)
+            self._set_pending(pull_id, await self._cancel_on(started_parts, downloads))
             hive_id, exc = refused[0]
             message = f"starting on {hive_id!r} failed, the pull was cancelled: {exc.message}"
             raise ApiError(exc.status, exc.code, message, hive_id=hive_id)
@@ -163,21 +169,57 @@ class PullService:
             return state
 
         answers = await fan_out(hives, get, limit)
-        return body_of(pull, {h: answers.get(h) for h in pull.downloads})
+        return body_of(pull, {h: answers.get(h) for h in pull.downloads}, self.cancel_pending(pull.pull_id))
 
     async def list_pulls(self) -> tuple[list[PullBody], list[str]]:
         """Every pull the hives know of, newest first (from their download lists; no file sources)."""
         found, unreachable = await self._gather_pulls()
-        bodies = [(started_at(states), body_of(pull, states)) for pull, states in found.values()]
+        bodies = [
+            (started_at(states), body_of(pull, states, self.cancel_pending(pull.pull_id)))
+            for pull, states in found.values()
+        ]
         bodies.sort(key=lambda pair: pair[0], reverse=True)
         return [b for _, b in bodies], unreachable
 
     async def cancel(self, pull: Pull) -> PullBody:
-        await self._cancel_all(pull)
+        """Cancel every hive's part. A hive the cancel does not reach now (down, too slow to answer,
+        not registered) is named in the answer's `cancel_pending`, and its part is cancelled as soon
+        as it answers again: a hive that comes back never finishes a cancelled pull's part."""
+        self._remember(pull)
+        missed = await self._cancel_on(pull, pull.downloads)
+        self._set_pending(pull.pull_id, missed)
         return await self.state(pull)
 
-    async def _cancel_all(self, pull: Pull) -> None:
-        hives = [h for hid in pull.downloads if (h := self.registry.get(hid)) is not None]
+    def cancel_pending(self, pull_id: str) -> list[str]:
+        return sorted(self._cancel_pending.get(pull_id, ()))
+
+    async def reapply_cancels(self) -> int:
+        """Try the cancels that have not reached their hive yet again; how many reached one now."""
+        reached = 0
+        for pull_id, pending in list(self._cancel_pending.items()):
+            pull = self._pulls.get(pull_id)
+            if pull is None:  # (forgotten: too many pulls since)
+                self._cancel_pending.pop(pull_id, None)
+                continue
+            missed = await self._cancel_on(pull, pending)
+            now_reached = sorted(pending - missed)
+            reached += len(now_reached)
+            if now_reached:
+                log.info("pull_cancel_reapplied", pull_id=pull_id, hives=now_reached, pending=sorted(missed))
+            self._set_pending(pull_id, missed)
+        return reached
+
+    async def reapply_cancels_forever(self) -> None:
+        """Run `reapply_cancels` every health interval (the queen's lifespan runs this)."""
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            if self._cancel_pending:
+                await self.reapply_cancels()
+
+    async def _cancel_on(self, pull: Pull, hive_ids: Iterable[str]) -> frozenset[str]:
+        """Cancel the pull's part on each of `hive_ids`: the hives it did not reach."""
+        wanted = set(hive_ids)
+        hives = [h for hid in wanted if (h := self.registry.get(hid)) is not None]
 
         async def cancel(hive: HiveInfo) -> None:
             try:
@@ -188,7 +230,18 @@ class PullService:
 
         results = await fan_out(hives, cancel, self.settings.fanout_timeout)
         failed = {h: r.message for h, r in results.items() if isinstance(r, ApiError)}
-        log.info("pull_cancelled", pull_id=pull.pull_id, failed=failed or None)
+        missed = frozenset(failed) | frozenset(wanted - {h.hive_id for h in hives})
+        log.info("pull_cancelled", pull_id=pull.pull_id, failed=failed or None, pending=sorted(missed) or None)
+        return missed
+
+    def _set_pending(self, pull_id: str, missed: frozenset[str]) -> None:
+        if missed:
+            self._cancel_pending[pull_id] = missed
+            self._cancel_pending.move_to_end(pull_id)
+            while len(self._cancel_pending) > _REMEMBERED:
+                self._cancel_pending.popitem(last=False)
+        else:
+            self._cancel_pending.pop(pull_id, None)
 
     # -- internals -------------------------------------------------------------------------
 

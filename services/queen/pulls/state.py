@@ -39,7 +39,10 @@ def _sources(files: object) -> dict[str, int]:
     return sources
 
 
-def body_of(pull: Pull, states: Mapping[str, dict[str, Any] | ApiError | None]) -> PullBody:
+def body_of(
+    pull: Pull, states: Mapping[str, dict[str, Any] | ApiError | None], cancel_pending: list[str] | None = None
+) -> PullBody:
+    """The pull's body; `cancel_pending`: the hives a cancel of it has not reached yet."""
     parts: list[PullHiveBody] = []
     progress: list[HiveProgress] = []
     unreachable: list[str] = []
@@ -82,4 +85,5 @@ def body_of(pull: Pull, states: Mapping[str, dict[str, Any] | ApiError | None]) 
         hives=parts,
         failed_hives=[h.hive_id for h in totals.failed],
         unreachable_hives=unreachable,
+        cancel_pending=cancel_pending or [],
     )

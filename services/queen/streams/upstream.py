@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from shared.digits import is_ascii_digits
 from shared.models import EventType, ProgressEvent
 
 __all__ = ["RelayStats", "bytes_went_back", "decode_event", "enrich", "is_event_stream"]
@@ -18,7 +19,7 @@ def decode_event(event: str, data: str, event_id: str) -> ProgressEvent | None:
     those, and anything without an integer id, a known type and a JSON object naming its
     download, are dropped.
     """
-    if not data or not event_id.isdigit():
+    if not data or not is_ascii_digits(event_id):
         return None
     try:
         kind = EventType(event)
