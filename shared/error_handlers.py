@@ -37,7 +37,8 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+        msg = "unknown field (not one this route takes)" if err.get("type") == "extra_forbidden" else err.get("msg")
+        parts.append(f"{loc}: {msg or 'invalid'}" if loc else str(msg or "invalid"))
     return "; ".join(parts) or "invalid request"
 
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import uvicorn
 from pydantic import ValidationError
 
+from shared.http_protocol import JsonErrorH11Protocol
 from shared.logging import configure_logging
 from shared.settings import CommonSettings
 
@@ -60,5 +61,6 @@ def run_service(
         port=settings.port,
         log_config=None,
         access_log=False,
+        http=JsonErrorH11Protocol,  # a request h11 cannot parse gets the JSON error body too
         timeout_graceful_shutdown=5,
     )

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from shared.limits import MAX_PATTERN_LENGTH, MAX_PATTERNS
+from shared.limits import MAX_BPS, MAX_PATTERN_LENGTH, MAX_PATTERNS
 
-__all__ = ["ErrorBody", "ErrorDetail", "Pattern", "Patterns", "error_responses"]
+__all__ = ["REQUEST", "ErrorBody", "ErrorDetail", "MaxBps", "Pattern", "Patterns", "error_responses"]
+
+# Every request body: a field we do not know is refused (422 naming it), never silently dropped: a
+# typo such as "excludes" would otherwise pull the whole model.
+REQUEST = ConfigDict(protected_namespaces=(), extra="forbid")
+
+# A byte rate as JSON gives it: an integer, not a boolean or a float (strict), within bounds.
+MaxBps = Annotated[
+    StrictInt | None, Field(default=None, ge=1, le=MAX_BPS, description="cap for this download, bytes/s")
+]
 
 Pattern = Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Patterns = Annotated[

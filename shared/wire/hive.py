@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from shared.limits import (
     COMMIT_PATTERN,
@@ -21,7 +21,7 @@ from shared.limits import (
     SHA256_PATTERN,
 )
 from shared.models import DownloadStatus
-from shared.wire.common import ErrorDetail, Patterns
+from shared.wire.common import REQUEST, ErrorDetail, MaxBps, Patterns
 
 __all__ = [
     "BandwidthLimit",
@@ -52,11 +52,11 @@ PeerUrl = Annotated[str, Field(pattern=HIVE_URL_PATTERN, max_length=MAX_URL_LENG
 class StartDownload(BaseModel):
     """POST /v2/downloads."""
 
-    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+    model_config = REQUEST
 
     model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
-    max_bps: int | None = Field(default=None, ge=1, le=MAX_BPS, description="cap for this download, bytes/s")
+    max_bps: MaxBps = None
     include: Patterns = None
     exclude: Patterns = None
     # a fleet pull (the queen's): the commit every hive takes, where each blob can come from, and
@@ -70,7 +70,7 @@ class StartDownload(BaseModel):
 class PlanRequest(BaseModel):
     """POST /v2/plans: what pulling a whole model would take on this hive."""
 
-    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+    model_config = REQUEST
 
     model_ref: str = Field(min_length=1, max_length=MAX_REF_LENGTH)
     include: Patterns = None
@@ -81,7 +81,9 @@ class PlanRequest(BaseModel):
 class BandwidthLimit(BaseModel):
     """GET and PUT /v2/settings/bandwidth."""
 
-    bandwidth_limit: int = Field(ge=0, le=MAX_BPS, description="bytes/s across all downloads; 0 = unlimited")
+    model_config = REQUEST
+
+    bandwidth_limit: StrictInt = Field(ge=0, le=MAX_BPS, description="bytes/s across all downloads; 0 = unlimited")
 
 
 # -- responses -------------------------------------------------------------------------------

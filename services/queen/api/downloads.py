@@ -41,7 +41,7 @@ async def _drain(queue: Mailbox) -> AsyncIterator[bytes]:
     },
 )
 async def start_download(body: QueenStartDownload, response: Response, service: ServiceDep) -> DownloadStateBody:
-    request = StartDownload(model_ref=body.model_ref, sha256=body.sha256, include=body.include, exclude=body.exclude)
+    request = StartDownload(**body.model_dump(exclude={"hive_id"}))  # every field the hive takes from a user
     status, state = await service.start_download(request, body.hive_id)
     response.status_code = status
     return DownloadStateBody.model_validate(state)
