@@ -1,4 +1,4 @@
-"""Model refs -> what to fetch and where it lands. Pure; refuses anything unsafe.
+r"""Model refs -> what to fetch and where it lands. Pure; refuses anything unsafe.
 
 - `hf:{org}/{repo}[@{rev}]::file={path}` -> one file, `{HF_ENDPOINT}/{org}/{repo}/resolve/{rev or main}/{path}`;
   `hf:{org}/{repo}[@{rev}]` -> the whole repository at `rev` (default `main`). Both land in the Hugging
@@ -8,8 +8,10 @@
   stored name too: `{name}?{query, '/' and '%' escaped}`.
 
 A file path must be relative, made of plain segments: no `..` or `.`, no empty segments, no
-backslash, NUL, control or invisible format characters, lone surrogates or percent-escapes, no
-`.part` suffix (ours), and every stored name fits a filesystem name (255 bytes as UTF-8).
+backslash, NUL, control or invisible format characters or lone surrogates, no `.part` suffix (ours),
+and every stored name fits a filesystem name (255 bytes as UTF-8). An `hf:` file path is the file's
+name in the repository, never decoded: a `%` in it is a `%` (sent as `%25`), as in a listing of the
+hub's tree. A URL's path is decoded, so there a percent-encoded `/`, `\`, `.` or `%` is refused.
 
 `HIVE_ALLOWED_HOSTS` (see `parse_allowed_hosts`) narrows where a ref, and every redirect, may go.
 """
@@ -42,7 +44,6 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _HF_RE = re.compile(
     rf"hf:(?P<org>{_NAME})/(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?(?:::file=(?P<path>.+))?"
 )
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # C0, DEL, C1 controls, backslash, lone surrogates (cannot name a file), and invisible format
 # characters (bidi overrides, zero-width joiners, BOM) that make a name look like another
 _BAD_CHARS = re.compile(
@@ -150,8 +151,6 @@ def _parse_hf(ref: str, hf_endpoint: str) -> ModelRef:
     if ".." in rev.split("/") or rev.endswith("/") or "//" in rev or "::" in rev:
         raise InvalidModelRef("revision is malformed")
     if path is not None:
-        if _PERCENT_ESCAPE.search(path):
-            raise InvalidModelRef("file path may not contain percent-escapes")
         _check_segments(path, "file path")
     hub_ref = HubRef(endpoint_base(hf_endpoint), f"{org}/{repo}", rev, path)
     url = hub_ref.revision_url if path is None else hub_ref.resolve_url(rev, path)

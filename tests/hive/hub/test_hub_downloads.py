@@ -76,6 +76,20 @@ def test_lfs_and_small_files_are_verified_and_carry_the_commit(
         assert any(e == "progress" and d.get("commit") == commit for e, d in events)
 
 
+def test_a_file_with_a_percent_in_its_name_downloads_alone_as_it_does_in_its_model(
+    hub: Hub, make_hive: Callable[..., ServerThread]
+) -> None:
+    commit = hub.commit(REPO, {"%41.txt": b"not A\n", "50%.json": b"{}\n"})
+    hive = make_hive()
+    for path in ("%41.txt", "50%.json"):
+        state, _ = follow(hive.url, f"hf:{REPO}::file={path}")
+        assert state["status"] == "complete", state
+        assert Path(state["path"]).name == path and Path(state["path"]).read_bytes() == hub.file(REPO, path).content()
+    model, _ = follow(hive.url, f"hf:{REPO}")
+    assert model["status"] == "complete" and model["commit"] == commit, model
+    assert {"%41.txt", "50%.json"} <= {p.name for p in Path(model["path"]).iterdir()}
+
+
 def test_a_segmented_file_asks_the_resolver_at_most_twice(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
     hub.commit(REPO, {"model.safetensors": Generated(6 * MiB, 3)})
     hive = make_hive(segments=4, segment_min_bytes=256 * 1024)  # 24 chunk requests, at once after a probe
