@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ from services.hive.hub.fetch import HubFetcher
 from services.hive.hub.plan import HubPlanner
 from services.hive.hub.trees import TreeCache
 from services.hive.metrics import HiveCollector, HiveStats, render_metrics
+from services.hive.peers.blobs import quiet_short_bodies
 from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
 from services.hive.tracker.tracker import DownloadTracker
@@ -129,6 +131,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     registry.register(HiveCollector(tracker, settings.id, stats))
     register_runtime_metrics(registry)
     install_error_handlers(app)
+    quiet_short_bodies(logging.getLogger("uvicorn.error"))  # a peer's blob body may end short (peers/blobs.py)
     for router in (downloads.router, settings_routes.router, blobs.router, plans.router):
         app.include_router(router)
 

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import h11
+import structlog
 
 from services.hive.cache.layout import hub_dir, partials_dir
 from services.hive.cache.partials import PartialNotes
@@ -32,7 +36,18 @@ from services.hive.cache.repo import DIGEST_RE
 from services.hive.transfer.segments import SegmentPlan
 from shared.digits import is_ascii_digits
 
-__all__ = ["BadRange", "BlobView", "find_blob", "follow", "parse_range", "safe_prefix"]
+__all__ = [
+    "BadRange",
+    "BlobView",
+    "ShortBodyLog",
+    "find_blob",
+    "follow",
+    "parse_range",
+    "quiet_short_bodies",
+    "safe_prefix",
+]
+
+log = structlog.get_logger()
 
 _CHUNK = 1024 * 1024
 _POLL = 0.05  # seconds between looks at a growing partial
@@ -180,3 +195,24 @@ def _close_after(fd: int, read: asyncio.Future[bytes]) -> None:
     if not read.cancelled():
         read.exception()  # (retrieved: a failed read of a body nobody reads any more is no news)
     os.close(fd)
+
+
+class ShortBodyLog(logging.Filter):
+    """A blob's body that ends before its Content-Length is normal operation here (the partial's
+    download was cancelled, failed or stopped: the reader resumes elsewhere with Range), but uvicorn's
+    h11 server logs it as "Exception in ASGI application" with a traceback (h11 refuses to end the
+    message short; the connection is closed, which is what tells the reader). On `uvicorn.error`,
+    this filter turns that record into one info line and lets every other one through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, h11.LocalProtocolError) and "Too little data for declared Content-Length" in str(exc):
+            log.info("blob_body_ended_short", reason="the partial it followed stopped growing; the reader resumes")
+            return False
+        return True
+
+
+def quiet_short_bodies(logger: logging.Logger) -> None:
+    """Install ShortBodyLog on `logger` once (an app built twice in one process adds it once)."""
+    if not any(isinstance(f, ShortBodyLog) for f in logger.filters):
+        logger.addFilter(ShortBodyLog())

@@ -9,6 +9,7 @@ back to the next source (with Range) when the peer dies or serves damaged bytes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -134,6 +135,33 @@ def test_a_peer_still_downloading_is_followed_as_its_partial_grows(
     assert hub.cdn.total_bytes_sent() == lfs  # the follower's bytes all came from the seeder
     for path in FILES:
         assert (Path(state["path"]) / path).read_bytes() == hub.file(REPO, path).content()
+
+
+def test_a_blob_body_cut_short_by_a_cancel_is_logged_as_such_without_a_traceback(
+    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader told the body may end short (README, "Fleet pulls") is normal operation: one info line."""
+    caplog.set_level(logging.INFO)
+    hub.commit(REPO, FILES)
+    seeder_models = tmp_path / "seeder"
+    seeder = make_hive(bandwidth_limit=MiB, segments=1, models_dir=seeder_models)
+    download_id = start(seeder.url)
+    big = next(d for p, d in digests(hub).items() if p.startswith("model-00001"))
+    wait_until(lambda: any(p.stat().st_size > 0 for p in seeder_models.rglob(f"{big}.part")), 30, what="a partial")
+    got, cancelled = bytearray(), list[httpx.Response]()
+    with httpx.Client(timeout=httpx.Timeout(10, read=20)) as client:
+        with client.stream("GET", f"{seeder.url}/v2/blobs/{big}") as resp:
+            assert resp.headers["x-rbee-blob-state"] == "partial"
+            declared = int(resp.headers["content-length"])
+            with pytest.raises(httpx.RemoteProtocolError):  # the body ends short: the reader is told so
+                for chunk in resp.iter_raw():
+                    got += chunk
+                    if len(got) >= 64 * 1024 and not cancelled:
+                        cancelled.append(httpx.delete(f"{seeder.url}/v2/downloads/{download_id}", timeout=30))
+    assert 0 < len(got) < declared
+    # (uvicorn logs the body's end before it closes the connection the reader saw close)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [(r.name, r.getMessage(), r.exc_info) for r in errors]
 
 
 def test_a_peer_whose_pull_part_has_not_started_yet_is_waited_for(
