@@ -33,8 +33,15 @@ chaos: $(STAMP)
 	RBEE_CHAOS_LONG=1 RBEE_CHAOS_REPORT=.chaos-report.txt $(BIN)/pytest -q tests/hive/transfer/test_chaos.py; \
 	status=$$?; cat .chaos-report.txt 2>/dev/null; rm -f .chaos-report.txt; exit $$status
 
+# Compose v2 (`docker compose`) where its plugin is installed, else v1 (`docker-compose`: Debian's
+# docker.io comes with it and without the plugin); COMPOSE=... overrides. Looked up only by `make up`.
+COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
+
 up:
-	docker compose up --build
+	@if [ -z "$(COMPOSE)" ]; then \
+		echo "make up: neither 'docker compose' (Compose v2) nor 'docker-compose' (v1) is installed" >&2; exit 1; fi
+	$(COMPOSE) up --build
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
