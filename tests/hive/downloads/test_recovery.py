@@ -14,6 +14,7 @@ from services.hive.peers.pull_part import PullPart
 from services.hive.refs import HubRef
 from services.hive.transfer import DownloadJob
 from shared.models import DownloadStatus, ErrorCode
+from tests.hive.history.support import record as history_record
 
 HUB = "http://hub.test:8080"
 OLD_HUB = "http://old-hub.test:8080"
@@ -25,16 +26,9 @@ PATTERNS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
 
 
 def record(download_id: str, model_ref: str, seq: int = 1, **fields: Any) -> DownloadRecord:
+    """An unfinished download's record (unless `fields` say otherwise), of `model_ref`."""
     fields.setdefault("status", DownloadStatus.DOWNLOADING.value)
-    return DownloadRecord(
-        download_id=download_id,
-        seq=seq,
-        model_ref=model_ref,
-        url=model_ref,
-        dest=f"/models/{download_id}",
-        started_at="2026-01-02T03:04:05Z",
-        **fields,
-    )
+    return history_record(download_id, seq, model_ref=model_ref, url=model_ref, **fields)
 
 
 def patterns(download_id: str) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
@@ -63,7 +57,7 @@ def test_an_unfinished_url_download_resumes_with_what_its_transfer_had_learnt() 
             DownloadJob(
                 "dl-url",
                 "http://files.test/a.bin",
-                Path("/models/dl-url"),
+                Path("/models/dl-url.bin"),
                 "e" * 64,
                 HUB,
                 validator='"etag-7"',
