@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.hive.history.store import COLUMNS, SCHEMA_VERSION, DownloadRecord, HistoryStore, migrate
+from services.hive.history.store import COLUMNS, SCHEMA_VERSION, HistoryStore, migrate
+from tests.hive.history.support import record, reopen
 
 # The table exactly as hives wrote it before the schema had a version (user_version 0). A copy on
 # purpose, not an import of the store's first migration: it stands for databases already on disk.
@@ -36,32 +37,6 @@ CREATE TABLE downloads (
 );
 CREATE INDEX downloads_status ON downloads(status);
 """
-
-
-def record(download_id: str, seq: int, **changes: object) -> DownloadRecord:
-    rec = DownloadRecord(
-        download_id=download_id,
-        seq=seq,
-        model_ref=f"hf:org/repo/{download_id}.bin",
-        url=f"http://127.0.0.1/{download_id}.bin",
-        dest=f"/models/{download_id}.bin",
-        status="queued",
-        started_at="2026-01-02T03:04:05Z",
-    )
-    for name, value in changes.items():
-        setattr(rec, name, value)
-    return rec
-
-
-def reopen(path: Path) -> list[DownloadRecord]:
-    async def go() -> list[DownloadRecord]:
-        store = HistoryStore(path)
-        try:
-            return await store.open()
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 def test_records_round_trip_in_arrival_order(tmp_path: Path) -> None:

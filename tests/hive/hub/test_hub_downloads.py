@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from httpx_sse import connect_sse
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
 from tests import layout
-from tests.conftest import hive_factory
+from tests.hub_fixtures import HubSetup
 from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
 MiB = 1024 * 1024
@@ -32,17 +32,9 @@ TERMINAL = {"complete", "error", "cancelled"}
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    with Hub(tmp_path / "hub-store", cdn_max_unranged_bytes=MiB, switches=HubSwitches()) as h:
-        h.add_repo(REPO)
-        yield h
-
-
-@pytest.fixture
-def make_hive(tmp_path: Path, hub: Hub) -> Iterator[Callable[..., ServerThread]]:
+def hub_setup() -> HubSetup:
     # the test CDN refuses unbounded reads above 1 MiB, as the real one above 50 GB
-    with hive_factory(tmp_path, hub.url, range_limit_bytes=MiB) as make:
-        yield make
+    return HubSetup((REPO,), cdn_max_unranged_bytes=MiB, switches=HubSwitches(), hive={"range_limit_bytes": MiB})
 
 
 def follow(base: str, model_ref: str, timeout: float = 60) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
@@ -61,10 +53,10 @@ def follow(base: str, model_ref: str, timeout: float = 60) -> tuple[dict[str, An
 
 
 def test_lfs_and_small_files_are_verified_and_carry_the_commit(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     commit = hub.commit(REPO, {"config.json": b'{"hidden": 64}\n', "model.safetensors": Generated(3 * MiB + 5, 7)})
-    hive = make_hive()
+    hive = make_hub_hive()
     for path in ("config.json", "model.safetensors"):
         state, events = follow(hive.url, f"hf:{REPO}::file={path}")
         assert state["status"] == "complete", state
@@ -77,10 +69,10 @@ def test_lfs_and_small_files_are_verified_and_carry_the_commit(
 
 
 def test_a_file_with_a_percent_in_its_name_downloads_alone_as_it_does_in_its_model(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     commit = hub.commit(REPO, {"%41.txt": b"not A\n", "50%.json": b"{}\n"})
-    hive = make_hive()
+    hive = make_hub_hive()
     for path in ("%41.txt", "50%.json"):
         state, _ = follow(hive.url, f"hf:{REPO}::file={path}")
         assert state["status"] == "complete", state
@@ -90,9 +82,9 @@ def test_a_file_with_a_percent_in_its_name_downloads_alone_as_it_does_in_its_mod
     assert {"%41.txt", "50%.json"} <= {p.name for p in Path(model["path"]).iterdir()}
 
 
-def test_a_segmented_file_asks_the_resolver_at_most_twice(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+def test_a_segmented_file_asks_the_resolver_at_most_twice(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
     hub.commit(REPO, {"model.safetensors": Generated(6 * MiB, 3)})
-    hive = make_hive(segments=4, segment_min_bytes=256 * 1024)  # 24 chunk requests, at once after a probe
+    hive = make_hub_hive(segments=4, segment_min_bytes=256 * 1024)  # 24 chunk requests, at once after a probe
     state, _ = follow(hive.url, f"hf:{REPO}::file=model.safetensors")
     assert state["status"] == "complete", state
     assert state["sha256"] == hub.file(REPO, "model.safetensors").sha256
@@ -101,11 +93,11 @@ def test_a_segmented_file_asks_the_resolver_at_most_twice(hub: Hub, make_hive: C
 
 
 def test_an_expired_signed_url_is_resolved_again_and_the_file_goes_on_with_range(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     hub.commit(REPO, {"model.safetensors": Generated(4 * MiB, 4)})
     # one connection, 1 MiB ranges (HIVE_RANGE_LIMIT_BYTES): each range is a new request on the signed URL
-    hive = make_hive(segments=1, bandwidth_limit=1 * MiB)
+    hive = make_hub_hive(segments=1, bandwidth_limit=1 * MiB)
     with httpx.Client(base_url=hive.url, timeout=10) as client:
         download_id = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}::file=model.safetensors"}).json()[
             "download_id"
@@ -134,23 +126,23 @@ def test_an_expired_signed_url_is_resolved_again_and_the_file_goes_on_with_range
 
 
 def test_a_file_bigger_than_an_open_range_may_be_is_fetched_in_bounded_ranges(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     hub.commit(REPO, {"big.bin": Generated(3 * MiB + 11, 5)})  # *.bin is LFS
-    bounded = make_hive(segments=1)
+    bounded = make_hub_hive(segments=1)
     state, _ = follow(bounded.url, f"hf:{REPO}::file=big.bin")
     assert state["status"] == "complete", state
     assert state["sha256"] == hub.file(REPO, "big.bin").sha256
     assert all(
         r.headers.get("range", "").count("-") == 1 and not r.headers["range"].endswith("-") for r in hub.cdn.records()
     )
-    unbounded = make_hive(segments=1, range_limit_bytes=50_000_000_000)  # asks `bytes=0-`: the CDN says no
+    unbounded = make_hub_hive(segments=1, range_limit_bytes=50_000_000_000)  # asks `bytes=0-`: the CDN says no
     state, _ = follow(unbounded.url, f"hf:{REPO}::file=big.bin")
     assert state["status"] == "failed" and state["error_code"] == "DOWNLOAD_FAILED", state
 
 
 def test_bytes_that_fail_the_hubs_digest_never_reach_the_final_path(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     hub.commit(REPO, {"config.json": b'{"hidden": 64}\n', "model.safetensors": Generated(2 * MiB, 6)})
     hub.switches.damaged.add("config.json")  # the hub still states the git sha1 of the committed bytes
@@ -159,7 +151,7 @@ def test_bytes_that_fail_the_hubs_digest_never_reach_the_final_path(
     with lfs.disk.open("r+b") as f:  # the CDN serves damaged bytes under the right sha256
         f.seek(MiB)
         f.write(b"\xff" * 16)
-    hive = make_hive(segments=1)
+    hive = make_hub_hive(segments=1)
     for path, digest in (("config.json", "git blob sha1"), ("model.safetensors", "sha256")):
         state, events = follow(hive.url, f"hf:{REPO}::file={path}")
         assert state["status"] == "failed" and state["error_code"] == "CHECKSUM_MISMATCH", state
@@ -173,15 +165,15 @@ def test_bytes_that_fail_the_hubs_digest_never_reach_the_final_path(
 
 
 def test_hub_cdn_hosts_let_the_hubs_own_redirects_out_of_allowed_hosts(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     hub.commit(REPO, {"model.safetensors": Generated(MiB, 8)})
     hub_host = f"127.0.0.1:{httpx.URL(hub.url).port}"
     cdn_host = f"127.0.0.1:{httpx.URL(hub.cdn.url).port}"
-    strict = make_hive(allowed_hosts=hub_host)  # the default CDN hosts are the real hub's, not this one
+    strict = make_hub_hive(allowed_hosts=hub_host)  # the default CDN hosts are the real hub's, not this one
     state, _ = follow(strict.url, f"hf:{REPO}::file=model.safetensors")
     assert state["status"] == "failed" and state["error_code"] == "HOST_NOT_ALLOWED", state
-    with_cdn = make_hive(allowed_hosts=hub_host, hub_cdn_hosts=cdn_host)
+    with_cdn = make_hub_hive(allowed_hosts=hub_host, hub_cdn_hosts=cdn_host)
     state, _ = follow(with_cdn.url, f"hf:{REPO}::file=model.safetensors")
     assert state["status"] == "complete" and state["sha256"] == hub.file(REPO, "model.safetensors").sha256
     with httpx.Client(base_url=with_cdn.url, timeout=10) as client:  # only the hub's redirects: not a URL ref

@@ -11,7 +11,7 @@ import gzip
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,9 +22,10 @@ import pytest
 from httpx_sse import connect_sse
 
 from services.modelserver.hub import Hub
-from tests.conftest import FAST_HIVE, hive_factory
+from tests.conftest import FAST_HIVE
+from tests.hive.conftest import MakeHive
 from tests.hub_fixtures import LFS_SIZE, REPO, build_repo, running_hub
-from tests.support import ServerThread, ServiceProcess, free_port, wait_until
+from tests.support import ServiceProcess, free_port, wait_until
 
 GATED = "org/gated"
 GATED_BYTES = b"gated weights\n"
@@ -33,7 +34,6 @@ GRANTED = "hf_granted_4a5b6c7d8e9f"
 RATE_LIMITED = "rate limited by the hub (resolvers), r=0"
 
 Events = list[tuple[str, dict[str, Any]]]
-MakeHive = Callable[..., ServerThread]
 
 
 @pytest.fixture
@@ -45,13 +45,6 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
         h.add_token(READER)
         h.grant(GATED, GRANTED)
         yield h
-
-
-@pytest.fixture
-def make_hub_hive(tmp_path: Path, hub: Hub) -> Iterator[MakeHive]:
-    """Start a real hive (in-process uvicorn) whose HF_ENDPOINT is the hub; keywords override HiveSettings."""
-    with hive_factory(tmp_path, hub.url) as make:
-        yield make
 
 
 def start(base: str, ref: str) -> str:

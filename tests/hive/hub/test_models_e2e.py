@@ -9,7 +9,7 @@ file, and `scan_cache_dir` lists the repository without a warning.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
 from tests.conftest import hive_factory
+from tests.hub_fixtures import HubSetup
 from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
 MiB = 1024 * 1024
@@ -40,16 +41,10 @@ FILES: dict[str, bytes | Generated] = {
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    with Hub(tmp_path / "hub-store", cdn_max_unranged_bytes=MiB, switches=HubSwitches(tree_page_size=3)) as h:
-        h.add_repo(REPO)
-        yield h
-
-
-@pytest.fixture
-def make_hive(tmp_path: Path, hub: Hub) -> Iterator[Callable[..., ServerThread]]:
-    with hive_factory(tmp_path, hub.url, range_limit_bytes=MiB) as make:
-        yield make
+def hub_setup() -> HubSetup:
+    return HubSetup(
+        (REPO,), cdn_max_unranged_bytes=MiB, switches=HubSwitches(tree_page_size=3), hive={"range_limit_bytes": MiB}
+    )
 
 
 def content(hub: Hub, path: str, revision: str = "main") -> bytes:
@@ -85,10 +80,10 @@ def pull(
 
 
 def test_a_whole_model_lands_in_the_hf_cache_and_huggingface_hub_loads_it(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commit = hub.commit(REPO, FILES)
-    hive = make_hive(model_files_concurrent=3)
+    hive = make_hub_hive(model_files_concurrent=3)
     status, state, events = pull(hive.url, f"hf:{REPO}")
     assert status == 202
     assert state["status"] == "complete", state
@@ -128,10 +123,10 @@ def test_a_whole_model_lands_in_the_hf_cache_and_huggingface_hub_loads_it(
 
 
 def test_include_and_exclude_pick_files_and_a_second_request_is_complete_at_once(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     commit = hub.commit(REPO, FILES)
-    hive = make_hive()
+    hive = make_hub_hive()
     picked = {"include": ["*.json", "*.safetensors"], "exclude": ["original/*", "*-00003-of-*"]}
     _, state, _ = pull(hive.url, f"hf:{REPO}", **picked)
     assert state["status"] == "complete", state
@@ -152,10 +147,10 @@ def test_include_and_exclude_pick_files_and_a_second_request_is_complete_at_once
 
 
 def test_files_already_in_the_cache_count_as_done_without_a_byte(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     hub.commit(REPO, FILES)
-    hive = make_hive()
+    hive = make_hub_hive()
     _, first, _ = pull(hive.url, f"hf:{REPO}", include=["*.json"])
     assert first["status"] == "complete", first
     sent = hub.cdn.total_bytes_sent()
@@ -166,10 +161,10 @@ def test_files_already_in_the_cache_count_as_done_without_a_byte(
     assert hub.cdn.total_bytes_sent() - sent == shards  # the json files were not fetched again
 
 
-def test_a_revision_and_a_commit_pin_one_commit(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+def test_a_revision_and_a_commit_pin_one_commit(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
     first = hub.commit(REPO, FILES)
     second = hub.commit(REPO, {"config.json": b'{"hidden": 128}\n'})
-    hive = make_hive()
+    hive = make_hub_hive()
     _, at_first, _ = pull(hive.url, f"hf:{REPO}@{first}", include=["config.json"])
     _, at_main, _ = pull(hive.url, f"hf:{REPO}@main", include=["config.json"])
     assert (at_first["commit"], at_main["commit"]) == (first, second)
@@ -177,25 +172,25 @@ def test_a_revision_and_a_commit_pin_one_commit(hub: Hub, make_hive: Callable[..
     assert (Path(at_main["path"]) / "config.json").read_bytes() == b'{"hidden": 128}\n'
 
 
-def test_a_selection_matching_nothing_fails_clearly(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+def test_a_selection_matching_nothing_fails_clearly(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
     hub.commit(REPO, FILES)
-    hive = make_hive()
+    hive = make_hub_hive()
     _, state, _ = pull(hive.url, f"hf:{REPO}", include=["*.gguf"])
     assert state["status"] == "failed" and state["error_code"] == "NOT_FOUND"
     assert "*.gguf" in state["error"]
 
 
-def test_include_on_a_file_ref_is_refused(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
-    hive = make_hive()
+def test_include_on_a_file_ref_is_refused(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
+    hive = make_hub_hive()
     resp = httpx.post(f"{hive.url}/v2/downloads", json={"model_ref": f"hf:{REPO}::file=config.json", "include": ["*"]})
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "INVALID_MODEL_REF"
 
 
 def test_cancel_stops_every_file_and_removes_their_partials(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     hub.commit(REPO, FILES)
-    hive = make_hive(bandwidth_limit=256 * 1024)
+    hive = make_hub_hive(bandwidth_limit=256 * 1024)
     with httpx.Client(base_url=hive.url, timeout=10) as client:
         download_id = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}"}).json()["download_id"]
         partials = tmp_path / "models-0" / ".rbee" / "partial"
@@ -207,9 +202,11 @@ def test_cancel_stops_every_file_and_removes_their_partials(
         assert {f["status"] for f in files} <= {"complete", "cancelled"}
 
 
-def test_the_same_model_asked_again_while_running_joins_it(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+def test_the_same_model_asked_again_while_running_joins_it(
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
+) -> None:
     hub.commit(REPO, FILES)
-    hive = make_hive(bandwidth_limit=MiB)
+    hive = make_hub_hive(bandwidth_limit=MiB)
     with httpx.Client(base_url=hive.url, timeout=10) as client:
         first = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}"})
         again = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}"})
@@ -228,11 +225,11 @@ def test_the_same_model_asked_again_while_running_joins_it(hub: Hub, make_hive: 
 
 
 def test_a_file_that_fails_fails_the_model_with_its_path_and_code(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     hub.commit(REPO, FILES)
     hub.switches.damaged.add("tokenizer.json")  # served with a flipped byte under the right ETag
-    hive = make_hive()
+    hive = make_hub_hive()
     _, state, events = pull(hive.url, f"hf:{REPO}")
     assert state["status"] == "failed" and state["error_code"] == "CHECKSUM_MISMATCH", state
     assert "tokenizer.json" in state["error"]
@@ -244,10 +241,10 @@ def test_a_file_that_fails_fails_the_model_with_its_path_and_code(
     assert not (models / "hub" / "models--org--llama" / "refs" / "main").exists()  # no half snapshot named
 
 
-def test_a_gated_repo_fails_before_any_file_starts(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+def test_a_gated_repo_fails_before_any_file_starts(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
     hub.commit(REPO, FILES)
     hub.repo(REPO).gated = True
-    hive = make_hive()
+    hive = make_hub_hive()
     _, state, _ = pull(hive.url, f"hf:{REPO}")
     assert state["status"] == "failed" and state["error_code"] == "GATED_REPO", state
     assert f"{hub.url}/{REPO}" in state["error"]
@@ -255,21 +252,21 @@ def test_a_gated_repo_fails_before_any_file_starts(hub: Hub, make_hive: Callable
 
 
 def test_a_model_bigger_than_the_free_disk_fails_before_the_first_byte(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmpfs: Path
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmpfs: Path
 ) -> None:
     hub.commit(REPO, FILES)  # ~5.5 MiB on a 3 MiB disk
-    hive = make_hive(models_dir=tmpfs / "models")
+    hive = make_hub_hive(models_dir=tmpfs / "models")
     _, state, _ = pull(hive.url, f"hf:{REPO}")
     assert state["status"] == "failed" and state["error_code"] == "INSUFFICIENT_DISK", state
     assert hub.cdn.total_bytes_sent() == 0
 
 
 def test_when_the_hub_cannot_be_asked_a_model_on_disk_is_used_and_the_state_says_so(
-    tmp_path: Path, make_hive: Callable[..., ServerThread], hub: Hub
+    tmp_path: Path, make_hub_hive: Callable[..., ServerThread], hub: Hub
 ) -> None:
     commit = hub.commit(REPO, FILES)
     models = tmp_path / "offline-models"
-    hive = make_hive(models_dir=models)
+    hive = make_hub_hive(models_dir=models)
     _, state, _ = pull(hive.url, f"hf:{REPO}", include=["*.json"])
     assert state["status"] == "complete"
     hive.stop()

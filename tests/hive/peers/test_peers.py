@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from services.hive.peers import blobs
 from services.hive.peers.blobs import BadRange, parse_range
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
-from tests.conftest import hive_factory
+from tests.hub_fixtures import HubSetup
 from tests.support import Hold, ServerThread, wait_until
 
 MiB = 1024 * 1024
@@ -39,16 +39,9 @@ TERMINAL = {"complete", "failed", "cancelled"}
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    with Hub(tmp_path / "hub-store", cdn_max_unranged_bytes=MiB, switches=HubSwitches()) as h:
-        h.add_repo(REPO)
-        yield h
-
-
-@pytest.fixture
-def make_hive(tmp_path: Path, hub: Hub) -> Iterator[Callable[..., ServerThread]]:
-    with hive_factory(tmp_path, hub.url, range_limit_bytes=MiB, write_batch_bytes=64 * 1024) as make:
-        yield make
+def hub_setup() -> HubSetup:
+    hive = {"range_limit_bytes": MiB, "write_batch_bytes": 64 * 1024}
+    return HubSetup((REPO,), cdn_max_unranged_bytes=MiB, switches=HubSwitches(), hive=hive)
 
 
 def digests(hub: Hub) -> dict[str, str]:
@@ -83,9 +76,9 @@ def test_a_range_is_one_span_inside_the_blob() -> None:
             parse_range(bad, 10)
 
 
-def test_a_hive_serves_the_blobs_it_holds_by_digest(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+def test_a_hive_serves_the_blobs_it_holds_by_digest(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
     hub.commit(REPO, FILES)
-    seeder = make_hive()
+    seeder = make_hub_hive()
     assert finished(seeder.url, start(seeder.url))["status"] == "complete"
     for path, digest in digests(hub).items():
         want = hub.file(REPO, path).content()
@@ -105,9 +98,9 @@ def test_a_hive_serves_the_blobs_it_holds_by_digest(hub: Hub, make_hive: Callabl
     assert httpx.get(f"{seeder.url}/v2/blobs/..%2F..%2Fhive.db", timeout=10).status_code == 404
 
 
-def test_a_peer_copy_takes_no_byte_from_the_hub(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+def test_a_peer_copy_takes_no_byte_from_the_hub(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
     commit = hub.commit(REPO, FILES)
-    seeder, copier = make_hive(), make_hive()
+    seeder, copier = make_hub_hive(), make_hub_hive()
     assert finished(seeder.url, start(seeder.url))["status"] == "complete"
     sent, resolves = hub.cdn.total_bytes_sent(), hub.resolver_calls()
     sources = {d: [seeder.url] for d in digests(hub).values()}
@@ -120,11 +113,11 @@ def test_a_peer_copy_takes_no_byte_from_the_hub(hub: Hub, make_hive: Callable[..
 
 
 def test_a_peer_still_downloading_is_followed_as_its_partial_grows(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     commit = hub.commit(REPO, FILES)
     seeder_models = tmp_path / "seeder"
-    seeder, follower = make_hive(bandwidth_limit=2 * MiB, segments=1, models_dir=seeder_models), make_hive()
+    seeder, follower = make_hub_hive(bandwidth_limit=2 * MiB, segments=1, models_dir=seeder_models), make_hub_hive()
     first = start(seeder.url)
     wait_until(lambda: any(p.stat().st_size > 0 for p in seeder_models.rglob("*.part")), 30, what="a partial")
     sources = {d: [seeder.url] for d in digests(hub).values()}
@@ -138,13 +131,13 @@ def test_a_peer_still_downloading_is_followed_as_its_partial_grows(
 
 
 def test_a_blob_body_cut_short_by_a_cancel_is_logged_as_such_without_a_traceback(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A reader told the body may end short (README, "Fleet pulls") is normal operation: one info line."""
     caplog.set_level(logging.INFO)
     hub.commit(REPO, FILES)
     seeder_models = tmp_path / "seeder"
-    seeder = make_hive(bandwidth_limit=MiB, segments=1, models_dir=seeder_models)
+    seeder = make_hub_hive(bandwidth_limit=MiB, segments=1, models_dir=seeder_models)
     download_id = start(seeder.url)
     big = next(d for p, d in digests(hub).items() if p.startswith("model-00001"))
     wait_until(lambda: any(p.stat().st_size > 0 for p in seeder_models.rglob(f"{big}.part")), 30, what="a partial")
@@ -165,13 +158,13 @@ def test_a_blob_body_cut_short_by_a_cancel_is_logged_as_such_without_a_traceback
 
 
 def test_a_peer_whose_pull_part_has_not_started_yet_is_waited_for(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     commit = hub.commit(REPO, FILES)
     hub.add_repo("org/other")
     hub.commit("org/other", {"blocker.bin": Generated(MiB, seed=5)})
-    seeder = make_hive(max_concurrent=1)
-    follower = make_hive()
+    seeder = make_hub_hive(max_concurrent=1)
+    follower = make_hub_hive()
     pull = {"commit": commit, "pull_id": "pull-" + "1" * 32}
     blobs = digests(hub)
     with Hold(seeder.url) as hold:
@@ -197,10 +190,10 @@ def test_a_peer_whose_pull_part_has_not_started_yet_is_waited_for(
 
 
 def test_a_peer_that_is_gone_is_passed_over_for_the_hub(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     commit = hub.commit(REPO, FILES)
-    seeder, copier = make_hive(), make_hive()
+    seeder, copier = make_hub_hive(), make_hub_hive()
     assert finished(seeder.url, start(seeder.url))["status"] == "complete"
     seeder.stop()  # gone: connections refused
     sources = {d: [seeder.url] for d in digests(hub).values()}
@@ -210,11 +203,11 @@ def test_a_peer_that_is_gone_is_passed_over_for_the_hub(
 
 
 def test_a_peer_serving_damaged_bytes_is_dropped_and_the_file_fetched_elsewhere(
-    hub: Hub, make_hive: Callable[..., ServerThread], tmp_path: Path
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     commit = hub.commit(REPO, FILES)
     seeder_models = tmp_path / "seeder"
-    seeder, copier = make_hive(models_dir=seeder_models), make_hive()
+    seeder, copier = make_hub_hive(models_dir=seeder_models), make_hub_hive()
     assert finished(seeder.url, start(seeder.url))["status"] == "complete"
     shard = "model-00002-of-00002.safetensors"
     digest = digests(hub)[shard]
@@ -231,10 +224,10 @@ def test_a_peer_serving_damaged_bytes_is_dropped_and_the_file_fetched_elsewhere(
 
 
 def test_a_plan_tells_the_commit_the_files_and_what_is_missing_here(
-    hub: Hub, make_hive: Callable[..., ServerThread]
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
 ) -> None:
     commit = hub.commit(REPO, FILES)
-    hive = make_hive()
+    hive = make_hub_hive()
     plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}"}, timeout=10).json()
     sizes = {p: f.size for p, f in hub.repo(REPO).resolve("main").files.items()}  # type: ignore[union-attr]
     assert plan["commit"] == commit and {f["path"]: f["size"] for f in plan["files"]} == sizes
@@ -252,10 +245,10 @@ def test_a_plan_tells_the_commit_the_files_and_what_is_missing_here(
     }
 
 
-def test_a_plan_says_when_the_hub_refuses_this_hive(hub: Hub, make_hive: Callable[..., ServerThread]) -> None:
+def test_a_plan_says_when_the_hub_refuses_this_hive(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
     commit = hub.commit(REPO, FILES)
     hub.repo(REPO).gated = True
-    hive = make_hive()
+    hive = make_hub_hive()
     for pinned in ({"commit": commit}, {}):  # the resolving plan too: every hive of a pull is asked
         plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{REPO}", **pinned}, timeout=10)
         assert plan.status_code == 200 and plan.json()["access_error"]["code"] == "GATED_REPO"
