@@ -56,6 +56,7 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         hub_cdn_hosts=settings.hub_cdn_host_set,
         range_limit=settings.range_limit_bytes,
         rate_limit_max_wait=settings.rate_limit_max_wait,
+        peer_wait_secs=settings.peer_wait_secs,
     )
 
 

@@ -71,6 +71,9 @@ class DownloaderConfig:
     hub_cdn_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_HUB_CDN_HOSTS
     range_limit: int | None = 50_000_000_000  # HIVE_RANGE_LIMIT_BYTES: the longest range one request asks for
     rate_limit_max_wait: float = 300.0  # the longest rate-limit window of the hub's waited out (seconds)
+    # a server that plans the file but has not begun it (a peer hive's 503 planned) is waited for this
+    # long in all (seconds) before the transfer fails and the next source goes on
+    peer_wait_secs: float = 30.0
 
     @property
     def retry(self) -> RetryPolicy:
