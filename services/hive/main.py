@@ -57,6 +57,8 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         range_limit=settings.range_limit_bytes,
         rate_limit_max_wait=settings.rate_limit_max_wait,
         peer_wait_secs=settings.peer_wait_secs,
+        peer_min_bps=settings.peer_min_bps,
+        peer_slow_secs=settings.peer_slow_secs,
     )
 
 

@@ -75,6 +75,11 @@ class HiveSettings(CommonSettings):
     # seeds first and begins within seconds; one that has not in 30 s is queued behind other work, and
     # the hub could have sent much of the file meanwhile
     peer_wait_secs: float = Field(default=30.0, ge=0)
+    # a peer that sends under peer_min_bps (bytes/s) over peer_slow_secs is dropped for the next source
+    # (0 = never). 256 KiB/s: an honest peer sends as fast as its own hub connection fills its partial,
+    # far above this on any link worth pulling models over; under it for 30 s, it is broken or hostile
+    peer_min_bps: int = Field(default=256 * 1024, ge=0)
+    peer_slow_secs: float = Field(default=30.0, gt=0)
 
     @field_validator("allowed_hosts", "hub_cdn_hosts")
     @classmethod

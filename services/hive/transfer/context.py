@@ -24,6 +24,7 @@ from services.hive.net.retry import Waiting
 from services.hive.net.source import Source
 from services.hive.refs import origin_of
 from services.hive.transfer.jobs import DownloaderConfig, DownloadJob
+from services.hive.transfer.pace import PaceWatch
 from services.hive.transfer.throttle import Throttle
 from shared.models import DownloadState, DownloadStatus, ErrorCode
 
@@ -104,6 +105,7 @@ class Transfer:
     remote_sha256: str | None = None  # a plain URL's sha256 ETag (a hub file has Source.facts)
     resumed: int = 0
     peer_waited: float = 0.0  # seconds waited for a peer to begin the blob (HIVE_PEER_WAIT_SECS in all)
+    pace: PaceWatch | None = None  # a peer's: dropped when it sends too slowly
 
     @property
     def expected_digest(self) -> str | None:
@@ -122,6 +124,17 @@ class Transfer:
             self.tracker.set_commit(self.job.download_id, commit)
         digest = self.source.facts.digest or self.job.hub_digest  # the hub's word only, kept for a resume
         self.checkpoints.checkpoint(self.job.download_id, self.validator, self.total, digest)
+
+    def keep_pace(self, now: float) -> None:
+        """Told as bytes come (either thread): DownloadError once a peer runs too slow to keep, so the
+        next source goes on from the partial."""
+        if self.pace is not None and self.pace.observe(now, self.part.size):
+            raise DownloadError(ErrorCode.DOWNLOAD_TIMEOUT, self.pace.reason())
+
+    def held_back(self, secs: float) -> None:
+        """This hive's bandwidth limit held the transfer for `secs`: no fault of the source's pace."""
+        if self.pace is not None:
+            self.pace.held(secs)
 
     def downloading(self) -> None:
         """Bytes are on their way: tell the tracker, once."""

@@ -1,6 +1,7 @@
-"""Peers that never give a blob (issue #28): a real hive on loopback, the test hub, and a hostile peer
-as a stdlib HTTP server. The file comes from the hub within a bound the settings set
-(HIVE_PEER_WAIT_SECS), verified.
+"""Peers that never give a blob, or give it a few bytes at a time (issue #28): a real hive on loopback,
+the test hub, and a hostile peer as a stdlib HTTP server. The file comes from the hub within a bound the
+settings set (HIVE_PEER_WAIT_SECS; HIVE_PEER_MIN_BPS over HIVE_PEER_SLOW_SECS), verified, and what the
+peer gave is kept: the hub is asked for the rest with Range.
 """
 
 from __future__ import annotations
@@ -23,42 +24,67 @@ from tests.hub_fixtures import REPO, build_repo, running_hub
 from tests.support import wait_until
 
 SHARD = "model.safetensors"
+TRICKLE = 8  # bytes a connection gets before the peer closes it, one every _PACE seconds
+_PACE = 0.25
 
 
 class HostilePeer(ThreadingHTTPServer):
-    """Answers every blob with `503 planned` and `retry_after`."""
+    """Answers every blob with `503 planned` and `retry_after` (when set), else trickles `content` from
+    the asked offset (Range honoured) and closes the connection short."""
 
     daemon_threads = True
 
-    def __init__(self, retry_after: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Planned)
-        self.retry_after = retry_after
+    def __init__(self, content: bytes, retry_after: str | None) -> None:
+        super().__init__(("127.0.0.1", 0), _Hostile)
+        self.content, self.retry_after = content, retry_after
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.sent = 0  # body bytes written
+        self.stopping = threading.Event()
 
 
-class _Planned(BaseHTTPRequestHandler):
+class _Hostile(BaseHTTPRequestHandler):
     server: HostilePeer
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        self.send_response(503)
-        for name, value in (("X-Rbee-Blob-State", "planned"), ("Retry-After", self.server.retry_after)):
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
+        peer = self.server
+        if peer.retry_after is not None:
+            self.send_response(503)
+            for name, value in (("X-Rbee-Blob-State", "planned"), ("Retry-After", peer.retry_after)):
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        size, asked = len(peer.content), self.headers.get("Range", "bytes=0-")
+        start = int(asked.removeprefix("bytes=").split("-")[0])
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.send_header("Content-Length", str(size - start))
         self.end_headers()
+        self.close_connection = True
+        try:
+            for i in range(start, min(start + TRICKLE, size)):
+                self.wfile.write(peer.content[i : i + 1])
+                self.wfile.flush()
+                peer.sent += 1
+                if peer.stopping.wait(_PACE):
+                    return
+        except OSError:
+            return  # the hive hung up
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 @contextmanager
-def hostile_peer(retry_after: str) -> Iterator[HostilePeer]:
-    server = HostilePeer(retry_after)
+def hostile_peer(content: bytes, retry_after: str | None = None) -> Iterator[HostilePeer]:
+    server = HostilePeer(content, retry_after)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server
     finally:
+        server.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(10)
@@ -102,7 +128,7 @@ def test_a_peer_that_never_begins_the_blob_is_waited_for_hive_peer_wait_secs_the
 ) -> None:
     commit, shard = hub.repo(REPO).resolve("main"), hub.file(REPO, SHARD)
     assert commit is not None
-    with hostile_peer(retry_after) as peer, hive_factory(tmp_path, hub.url, peer_wait_secs=2) as make:
+    with hostile_peer(shard.content(), retry_after) as peer, hive_factory(tmp_path, hub.url, peer_wait_secs=2) as make:
         hive = make()
         began = time.monotonic()
         download_id = pull_part(hive.url, commit.sha, shard.sha256, peer.url)
@@ -118,3 +144,21 @@ def test_a_peer_that_never_begins_the_blob_is_waited_for_hive_peer_wait_secs_the
     assert_from_the_hub(state, shard.sha256)
     assert state["waiting_until"] is None and state["waiting_reason"] is None
     assert 2 <= took < 2 + 10, took  # HIVE_PEER_WAIT_SECS, then the hub (a day's Retry-After or not)
+
+
+def test_a_peer_that_trickles_bytes_is_dropped_and_the_hub_resumes_after_its_bytes(hub: Hub, tmp_path: Path) -> None:
+    commit, shard = hub.repo(REPO).resolve("main"), hub.file(REPO, SHARD)
+    assert commit is not None
+    slow = {"peer_min_bps": 1024, "peer_slow_secs": 1.0}
+    with hostile_peer(shard.content()) as peer, hive_factory(tmp_path, hub.url, **slow) as make:
+        hive = make()
+        began = time.monotonic()
+        state = ended(hive.url, pull_part(hive.url, commit.sha, shard.sha256, peer.url), 20)
+        took = time.monotonic() - began
+    assert_from_the_hub(state, shard.sha256)
+    assert took < 1 + 10, took  # one window of HIVE_PEER_SLOW_SECS, then the hub
+    asked = [r for r in hub.cdn.records() if r.path.endswith(shard.sha256)]
+    assert peer.sent > 0 and len(asked) == 1, asked
+    start = int(asked[0].headers["range"].removeprefix("bytes=").split("-")[0])
+    assert 0 < start <= peer.sent  # what the peer gave was kept (pinned by the digest), the rest from the hub
+    assert asked[0].bytes_sent == shard.size - start
