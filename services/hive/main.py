@@ -58,6 +58,9 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
         hub_cdn_hosts=settings.hub_cdn_host_set,
         range_limit=settings.range_limit_bytes,
         rate_limit_max_wait=settings.rate_limit_max_wait,
+        peer_wait_secs=settings.peer_wait_secs,
+        peer_min_bps=settings.peer_min_bps,
+        peer_slow_secs=settings.peer_slow_secs,
     )
 
 

@@ -70,6 +70,16 @@ class HiveSettings(CommonSettings):
     write_batch_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
     # the longest rate-limit window of the hub's (429) a download waits out; a longer one fails it
     rate_limit_max_wait: float = Field(default=300.0, ge=0)
+    # fleet pulls: how long in all a file waits for a peer that plans a blob to begin it (its 503 planned)
+    # before the next source or the hub. 30 s, as HIVE_STALL_TIMEOUT: a seeder fetches the blobs it
+    # seeds first and begins within seconds; one that has not in 30 s is queued behind other work, and
+    # the hub could have sent much of the file meanwhile
+    peer_wait_secs: float = Field(default=30.0, ge=0)
+    # a peer that sends under peer_min_bps (bytes/s) over peer_slow_secs is dropped for the next source
+    # (0 = never). 256 KiB/s: an honest peer sends as fast as its own hub connection fills its partial,
+    # far above this on any link worth pulling models over; under it for 30 s, it is broken or hostile
+    peer_min_bps: int = Field(default=256 * 1024, ge=0)
+    peer_slow_secs: float = Field(default=30.0, gt=0)
 
     @field_validator("allowed_hosts", "hub_cdn_hosts")
     @classmethod

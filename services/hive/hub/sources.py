@@ -63,4 +63,5 @@ def file_job(
         peer_token=peer_token,
         max_attempts=peer_attempts,
         may_split=not (job.sources or job.hub_first),  # (a fleet pull's part: one connection a file)
+        peer=peer is not None,
     )

@@ -31,10 +31,7 @@ class RateLimited(Retry):
 
 class PeerNotReady(Retry):
     """A peer hive plans the blob but has not begun it: ask again in `delay` s; no failed attempt
-    (bounded by `PEER_MAX_WAITS`, so a peer that never begins is left in the end)."""
-
-
-PEER_MAX_WAITS = 600
+    (bounded in time by HIVE_PEER_WAIT_SECS, so a peer that never begins is left for the next source)."""
 
 
 class RemoteChanged(Exception):

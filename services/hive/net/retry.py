@@ -23,7 +23,8 @@ from shared.models import ErrorCode
 
 __all__ = ["RetryPolicy", "Waiting", "backoff_delay"]
 
-# told when a request waits out the hub's rate-limit window (till when, and why) and when it waits no more
+# told when a request waits out the hub's rate-limit window, or for a peer hive to begin a blob (till when,
+# and why), and when it waits no more
 Waiting = Callable[[datetime | None, str | None], None]
 
 
@@ -68,10 +69,14 @@ class RetryPolicy:
         """Wait for the hub's rate-limit window to end, telling `waiting` till when (and then that it
         is over); DownloadError when the window ends too late to wait for."""
         self.check_window(limited)
+        await self.wait_shown(limited.wait, str(limited), waiting)
+
+    async def wait_shown(self, secs: float, reason: str, waiting: Waiting | None) -> None:
+        """Sleep `secs`, telling `waiting` till when and why, and then that the wait is over."""
         if waiting is not None:
-            waiting(datetime.now(UTC) + timedelta(seconds=limited.wait), str(limited))
+            waiting(datetime.now(UTC) + timedelta(seconds=secs), reason)
         try:
-            await self.sleep(limited.wait)
+            await self.sleep(secs)
         finally:
             if waiting is not None:
                 waiting(None, None)

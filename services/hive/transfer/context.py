@@ -18,11 +18,13 @@ from typing import Any, Protocol
 
 from services.hive.disk.partfile import PartFile
 from services.hive.metrics import HiveStats
-from services.hive.net.errors import PEER_MAX_WAITS, DownloadError, PeerNotReady, RateLimited, Retry
+from services.hive.net.errors import DownloadError, PeerNotReady, RateLimited, Retry
 from services.hive.net.request import Requester
 from services.hive.net.retry import Waiting
 from services.hive.net.source import Source
+from services.hive.refs import origin_of
 from services.hive.transfer.jobs import DownloaderConfig, DownloadJob
+from services.hive.transfer.pace import PaceWatch
 from services.hive.transfer.throttle import Throttle
 from shared.models import DownloadState, DownloadStatus, ErrorCode
 
@@ -102,7 +104,8 @@ class Transfer:
     validator: str | None = None  # for If-Range
     remote_sha256: str | None = None  # a plain URL's sha256 ETag (a hub file has Source.facts)
     resumed: int = 0
-    peer_waits: int = 0  # times a peer said it has not begun the blob yet
+    peer_waited: float = 0.0  # seconds waited for a peer to begin the blob (HIVE_PEER_WAIT_SECS in all)
+    pace: PaceWatch | None = None  # a peer's: dropped when it sends too slowly
 
     @property
     def expected_digest(self) -> str | None:
@@ -121,6 +124,17 @@ class Transfer:
             self.tracker.set_commit(self.job.download_id, commit)
         digest = self.source.facts.digest or self.job.hub_digest  # the hub's word only, kept for a resume
         self.checkpoints.checkpoint(self.job.download_id, self.validator, self.total, digest)
+
+    def keep_pace(self, now: float) -> None:
+        """Told as bytes come (either thread): DownloadError once a peer runs too slow to keep, so the
+        next source goes on from the partial."""
+        if self.pace is not None and self.pace.observe(now, self.part.size):
+            raise DownloadError(ErrorCode.DOWNLOAD_TIMEOUT, self.pace.reason())
+
+    def held_back(self, secs: float) -> None:
+        """This hive's bandwidth limit held the transfer for `secs`: no fault of the source's pace."""
+        if self.pace is not None:
+            self.pace.held(secs)
 
     def downloading(self) -> None:
         """Bytes are on their way: tell the tracker, once."""
@@ -156,7 +170,8 @@ class Context:
     async def backoff(self, t: Transfer, retry: Retry, failures: int, offset: int) -> None:
         """Wait before the next attempt, or give up after `failures` consecutive failed attempts
         (the one retry policy, `net/retry.py`). The hub's rate limit (RateLimited) is waited out
-        instead, and a peer that has not begun the blob asked again; the caller counts neither."""
+        instead, and a peer that has not begun the blob asked again, for HIVE_PEER_WAIT_SECS in all;
+        the caller counts neither."""
         policy = self.config.retry
         if isinstance(retry, RateLimited):
             policy.check_window(retry)
@@ -165,10 +180,16 @@ class Context:
             await policy.wait_out(retry, _shown_in(t))
             return
         if isinstance(retry, PeerNotReady):
-            t.peer_waits += 1
-            if t.peer_waits > PEER_MAX_WAITS:
-                raise DownloadError(ErrorCode.NOT_FOUND, f"the peer never began the file: {retry}")
-            await asyncio.sleep(retry.delay or 1.0)
+            left = self.config.peer_wait_secs - t.peer_waited
+            if left <= 0:  # (its Retry-After, a day say, is no bound: ours is)
+                raise DownloadError(
+                    ErrorCode.NOT_FOUND,
+                    f"the peer did not begin the file within HIVE_PEER_WAIT_SECS ({self.config.peer_wait_secs:g} s)",
+                )
+            wait = min(retry.delay or 1.0, left)
+            t.peer_waited += wait
+            reason = f"waiting for the peer {origin_of(t.job.url)} to begin the file (HIVE_PEER_WAIT_SECS)"
+            await policy.wait_shown(wait, reason, _shown_in(t))
             return
         policy.give_up(retry, failures, t.job.max_attempts, f"gave up after {failures} attempts")
         delay = policy.delay(failures + 1, retry)
@@ -187,7 +208,7 @@ class Context:
 
 
 def _shown_in(t: Transfer) -> Waiting:
-    """Where a transfer's wait for the hub's rate-limit window shows: its download's state. Segments of
+    """Where a transfer's wait (the hub's rate-limit window, a peer) shows: its download's state. Segments of
     one download may wait at once: the latest end is shown, and cleared by its own waiter."""
     download_id, tracker = t.job.download_id, t.tracker
     mine: list[datetime] = []

@@ -29,6 +29,7 @@ from services.hive.net.source import Source
 from services.hive.transfer.context import Checkpoints, Context, NoCheckpoints, Progress, Transfer
 from services.hive.transfer.httpcore_tuning import raise_read_size
 from services.hive.transfer.jobs import DownloaderConfig, DownloadJob, DownloadResult
+from services.hive.transfer.pace import PaceWatch
 from services.hive.transfer.segmented import saved_plan, segmented
 from services.hive.transfer.single import open_partial, single
 from services.hive.transfer.throttle import Throttle
@@ -112,6 +113,8 @@ class Downloader:
         source = Source.of(job.url, job.token_origin, cfg.hf_token, job.peer_token)
         notes = checkpoints or self._ctx.checkpoints
         t = Transfer(job, source, tracker, part, bound, notes, total=job.total, validator=job.validator)
+        if job.peer and cfg.peer_min_bps > 0:
+            t.pace = PaceWatch(cfg.peer_min_bps, cfg.peer_slow_secs)
         job.dest.parent.mkdir(parents=True, exist_ok=True)
         part.path.parent.mkdir(parents=True, exist_ok=True)
         sha, size, spliced = await self._transfer(t)

@@ -32,6 +32,9 @@ class DownloadJob:
     # may the file be split over several connections: not a fleet pull's, whose peers follow a
     # partial's contiguous prefix as it grows (a split one's hardly grows before its end)
     may_split: bool = True
+    # from a peer hive (a fleet pull's source): dropped for the next source when it sends too slowly
+    # (DownloaderConfig.peer_min_bps over peer_slow_secs, see transfer/pace.py)
+    peer: bool = False
 
     @property
     def part_file(self) -> Path:
@@ -71,6 +74,13 @@ class DownloaderConfig:
     hub_cdn_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_HUB_CDN_HOSTS
     range_limit: int | None = 50_000_000_000  # HIVE_RANGE_LIMIT_BYTES: the longest range one request asks for
     rate_limit_max_wait: float = 300.0  # the longest rate-limit window of the hub's waited out (seconds)
+    # a server that plans the file but has not begun it (a peer hive's 503 planned) is waited for this
+    # long in all (seconds) before the transfer fails and the next source goes on
+    peer_wait_secs: float = 30.0
+    # a peer job's source that sends under peer_min_bps (bytes/s) over a window of peer_slow_secs is
+    # dropped for the next source; 0 = never (see transfer/pace.py)
+    peer_min_bps: int = 262_144
+    peer_slow_secs: float = 30.0
 
     @property
     def retry(self) -> RetryPolicy:

@@ -176,8 +176,11 @@ async def read_body(
             await part.write(chunk)
             update(download_id, part.size)
             if throttle is not None and throttle.active(download_id):
+                held = clock()
                 await throttle.consume(download_id, len(chunk))
+                t.held_back(clock() - held)
             now = clock()
+            t.keep_pace(now)
             if watch is not None and split_due(ctx, watch, now, t, part.size):
                 return Outcome.SPLIT
             if rates is not None and (rate := rates.observe(now, part.size)) is not None:

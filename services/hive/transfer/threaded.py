@@ -98,12 +98,14 @@ def _pump(
         part.write_blocking(chunk)
         progress.size = part.size
         now = clock()
+        t.keep_pace(now)
         if throttle is not None and throttle.active(download_id):
             waiting = asyncio.run_coroutine_threadsafe(throttle.consume(download_id, len(chunk)), progress.loop)
             while not _wait(waiting, 0.1):
                 if stop.is_set():
                     waiting.cancel()
                     return Outcome.DONE
+            t.held_back(clock() - now)
         if watch is not None and split_due(ctx, watch, now, t, part.size):
             return Outcome.SPLIT
     return Outcome.DONE
