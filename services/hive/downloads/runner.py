@@ -38,6 +38,7 @@ class _Running:
     key: Hashable
     job: DownloadJob | HubJob
     user_cancelled: bool = False
+    started: bool = False  # its task has run: a task cancelled before that runs none of `_run`
 
 
 class DownloadRunner:
@@ -86,6 +87,11 @@ class DownloadRunner:
             self.hub.discard_on_stop(download_id)
             running.task.cancel()
             await asyncio.wait({running.task}, timeout=30)
+            if not running.started:  # cancelled before its first step: end it here, as `_run` would have
+                _drop_partial(running.job)
+                self._finish_quietly(download_id, DownloadStatus.CANCELLED)
+                log.info("download_cancelled", download_id=download_id)
+                await self._ended(download_id, running.key, holding_slot=False)
 
     def active_count(self) -> int:
         return len(self._running)
@@ -127,6 +133,8 @@ class DownloadRunner:
         download_id = job.download_id
         bound = log.bind(download_id=download_id)
         holding_slot = False
+        if (me := self._running.get(download_id)) is not None:
+            me.started = True
         try:
             await self._slots.acquire(download_id)
             holding_slot = True
@@ -154,13 +162,17 @@ class DownloadRunner:
             self._finish_quietly(download_id, DownloadStatus.FAILED, "internal error", ErrorCode.DOWNLOAD_FAILED)
             bound.error("download_crashed", error_type=type(exc).__name__, exc_info=exc)
         finally:
-            self._running.pop(download_id, None)
-            self.throttle.forget(download_id)
-            if self._by_key.get(key) == download_id:
-                del self._by_key[key]
-            await self._slots.leave(download_id, held=holding_slot)
-            if self.history.over_capacity(len(self._running)):  # between the periodic prunes too
-                self.prune()
+            await self._ended(download_id, key, holding_slot)
+
+    async def _ended(self, download_id: str, key: Hashable, holding_slot: bool) -> None:
+        """A download's task is over: its place in the queue, its key and its cap go."""
+        self._running.pop(download_id, None)
+        self.throttle.forget(download_id)
+        if self._by_key.get(key) == download_id:
+            del self._by_key[key]
+        await self._slots.leave(download_id, held=holding_slot)
+        if self.history.over_capacity(len(self._running)):  # between the periodic prunes too
+            self.prune()
 
     def _finish_quietly(
         self, download_id: str, status: DownloadStatus, error: str = "", code: str = ErrorCode.DOWNLOAD_FAILED

@@ -155,11 +155,6 @@ def test_cancelling_a_queued_download_ends_it_cancelled_and_leaves_the_running_o
     run(hub, tmp_path / "models", scenario, max_concurrent=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.cancel cancels a task that has not run yet: _run's body never runs, so the download"
-    " stays queued and busy (services/hive/downloads/runner.py, DownloadRunner.cancel)",
-)
 def test_a_download_cancelled_right_after_its_start_ends_cancelled(hub: Hub, revs: Revisions, tmp_path: Path) -> None:
     async def scenario(parts: HiveParts) -> None:
         hold(parts)
