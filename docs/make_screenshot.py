@@ -3,7 +3,7 @@
     .venv/bin/python docs/make_screenshot.py [--out docs/queen-page.png]
 
 Runs a real queen, two hives and the local model server on loopback (the same harness as
-tests/test_queen_page.py), plus a third hive on the local test hub pulling a whole model (its row
+tests/e2e/test_queen_page.py), plus a third hive on the local test hub pulling a whole model (its row
 opened to its files) and a fourth with which it takes part in a fleet pull of another model (one row,
 a bar per hive), so it needs `playwright` and a system Chromium, and no network.
 """
@@ -31,7 +31,7 @@ from services.modelserver.hub_repo import Generated  # noqa: E402
 from services.modelserver.server import Fault  # noqa: E402
 from tests.conftest import FAST_HIVE  # noqa: E402
 from tests.support import ServerThread, wait_until  # noqa: E402
-from tests.test_queen_page import Stack, launch_browser, open_page, percent_of, row, running_stack  # noqa: E402
+from tests.e2e.test_queen_page import Stack, launch_browser, open_page, percent_of, row, running_stack  # noqa: E402
 
 MB = 1_000_000
 MODEL = "meta-llama/Llama-3.2-1B-Instruct"

@@ -1,5 +1,5 @@
 """Placement: the pure rule (`services/queen/hives/placement.py`) and QueenService following it against
-respx-mocked hives. The same rule with two real hives: tests/test_queen_e2e.py."""
+respx-mocked hives. The same rule with two real hives: tests/e2e/test_queen_e2e.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """PullService's error paths against respx-mocked hives: a start refused on one hive cancels the
 parts started on the others, a plan that does not come in time names its hive, and a pull the queen
-does not remember is rebuilt from the hives' download lists (the real processes: test_fleet_pulls.py)."""
+does not remember is rebuilt from the hives' download lists (the real processes: tests/e2e/test_fleet_pulls.py)."""
 
 from __future__ import annotations
 

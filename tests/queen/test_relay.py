@@ -1,7 +1,7 @@
 """The queen's relay: its pure parts, then real queens relaying from a scripted fake hive on a real socket.
 
 The fake hive lets a test cut a stream mid-way, replay old ids, refuse connections and answer
-204/404, which a real hive only does by accident; the real-hive scenarios are in test_queen_e2e.
+204/404, which a real hive only does by accident; the real-hive scenarios are in tests/e2e/test_queen_e2e.py.
 """
 
 from __future__ import annotations
