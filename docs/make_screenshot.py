@@ -30,8 +30,8 @@ from services.modelserver.hub import Hub  # noqa: E402
 from services.modelserver.hub_repo import Generated  # noqa: E402
 from services.modelserver.server import Fault  # noqa: E402
 from tests.conftest import FAST_HIVE  # noqa: E402
-from tests.support import ServerThread, wait_until  # noqa: E402
 from tests.e2e.test_queen_page import Stack, launch_browser, open_page, percent_of, row, running_stack  # noqa: E402
+from tests.support import ServerThread, wait_until  # noqa: E402
 
 MB = 1_000_000
 MODEL = "meta-llama/Llama-3.2-1B-Instruct"
