@@ -36,10 +36,12 @@ def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], floa
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_attempts: int = 6
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    rate_limit_max_wait: float = 300.0
+    """Built from the hive's settings (`DownloaderConfig.retry`), which hold the defaults."""
+
+    max_attempts: int
+    base_delay: float
+    max_delay: float
+    rate_limit_max_wait: float
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
 
     def check_window(self, limited: RateLimited) -> None:

@@ -144,28 +144,18 @@ class Transfer:
             self.tracker.set_status(download_id, DownloadStatus.DOWNLOADING)
 
 
+@dataclass(slots=True)
 class Context:
     """A Downloader's collaborators and settings, as every transfer sees them."""
 
-    def __init__(
-        self,
-        config: DownloaderConfig,
-        requester: Requester,
-        throttle: Throttle | None,
-        stats: HiveStats,
-        checkpoints: Checkpoints,
-        disk_free: Callable[[Path], int],
-        io: ThreadPoolExecutor,
-        body_threads: ThreadPoolExecutor,
-    ) -> None:
-        self.config = config
-        self.requester = requester
-        self.throttle = throttle
-        self.stats = stats
-        self.checkpoints = checkpoints
-        self.disk_free = disk_free
-        self.io = io  # file work off the event loop (open, truncate, fsync, rename)
-        self.body_threads = body_threads  # threaded bodies and the sync client's requests
+    config: DownloaderConfig
+    requester: Requester
+    throttle: Throttle | None
+    stats: HiveStats
+    checkpoints: Checkpoints
+    disk_free: Callable[[Path], int]
+    io: ThreadPoolExecutor  # file work off the event loop (open, truncate, fsync, rename)
+    body_threads: ThreadPoolExecutor  # threaded bodies and the sync client's requests
 
     async def backoff(self, t: Transfer, retry: Retry, failures: int, offset: int) -> None:
         """Wait before the next attempt, or give up after `failures` consecutive failed attempts
