@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +34,17 @@ REPO = "org/model"
 def hub_setup() -> HubSetup:
     # the test CDN refuses unbounded reads above 1 MiB, as the real one above 50 GB
     return HubSetup((REPO,), cdn_max_unranged_bytes=MiB, switches=HubSwitches(), hive={"range_limit_bytes": MiB})
+
+
+def ended(client: httpx.Client, download_id: str, what: str) -> dict[str, Any]:
+    """Wait (a minute at most) until the download is complete or failed: its state then."""
+    wait_until(
+        lambda: client.get(f"/v2/downloads/{download_id}").json()["status"] in ("complete", "failed"),
+        timeout=60,
+        what=what,
+    )
+    state: dict[str, Any] = client.get(f"/v2/downloads/{download_id}").json()
+    return state
 
 
 def test_lfs_and_small_files_are_verified_and_carry_the_commit(
@@ -91,12 +103,7 @@ def test_an_expired_signed_url_is_resolved_again_and_the_file_goes_on_with_range
 
         wait_until(past_the_first_range, timeout=30, what="the second range")
         hub.cdn.advance_clock(7200)  # every signed URL handed out so far is now expired
-        wait_until(
-            lambda: client.get(f"/v2/downloads/{download_id}").json()["status"] in ("complete", "failed"),
-            timeout=60,
-            what="the end of the download",
-        )
-        state = client.get(f"/v2/downloads/{download_id}").json()
+        state = ended(client, download_id, "the end of the download")
     assert state["status"] == "complete", state
     assert state["sha256"] == hub.file(REPO, "model.safetensors").sha256
     assert any(r.status == 403 for r in hub.cdn.records())
@@ -228,12 +235,7 @@ def test_kill_9_then_restart_verifies_the_file_and_refetches_a_damaged_partial(
             f.write(os.urandom(4096))
         hive = _hive_process(tmp_path, hub, port, **{**env, "HIVE_BANDWIDTH_LIMIT": "0"}).start()
         with httpx.Client(base_url=hive.url, timeout=10) as client:
-            wait_until(
-                lambda: client.get(f"/v2/downloads/{download_id}").json()["status"] in ("complete", "failed"),
-                timeout=60,
-                what="the resumed download to end",
-            )
-            state = client.get(f"/v2/downloads/{download_id}").json()
+            state = ended(client, download_id, "the resumed download to end")
         assert state["status"] == "complete", state
         assert state["sha256"] == want
         assert hashlib.sha256(Path(state["path"]).read_bytes()).hexdigest() == want
