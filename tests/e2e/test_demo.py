@@ -28,6 +28,11 @@ def started_pids(output: str) -> dict[str, int]:
     return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", output)}
 
 
+def demo_command(size: str, rate: str) -> list[str]:
+    """The demo's command line: `size` of each of the model's two shards, `rate` each hive's bandwidth limit."""
+    return [sys.executable, "-m", "services.demo", "--size", size, "--rate", rate]
+
+
 def demo_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HIVE_", "QUEEN_", "RBEE_", "HF_"))}
     return {**env, "RBEE_DEMO_DIR": str(tmp_path / "demo-run"), "NO_COLOR": "1"}
@@ -36,7 +41,7 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks processes through /proc")
 def test_demo_downloads_verifies_and_cleans_up(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "services.demo", "--size", "8M", "--rate", "32M"],
+        demo_command("8M", "32M"),
         cwd=REPO,
         env=demo_env(tmp_path),
         capture_output=True,
@@ -64,7 +69,7 @@ def test_demo_downloads_verifies_and_cleans_up(tmp_path: Path) -> None:
 def test_demo_stops_everything_when_interrupted(tmp_path: Path) -> None:
     # slow enough that the download is still running when SIGINT arrives
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.demo", "--size", "32M", "--rate", "4M"],
+        demo_command("32M", "4M"),
         cwd=REPO,
         env=demo_env(tmp_path),
         stdout=subprocess.PIPE,

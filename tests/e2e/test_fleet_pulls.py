@@ -112,6 +112,13 @@ class Fleet:
         body: dict[str, Any] = resp.json()
         return body
 
+    def started_held(self, hive_ids: list[str], bandwidth_limit: int) -> dict[str, Any]:
+        """New hives `hive_ids`, each held to `bandwidth_limit` bytes/s so transfers stay in flight, and a pull
+        started on them."""
+        for hive_id in hive_ids:
+            self.add_hive(hive_id, HIVE_BANDWIDTH_LIMIT=str(bandwidth_limit))
+        return self.started(hive_ids)
+
     def state(self, pull_id: str) -> dict[str, Any]:
         with self.api() as client:
             resp = client.get(f"/v1/pulls/{pull_id}")
@@ -239,12 +246,10 @@ def cdn_path(sha256: str) -> str:
 
 
 def test_a_serving_peer_killed_mid_transfer_is_replaced_and_the_others_complete(fleet: Fleet) -> None:
+    # slow enough that a follower (asking a seeder that has not begun again each second) catches the
+    # seeder well before its end on a busy machine too
     names = ["hive-a", "hive-b", "hive-c", "hive-d"]
-    for name in names:
-        # slow enough that a follower (asking a seeder that has not begun again each second) catches the
-        # seeder well before its end on a busy machine too
-        fleet.add_hive(name, HIVE_BANDWIDTH_LIMIT=str(512 * 1024))
-    started = fleet.started(names)
+    started = fleet.started_held(names, 512 * 1024)
     downloads = started["downloads"]
     shard = fleet.hub.file(REPO, SHARD)
 
@@ -383,9 +388,7 @@ def test_each_preflight_failure_starts_nothing_and_names_the_hive(fleet: Fleet, 
 
 def test_a_pull_survives_a_queen_restart_and_is_cancelled_on_every_hive(fleet: Fleet) -> None:
     names = ["hive-a", "hive-b", "hive-c", "hive-d"]
-    for name in names:
-        fleet.add_hive(name, HIVE_BANDWIDTH_LIMIT=str(256 * 1024))
-    started = fleet.started(names)
+    started = fleet.started_held(names, 256 * 1024)
     pull_id = started["pull_id"]
     assert fleet.queen is not None
     url = f"{fleet.queen.url}/v1/pulls/{pull_id}/stream"
@@ -420,9 +423,7 @@ def test_a_pull_survives_a_queen_restart_and_is_cancelled_on_every_hive(fleet: F
 def test_a_cancel_that_cannot_reach_a_hive_says_so_and_is_applied_when_the_hive_is_back(fleet: Fleet) -> None:
     """DELETE /v1/pulls/{id} with one hive stopped (SIGSTOP): the answer names it in `cancel_pending`,
     and the queen cancels its part once it answers again; it never completes a cancelled pull."""
-    for name in ("hive-a", "hive-b"):
-        fleet.add_hive(name, HIVE_BANDWIDTH_LIMIT=str(256 * 1024))
-    started = fleet.started(["hive-a", "hive-b"])
+    started = fleet.started_held(["hive-a", "hive-b"], 256 * 1024)
     pull_id = started["pull_id"]
     wait_until(lambda: fleet.state(pull_id)["bytes"] > 0 or None, 30, what="bytes moving")
     stopped = fleet.hives["hive-b"]

@@ -10,9 +10,11 @@ queen's ordinary per-call timeout (10 s), not a measurement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -117,40 +119,43 @@ def hives() -> Iterator[tuple[FakeHive, SilentHive]]:
     silent.stop()
 
 
-def test_a_silent_hive_gets_the_fanout_deadline_and_is_named(hives: tuple[FakeHive, SilentHive]) -> None:
-    good, silent = hives
-    # health checks far apart and slow to give up: the silent hive is still "unknown" when asked
-    queen = queen_for(good, silent, fanout_timeout=0.3, health_interval=600, health_timeout=60)
+@contextlib.contextmanager
+def client_of_queen(hives: tuple[FakeHive, SilentHive], timeout: float, **settings: Any) -> Iterator[httpx.Client]:
+    """A queen in front of both hives, its health checks ten minutes apart, and a client of it; `timeout` is the
+    client's bound on each request."""
+    queen = queen_for(*hives, health_interval=600, **settings)
     try:
-        with httpx.Client(base_url=queen.url, headers=AUTH, timeout=5) as client:
-            listed = client.get("/v1/downloads")
-            assert listed.status_code == 200
-            body = listed.json()
-            assert [d["download_id"] for d in body["downloads"]] == ["dl-61000000000000000000000000000000"]
-            assert body["unreachable_hives"] == ["hive-silent"]
-            # finding an unknown download's hive asks everyone under the same deadline: 503, naming it
-            lookup = client.get("/v1/downloads/dl-62000000000000000000000000000000")
-            assert lookup.status_code == 503
-            assert lookup.json()["error"]["unreachable_hives"] == ["hive-silent"]
+        with httpx.Client(base_url=queen.url, headers=AUTH, timeout=timeout) as client:
+            yield client
     finally:
         queen.stop()
+
+
+def test_a_silent_hive_gets_the_fanout_deadline_and_is_named(hives: tuple[FakeHive, SilentHive]) -> None:
+    # health checks far apart and slow to give up: the silent hive is still "unknown" when asked
+    with client_of_queen(hives, 5, fanout_timeout=0.3, health_timeout=60) as client:
+        listed = client.get("/v1/downloads")
+        assert listed.status_code == 200
+        body = listed.json()
+        assert [d["download_id"] for d in body["downloads"]] == ["dl-61000000000000000000000000000000"]
+        assert body["unreachable_hives"] == ["hive-silent"]
+        # finding an unknown download's hive asks everyone under the same deadline: 503, naming it
+        lookup = client.get("/v1/downloads/dl-62000000000000000000000000000000")
+        assert lookup.status_code == 503
+        assert lookup.json()["error"]["unreachable_hives"] == ["hive-silent"]
 
 
 def test_a_hive_known_to_be_down_is_not_asked(hives: tuple[FakeHive, SilentHive]) -> None:
-    good, silent = hives
-    queen = queen_for(good, silent, fanout_timeout=5, health_interval=600, health_timeout=0.2)
-    try:
-        with httpx.Client(base_url=queen.url, headers=AUTH, timeout=3) as client:
+    _, silent = hives
+    with client_of_queen(hives, 3, fanout_timeout=5, health_timeout=0.2) as client:
 
-            def silent_is_down() -> bool:
-                health = {h["hive_id"]: h["health"] for h in client.get("/v1/hives").json()["hives"]}
-                return health.get("hive-silent") == "unhealthy"
+        def silent_is_down() -> bool:
+            health = {h["hive_id"]: h["health"] for h in client.get("/v1/hives").json()["hives"]}
+            return health.get("hive-silent") == "unhealthy"
 
-            wait_until(silent_is_down, timeout=10, what="the health check to give up on the silent hive")
-            asked_before = silent.accepted
-            body = client.get("/v1/downloads").json()
-            assert body["unreachable_hives"] == ["hive-silent"]
-            assert len(body["downloads"]) == 1
-            assert silent.accepted == asked_before
-    finally:
-        queen.stop()
+        wait_until(silent_is_down, timeout=10, what="the health check to give up on the silent hive")
+        asked_before = silent.accepted
+        body = client.get("/v1/downloads").json()
+        assert body["unreachable_hives"] == ["hive-silent"]
+        assert len(body["downloads"]) == 1
+        assert silent.accepted == asked_before

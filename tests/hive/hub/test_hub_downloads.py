@@ -18,17 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx_sse import connect_sse
 
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
 from tests import layout
+from tests.hive.hub.support import pull
 from tests.hub_fixtures import HubSetup
 from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
 MiB = 1024 * 1024
 REPO = "org/model"
-TERMINAL = {"complete", "error", "cancelled"}
 
 
 @pytest.fixture
@@ -37,19 +36,15 @@ def hub_setup() -> HubSetup:
     return HubSetup((REPO,), cdn_max_unranged_bytes=MiB, switches=HubSwitches(), hive={"range_limit_bytes": MiB})
 
 
-def follow(base: str, model_ref: str, timeout: float = 60) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """Start a download and read its stream to the end: (its final state, every event)."""
-    with httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=timeout)) as client:
-        started = client.post("/v2/downloads", json={"model_ref": model_ref})
-        assert started.status_code in (200, 202), started.text
-        download_id = started.json()["download_id"]
-        events = []
-        with connect_sse(client, "GET", f"/v2/downloads/{download_id}/stream") as source:
-            for sse in source.iter_sse():
-                events.append((sse.event, json.loads(sse.data)))
-                if sse.event in TERMINAL:
-                    break
-        return client.get(f"/v2/downloads/{download_id}").json(), events
+def ended(client: httpx.Client, download_id: str, what: str) -> dict[str, Any]:
+    """Wait (a minute at most) until the download is complete or failed: its state then."""
+    wait_until(
+        lambda: client.get(f"/v2/downloads/{download_id}").json()["status"] in ("complete", "failed"),
+        timeout=60,
+        what=what,
+    )
+    state: dict[str, Any] = client.get(f"/v2/downloads/{download_id}").json()
+    return state
 
 
 def test_lfs_and_small_files_are_verified_and_carry_the_commit(
@@ -58,7 +53,7 @@ def test_lfs_and_small_files_are_verified_and_carry_the_commit(
     commit = hub.commit(REPO, {"config.json": b'{"hidden": 64}\n', "model.safetensors": Generated(3 * MiB + 5, 7)})
     hive = make_hub_hive()
     for path in ("config.json", "model.safetensors"):
-        state, events = follow(hive.url, f"hf:{REPO}::file={path}")
+        _, state, events = pull(hive.url, f"hf:{REPO}::file={path}")
         assert state["status"] == "complete", state
         served = hub.file(REPO, path)
         assert Path(state["path"]).read_bytes() == served.content()
@@ -74,10 +69,10 @@ def test_a_file_with_a_percent_in_its_name_downloads_alone_as_it_does_in_its_mod
     commit = hub.commit(REPO, {"%41.txt": b"not A\n", "50%.json": b"{}\n"})
     hive = make_hub_hive()
     for path in ("%41.txt", "50%.json"):
-        state, _ = follow(hive.url, f"hf:{REPO}::file={path}")
+        _, state, _ = pull(hive.url, f"hf:{REPO}::file={path}")
         assert state["status"] == "complete", state
         assert Path(state["path"]).name == path and Path(state["path"]).read_bytes() == hub.file(REPO, path).content()
-    model, _ = follow(hive.url, f"hf:{REPO}")
+    _, model, _ = pull(hive.url, f"hf:{REPO}")
     assert model["status"] == "complete" and model["commit"] == commit, model
     assert {"%41.txt", "50%.json"} <= {p.name for p in Path(model["path"]).iterdir()}
 
@@ -85,7 +80,7 @@ def test_a_file_with_a_percent_in_its_name_downloads_alone_as_it_does_in_its_mod
 def test_a_segmented_file_asks_the_resolver_at_most_twice(hub: Hub, make_hub_hive: Callable[..., ServerThread]) -> None:
     hub.commit(REPO, {"model.safetensors": Generated(6 * MiB, 3)})
     hive = make_hub_hive(segments=4, segment_min_bytes=256 * 1024)  # 24 chunk requests, at once after a probe
-    state, _ = follow(hive.url, f"hf:{REPO}::file=model.safetensors")
+    _, state, _ = pull(hive.url, f"hf:{REPO}::file=model.safetensors")
     assert state["status"] == "complete", state
     assert state["sha256"] == hub.file(REPO, "model.safetensors").sha256
     assert len([r for r in hub.cdn.records() if r.status == 206]) > 4  # it really was split
@@ -108,12 +103,7 @@ def test_an_expired_signed_url_is_resolved_again_and_the_file_goes_on_with_range
 
         wait_until(past_the_first_range, timeout=30, what="the second range")
         hub.cdn.advance_clock(7200)  # every signed URL handed out so far is now expired
-        wait_until(
-            lambda: client.get(f"/v2/downloads/{download_id}").json()["status"] in ("complete", "failed"),
-            timeout=60,
-            what="the end of the download",
-        )
-        state = client.get(f"/v2/downloads/{download_id}").json()
+        state = ended(client, download_id, "the end of the download")
     assert state["status"] == "complete", state
     assert state["sha256"] == hub.file(REPO, "model.safetensors").sha256
     assert any(r.status == 403 for r in hub.cdn.records())
@@ -130,14 +120,14 @@ def test_a_file_bigger_than_an_open_range_may_be_is_fetched_in_bounded_ranges(
 ) -> None:
     hub.commit(REPO, {"big.bin": Generated(3 * MiB + 11, 5)})  # *.bin is LFS
     bounded = make_hub_hive(segments=1)
-    state, _ = follow(bounded.url, f"hf:{REPO}::file=big.bin")
+    _, state, _ = pull(bounded.url, f"hf:{REPO}::file=big.bin")
     assert state["status"] == "complete", state
     assert state["sha256"] == hub.file(REPO, "big.bin").sha256
     assert all(
         r.headers.get("range", "").count("-") == 1 and not r.headers["range"].endswith("-") for r in hub.cdn.records()
     )
     unbounded = make_hub_hive(segments=1, range_limit_bytes=50_000_000_000)  # asks `bytes=0-`: the CDN says no
-    state, _ = follow(unbounded.url, f"hf:{REPO}::file=big.bin")
+    _, state, _ = pull(unbounded.url, f"hf:{REPO}::file=big.bin")
     assert state["status"] == "failed" and state["error_code"] == "DOWNLOAD_FAILED", state
 
 
@@ -153,7 +143,7 @@ def test_bytes_that_fail_the_hubs_digest_never_reach_the_final_path(
         f.write(b"\xff" * 16)
     hive = make_hub_hive(segments=1)
     for path, digest in (("config.json", "git blob sha1"), ("model.safetensors", "sha256")):
-        state, events = follow(hive.url, f"hf:{REPO}::file={path}")
+        _, state, events = pull(hive.url, f"hf:{REPO}::file={path}")
         assert state["status"] == "failed" and state["error_code"] == "CHECKSUM_MISMATCH", state
         assert digest in state["error"]
         assert events[-1][0] == "error" and events[-1][1]["code"] == "CHECKSUM_MISMATCH"
@@ -171,10 +161,10 @@ def test_hub_cdn_hosts_let_the_hubs_own_redirects_out_of_allowed_hosts(
     hub_host = f"127.0.0.1:{httpx.URL(hub.url).port}"
     cdn_host = f"127.0.0.1:{httpx.URL(hub.cdn.url).port}"
     strict = make_hub_hive(allowed_hosts=hub_host)  # the default CDN hosts are the real hub's, not this one
-    state, _ = follow(strict.url, f"hf:{REPO}::file=model.safetensors")
+    _, state, _ = pull(strict.url, f"hf:{REPO}::file=model.safetensors")
     assert state["status"] == "failed" and state["error_code"] == "HOST_NOT_ALLOWED", state
     with_cdn = make_hub_hive(allowed_hosts=hub_host, hub_cdn_hosts=cdn_host)
-    state, _ = follow(with_cdn.url, f"hf:{REPO}::file=model.safetensors")
+    _, state, _ = pull(with_cdn.url, f"hf:{REPO}::file=model.safetensors")
     assert state["status"] == "complete" and state["sha256"] == hub.file(REPO, "model.safetensors").sha256
     with httpx.Client(base_url=with_cdn.url, timeout=10) as client:  # only the hub's redirects: not a URL ref
         refused = client.post("/v2/downloads", json={"model_ref": f"{hub.cdn.url}/anything"})
@@ -245,12 +235,7 @@ def test_kill_9_then_restart_verifies_the_file_and_refetches_a_damaged_partial(
             f.write(os.urandom(4096))
         hive = _hive_process(tmp_path, hub, port, **{**env, "HIVE_BANDWIDTH_LIMIT": "0"}).start()
         with httpx.Client(base_url=hive.url, timeout=10) as client:
-            wait_until(
-                lambda: client.get(f"/v2/downloads/{download_id}").json()["status"] in ("complete", "failed"),
-                timeout=60,
-                what="the resumed download to end",
-            )
-            state = client.get(f"/v2/downloads/{download_id}").json()
+            state = ended(client, download_id, "the resumed download to end")
         assert state["status"] == "complete", state
         assert state["sha256"] == want
         assert hashlib.sha256(Path(state["path"]).read_bytes()).hexdigest() == want

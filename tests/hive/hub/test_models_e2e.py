@@ -8,25 +8,23 @@ file, and `scan_cache_dir` lists the repository without a warning.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from httpx_sse import connect_sse
 from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
 
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
 from tests.conftest import hive_factory
+from tests.hive.hub.support import pull
 from tests.hub_fixtures import HubSetup
 from tests.support import ServerThread, ServiceProcess, free_port, wait_until
 
 MiB = 1024 * 1024
 REPO = "org/llama"
-TERMINAL = {"complete", "error", "cancelled"}
 TERMINAL_STATUSES = {"complete", "failed", "cancelled"}
 FILES: dict[str, bytes | Generated] = {
     "config.json": b'{"hidden": 64}\n',
@@ -60,23 +58,6 @@ def hub_files(hub: Hub, revision: str = "main") -> dict[str, int]:
 
 def size_of(value: bytes | Generated) -> int:
     return len(value) if isinstance(value, bytes) else value.size
-
-
-def pull(
-    base: str, model_ref: str, timeout: float = 60, **body: Any
-) -> tuple[int, dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """Start a download and read its stream to the end: (POST status, final state, every event)."""
-    with httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=timeout)) as client:
-        started = client.post("/v2/downloads", json={"model_ref": model_ref, **body})
-        assert started.status_code in (200, 202), started.text
-        download_id = started.json()["download_id"]
-        events = []
-        with connect_sse(client, "GET", f"/v2/downloads/{download_id}/stream") as source:
-            for sse in source.iter_sse():
-                events.append((sse.event, json.loads(sse.data)))
-                if sse.event in TERMINAL:
-                    break
-        return started.status_code, client.get(f"/v2/downloads/{download_id}").json(), events
 
 
 def test_a_whole_model_lands_in_the_hf_cache_and_huggingface_hub_loads_it(
