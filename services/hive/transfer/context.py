@@ -106,6 +106,9 @@ class Transfer:
     resumed: int = 0
     peer_waited: float = 0.0  # seconds waited for a peer to begin the blob (HIVE_PEER_WAIT_SECS in all)
     pace: PaceWatch | None = None  # a peer's: dropped when it sends too slowly
+    # the peer's answer follows a partial still downloading there (X-Rbee-Blob-State: partial): it
+    # grows as fast as that hive's own source gives it, so it is no slower than a second copy from there
+    following_partial: bool = False
 
     @property
     def expected_digest(self) -> str | None:
@@ -128,7 +131,7 @@ class Transfer:
     def keep_pace(self, now: float) -> None:
         """Told as bytes come (either thread): DownloadError once a peer runs too slow to keep, so the
         next source goes on from the partial."""
-        if self.pace is not None and self.pace.observe(now, self.part.size):
+        if self.pace is not None and not self.following_partial and self.pace.observe(now, self.part.size):
             raise DownloadError(ErrorCode.DOWNLOAD_TIMEOUT, self.pace.reason())
 
     def held_back(self, secs: float) -> None:

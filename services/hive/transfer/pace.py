@@ -13,7 +13,11 @@ source fills its partial (the seeder's hub connection), and this hive seldom kno
 the file, which it asks last. So the floor sits well under any hub link worth pulling models over:
 it tells a broken or hostile peer from an honest one, never a fast peer from a faster hub. Dropping a
 peer keeps what it sent (its bytes are pinned by the blob's digest, the next source resumes with Range)
-and costs only the rest of the file from the hub.
+and costs only the rest of the file from the hub. A peer that answers with a partial it is still
+downloading (`X-Rbee-Blob-State: partial`) is not judged while it does: it grows as fast as that
+hive's own source fills it (a seeder's hub link, or its bandwidth limit), and leaving it would take a
+second copy from the hub at no better rate; a partial that stops growing ends its body on the
+serving side (peers/blobs.py) and the reader moves on then.
 """
 
 from __future__ import annotations

@@ -132,6 +132,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         if not t.source.hub:  # a hub file's digest is what the hub said (Source.facts), never a CDN's ETag
             t.remote_sha256 = sha256_from_etag(resp.headers.get("etag")) or t.remote_sha256
         t.answered()
+        t.following_partial = resp.headers.get("x-rbee-blob-state") == "partial"
         t.downloading()
         if one_byte and status == 206:
             await read_body(ctx, t, resp, None, False)

@@ -112,12 +112,20 @@ def test_a_peer_copy_takes_no_byte_from_the_hub(hub: Hub, make_hub_hive: Callabl
         assert (Path(state["path"]) / path).read_bytes() == hub.file(REPO, path).content()
 
 
+@pytest.mark.parametrize(
+    "follower_settings",
+    [{}, {"peer_min_bps": 16 * MiB, "peer_slow_secs": 0.5}],
+    ids=["defaults", "a-floor-above-the-seeders-rate"],
+)
 def test_a_peer_still_downloading_is_followed_as_its_partial_grows(
-    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path, follower_settings: dict[str, Any]
 ) -> None:
+    """A partial grows as fast as its seeder's own source gives it: however slow, the follower keeps
+    it (HIVE_PEER_MIN_BPS judges a peer's complete blobs only) and takes no byte from the hub."""
     commit = hub.commit(REPO, FILES)
     seeder_models = tmp_path / "seeder"
-    seeder, follower = make_hub_hive(bandwidth_limit=2 * MiB, segments=1, models_dir=seeder_models), make_hub_hive()
+    seeder = make_hub_hive(bandwidth_limit=2 * MiB, segments=1, models_dir=seeder_models)
+    follower = make_hub_hive(**follower_settings)
     first = start(seeder.url)
     wait_until(lambda: any(p.stat().st_size > 0 for p in seeder_models.rglob("*.part")), 30, what="a partial")
     sources = {d: [seeder.url] for d in digests(hub).values()}
