@@ -3,6 +3,8 @@ r"""Model refs -> what to fetch and where it lands. Pure; refuses anything unsaf
 - `hf:{org}/{repo}[@{rev}]::file={path}` -> one file, `{HF_ENDPOINT}/{org}/{repo}/resolve/{rev or main}/{path}`;
   `hf:{org}/{repo}[@{rev}]` -> the whole repository at `rev` (default `main`). Both land in the Hugging
   Face cache under `{models}/hub` (hf_cache.py) once the hub has named the commit: `ModelRef.hub_ref`.
+  A repo id without a namespace (`hf:gpt2`), as huggingface_hub accepts one, is `gpt2` everywhere:
+  `{HF_ENDPOINT}/gpt2/resolve/...`, `/api/models/gpt2/...`, `models--gpt2` in the cache.
 - `http(s)://host[:port]/path[?query]` -> as given (without a fragment), stored at
   `_url/{host}[_{port}]/{path}`; a query is part of the download's identity, so it is part of the
   stored name too: `{name}?{query, '/' and '%' escaped}`.
@@ -42,7 +44,7 @@ __all__ = [
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _HF_RE = re.compile(
-    rf"hf:(?P<org>{_NAME})/(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?(?:::file=(?P<path>.+))?"
+    rf"hf:(?:(?P<org>{_NAME})/)?(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?(?:::file=(?P<path>.+))?"
 )
 # C0, DEL, C1 controls, backslash, lone surrogates (cannot name a file), and invisible format
 # characters (bidi overrides, zero-width joiners, BOM) that make a name look like another
@@ -71,7 +73,7 @@ class HubRef:
     """What an `hf:` ref names on the hub: a repository at a revision, and one file of it or all."""
 
     endpoint: str  # HF_ENDPOINT without a trailing slash
-    repo_id: str  # org/repo
+    repo_id: str  # org/repo, or a name without a namespace (gpt2)
     revision: str
     file: str | None  # None: the whole repository
 
@@ -140,19 +142,19 @@ def parse_model_ref(ref: str, hf_endpoint: str) -> ModelRef:
     scheme = ref.split(":", 1)[0].lower()
     if scheme in ("http", "https"):
         return _parse_url(ref)
-    raise InvalidModelRef("model_ref must be 'hf:{org}/{repo}[@{rev}][::file={path}]' or an http(s) URL")
+    raise InvalidModelRef("model_ref must be 'hf:[{org}/]{repo}[@{rev}][::file={path}]' or an http(s) URL")
 
 
 def _parse_hf(ref: str, hf_endpoint: str) -> ModelRef:
     m = _HF_RE.fullmatch(ref)
     if m is None:
-        raise InvalidModelRef("expected 'hf:{org}/{repo}[@{rev}]' or 'hf:{org}/{repo}[@{rev}]::file={path}'")
+        raise InvalidModelRef("expected 'hf:[{org}/]{repo}[@{rev}]' or 'hf:[{org}/]{repo}[@{rev}]::file={path}'")
     org, repo, rev, path = m["org"], m["repo"], m["rev"] or "main", m["path"]
     if ".." in rev.split("/") or rev.endswith("/") or "//" in rev or "::" in rev:
         raise InvalidModelRef("revision is malformed")
     if path is not None:
         _check_segments(path, "file path")
-    hub_ref = HubRef(endpoint_base(hf_endpoint), f"{org}/{repo}", rev, path)
+    hub_ref = HubRef(endpoint_base(hf_endpoint), f"{org}/{repo}" if org else repo, rev, path)
     url = hub_ref.revision_url if path is None else hub_ref.resolve_url(rev, path)
     return ModelRef(ref, url, None, hub=True, hub_ref=hub_ref)
 

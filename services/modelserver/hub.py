@@ -4,32 +4,31 @@ Stdlib only. `Hub` listens on one loopback port and starts its `Cdn` (cdn.py) on
 commits and refs are `hub_repo.HubRepo`s changed through the Python API (`add_repo`, `commit`,
 `move_branch`, `add_token`, `grant`). What it answers, as the real hub does for huggingface_hub:
 
-``GET|HEAD /{org}/{name}/resolve/{rev}/{path}``
-    ``rev`` is a branch, a 40-hex commit or ``refs/pr/N`` (quoted, ``refs%2Fpr%2F1``, as huggingface_hub
-    sends it, or raw). Every answer carries ``X-Repo-Commit`` (the 40-hex commit ``rev`` names).
-    A small (non-LFS) file: 200 with its bytes, ``ETag: "<git blob sha1>"``, ``Content-Length``, single
+``GET|HEAD /{repo}/resolve/{rev}/{path}``
+    ``{repo}`` is ``org/name`` or a single name (``gpt2``); ``rev`` a branch, a 40-hex commit or
+    ``refs/pr/N`` (hub_paths.py). Every answer carries ``X-Repo-Commit`` (the 40-hex commit ``rev`` names).
+    A small (non-LFS) file: a relative 307 to ``/api/resolve-cache/models/{repo}/{commit}/{path}`` (no
+    ETag of its own), whose 200 carries its bytes, ``ETag: "<git blob sha1>"``, ``Content-Length``, single
     ranges (206/416) and If-Range. An LFS file: 302 to a signed, expiring URL on the CDN with
-    ``X-Linked-Etag: "<sha256>"``, ``X-Linked-Size``, ``ETag: "<sha256>"``, and a short text body (so
-    the 302's Content-Length is not the file's size). HEAD answers the same headers without a body:
-    huggingface_hub's `get_hf_file_metadata` sends HEAD, does not follow the 302 and reads X-Linked-*.
-``GET|HEAD /api/resolve-cache/models/{org}/{name}/{commit}/{path}``
-    the small file's bytes, where the `small_file_redirect` switch sends resolves (below).
-``GET /api/models/{org}/{name}[/revision/{rev}]``
+    ``X-Linked-Etag: "<sha256>"``, ``X-Linked-Size``, ``X-Xet-Hash``, ``Link: <...>; rel="xet-auth"`` and
+    no ``ETag`` of its own, and a short text body (so the 302's Content-Length is not the file's size);
+    the CDN's own ``ETag`` is the Xet hash. HEAD answers the same headers without a body:
+    huggingface_hub's `get_hf_file_metadata` sends HEAD, follows the relative 307, not the 302.
+``GET /api/models/{repo}[/revision/{rev}]``
     `model_info` JSON (hub_json.py): ``id``, ``sha``, ``siblings``; ``?blobs=true`` adds sizes, blob ids, lfs.
-``GET /api/models/{org}/{name}/tree/{rev}[/{path}]``
+``GET /api/models/{repo}/tree/{rev}[/{path}]``
     the tree (``?recursive=true`` for all of it), `tree_page_size` entries per page with
     ``Link: <{hub}/api/...&cursor=...>; rel="next"`` until the last page.
 
 Errors (hub_access.py) are JSON ``{"error": message}`` with ``X-Error-Code`` and ``X-Error-Message``:
-``RepoNotFound`` (401 anonymous / 404 with a token), ``GatedRepo`` (401 / 403, names the repo page),
-``RevisionNotFound`` and ``EntryNotFound`` (404), and 401 ``Invalid credentials in Authorization
-header`` for an unknown token. Repos are found by id; single-name ids (``gpt2``) are not supported.
+``RepoNotFound`` (401 anonymous / 404 with a token), ``GatedRepo`` (401 / 403 on resolve, names the
+repo page), ``RevisionNotFound`` and ``EntryNotFound`` (404), and 401 ``Invalid credentials in
+Authorization header`` for an unknown token. A gated repo's revision and tree APIs answer 200 to a
+caller without access, every LFS sha256 and Xet hash masked as 64 ``*``.
 
 Switches (`HubSwitches` fields, and methods):
 
-- ``small_file_redirect``: a small file's resolve answers a relative 307 to its
-  ``/api/resolve-cache/...`` path instead of 200 (what the real hub does today; huggingface_hub
-  follows relative redirects only);
+- ``small_file_redirect``: True (the real hub's way); False answers a small file's resolve 200 itself;
 - ``url_ttl``: seconds a CDN URL stays valid (negative: born expired); `cdn.advance_clock` ages URLs;
 - ``tree_page_size``: entries per tree page (the real hub's is 1000; small in tests);
 - ``damaged``: paths of small files served with their first byte flipped, under the right ETag
@@ -68,6 +67,7 @@ from services.modelserver.hub_access import (
     resolve_revision,
 )
 from services.modelserver.hub_json import model_info, page, tree_entries
+from services.modelserver.hub_paths import Target, api_target, cache_target, resolve_target, split_revision
 from services.modelserver.hub_repo import Commit, Content, HubFile, HubRepo, LfsRule, make_file
 from services.modelserver.loopback import LoopbackServer
 from services.modelserver.ratelimit import ResolverLimit
@@ -77,25 +77,10 @@ JSON = "application/json; charset=utf-8"
 
 @dataclass
 class HubSwitches:
-    small_file_redirect: bool = False
+    small_file_redirect: bool = True
     url_ttl: float = 3600.0
     tree_page_size: int = 1000
     damaged: set[str] = field(default_factory=set)  # small files served with their first byte flipped
-
-
-@dataclass
-class _Target:
-    repo_id: str
-    revision: str
-    path: str
-    rest: list[str] = field(default_factory=list)
-
-
-def _split_revision(parts: list[str]) -> tuple[str, list[str]]:
-    """(revision, the rest) from path segments; a raw ``refs/pr/N`` spans three segments."""
-    if len(parts) >= 3 and parts[0] == "refs" and parts[1] in ("pr", "convert"):
-        return "/".join(parts[:3]), parts[3:]
-    return (parts[0], parts[1:]) if parts else ("main", [])
 
 
 def _error(err: HubError, extra: dict[str, str] | None = None) -> Answer:
@@ -218,18 +203,21 @@ class Hub(LoopbackServer):
     def answer(self, method: str, raw_path: str, query: str, headers: dict[str, str], client: str) -> Answer:
         parts = [unquote(p) for p in raw_path.split("/")[1:]]
         params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        known = self._knows
         try:
-            if parts[:2] == ["api", "models"] and len(parts) >= 4:
-                return self._api(parts, raw_path, params, headers)
-            if parts[:2] == ["api", "resolve-cache"] and len(parts) >= 7 and parts[2] == "models":
-                target = _Target(f"{parts[3]}/{parts[4]}", parts[5], "/".join(parts[6:]))
+            if parts[:2] == ["api", "models"] and len(parts) >= 3:
+                return self._api(api_target(parts[2:], known), raw_path, params, headers)
+            if parts[:3] == ["api", "resolve-cache", "models"] and (target := cache_target(parts[3:])):
                 return self._resolve(target, headers, client, cached=True)
-            if len(parts) >= 5 and parts[2] == "resolve":
-                revision, rest = _split_revision(parts[3:])
-                return self._resolve(_Target(f"{parts[0]}/{parts[1]}", revision, "/".join(rest)), headers, client)
+            if parts[:1] != ["api"] and (target := resolve_target(parts, known)) is not None:
+                return self._resolve(target, headers, client)
         except HubError as err:
             return _error(err)
         return _error(HubError(404, None, "Not Found"))
+
+    def _knows(self, repo_id: str) -> bool:
+        with self._state:
+            return repo_id in self._repos or repo_id in self._renamed
 
     def _renamed_to(self, repo_id: str, raw_path: str, query: str = "") -> Answer | None:
         new = self._renamed.get(repo_id)
@@ -238,16 +226,19 @@ class Hub(LoopbackServer):
         location = raw_path.replace(f"/{repo_id}/", f"/{new}/", 1) + (f"?{query}" if query else "")
         return Answer.of(307, {"Location": location, "Content-Type": "text/plain; charset=utf-8"}, b"Redirecting")
 
-    def _access(self, repo_id: str, headers: dict[str, str], download: bool) -> HubRepo:
+    def _access(self, repo_id: str, headers: dict[str, str], download: bool) -> tuple[HubRepo, bool]:
+        """The repo, and whether the caller may download from it (else a gated repo's digests are masked)."""
+        token = bearer_token(headers)
         with self._state:
             repo = self._repos.get(repo_id)
-            return check_access(repo, repo_id, bearer_token(headers), self.tokens, download, f"{self.url}/{repo_id}")
+            repo = check_access(repo, repo_id, token, self.tokens, download, f"{self.url}/{repo_id}")
+            return repo, not repo.gated or token in repo.allowed
 
     def _commit(self, repo: HubRepo, revision: str) -> Commit:
         with self._state:
             return resolve_revision(repo, revision)
 
-    def _resolve(self, target: _Target, headers: dict[str, str], client: str, cached: bool = False) -> Answer:
+    def _resolve(self, target: Target, headers: dict[str, str], client: str, cached: bool = False) -> Answer:
         raw = f"/{target.repo_id}/resolve/{quote(target.revision, safe='')}/{quote(target.path)}"
         if not cached and (moved := self._renamed_to(target.repo_id, raw)) is not None:
             return moved
@@ -255,7 +246,7 @@ class Hub(LoopbackServer):
         if not verdict.allowed:
             message = "You have exceeded our hourly quotas for action 'resolve'. We invite you to retry later."
             return _error(HubError(429, None, message), verdict.headers)
-        repo = self._access(target.repo_id, headers, download=True)
+        repo, _ = self._access(target.repo_id, headers, download=True)
         commit = self._commit(repo, target.revision)
         base = {**verdict.headers, "X-Repo-Commit": commit.sha, "Vary": "Origin, Accept-Encoding"}
         f = commit.files.get(target.path)
@@ -263,32 +254,35 @@ class Hub(LoopbackServer):
             return _error(entry_not_found(target.path), base)
         if f.lfs:
             location = self.cdn.sign(f, self.switches.url_ttl, f.path)
-            linked = {"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(f.size), "ETag": f'"{f.sha256}"'}
+            xet_auth = f"{self.url}/api/models/{target.repo_id}/xet-read-token/{commit.sha}"
+            linked = {"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(f.size), "X-Xet-Hash": f.xet_hash}
+            linked["Link"] = f'<{xet_auth}>; rel="xet-auth"'
             body = f"Found. Redirecting to {location}".encode()
             return Answer.of(302, {**base, **linked, "Location": location, "Content-Type": "text/plain"}, body)
         etag = f'"{f.blob_id}"'
         if self.switches.small_file_redirect and not cached:
             location = f"/api/resolve-cache/models/{target.repo_id}/{commit.sha}/{quote(f.path)}"
             body = f"Temporary Redirect. Redirecting to {location}".encode()
-            return Answer.of(307, {**base, "ETag": etag, "Location": location, "Content-Type": "text/plain"}, body)
+            return Answer.of(307, {**base, "Location": location, "Content-Type": "text/plain"}, body)
         data = f.content()
         if f.path in self.switches.damaged and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]  # a bad mirror: the digests stay, one byte does not
         return file_answer(f.size, etag, headers, base, data=data)
 
-    def _api(self, parts: list[str], raw_path: str, params: dict[str, str], headers: dict[str, str]) -> Answer:
-        repo_id, rest = f"{parts[2]}/{parts[3]}", parts[4:]
-        repo = self._access(repo_id, headers, download=False)
+    def _api(self, target: Target, raw_path: str, params: dict[str, str], headers: dict[str, str]) -> Answer:
+        rest = target.rest
+        repo, may_download = self._access(target.repo_id, headers, download=False)
         if not rest or rest[0] == "revision":
-            revision, _ = _split_revision(rest[1:])
+            revision, _ = split_revision(rest[1:])
             commit = self._commit(repo, revision)
-            return _json(model_info(repo, commit, params.get("blobs", "").lower() in ("1", "true")))
+            blobs = params.get("blobs", "").lower() in ("1", "true")
+            return _json(model_info(repo, commit, blobs, masked=not may_download))
         if rest[0] != "tree":
             raise HubError(404, None, "Not Found")
-        revision, path_parts = _split_revision(rest[1:])
+        revision, path_parts = split_revision(rest[1:])
         commit = self._commit(repo, revision)
         recursive = params.get("recursive", "").lower() in ("1", "true")
-        entries = tree_entries(commit, "/".join(path_parts), recursive)
+        entries = tree_entries(commit, "/".join(path_parts), recursive, masked=not may_download)
         if entries is None:
             raise entry_not_found("/".join(path_parts))
         items, cursor = page(entries, params.get("cursor"), self.switches.tree_page_size)

@@ -8,7 +8,8 @@ No HTTP here: `check_access` and `resolve_revision` return a `HubError` (status,
 2. a repo that does not exist, or is private and the token is not in its `allowed`: ``RepoNotFound``,
    401 when anonymous, 404 with a valid token (the real hub never says a private repo exists);
 3. file downloads from a gated repo: ``GatedRepo``, 401 anonymous, 403 for a token not in `allowed`;
-   the message names the repo page where to ask for access. Metadata of a gated repo stays public;
+   the message names the repo page where to ask for access. Metadata of a gated repo stays public
+   (`hub.py` masks its LFS digests for a caller who may not download);
 4. an unknown revision: 404 ``RevisionNotFound``; a missing file or folder: 404 ``EntryNotFound``.
 """
 

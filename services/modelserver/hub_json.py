@@ -6,6 +6,9 @@ pointerSize}``). `tree_entries` is ``GET /api/models/{repo}/tree/{rev}[/{path}]`
 ``{type: "file", oid, size, path, lfs?: {oid, size, pointerSize}}`` and folders ``{type: "directory",
 oid, size: 0, path}``, folders before their content, sorted by path. `page` cuts a listing into pages
 with an opaque cursor, as the hub's ``Link: <...&cursor=...>; rel="next"`` does.
+
+An LFS file's tree entry carries its ``xetHash`` too (the hub's files are Xet-backed). `masked`: what a
+caller without access to a gated repo is shown, every LFS sha256 and Xet hash as 64 ``*`` (`MASKED`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from typing import Any
 
 from services.modelserver.hub_repo import Commit, HubFile, HubRepo
 
+MASKED = "*" * 64
+
 
 def iso_date(unix: float) -> str:
     """The hub's timestamp format, e.g. 2024-05-01T12:00:00.000Z."""
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(unix * 1000) % 1000:03d}Z"
 
 
-def model_info(repo: HubRepo, commit: Commit, blobs: bool) -> dict[str, Any]:
+def model_info(repo: HubRepo, commit: Commit, blobs: bool, masked: bool = False) -> dict[str, Any]:
     siblings: list[dict[str, Any]] = []
     for path in sorted(commit.files):
         f = commit.files[path]
@@ -31,7 +36,8 @@ def model_info(repo: HubRepo, commit: Commit, blobs: bool) -> dict[str, Any]:
         if blobs:
             sibling.update(size=f.size, blobId=f.blob_id)
             if f.lfs:
-                sibling["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
+                sha256 = MASKED if masked else f.sha256
+                sibling["lfs"] = {"sha256": sha256, "size": f.size, "pointerSize": f.pointer_size}
         siblings.append(sibling)
     first = min(c.date for c in repo.commits.values())
     return {
@@ -53,10 +59,11 @@ def model_info(repo: HubRepo, commit: Commit, blobs: bool) -> dict[str, Any]:
     }
 
 
-def _file_entry(f: HubFile) -> dict[str, Any]:
+def _file_entry(f: HubFile, masked: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {"type": "file", "oid": f.blob_id, "size": f.size, "path": f.path}
     if f.lfs:
-        entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
+        entry["lfs"] = {"oid": MASKED if masked else f.sha256, "size": f.size, "pointerSize": f.pointer_size}
+        entry["xetHash"] = MASKED if masked else f.xet_hash
     return entry
 
 
@@ -67,7 +74,7 @@ def _folder_oid(commit: Commit, folder: str) -> str:
     return digest.hexdigest()
 
 
-def tree_entries(commit: Commit, path: str, recursive: bool) -> list[dict[str, Any]] | None:
+def tree_entries(commit: Commit, path: str, recursive: bool, masked: bool = False) -> list[dict[str, Any]] | None:
     """The listing of folder `path` ("" = root), or None if no such folder exists in the commit."""
     prefix = f"{path.strip('/')}/" if path.strip("/") else ""
     under = sorted(p for p in commit.files if p.startswith(prefix))
@@ -83,7 +90,7 @@ def tree_entries(commit: Commit, path: str, recursive: bool) -> list[dict[str, A
         if recursive or len(parts) == 1:
             files.append(p)
     entries = [{"type": "directory", "oid": _folder_oid(commit, d), "size": 0, "path": d} for d in folders]
-    entries += [_file_entry(commit.files[p]) for p in files]
+    entries += [_file_entry(commit.files[p], masked) for p in files]
     entries.sort(key=lambda e: (str(e["path"]).split("/")[:-1], e["type"] != "directory", e["path"]))
     return entries
 

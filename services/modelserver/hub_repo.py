@@ -9,6 +9,8 @@ No HTTP here. Rules this module keeps:
   git files; huggingface_hub uploads them via LFS).
 - Commits are immutable; refs (branches, ``refs/pr/N``) point at commits and can be moved. A
   revision resolves as a ref name first, then as a full 40-hex commit of this repo.
+- An LFS file is Xet-backed: its `xet_hash` (64 hex, what the CDN's ETag, ``X-Xet-Hash`` and the
+  tree's ``xetHash`` say) is another hash than its sha256, as Xet's content hash is.
 - Small files live in memory; LFS content lives on disk (or in memory when given as bytes), so a
   generated multi-GB file costs no RAM.
 """
@@ -79,6 +81,11 @@ class HubFile:
     lfs: bool
     data: bytes | None = None  # the content, when held in memory
     disk: Path | None = None  # else where it is
+
+    @property
+    def xet_hash(self) -> str:
+        """A stand-in for Xet's content hash: 64 hex digits, not the sha256 (nor derivable by a client)."""
+        return hashlib.sha256(b"xet-merkle\0" + bytes.fromhex(self.sha256)).hexdigest()
 
     @property
     def pointer_size(self) -> int:

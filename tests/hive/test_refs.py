@@ -83,6 +83,11 @@ def url_of_length(n: int) -> str:
             f"{HUB}/org/repo/resolve/main/.gitattributes",
             ("org/repo", "main", ".gitattributes"),
         ),
+        (  # a repo id without a namespace, as huggingface_hub accepts one
+            "hf:gpt2@v1::file=config.json",
+            f"{HUB}/gpt2/resolve/v1/config.json",
+            ("gpt2", "v1", "config.json"),
+        ),
         (
             "hf:a.b_c-d/e.f_g-h::file=model...gguf",
             f"{HUB}/a.b_c-d/e.f_g-h/resolve/main/model...gguf",
@@ -107,6 +112,7 @@ def test_hf_refs_resolve_to_the_hub(ref: str, url: str, names: tuple[str, str, s
         ("hf:meta-llama/Llama-3.1-8B@main", "meta-llama/Llama-3.1-8B", "main"),
         ("hf:org/repo@v1.0", "org/repo", "v1.0"),
         ("hf:org/repo@refs/pr/1", "org/repo", "refs/pr/1"),
+        ("hf:gpt2", "gpt2", "main"),
         (
             "hf:org/repo@0123456789abcdef0123456789abcdef01234567",
             "org/repo",
@@ -147,7 +153,6 @@ def test_a_bad_hf_endpoint_is_refused(endpoint: str) -> None:
     "ref",
     [
         "hf:",
-        "hf:org",
         "hf:org/repo::file=",
         "hf:org/repo@",
         "hf:org/repo@main::",
@@ -155,7 +160,6 @@ def test_a_bad_hf_endpoint_is_refused(endpoint: str) -> None:
         "hf:org/repo::File=model.gguf",
         "hf:org/repo::path=model.gguf",
         "hf:org/repo model.gguf",
-        "hf:org::file=model.gguf",
         "hf:/repo::file=model.gguf",
         "hf:org/::file=model.gguf",
         "hf:org/repo/sub::file=model.gguf",

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,10 +41,13 @@ def test_git_blob_sha1_matches_git() -> None:
     assert git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
-def test_small_file_answers_200_with_git_sha1_etag_commit_and_ranges(
+def test_small_file_answers_a_relative_307_to_resolve_cache_whose_200_has_git_sha1_etag_commit_and_ranges(
     hub: Hub, revs: Revisions, client: httpx.Client
 ) -> None:
-    url = hub.resolve_url(REPO, "config.json")
+    moved = client.get(hub.resolve_url(REPO, "config.json"))
+    assert moved.status_code == 307 and "etag" not in moved.headers and moved.headers["x-repo-commit"] == revs.main
+    assert moved.headers["location"] == f"/api/resolve-cache/models/{REPO}/{revs.main}/config.json"
+    url = hub.url + moved.headers["location"]
     r = client.get(url)
     assert r.status_code == 200 and r.content == b'{"hidden": 128}\n'
     assert r.headers["etag"] == f'"{git_blob_sha1(r.content)}"'
@@ -61,13 +65,15 @@ def test_lfs_file_redirects_to_the_cdn_with_linked_headers(hub: Hub, revs: Revis
     head = client.head(hub.resolve_url(REPO, "model.safetensors"), headers={"Accept-Encoding": "identity"})
     assert head.status_code == 302
     assert head.headers["x-linked-etag"] == f'"{f.sha256}"' and head.headers["x-linked-size"] == str(LFS_SIZE)
-    assert head.headers["x-repo-commit"] == revs.main
+    assert head.headers["x-repo-commit"] == revs.main and "etag" not in head.headers  # no ETag of its own
+    assert head.headers["x-xet-hash"] == f.xet_hash and re.fullmatch(r"[0-9a-f]{64}", f.xet_hash)
+    assert head.links["xet-auth"]["url"] == f"{hub.url}/api/models/{REPO}/xet-read-token/{revs.main}"
     location = head.headers["location"]
     assert location.startswith(hub.cdn.url) and hub.cdn.url != hub.url
     assert re.search(r"[?&]Expires=\d+&Signature=[0-9a-f]+", location)
     part = client.get(location, headers={"Range": "bytes=0-99"})
     assert part.status_code == 206 and part.headers["content-range"] == f"bytes 0-99/{LFS_SIZE}"
-    assert part.headers["etag"].strip('"') != f.sha256  # the CDN's own validator, not the sha256
+    assert part.headers["etag"] == f'"{f.xet_hash}"' != f'"{f.sha256}"'  # the Xet hash, not the sha256
     assert client.get(location, headers={"Range": f"bytes={LFS_SIZE}-{LFS_SIZE + 5}"}).status_code == 416
     stale = client.get(location, headers={"Range": "bytes=0-99", "If-Range": '"nope"'})
     assert stale.status_code == 400  # If-Range failed: the whole blob, which is above the unranged limit
@@ -99,9 +105,9 @@ def test_cdn_urls_expire_and_are_signed(hub: Hub, revs: Revisions, client: httpx
 
 def test_moving_a_branch_changes_commit_and_bytes(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
     url = hub.resolve_url(REPO, "config.json")
-    before = client.get(url)
+    before = client.get(url, follow_redirects=True)
     hub.move_branch(REPO, "main", revs.first)
-    after = client.get(url)
+    after = client.get(url, follow_redirects=True)
     assert (before.headers["x-repo-commit"], after.headers["x-repo-commit"]) == (revs.main, revs.first)
     assert (before.content, after.content) == (b'{"hidden": 128}\n', b'{"hidden": 64}\n')
     assert before.headers["etag"] != after.headers["etag"]
@@ -109,7 +115,7 @@ def test_moving_a_branch_changes_commit_and_bytes(hub: Hub, revs: Revisions, cli
 
 @pytest.mark.parametrize("rev", ["refs%2Fpr%2F1", "refs/pr/1"], ids=["quoted", "raw"])
 def test_pr_refs_and_commits_as_revisions(hub: Hub, revs: Revisions, client: httpx.Client, rev: str) -> None:
-    r = client.get(f"{hub.url}/{REPO}/resolve/{rev}/config.json")
+    r = client.get(f"{hub.url}/{REPO}/resolve/{rev}/config.json", follow_redirects=True)
     assert r.headers["x-repo-commit"] == revs.pr and r.content == b'{"hidden": 256}\n'
     old = client.get(hub.resolve_url(REPO, "config.json", revs.first))
     assert old.headers["x-repo-commit"] == revs.first
@@ -141,9 +147,9 @@ def test_error_answers_carry_codes_and_json(hub: Hub, revs: Revisions, client: h
 def test_resolver_quota_answers_429_with_ratelimit_headers(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
     hub.limits.set_quota(2, window=60)
     url = hub.resolve_url(REPO, "config.json")
-    first = client.head(url)
-    assert first.status_code == 200 and first.headers["ratelimit"].startswith('"resolvers";r=1;t=')
-    assert client.head(url).status_code == 200
+    first = client.head(url)  # (the 307 to the resolve-cache)
+    assert first.status_code == 307 and first.headers["ratelimit"].startswith('"resolvers";r=1;t=')
+    assert client.head(url).status_code == 307
     limited = client.head(url)
     assert limited.status_code == 429
     m = re.fullmatch(r'"resolvers";r=0;t=(\d+)', limited.headers["ratelimit"])
@@ -153,18 +159,14 @@ def test_resolver_quota_answers_429_with_ratelimit_headers(hub: Hub, revs: Revis
     hub.limits.fail_next(1, reset_secs=7)
     forced = client.head(url)
     assert forced.status_code == 429 and forced.headers["retry-after"] == "7"
-    assert client.head(url).status_code == 200
+    assert client.head(url).status_code == 307
 
 
-def test_small_file_redirect_switch_and_renamed_repo_answer_relative_307s(
-    hub: Hub, revs: Revisions, client: httpx.Client
-) -> None:
-    hub.switches.small_file_redirect = True
-    r = client.head(hub.resolve_url(REPO, "config.json"))
-    assert r.status_code == 307 and r.headers["location"].startswith(f"/api/resolve-cache/models/{REPO}/{revs.main}/")
-    assert r.headers["x-repo-commit"] == revs.main
-    cached = client.get(hub.url + r.headers["location"])
-    assert cached.status_code == 200 and cached.content == b'{"hidden": 128}\n'
+def test_small_file_redirect_switch_off_and_renamed_repo(hub: Hub, revs: Revisions, client: httpx.Client) -> None:
+    hub.switches.small_file_redirect = False
+    r = client.get(hub.resolve_url(REPO, "config.json"))
+    assert r.status_code == 200 and r.content == b'{"hidden": 128}\n'
+    assert r.headers["etag"] == f'"{git_blob_sha1(r.content)}"' and r.headers["x-repo-commit"] == revs.main
     hub.rename_repo(REPO, "org/renamed")
     moved = client.head(hub.resolve_url(REPO, "config.json"))
     assert moved.status_code == 307 and moved.headers["location"].startswith("/org/renamed/resolve/main/")
@@ -180,6 +182,57 @@ def test_tree_lists_one_folder_and_pages_with_link(hub: Hub, revs: Revisions, cl
     f = hub.file(REPO, "model.safetensors")
     assert lfs["lfs"] == {"sha256": f.sha256, "size": LFS_SIZE, "pointerSize": f.pointer_size}
     assert lfs["blobId"] == f.blob_id == git_blob_sha1(lfs_pointer(f.sha256, LFS_SIZE))  # git stores the pointer
+
+
+def every_page(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    next_url: str | None = url
+    while next_url is not None:
+        r = client.get(next_url, headers=headers)
+        entries += r.json()
+        next_url = r.links.get("next", {}).get("url")
+    return entries
+
+
+def test_a_gated_repos_metadata_is_public_with_lfs_digests_masked_until_access(
+    hub: Hub, revs: Revisions, client: httpx.Client
+) -> None:
+    hub.repo(REPO).gated = True
+    hub.grant(REPO, "hf_ok")
+    f = hub.file(REPO, "model.safetensors")
+    tree = f"{hub.url}/api/models/{REPO}/tree/main?recursive=true"
+    info = f"{hub.url}/api/models/{REPO}/revision/main?blobs=true"
+
+    def lfs_of(headers: dict[str, str]) -> tuple[object, ...]:
+        entries = every_page(client, tree, headers)
+        entry = next(e for e in entries if e["path"] == "model.safetensors")
+        small = next(e for e in entries if e["path"] == "config.json")
+        sibling = next(
+            s for s in client.get(info, headers=headers).json()["siblings"] if s["rfilename"] == "model.safetensors"
+        )
+        return entry["lfs"]["oid"], entry["xetHash"], sibling["lfs"]["sha256"], small["oid"]
+
+    blob_id = hub.file(REPO, "config.json").blob_id
+    assert lfs_of({}) == ("*" * 64, "*" * 64, "*" * 64, blob_id)  # 200 all the same
+    assert lfs_of({"Authorization": "Bearer hf_ok"}) == (f.sha256, f.xet_hash, f.sha256, blob_id)
+    refused = client.head(hub.resolve_url(REPO, "model.safetensors"))
+    assert refused.status_code == 401 and refused.headers["x-error-code"] == "GatedRepo"
+
+
+def test_a_repo_id_without_a_namespace_answers_as_huggingface_hub_asks(hub: Hub, client: httpx.Client) -> None:
+    hub.add_repo("gpt2")
+    sha = hub.commit("gpt2", {"config.json": b"{}\n", "model.safetensors": b"w" * 100})
+    assert client.get(f"{hub.url}/api/models/gpt2/revision/main").json()["sha"] == sha
+    tree = every_page(client, f"{hub.url}/api/models/gpt2/tree/{sha}?recursive=true")
+    assert {e["path"] for e in tree} >= {"config.json", "model.safetensors"}
+    small = client.get(hub.resolve_url("gpt2", "config.json"), follow_redirects=True)
+    assert (
+        small.status_code == 200
+        and small.content == b"{}\n"
+        and small.url.path.startswith("/api/resolve-cache/models/gpt2/")
+    )
+    lfs = client.get(hub.resolve_url("gpt2", "model.safetensors"), follow_redirects=True)
+    assert lfs.status_code == 200 and lfs.content == b"w" * 100
 
 
 class FakeClock:
@@ -238,8 +291,9 @@ def test_uplink_caps_the_cdn_and_the_hubs_own_answers_together(tmp_path: Path) -
     with Hub(tmp_path / "hub-store", uplink_bps=4_000_000) as hub, httpx.Client(timeout=30) as client:
         build_repo(hub)
         assert hub.cdn.uplink is hub.uplink and hub.uplink.rate_bps == 4_000_000
-        small = client.get(hub.resolve_url(REPO, "config.json"))
-        assert small.status_code == 200 and hub.uplink.taken == len(small.content)
+        small = client.get(hub.resolve_url(REPO, "config.json"), follow_redirects=True)
+        sent = len(small.history[0].content) + len(small.content)  # the 307's short body, then the file's
+        assert small.status_code == 200 and hub.uplink.taken == sent
         location = client.head(hub.resolve_url(REPO, "model.safetensors")).headers["location"]
 
         def fetch(rng: str) -> int:
@@ -252,7 +306,7 @@ def test_uplink_caps_the_cdn_and_the_hubs_own_answers_together(tmp_path: Path) -
         with ThreadPoolExecutor(2) as pool:
             got = sum(pool.map(fetch, ["bytes=0-999999", f"bytes=1000000-{LFS_SIZE - 1}"]))
         elapsed = time.monotonic() - t0
-        assert got == LFS_SIZE and hub.uplink.taken == len(small.content) + LFS_SIZE
+        assert got == LFS_SIZE and hub.uplink.taken == sent + LFS_SIZE
         # a lower bound only (a busy machine is slower, never faster): two connections, one rate
         assert elapsed >= 0.9 * (LFS_SIZE - hub.uplink.burst) / 4_000_000
         hub.uplink.set_rate(None)

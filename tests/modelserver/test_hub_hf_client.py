@@ -2,8 +2,11 @@
 
 huggingface_hub reads HF_ENDPOINT and HF_HOME when it is imported, so each test runs it in a
 subprocess with HF_ENDPOINT at the hub, a temporary HF_HOME and telemetry off; the script prints one
-JSON line. Written against huggingface_hub 2.4.0 (what pip gave); it only uses the public API and
-imports the error classes from wherever the installed version keeps them.
+JSON line. The hub's LFS redirects name a Xet hash and a `xet-auth` link, as the real hub's do; the
+test hub does not speak Xet's own protocol (CAS), so huggingface_hub runs with HF_HUB_DISABLE_XET=1
+and fetches through the redirect, as it does without hf_xet. Written against huggingface_hub 2.4.0
+(what pip gave); it only uses the public API and imports the error classes from wherever the
+installed version keeps them.
 """
 
 from __future__ import annotations
@@ -61,7 +64,11 @@ def revs(hub: Hub) -> Revisions:
 def run_hf(hub: Hub, hf_home: Path, script: str, **env: str) -> Any:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     environ.update(
-        HF_ENDPOINT=hub.url, HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1"
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(hf_home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_HUB_DISABLE_XET="1",
     )
     environ.update(env)
     code = PRELUDE + textwrap.dedent(script)

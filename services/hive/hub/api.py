@@ -5,7 +5,9 @@ that commit holds, and what one file is (README, "Whole models").
   gated; metadata of a gated repo is public, so access is proved by `probe` on a file;
 - `GET {HF_ENDPOINT}/api/models/{repo}/tree/{commit}?recursive=true`, every page (`Link: rel="next"`)
   -> the files: path, size, and the digest the cache names the blob by (the LFS sha256, else the
-  git blob sha1), as huggingface_hub's `list_repo_tree` reads it;
+  git blob sha1), as huggingface_hub's `list_repo_tree` reads it. To a caller without access a gated
+  repo's tree masks every LFS digest as `*`s: such a file is listed with no digest (""), never
+  with the mask for one;
 - `probe`: a one-byte GET of `resolve/{rev}/{path}`, which answers what `hf_hub_download` reads from
   its HEAD (`X-Repo-Commit`, `X-Linked-Etag` / `ETag`, `X-Linked-Size` / the range's total).
 
@@ -17,6 +19,7 @@ waited out, as `net/retry.py` says. Parsing is pure.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,6 +44,7 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 
+_MASKED_RE = re.compile(r"\*+")
 _MAX_JSON_BYTES = 32 * 1024 * 1024  # one answer of the API (a tree page of 1000 entries is ~300 KB)
 _MAX_PAGES = 10_000
 
@@ -94,7 +98,9 @@ def parse_tree_page(data: Any) -> list[RepoFile]:
             check_repo_path(path)
         except InvalidModelRef as exc:
             raise ValueError(f"the hub's tree names an unsafe path {path[:200]!r}: {exc}") from None
-        if not DIGEST_RE.fullmatch(digest.lower()):
+        if _MASKED_RE.fullmatch(digest):
+            digest = ""  # a gated repo's, to a caller without access: unknown, not a name
+        elif not DIGEST_RE.fullmatch(digest.lower()):
             raise ValueError(f"the hub's tree gives {path!r} no usable digest")
         files.append(RepoFile(path, size, digest.lower()))
     return files

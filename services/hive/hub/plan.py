@@ -25,6 +25,7 @@ from services.hive.hub.jobs import HubJob, PlanReport, Present
 from services.hive.hub.selection import select_paths
 from services.hive.hub.trees import TreeCache
 from services.hive.net.errors import DownloadError
+from services.hive.net.retry import Waiting
 from services.hive.refs import HubRef
 from services.hive.tracker.tracker import DownloadTracker
 from shared.models import DownloadStatus, ErrorCode
@@ -157,9 +158,9 @@ class HubPlanner:
         except DownloadError as exc:
             if exc.code != ErrorCode.GATED_REPO:
                 raise
-            refused = exc  # (the metadata is public: the commit and files are known all the same)
+            refused = exc  # (the metadata is public: the commit and files are known all the same, digests masked)
             commit = job.commit or (await self.api.revision(hub_ref)).commit
-            files = self.listed_files(hub_ref, commit, job.include, job.exclude) or []
+            files = _select(await self._listing(hub_ref, commit), job.include, job.exclude)
         missing = [f for f in files if not (f.digest and cache.blob(f.digest).is_file())]
         present = frozenset(f.digest for f in files if f not in missing)
         free = self.disk_free(self.models_dir)
@@ -192,10 +193,7 @@ class HubPlanner:
             commit, gated = job.commit or revision.commit, revision.gated
         else:
             commit = job.commit
-        listing = self.trees.load(hub_ref.repo_id, commit)
-        if listing is None:
-            listing = await self.api.tree(hub_ref, commit, waiting=waiting)
-            self.trees.save(hub_ref.repo_id, commit, listing)
+        listing = await self._listing(hub_ref, commit, waiting)
         files = _select(listing, job.include, job.exclude)
         if not files:
             raise DownloadError(
@@ -203,10 +201,23 @@ class HubPlanner:
                 f"no file of {hub_ref.repo_id} at {commit[:12]} matches include {list(job.include or ['*'])}"
                 f" and exclude {list(job.exclude or [])} ({len(listing)} files in the commit)",
             )
-        if gated:  # metadata of a gated repo is public: access shows on a file
+        masked = [f.path for f in files if not f.digest]
+        if gated or masked:  # metadata of a gated repo is public (its digests masked): access shows on a file
             await self.api.probe(hub_ref, commit, files[0].path, waiting=waiting)
+        if masked:
+            said = f"the hub's tree masks the digest of {masked[0]!r}, yet lets this hive read it"
+            raise DownloadError(ErrorCode.DOWNLOAD_FAILED, said)
         bound.info("hub_commit_pinned", commit=commit, listed=len(listing), selected=len(files))
         return commit, files
+
+    async def _listing(self, hub_ref: HubRef, commit: str, waiting: Waiting | None = None) -> list[RepoFile]:
+        """The commit's files, kept in `trees` once asked; a listing with masked digests is never kept."""
+        listing = self.trees.load(hub_ref.repo_id, commit)
+        if listing is None:
+            listing = await self.api.tree(hub_ref, commit, waiting=waiting)
+            if all(f.digest for f in listing):
+                self.trees.save(hub_ref.repo_id, commit, listing)
+        return listing
 
     def needed(self, cache: RepoCache, missing: list[RepoFile]) -> int:
         """The bytes `missing` still take on disk, less what their partials hold."""

@@ -2,7 +2,7 @@
 
 1. A request that names a hive goes there.
 2. An `hf:` ref — one file or the whole model — whose repository at the same revision
-   (`hf:{org}/{repo}@{rev}`, `main` when none is given) already has an active download on some hive
+   (`hf:{org}/{repo}@{rev}` or `hf:{repo}@{rev}`, `main` when none is given) already has an active download on some hive
    goes to that hive, so the files of one model started one by one all land on one node. Where
    several hives hold active downloads of it, the one holding most of them (ties: by id).
 3. Anything else goes to the least busy healthy hive (`HiveRegistry.least_busy`).
@@ -22,7 +22,8 @@ _FILE_MARK = "::file="
 
 
 def repo_key(model_ref: str) -> str | None:
-    """`org/repo@rev` of an `hf:` ref (with or without `::file=`), `rev` defaulting to `main`; else None.
+    """`org/repo@rev` (`repo@rev` for an id without a namespace) of an `hf:` ref (with or without
+    `::file=`), `rev` defaulting to `main`; else None.
 
     Lenient on purpose: the hive validates refs; a key only has to be equal for refs to the same
     repository and revision.
@@ -31,7 +32,7 @@ def repo_key(model_ref: str) -> str | None:
         return None
     repo = model_ref[3:].split(_FILE_MARK, 1)[0]
     name, _, rev = repo.partition("@")
-    if name.count("/") != 1 or not all(name.split("/")):
+    if name.count("/") > 1 or not all(name.split("/")):
         return None
     return f"{name}@{rev or 'main'}"
 

@@ -39,6 +39,12 @@ def test_a_tree_page_gives_files_with_the_digest_the_cache_names_blobs_by() -> N
     assert parse_tree_page(page) == [RepoFile("config.json", 12, OID), RepoFile("sub/model.safetensors", 10**9, SHA)]
 
 
+def test_a_gated_repos_masked_digest_is_no_digest() -> None:
+    masked = {"oid": "*" * 64, "size": 10**9, "pointerSize": 134}
+    entry = {"type": "file", "oid": OID, "size": 134, "path": "w.safetensors", "lfs": masked, "xetHash": "*" * 64}
+    assert parse_tree_page([entry]) == [RepoFile("w.safetensors", 10**9, "")]
+
+
 @pytest.mark.parametrize(
     "entry",
     [
