@@ -5,9 +5,9 @@ Stdlib only. The hub `sign`s a URL ``/repos/{aa}/{bb}/{sha256}?response-content-
 
 - a bad or missing signature: 403, an expired one (now > Expires): 403, both with an S3/CloudFront-like
   XML body (``<Error><Code>AccessDenied</Code>...``); an unknown blob: 404 ``NoSuchKey``;
-- the blob with its own ``ETag``, an S3 multipart-style ``"<md5>-<parts>"`` that is NOT the sha256
-  (a client must take the sha256 from the hub's ``X-Linked-Etag``), ``Accept-Ranges``, single
-  ``bytes=`` ranges (206/416) and If-Range;
+- the blob with its own ``ETag``: its Xet hash as the real Xet-backed CDN sends it, 64 hex digits
+  that are NOT the sha256 (a client must take the sha256 from the hub's ``X-Linked-Etag``);
+  ``Accept-Ranges``, single ``bytes=`` ranges (206/416) and If-Range;
 - blobs larger than `max_unranged_bytes` (the real CloudFront limit is 50 GB; tiny in tests) refuse with
   400 ``InvalidRequest`` any answer longer than the limit (a plain GET or HEAD, a range whose If-Range
   failed, a long range) and every open-ended range (``bytes=N-``), as CloudFront does for objects
@@ -34,7 +34,6 @@ from services.modelserver.loopback import LoopbackServer
 
 CLOUDFRONT_MAX_BYTES = 50 * 1000 * 1000 * 1000
 KEY_PAIR_ID = "K3RPWS32NSSJCE"
-S3_PART_BYTES = 8 * 1024 * 1024
 _PATH_RE = re.compile(r"/repos/[0-9a-f]{2}/[0-9a-f]{2}/(?P<sha>[0-9a-f]{64})")
 _OPEN_RANGE_RE = re.compile(r"\s*bytes=\d+-\s*")
 
@@ -107,8 +106,8 @@ def _xml_error(status: int, code: str, message: str) -> Answer:
 
 
 def cdn_etag(f: HubFile) -> str:
-    parts = max(1, -(-f.size // S3_PART_BYTES))
-    return f'"{hashlib.md5(f.sha256.encode()).hexdigest()}-{parts}"'
+    """A stand-in for the blob's Xet hash: 64 hex digits, derived from the sha256 but not it."""
+    return f'"{hashlib.sha256(b"xet:" + f.sha256.encode()).hexdigest()}"'
 
 
 class Cdn(LoopbackServer):
