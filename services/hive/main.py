@@ -23,6 +23,7 @@ from services.hive.hub.fetch import HubFetcher
 from services.hive.hub.plan import HubPlanner
 from services.hive.hub.trees import TreeCache
 from services.hive.metrics import HiveCollector, HiveStats, render_metrics
+from services.hive.net.quota import HubQuota
 from services.hive.peers.blobs import quiet_short_bodies
 from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
@@ -81,7 +82,9 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             records = await store.open()
             history = History(tracker, store, ttl=settings.history_ttl, max_entries=settings.history_max)
             throttle = Throttle(settings.bandwidth_limit)
-            downloader = Downloader(client, config, throttle=throttle, stats=stats, checkpoints=history)
+            downloader = Downloader(  # one HubQuota: every download and API call of this hive shares the hub's windows
+                client, config, throttle=throttle, stats=stats, checkpoints=history, quota=HubQuota()
+            )
             models_dir = settings.models_dir.resolve()
             planner = HubPlanner(
                 HubApi(downloader.requester, config), models_dir, TreeCache(models_dir), downloader.disk_free

@@ -7,7 +7,9 @@ r"""Model refs -> what to fetch and where it lands. Pure; refuses anything unsaf
   `{HF_ENDPOINT}/gpt2/resolve/...`, `/api/models/gpt2/...`, `models--gpt2` in the cache.
 - `http(s)://host[:port]/path[?query]` -> as given (without a fragment), stored at
   `_url/{host}[_{port}]/{path}`; a query is part of the download's identity, so it is part of the
-  stored name too: `{name}?{query, '/' and '%' escaped}`.
+  stored name too: `{name}?{query, '/' and '%' escaped}`. But a URL on HF_ENDPOINT's origin of the
+  form `{HF_ENDPOINT}/{org}/{repo}/resolve/{rev}/{path}` (as users paste them) is the hub file the
+  `hf:` ref `hf:{org}/{repo}@{rev}::file={path}` names, and is that ref but for its `raw` text.
 
 A file path must be relative, made of plain segments: no `..` or `.`, no empty segments, no
 backslash, NUL, control or invisible format characters or lone surrogates, no `.part` suffix (ours),
@@ -20,6 +22,7 @@ hub's tree. A URL's path is decoded, so there a percent-encoded `/`, `\`, `.` or
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -54,6 +57,7 @@ _BAD_CHARS = re.compile(
 )
 _MAX_NAME_BYTES = 255  # one file or directory name, as the filesystem counts it
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|25)", re.IGNORECASE)
+_ENCODED_SLASH = re.compile(r"%(2f|5c)", re.IGNORECASE)
 PART_SUFFIX = ".part"
 _QUERY_SAFE = "=&+,;:@!$'()*-._~"  # kept as they are in a stored name; '/' and '%' are escaped
 
@@ -141,7 +145,7 @@ def parse_model_ref(ref: str, hf_endpoint: str) -> ModelRef:
         return _parse_hf(ref, hf_endpoint)
     scheme = ref.split(":", 1)[0].lower()
     if scheme in ("http", "https"):
-        return _parse_url(ref)
+        return _parse_resolve_url(ref, hf_endpoint) or _parse_url(ref)
     raise InvalidModelRef("model_ref must be 'hf:[{org}/]{repo}[@{rev}][::file={path}]' or an http(s) URL")
 
 
@@ -164,6 +168,36 @@ def endpoint_base(hf_endpoint: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidModelRef("HF_ENDPOINT is not an http(s) URL")
     return hf_endpoint.rstrip("/")
+
+
+def _parse_resolve_url(ref: str, hf_endpoint: str) -> ModelRef | None:
+    """A pasted `{HF_ENDPOINT}/{org}/{repo}/resolve/{rev}/{path}` (or `/{repo}/resolve/...`) as the
+    `hf:` ref of that file; None for any other URL. Its revision and path are percent-decoded as the
+    hub decodes them (`refs%2Fpr%2F1`); in the path an encoded `/` or `\\` is refused. Its query and
+    fragment change nothing the hub answers, so they are dropped."""
+    base = endpoint_base(hf_endpoint)
+    try:
+        path = urlsplit(ref).path
+    except ValueError:
+        return None
+    prefix = urlsplit(base).path.rstrip("/") + "/"
+    if origin_of(ref) != origin_of(base) or not path.startswith(prefix):
+        return None
+    segments = path[len(prefix) :].split("/")
+    at = next((i for i in (2, 1) if len(segments) > i + 2 and segments[i] == "resolve"), None)
+    if at is None or segments[0] in ("datasets", "spaces"):  # (not models: a plain URL)
+        return None
+    repo_id, rev, file_segments = "/".join(segments[:at]), unquote(segments[at + 1]), segments[at + 2 :]
+    if any(_ENCODED_SLASH.search(seg) for seg in file_segments):
+        raise InvalidModelRef("a hub resolve URL's file path may not percent-encode '/' or '\\'")
+    file = "/".join(unquote(seg) for seg in file_segments)
+    if _BAD_CHARS.search(file) or _BAD_CHARS.search(rev):
+        raise InvalidModelRef("a hub resolve URL's path decodes to forbidden characters")
+    try:
+        hub = _parse_hf(f"hf:{repo_id}@{rev}::file={file}", base)
+    except InvalidModelRef as exc:
+        raise InvalidModelRef(f"a hub resolve URL names no hub file: {exc}") from None
+    return dataclasses.replace(hub, raw=ref)
 
 
 def _parse_url(ref: str) -> ModelRef:

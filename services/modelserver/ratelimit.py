@@ -2,7 +2,10 @@
 
 No HTTP here. The headers are those of the IETF ratelimit-headers draft the real hub sends and
 huggingface_hub's `parse_ratelimit_headers` reads: ``RateLimit: "resolvers";r=<remaining>;t=<secs>``
-and ``RateLimit-Policy: "fixed window";"resolvers";q=<quota>;w=<window>``; a 429 adds ``Retry-After``.
+and ``RateLimit-Policy: "fixed window";"resolvers";q=<quota>;w=<window>``, on every resolve answer
+as the real hub sends them, not only on a 429 (which adds ``Retry-After``). By default the quota is
+the real hub's for an anonymous caller, 3,000 resolves per 300 s; `set_quota(None)` lifts it (and
+the headers).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 RESOURCE = "resolvers"
+ANONYMOUS_QUOTA, WINDOW_SECS = 3000, 300  # the real hub's resolvers, per IP (a free account: 5,000)
 
 
 @dataclass(frozen=True)
@@ -23,18 +27,19 @@ class Verdict:
 
 
 class ResolverLimit:
-    """Off until `set_quota` or `fail_next`; then `take(client)` counts one resolve of that client."""
+    """`take(client)` counts one resolve of that client against `set_quota`'s (default: ANONYMOUS_QUOTA
+    per WINDOW_SECS); `fail_next` forces 429s."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._quota: int | None = None
-        self._window = 300
+        self._quota: int | None = ANONYMOUS_QUOTA
+        self._window = WINDOW_SECS
         self._windows: dict[str, tuple[float, int]] = {}  # client -> (window start, resolves in it)
         self._forced = 0
         self._forced_reset = 0
 
-    def set_quota(self, quota: int | None, window: int = 300) -> None:
+    def set_quota(self, quota: int | None, window: int = WINDOW_SECS) -> None:
         """At most `quota` resolves per client per `window` seconds (None: unlimited). Restarts windows."""
         with self._lock:
             self._quota, self._window = quota, window

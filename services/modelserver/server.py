@@ -5,7 +5,8 @@ Stdlib only. `ModelServer` serves files under a root directory over HTTP/1.1 wit
 - ``GET|HEAD /{org}/{repo}/resolve/{rev}/{path...}`` serves ``root/{org}/{repo}/{path}`` (rev names no
   other content) with ``X-Repo-Commit``, as a hub does: ``rev`` itself when it is a 40-hex commit, else
   a commit made up from the repo and ``rev`` (`made_up_commit`), so a hive can place the file in
-  its Hugging Face cache; with ``etag="sha256"`` the ETag is the digest the cache names the blob by.
+  its Hugging Face cache; with ``etag="sha256"`` the ETag is the digest the cache names the blob by,
+  with ``etag="xet"`` 64 hex digits that are not the sha256 (as the hub's CDN's Xet hash is).
   A resolve at that made-up commit is the same file, and counts (faults, records) as one at ``rev``;
 - any other ``GET|HEAD /{path}`` serves ``root/{path}``.
 
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 CHANGED_MTIME_SHIFT = 3600.0  # seconds added to Last-Modified once a path's validators "change"
-ETAG_MODES = ("sha256", "mtime", "none")
+ETAG_MODES = ("sha256", "xet", "mtime", "none")
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ class ModelServer(ThreadedServer[RequestRecord]):
         etag: str | None = None
         if self.etag == "sha256":
             etag = f'"{self._sha256(info)}"'
+        elif self.etag == "xet":  # 64 hex, but not the sha256
+            etag = f'"{hashlib.sha256(self._sha256(info).encode()).hexdigest()}"'
         elif self.etag == "mtime":
             etag = f'W/"{info.size}-{info.mtime_ns}"'
         if etag is not None and changed:

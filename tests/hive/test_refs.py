@@ -322,9 +322,11 @@ def test_a_query_cannot_turn_a_name_into_a_partial() -> None:
         parse("https://files.example/x.gguf?a=.part")
 
 
-def test_a_url_pointing_at_the_hub_is_still_not_a_hub_ref() -> None:
-    """HF_TOKEN goes only to hf: refs, never to an arbitrary URL, even one on the hub's host."""
-    assert parse(f"{HUB}/org/repo/resolve/main/model.gguf").hub is False
+def test_a_url_on_the_hubs_host_is_a_hub_ref_only_as_a_resolve_address() -> None:
+    """HF_TOKEN goes only to hub files (an hf: ref, or a pasted resolve URL: test_refs_resolve_urls.py),
+    never to any other URL, even one on the hub's host."""
+    assert parse(f"{HUB}/org/repo/resolve/main/model.gguf").hub is True
+    assert parse(f"{HUB}/org/repo/raw/main/model.gguf").hub is False
 
 
 @pytest.mark.parametrize(

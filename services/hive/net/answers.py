@@ -1,8 +1,8 @@
 """What a server answered, parsed: pure functions over response headers, no I/O.
 
 Content-Range (`bytes start-end/total`, and a 416's `bytes */total`), Retry-After (seconds or an
-HTTP date), the strong validator If-Range may use, and the sha256 a hub states in an ETag or in
-`X-Linked-Etag` (on the redirect to its CDN).
+HTTP date), and the strong validator If-Range may use. An ETag is a validator, never a digest: only
+the hub's own headers name one (`hub_headers.linked_digest`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ __all__ = [
     "content_range",
     "content_range_end",
     "parse_retry_after",
-    "sha256_from_etag",
     "unsatisfied_total",
     "validator_of",
 ]
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RE = re.compile(r"bytes \*/(\d+)")
 
@@ -40,16 +38,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     return max(0.0, float(when.timestamp()) - (time.time() if now is None else now))
-
-
-def sha256_from_etag(value: str | None) -> str | None:
-    if not value:
-        return None
-    tag = value.strip()
-    if tag.startswith("W/"):
-        return None
-    tag = tag.strip('"').lower()
-    return tag if _SHA256_RE.fullmatch(tag) else None
 
 
 def validator_of(headers: Mapping[str, str]) -> str | None:

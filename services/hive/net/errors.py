@@ -28,6 +28,13 @@ class RateLimited(Retry):
         super().__init__(reason, delay=wait)
         self.wait = wait
 
+    @classmethod
+    def by_hub(cls, wait: float, resource: str | None = None, remaining: int = 0) -> RateLimited:
+        """The hub's window to wait out, as a download's `waiting_reason` shows it: the hub refused
+        (a 429) or would refuse (its last answer left nothing of the bucket's window)."""
+        said = f" ({resource}), r={remaining}" if resource is not None else ""
+        return cls(f"rate limited by the hub{said}", wait)
+
 
 class PeerNotReady(Retry):
     """A peer hive plans the blob but has not begun it: ask again in `delay` s; no failed attempt

@@ -5,7 +5,9 @@ same way):
 - errors carry `X-Error-Code` / `X-Error-Message`: `GatedRepo`, `RepoNotFound`, `RevisionNotFound`,
   `EntryNotFound`; a 401 without a code whose message is `Invalid credentials in Authorization
   header` is a refused token;
-- a 429 carries `RateLimit: "<resource>";r=<remaining>;t=<seconds to reset>` and `Retry-After`;
+- every answer may carry `RateLimit: "<resource>";r=<remaining>;t=<seconds to reset>` and
+  `RateLimit-Policy: "fixed window";"<resource>";q=<quota>;w=<window>`, not only a 429 (which adds
+  `Retry-After`);
 - a small (non-LFS) file's `ETag` is its git blob sha1, `sha1(b"blob <size>\\0" + content)`;
   an LFS file's resolve is a redirect with `X-Linked-Etag` (its sha256) and `X-Linked-Size`;
 - a signed CDN URL says when it expires: `Expires=<unix>` (CloudFront) or `X-Amz-Date` plus
@@ -41,6 +43,7 @@ __all__ = [
 
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 _RATELIMIT_RE = re.compile(r"\"(?P<resource>\w+)\"\s*;\s*r\s*=\s*(?P<r>\d+)\s*;\s*t\s*=\s*(?P<t>\d+)")
+_POLICY_RE = re.compile(r"q\s*=\s*(?P<q>\d+).*?w\s*=\s*(?P<w>\d+)")  # (huggingface_hub's)
 _HEX_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _MAX_MESSAGE = 500
 
@@ -80,13 +83,17 @@ class RateLimit:
     resource: str
     remaining: int
     reset_secs: int
+    quota: int | None = None  # RateLimit-Policy's q and w, when the answer states them
+    window_secs: int | None = None
 
 
 def parse_ratelimit(headers: Mapping[str, str]) -> RateLimit | None:
     match = _RATELIMIT_RE.search(headers.get("ratelimit", ""))
     if match is None:
         return None
-    return RateLimit(match["resource"], int(match["r"]), int(match["t"]))
+    policy = _POLICY_RE.search(headers.get("ratelimit-policy", ""))
+    quota, window = (int(policy["q"]), int(policy["w"])) if policy else (None, None)
+    return RateLimit(match["resource"], int(match["r"]), int(match["t"]), quota, window)
 
 
 def normalize_etag(value: str | None) -> str | None:

@@ -9,8 +9,11 @@ of a file bigger than HIVE_RANGE_LIMIT_BYTES is asked as a bounded one.
 
 An answer from the hub's own origin is read as the hub means it (`hub_protocol`): its refusals
 (`X-Error-Code`) end the download with the contract's code and the hub's words, and its 429 is a
-`RateLimited` to wait out, not a failed attempt. A body is written only as it is (identity): one
-with any other Content-Encoding ends the download.
+`RateLimited` to wait out, not a failed attempt. Every request to the hub's origin is counted
+against the hive's one `HubQuota` first, and every answer from it tells the quota where the hub's
+rate-limit window stands: when the window has nothing left, the request is not sent but waits as
+for a 429 (`net/quota.py`). A body is written only as it is (identity): one with any other
+Content-Encoding ends the download.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import httpx
 from services.hive.net.answers import parse_retry_after
 from services.hive.net.errors import DownloadError, PeerNotReady, RateLimited, Retry
 from services.hive.net.hub_headers import hub_refusal, parse_ratelimit
+from services.hive.net.quota import HubQuota
 from services.hive.net.source import Source
 from services.hive.refs import host_allowed, origin_of
 from shared.models import ErrorCode
@@ -53,6 +57,7 @@ class Requester:
         allowed_hosts: frozenset[tuple[str, int | None]] | None,
         hub_cdn_hosts: frozenset[tuple[str, int | None]] | None = None,
         range_limit: int | None = None,
+        quota: HubQuota | None = None,
     ) -> None:
         self.client = client
         self.sync_client = sync_client
@@ -60,6 +65,7 @@ class Requester:
         self._allowed_hosts = allowed_hosts
         self._hub_cdn_hosts = hub_cdn_hosts  # where the hub may redirect even outside allowed_hosts
         self._range_limit = range_limit  # the longest range one request asks for (None: no limit)
+        self._quota = quota  # the hub's rate-limit windows, shared by the whole hive (None: not kept)
 
     async def open(self, source: Source, headers: dict[str, str], threaded: bool = False) -> httpx.Response:
         """The response to a GET of the source, redirects followed by hand; `threaded`: with the
@@ -73,8 +79,12 @@ class Requester:
             on_hub = source.on_hub(url)
             self._check_host(url, cdn=via_hub and not on_hub)
             req_headers = {**self._bounded(headers, source), **source.headers_for(url)}
+            if on_hub and self._quota is not None:
+                self._quota.admit(url)  # (RateLimited when the hub's window has nothing left)
             resp = await self._send(url, req_headers, threaded)
             if on_hub:
+                if self._quota is not None:
+                    self._quota.heard(resp.headers)
                 if url == source.url:
                     source.resolves += 1
                 if resp.status_code < 400:  # an error page says nothing of the file
@@ -183,8 +193,9 @@ def _rate_limited(headers: httpx.Headers) -> RateLimited | None:
     waits = [w for w in (retry_after, None if limit is None else float(limit.reset_secs)) if w is not None]
     if not waits:
         return None
-    said = f" ({limit.resource}), r={limit.remaining}" if limit is not None else ""
-    return RateLimited(f"rate limited by the hub{said}", max(waits))
+    if limit is None:
+        return RateLimited.by_hub(max(waits))
+    return RateLimited.by_hub(max(waits), limit.resource, limit.remaining)
 
 
 def _check_identity(resp: httpx.Response) -> None:

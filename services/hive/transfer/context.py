@@ -102,7 +102,6 @@ class Transfer:
     checkpoints: Checkpoints
     total: int | None = None
     validator: str | None = None  # for If-Range
-    remote_sha256: str | None = None  # a plain URL's sha256 ETag (a hub file has Source.facts)
     resumed: int = 0
     peer_waited: float = 0.0  # seconds waited for a peer to begin the blob (HIVE_PEER_WAIT_SECS in all)
     pace: PaceWatch | None = None  # a peer's: dropped when it sends too slowly
@@ -113,13 +112,14 @@ class Transfer:
     @property
     def expected_digest(self) -> str | None:
         """What the file must hash to, besides a sha256 the request gave: the hub's digest (sha256
-        or git blob sha1; from this run's answers, else an earlier run's), or a URL's sha256 ETag.
-        A pinned job's digest is the only one: no source's own word (a moved branch, a peer) counts."""
+        or git blob sha1; from this run's answers, else an earlier run's). A pinned job's digest is
+        the only one: no source's own word (a moved branch, a peer) counts. No server's ETag is a
+        digest unless the hub's own answer says it is one (a CDN's 64-hex ETag is its Xet hash)."""
         if self.job.pinned and self.job.hub_digest:
             return self.job.hub_digest
         if self.source.hub:
             return self.source.facts.digest or self.job.hub_digest
-        return self.remote_sha256 or self.job.hub_digest  # (a hub file resumed without its token)
+        return self.job.hub_digest  # (a hub file resumed without its token)
 
     def answered(self) -> None:
         """A good answer came: record what it taught (validator, total, the hub's digest and commit)."""

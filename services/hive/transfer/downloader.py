@@ -24,6 +24,7 @@ from services.hive.disk.partfile import FilePools, PartFile
 from services.hive.metrics import HiveStats
 from services.hive.net.errors import DownloadError, RemoteChanged
 from services.hive.net.hub_headers import GitBlobHash
+from services.hive.net.quota import HubQuota
 from services.hive.net.request import Requester
 from services.hive.net.source import Source
 from services.hive.transfer.context import Checkpoints, Context, NoCheckpoints, Progress, Transfer
@@ -50,7 +51,9 @@ class Downloader:
         stats: HiveStats | None = None,
         checkpoints: Checkpoints | None = None,
         disk_free: Callable[[Path], int] | None = None,
+        quota: HubQuota | None = None,
     ) -> None:
+        """`quota`: the hive's one HubQuota, which every request to the hub goes through (net/quota.py)."""
         self.client = client
         self.config = config
         self.throttle = throttle
@@ -74,6 +77,7 @@ class Downloader:
                 config.allowed_hosts,
                 config.hub_cdn_hosts,
                 config.range_limit,
+                quota,
             ),
             throttle,
             self.stats,

@@ -16,7 +16,6 @@ from services.hive.net.answers import (
     content_length,
     content_range,
     content_range_end,
-    sha256_from_etag,
     unsatisfied_total,
     validator_of,
 )
@@ -129,8 +128,6 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
             tracker.set_total(job.download_id, t.total)
             ctx.check_disk(job.dest.parent, t.total - part.size)
         t.validator = validator_of(resp.headers) or t.validator
-        if not t.source.hub:  # a hub file's digest is what the hub said (Source.facts), never a CDN's ETag
-            t.remote_sha256 = sha256_from_etag(resp.headers.get("etag")) or t.remote_sha256
         t.answered()
         t.following_partial = resp.headers.get("x-rbee-blob-state") == "partial"
         t.downloading()

@@ -207,8 +207,9 @@ def test_rate_limit_windows_are_waited_out_and_are_no_failed_attempts(hub: Hub, 
 
 def test_segments_wait_out_the_hubs_quota_too(hub: Hub, make_hub_hive: MakeHive) -> None:
     """Signed URLs that live less than the hive's 30 s margin are never reused, so every segment's
-    request resolves at the hub: with a quota of 3 resolves a second, the segmented download keeps
-    hitting 429s and still completes, on a hive allowing one failed attempt."""
+    request resolves at the hub: with a quota of 3 resolves a second, the segments wait out the
+    window the hub's RateLimit headers announce (a 429 or not) and the download completes, on a hive
+    allowing one failed attempt."""
     hive = make_hub_hive(max_attempts=1, segments=4, segment_min_bytes=256 * 1024)
     hub.switches.url_ttl = 20.0
     hub.limits.set_quota(3, window=1)
@@ -216,7 +217,6 @@ def test_segments_wait_out_the_hubs_quota_too(hub: Hub, make_hub_hive: MakeHive)
     assert final["status"] == "complete", final
     assert final["sha256"] == hub.file(REPO, "model.safetensors").sha256
     assert final["total_bytes"] == LFS_SIZE and final["waiting_until"] is None
-    assert any(r.status == 429 for r in hub.records())
     assert waits_seen(events)
 
 

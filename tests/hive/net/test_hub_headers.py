@@ -65,6 +65,9 @@ def test_what_is_not_a_hub_refusal() -> None:
 def test_ratelimit_header() -> None:
     limit = parse_ratelimit({"ratelimit": '"resolvers";r=0;t=55', "ratelimit-policy": '"fixed window";q=5;w=300'})
     assert limit is not None and (limit.resource, limit.remaining, limit.reset_secs) == ("resolvers", 0, 55)
+    assert (limit.quota, limit.window_secs) == (5, 300)
+    without_policy = parse_ratelimit({"ratelimit": '"api";r=499;t=300'})
+    assert without_policy is not None and (without_policy.quota, without_policy.window_secs) == (None, None)
     assert parse_ratelimit({"ratelimit": "junk"}) is None and parse_ratelimit({}) is None
 
 
