@@ -70,7 +70,7 @@ from services.modelserver.hub_json import model_info, page, tree_entries
 from services.modelserver.hub_paths import Target, api_target, cache_target, resolve_target, split_revision
 from services.modelserver.hub_repo import Commit, Content, HubFile, HubRepo, LfsRule, make_file
 from services.modelserver.loopback import LoopbackServer
-from services.modelserver.ratelimit import ResolverLimit
+from services.modelserver.ratelimit import ResolverLimit, Verdict
 
 JSON = "application/json; charset=utf-8"
 
@@ -242,7 +242,9 @@ class Hub(LoopbackServer):
         raw = f"/{target.repo_id}/resolve/{quote(target.revision, safe='')}/{quote(target.path)}"
         if not cached and (moved := self._renamed_to(target.repo_id, raw)) is not None:
             return moved
-        verdict = self.limits.take(client)
+        # the resolve-cache hop a small file's resolve leads to is on the API's path, not a resolve: the
+        # resolver quota counts the resolve it came from (one per file, as huggingface_hub's accounting has it)
+        verdict = self.limits.take(client) if not cached else Verdict(True, {})
         if not verdict.allowed:
             message = "You have exceeded our hourly quotas for action 'resolve'. We invite you to retry later."
             return _error(HubError(429, None, message), verdict.headers)

@@ -35,9 +35,9 @@ __all__ = ["HubQuota", "bucket_of"]
 def bucket_of(url: str) -> str:
     """The hub's bucket a request to its origin counts against."""
     path = urlsplit(url).path
-    if "/resolve/" in path or "/api/resolve-cache/" in path:
-        return "resolvers"
-    return "api" if "/api/" in path else "pages"
+    if "/api/" in path:
+        return "api"  # (the resolve-cache hop of a small file too: the resolve before it was the resolver's)
+    return "resolvers" if "/resolve/" in path else "pages"
 
 
 @dataclass(slots=True)

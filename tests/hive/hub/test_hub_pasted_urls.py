@@ -15,7 +15,7 @@ from services.modelserver.hub_repo import Generated
 from services.modelserver.server import ModelServer
 from tests import layout
 from tests.hive.conftest import MakeHive
-from tests.hive.hub.test_hub_downloads import follow
+from tests.hive.hub.support import pull
 from tests.hub_fixtures import HubSetup
 
 MiB = 1024 * 1024
@@ -37,7 +37,7 @@ def test_a_pasted_resolve_url_is_the_hub_file_verified_and_cached_as_hf_files_ar
     models = tmp_path / "models"
     hive = make_hub_hive(hf_token="hf_pasted_secret", models_dir=models)
     for path in ("model.safetensors", "config.json"):  # an LFS file behind the CDN, and a small one
-        state, _ = follow(hive.url, f"{hub.url}/{REPO}/resolve/main/{path}?download=true")
+        _, state, _ = pull(hive.url, f"{hub.url}/{REPO}/resolve/main/{path}?download=true")
         served = hub.file(REPO, path)
         assert state["status"] == "complete", state
         assert state["sha256"] == served.sha256 and state["commit"] == commit
@@ -52,6 +52,6 @@ def test_a_plain_urls_64_hex_etag_is_not_taken_for_its_sha256(tmp_path: Path, ma
     with ModelServer(tmp_path / "files", etag="xet") as server:
         sha = server.add_file("blobs/weights.bin", MiB)
         hive = make_hub_hive()
-        state, _ = follow(hive.url, f"{server.url}/blobs/weights.bin")
+        _, state, _ = pull(hive.url, f"{server.url}/blobs/weights.bin")
         assert state["status"] == "complete", state
         assert state["sha256"] == sha
