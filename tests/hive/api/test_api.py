@@ -234,7 +234,7 @@ BAD_REFS = [
     "http://127.0.0.1:1/a%2fb",
     "ftp://example.com/x",
     "file:///etc/passwd",
-    "hf:org::file=x",
+    "hf:a/b/c::file=x",  # (hf:org::file=x is the repo `org` without a namespace, as huggingface_hub has it)
     "just-a-name",
     "x" * 5000,
 ]
