@@ -2,6 +2,8 @@
 
 - `hive` — the hive's `/v2` bodies (the queen sends and reads them too) and its stream URLs
 - `queen` — the queen's `/v1` bodies
+- `models` — the model store's bodies, the hive's `/v2/models` and the queen's `/v1/models`, and the
+  `model` event
 - `common` — what both share: the error body, and the include / exclude globs
 
 Request bodies are validated with the shared patterns and limits (`shared/limits.py`); response
