@@ -108,7 +108,7 @@ class HiveDisk(DiskBody):
 
 
 class FleetModels(BaseModel):
-    """GET /v1/models: models × hives."""
+    """GET /v1/models: models by hives."""
 
     models: list[FleetModel]
     hives: list[HiveDisk]
