@@ -32,7 +32,7 @@ class Mailbox:
             return False
         if self.after_id is not None and event.id <= self.after_id:
             return True
-        key = event.download_id
+        key = event.key
         current = self._pending.get(key)
         if current is not None:
             if current.is_terminal or event.id <= current.id:

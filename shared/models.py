@@ -42,6 +42,7 @@ class EventType(enum.StrEnum):
     COMPLETE = "complete"
     ERROR = "error"
     CANCELLED = "cancelled"
+    MODEL = "model"  # no download's: the hive's model store (shared.wire.models.ModelEventBody)
 
 
 TERMINAL_EVENTS = frozenset({EventType.COMPLETE, EventType.ERROR, EventType.CANCELLED})
@@ -165,6 +166,12 @@ class ProgressEvent:
     @property
     def download_id(self) -> str:
         return str(self.data["download_id"])
+
+    @property
+    def key(self) -> str:
+        """What a reader keeps one pending event of: the download, or for a model event the event itself
+        (each is news: none replaces another)."""
+        return f"model:{self.id}" if self.event is EventType.MODEL else self.download_id
 
     @property
     def is_terminal(self) -> bool:
