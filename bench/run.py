@@ -20,7 +20,7 @@ from types import FrameType
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Kept, Report, Section, Target
-from bench.scenarios import download, fanout, fleet, memory, model, model_memory, segmented, soak, sse
+from bench.scenarios import download, fanout, fleet, memory, model, model_memory, models, segmented, soak, sse
 from bench.system import REPO, Tools, git_revision, machine_info, raise_nofile, tool_versions
 
 Scenario = Callable[[Context], Section]
@@ -83,6 +83,12 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         fleet.fleet,
         [],
         ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
+    ),
+    "models": (
+        "9a. The model store: GET /v2/models on a cache of 1,000 models",
+        models.models,
+        [],
+        ["GET /v2/models p99 < 100 ms (1,000 models, 20,000 files)"],
     ),
 }
 

@@ -79,7 +79,7 @@ class DiskRoom:
         if needed <= 0:
             return
         async with self._lock:
-            self.store.refresh(force=True)
+            self.store.refresh()
             usage = self.usage(self.store.models_dir)
             budget = budget_bytes(self.max_bytes, usage.total)
             reserved = self.reserved(but=download_id)

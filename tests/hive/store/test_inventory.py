@@ -69,16 +69,38 @@ def test_refresh_notices_what_other_tools_add_and_remove_and_rereads_only_those(
     write_repo(hub, "org/kept", {commit_of("k"): {"a": b"a"}})
     gone = write_repo(hub, "org/gone", {commit_of("g"): {"a": b"a"}})
     grows = write_repo(hub, "org/grows", {commit_of("1"): {"a": b"a"}})
-    inventory = Inventory(tmp_path, recheck_secs=3600)
+    inventory = Inventory(tmp_path)
     inventory.load()
     kept = inventory.get("org/kept")
+    assert inventory.refresh() == []  # nothing changed
     shutil.rmtree(gone)
     write_repo(hub, "org/grows", {commit_of("2"): {"b": b"bbb"}}, {"main": commit_of("2")})
     write_repo(hub, "gpt2", {commit_of("n"): {"w": b"www"}})
-    assert inventory.refresh() == []  # not due yet: no look at the disk
-    changes = {
-        repo_id: (before is not None, after is not None) for repo_id, before, after in inventory.refresh(force=True)
-    }
+    changes = {repo_id: (before is not None, after is not None) for repo_id, before, after in inventory.refresh()}
     assert changes == {"org/gone": (True, False), "org/grows": (True, True), "gpt2": (False, True)}
     assert inventory.get("org/kept") is kept  # unchanged: not read again
     assert grows.exists() and view_of(inventory) == hf_view(hub)
+    assert inventory.used() == sum(size for size, _ in hf_view(hub).values())
+
+
+def test_a_look_does_not_undo_what_the_hive_changed_meanwhile(tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    root = write_repo(hub, "org/m", {commit_of("1"): {"a": b"a"}})
+    inventory = Inventory(tmp_path)
+    inventory.load()
+    looked = inventory.look({}, 0)  # (a look that began before the index knew org/m)
+    shutil.rmtree(root)
+    inventory.rescan("org/m")  # the hive deleted it meanwhile
+    assert inventory.apply(looked) == [] and inventory.get("org/m") is None
+
+
+def test_a_look_leaves_alone_a_model_the_hive_is_changing(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "hub", "org/m", {commit_of("1"): {"a": b"a"}})
+    inventory = Inventory(tmp_path)
+    inventory.load()
+    with inventory.changing("org/m"):
+        assert inventory.is_changing("org/m")
+        shutil.rmtree(root)  # half way through, as a look might see it
+        assert inventory.refresh() == [] and inventory.get("org/m") is not None
+        inventory.rescan("org/m")
+    assert not inventory.is_changing("org/m") and inventory.get("org/m") is None
