@@ -55,8 +55,8 @@ def models(ctx: Context) -> Section:
         "`/healthz` is listed. The answer is checked (every model there, `disk.used` the cache's size as "
         "scan_cache_dir counts it, and scan_cache_dir's own view when huggingface_hub is installed).",
         f"Then {requests} `GET /v2/models` one after the other on one keep-alive connection, each timed from "
-        "request to the whole body; the hive looks at the disk for other tools' changes at most once a second "
-        "(a listing and a few stats per model), so those requests are among them.",
+        "request to the whole body. Meanwhile the hive looks at the disk for other tools' changes once a second "
+        "(a listing and a few stats per model, on a thread), which competes with the requests for the CPU.",
     ]
     section.commands = ["rbee-hive (HIVE_MODELS_DIR: the generated cache)", f"{requests} x GET {{hive}}/v2/models"]
     m_start = section.measure("hive start, reading the cache (to /healthz)", "s")
@@ -95,7 +95,13 @@ def models(ctx: Context) -> Section:
             m_p99.runs.append(p99)
         ctx.log(f"  run {run + 1}: p50 {fmt(p50, 'ms')}, p99 {fmt(p99, 'ms')}")
     section.targets = [
-        Target(f"GET /v2/models p99 < {P99_LIMIT_MS:.0f} ms ({repos:,} models)", m_p99.median, P99_LIMIT_MS, "<", "ms")
+        Target(
+            f"GET /v2/models p99 < {P99_LIMIT_MS:.0f} ms ({repos:,} models, {files:,} files)",
+            m_p99.median,
+            P99_LIMIT_MS,
+            "<",
+            "ms",
+        )
     ]
     return section
 
