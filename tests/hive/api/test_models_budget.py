@@ -48,6 +48,10 @@ def test_a_download_evicts_the_least_recently_used_model_to_fit_the_budget(
     for repo in (A, B):
         assert pull(hive.url, f"hf:{repo}")[1]["status"] == "complete"
     assert httpx.post(f"{hive.url}/v2/models/{A}/used").status_code == 200  # b is now the least recently used
+    # a fleet pull's preflight learns the room the hive can make, evictions counted
+    plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{C}"}).json()
+    used = httpx.get(f"{hive.url}/v2/models").json()["disk"]["used"]
+    assert plan["fits"] and plan["free_bytes"] == BUDGET > plan["needed_bytes"] > BUDGET - used, (plan, used)
     with StreamReader(hive.url) as stream:
         _, state, _ = pull(hive.url, f"hf:{C}")
         assert state["status"] == "complete", state
@@ -75,6 +79,8 @@ def test_pinned_and_in_use_models_are_never_evicted_and_the_download_fails_befor
             15,
             what="b's download under way",
         )
+        plan = httpx.post(f"{hive.url}/v2/plans", json={"model_ref": f"hf:{C}"}).json()
+        assert not plan["fits"] and plan["free_bytes"] < plan["needed_bytes"], plan
         calls_before = hub.resolver_calls(C)
         _, state, _ = pull(hive.url, f"hf:{C}")
         assert state["status"] == "failed" and state["error_code"] == "INSUFFICIENT_DISK", state

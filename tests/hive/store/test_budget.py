@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.hive.store.budget import Candidate, budget_bytes, bytes_to_free, check_budget, choose_evictions
+from services.hive.store.budget import Candidate, budget_bytes, bytes_to_free, check_budget, choose_evictions, room_for
 
 GiB = 1024**3
 
@@ -90,3 +90,17 @@ def test_a_choice_frees_enough_from_the_evictable_in_lru_order_or_is_none(
         assert sum(c.size for c in chosen[:-1]) < to_free  # the last one was needed
         order = sorted((c for c in evictable if c.size > 0), key=lambda c: (c.last_used, c.repo_id))
         assert chosen == order[: len(chosen)]  # a prefix of the LRU order
+
+
+sizes = st.integers(0, 10**6)
+
+
+@given(sizes, sizes, sizes, st.one_of(st.none(), sizes), sizes, sizes)
+def test_the_room_a_plan_reports_is_the_most_a_download_gets_by_evicting_what_may_go(
+    used: int, free: int, reserved: int, budget: int | None, min_free: int, evictable: int
+) -> None:
+    room = room_for(used, free, reserved, budget, min_free, evictable)
+    assert room >= 0
+    if room > 0:
+        assert bytes_to_free(room, used, free, reserved, budget, min_free) <= evictable
+    assert bytes_to_free(room + 1, used, free, reserved, budget, min_free) > evictable
