@@ -99,7 +99,11 @@ class ModelStore:
         hive's lifespan runs this)."""
         while True:
             await asyncio.sleep(interval)
-            looked = await asyncio.to_thread(self.inventory.look, *self.inventory.stamps())
+            try:
+                looked = await asyncio.to_thread(self.inventory.look, *self.inventory.stamps())
+            except OSError as exc:  # (the models dir gone or unreadable a moment: the next look tries again)
+                log.warning("model_store_look_failed", error=str(exc))
+                continue
             self._tell(self.inventory.apply(looked))
 
     def models(self) -> list[ModelBody]:
