@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import FastAPI, Response
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from services.hive.api import blobs, downloads, plans
 from services.hive.api import settings as settings_routes
+from services.hive.bandwidth.governor import BandwidthGovernor, offset_wall, open_nic
 from services.hive.downloads.manager import DownloadManager
 from services.hive.downloads.runner import DownloadRunner
 from services.hive.history.mirror import History
@@ -65,6 +67,23 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
     )
 
 
+def governor_of(
+    settings: HiveSettings, throttle: Throttle, tracker: DownloadTracker, stats: HiveStats
+) -> BandwidthGovernor:
+    """The caps of README, "Bandwidth": the limit, the schedule and HIVE_NIC's controller."""
+    return BandwidthGovernor(
+        throttle,
+        tracker,
+        own_in=lambda: stats.bytes_downloaded,
+        limit=settings.bandwidth_limit,
+        schedule=settings.bandwidth_schedule,
+        zone=ZoneInfo(settings.bandwidth_tz) if settings.bandwidth_tz else None,
+        nic=open_nic(settings.nic, settings.nic_budget, settings.bandwidth_floor) if settings.nic else None,
+        tick=settings.bandwidth_tick,
+        wall=offset_wall(settings.bandwidth_clock_offset),
+    )
+
+
 def create_app(settings: HiveSettings | None = None) -> FastAPI:
     settings = settings or HiveSettings()
 
@@ -108,6 +127,9 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             )
             await manager.recover(records)
             app.state.manager = manager
+            app.state.governor = governor = governor_of(settings, throttle, tracker, stats)
+            app.state.upload_throttle = throttle.upload  # peer uploads (GET /v2/blobs) take it per chunk
+            governing = asyncio.create_task(governor.run_forever(), name="bandwidth-governor")
             pruner = asyncio.create_task(runner.prune_forever(), name="history-pruner")
             flusher = asyncio.create_task(tracker.flush_forever(), name="progress-flusher")
             registration = (
@@ -124,6 +146,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                         await registration
                 pruner.cancel()
                 flusher.cancel()
+                governing.cancel()
                 await runner.shutdown()
                 await store.close()
                 downloader.close()

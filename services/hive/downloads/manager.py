@@ -62,7 +62,6 @@ class StillActive(Exception):
 Key = Path | tuple[object, ...]  # a URL download's destination, or what an hf: ref names
 
 
-
 def _hub_key(job: HubJob) -> Key:
     """What a request joins: the same ref and selection, and the same fleet pull (a pull's part never
     joins another download, which may be at another commit or of another pull)."""
@@ -262,10 +261,6 @@ class DownloadManager:
     def list_downloads(self, status: DownloadStatus | None = None) -> list[DownloadState]:
         states = self.tracker.list_all()
         return [s for s in states if status is None or s.status is status]
-
-    def set_bandwidth_limit(self, rate: int) -> None:
-        self.throttle.set_limit(rate)
-        log.info("bandwidth_limit_changed", bandwidth_limit=rate)
 
     # -- start-up and shutdown -------------------------------------------------------------
 
