@@ -20,7 +20,7 @@ from types import FrameType
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Kept, Report, Section, Target
-from bench.scenarios import download, fanout, fleet, memory, model, model_memory, segmented, soak, sse
+from bench.scenarios import bandwidth, download, fanout, fleet, memory, model, model_memory, segmented, soak, sse
 from bench.system import REPO, Tools, git_revision, machine_info, raise_nofile, tool_versions
 
 Scenario = Callable[[Context], Section]
@@ -83,6 +83,12 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         fleet.fleet,
         [],
         ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
+    ),
+    "bandwidth": (
+        "9. Bandwidth that yields: a competing flow on lo",
+        bandwidth.bandwidth,
+        ["curl"],
+        ["hive settles within 2 s of a competing flow", "lo's total within the budget ±10% while competing"],
     ),
 }
 

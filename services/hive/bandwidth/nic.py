@@ -6,9 +6,10 @@ budget to it. Its rules:
 - other traffic = the interface's bytes - the hive's own in the same interval (downloads in, peer
   uploads out); on loopback every byte is counted as received *and* sent, so the hive's own traffic
   is taken off both directions there;
-- that rate is smoothed (an exponential average, quick to follow a rise so serving gets its room
-  within a second or two, slower to believe a fall), and the cap is budget - other, never below
-  the floor;
+- that rate is smoothed (an exponential average with a time constant of half a second: quick
+  enough that serving gets its room within a second or two; the same both ways, since an average
+  quicker to rise than to fall sits above the mean of a noisy flow and leaves the budget unused),
+  and the cap is budget - other, never below the floor;
 - a cap drops at once but rises by at most `rise_per_sec` a second, so it does not oscillate;
 - counters that go backwards (an interface reset) or a zero interval are skipped.
 `read_counters` and `link_speed` are the thin readers of /proc/net/dev and /sys/class/net.
@@ -52,19 +53,17 @@ class NicController:
         budget: int,
         floor: int,
         loopback: bool = False,
-        rise_tau: float = 0.4,
-        fall_tau: float = 2.0,
+        tau: float = 0.5,
         rise_per_sec: float | None = None,
     ) -> None:
-        """`budget` and `floor` bytes/s per direction; `rise_tau`/`fall_tau` the smoothing's time
-        constants (seconds) for other traffic rising and falling; `rise_per_sec` how fast a cap may
-        grow (bytes/s per second; default a quarter of the budget: from the floor to all in 4 s)."""
+        """`budget` and `floor` bytes/s per direction; `tau` the smoothing's time constant (seconds);
+        `rise_per_sec` how fast a cap may grow (bytes/s per second; default half the budget: from
+        the floor to all of it in 2 s)."""
         self.budget = budget
         self.floor = min(floor, budget)
         self.loopback = loopback
-        self.rise_tau = rise_tau
-        self.fall_tau = fall_tau
-        self.rise_per_sec = budget / 4 if rise_per_sec is None else rise_per_sec
+        self.tau = tau
+        self.rise_per_sec = budget / 2 if rise_per_sec is None else rise_per_sec
         self._last: Counters | None = None
         self.other_rx = 0.0
         self.other_tx = 0.0
@@ -93,8 +92,7 @@ class NicController:
         return self.caps
 
     def _smooth(self, average: float, rate: float, dt: float) -> float:
-        tau = self.rise_tau if rate > average else self.fall_tau
-        alpha = 1.0 - math.exp(-dt / tau) if tau > 0 else 1.0
+        alpha = 1.0 - math.exp(-dt / self.tau) if self.tau > 0 else 1.0
         return average + alpha * (rate - average)
 
     def _limit(self, current: int, other: float, dt: float) -> int:
