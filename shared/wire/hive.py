@@ -35,6 +35,7 @@ __all__ = [
     "PlanBody",
     "PlanRequest",
     "PlannedFile",
+    "RuntimeSettings",
     "StartDownload",
     "hive_stream_url",
 ]
@@ -120,6 +121,12 @@ class BandwidthState(BaseModel):
     reason: str | None = Field(description='which cap that is: "limit", "schedule" or "nic"')
     upload_bps: int = Field(description="the cap on peer uploads now, bytes/s; 0 = none")
     nic: NicState | None
+
+
+class RuntimeSettings(BaseModel):
+    """GET /v2/settings: the settings that change while the hive runs."""
+
+    bandwidth: BandwidthState
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -8,9 +8,15 @@ from services.hive.api.deps import GovernorDep
 from services.hive.bandwidth.schedule import ScheduleError
 from shared.errors import ApiError
 from shared.wire.common import error_responses
-from shared.wire.hive import BandwidthLimit, BandwidthState
+from shared.wire.hive import BandwidthLimit, BandwidthState, RuntimeSettings
 
 router = APIRouter(prefix="/v2/settings", tags=["settings"], responses=error_responses(401, 422))
+
+
+@router.get("")
+async def get_settings(governor: GovernorDep) -> RuntimeSettings:
+    """Every setting that changes while the hive runs, with what is in force now."""
+    return RuntimeSettings(bandwidth=BandwidthState.model_validate(governor.state()))
 
 
 @router.get("/bandwidth")
@@ -25,6 +31,8 @@ async def set_bandwidth(body: BandwidthLimit, governor: GovernorDep) -> Bandwidt
     given = body.model_fields_set
     if not given & {"bandwidth_limit", "schedule"}:
         raise ApiError(422, "INVALID_REQUEST", "give bandwidth_limit, schedule or both")
+    if "bandwidth_limit" in given and body.bandwidth_limit is None:
+        raise ApiError(422, "INVALID_REQUEST", "bandwidth_limit: bytes/s, 0 for none (not null)")
     if "schedule" in given:
         try:
             governor.set_schedule(body.schedule)

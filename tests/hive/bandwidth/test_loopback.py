@@ -175,11 +175,13 @@ def test_a_bad_schedule_at_run_time_is_a_422_and_changes_nothing(make_lo_hive: C
         ({"schedule": "09:00-17:00=fast", "bandwidth_limit": 1}, "bad rate"),
         ({"schedule": 5}, ""),
         ({}, "give bandwidth_limit, schedule or both"),
+        ({"bandwidth_limit": None}, "not null"),
     ):
         resp = httpx.put(f"{hive.url}/v2/settings/bandwidth", json=body, timeout=10)
         assert resp.status_code == 422 and resp.json()["error"]["code"] == "INVALID_REQUEST", resp.text
         assert says in resp.json()["error"]["message"], resp.text
     assert bandwidth(hive) == before
+    assert httpx.get(f"{hive.url}/v2/settings", timeout=10).json() == {"bandwidth": before}
     cleared = httpx.put(f"{hive.url}/v2/settings/bandwidth", json={"schedule": None}, timeout=10).json()
     assert (cleared["schedule"], cleared["window"], cleared["effective_bps"], cleared["reason"]) == (
         None,
