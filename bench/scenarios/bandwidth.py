@@ -12,16 +12,15 @@ arithmetic is here.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 
 from bench.bandwidth_run import ALONE_SECS, OTHER_SECS
 from bench.context import MIB, Context, Skip
 from bench.procs import run_checked
 from bench.report import Section, Target
+from services.service_start import own_network_prefix
 
-__all__ = ["bandwidth", "in_band_share", "isolated_prefix", "mean_rate", "settle_time", "window_rates"]
+__all__ = ["bandwidth", "in_band_share", "mean_rate", "settle_time", "window_rates"]
 
 MB = 1_000_000
 _WINDOW = 1.0  # seconds each rate is taken over (the controller's own tick)
@@ -63,20 +62,6 @@ def mean_rate(samples: list[tuple[float, int]], start: float, stop: float) -> fl
     return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
 
-def isolated_prefix() -> tuple[list[str], str]:
-    """The command prefix that runs the measuring half in a network namespace of its own (a private
-    lo, up), and a note of where it ran: `unshare -n` as root, `unshare -rn` where user namespaces
-    are allowed; else nothing (the machine's shared lo)."""
-    unshare, ip = shutil.which("unshare"), shutil.which("ip")
-    if unshare and ip:
-        for flags in (["-n"], ["-rn"]):
-            probe = subprocess.run([unshare, *flags, ip, "link", "set", "lo", "up"], capture_output=True, timeout=10)
-            if probe.returncode == 0:
-                prefix = [unshare, *flags, "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh"]
-                return prefix, f"in a network namespace of its own (`unshare {flags[0]}`): lo carried only its flows"
-    return [], "on the machine's shared lo (no `unshare`/`ip` here): other processes' loopback traffic counts too"
-
-
 def bandwidth(ctx: Context) -> Section:
     curl = ctx.tools.get("curl")
     if curl is None:
@@ -84,7 +69,12 @@ def bandwidth(ctx: Context) -> Section:
     budget = 10 * MB if ctx.tiny else 50 * MB
     other = budget // 2
     size = (budget * 12) // MIB * MIB  # about 12 s alone at the budget
-    prefix, where = isolated_prefix()
+    prefix, how = own_network_prefix()
+    where = (
+        f"in a network namespace of its own (`{how}`): lo carried only its flows"
+        if prefix
+        else f"on the machine's shared lo ({how}): other processes' loopback traffic counts too"
+    )
     section = Section("bandwidth", "9. Bandwidth that yields: a competing flow on lo")
     section.method = [
         f"A `rbee-hive` subprocess with `HIVE_NIC=lo HIVE_NIC_BUDGET={budget}` (and the default 1 s tick, "

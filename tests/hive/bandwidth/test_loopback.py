@@ -3,16 +3,19 @@ moving bytes over lo (curl --limit-rate) slows the hive's download, and it speed
 stops; a schedule boundary crossed during a download (the hive's schedule clock set just before it
 with HIVE_BANDWIDTH_CLOCK_OFFSET) changes its rate.
 
-These machines are shared and loaded, and other processes use lo too: every wait polls with a
-deadline and every rate has a generous margin. Other traffic on lo can only lower the hive's cap, so
-the "slows down" halves hold however busy lo is; "speeds up again" waits for the cap to come back
-for as long as 40 s.
+These machines are shared and loaded: every wait polls with a deadline and every rate has a generous
+margin. Other processes use lo too, so the tests that measure lo's traffic run themselves again in a
+network namespace of their own (`own_lo`: `unshare -n`, a private lo) where the machine allows one;
+where it does not they run here, and since other traffic on lo can only lower the hive's cap, their
+"slows down" halves hold however busy lo is, while "speeds up again" waits up to 40 s for the cap.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,11 +27,28 @@ import pytest
 
 from services.hive.cache.layout import hub_dir
 from services.modelserver.server import ModelServer
+from services.service_start import own_network_prefix
 from tests.conftest import hive_factory
-from tests.support import ServerThread, wait_until
+from tests.support import REPO, ServerThread, wait_until
 
 MB = 1_000_000
 MiB = 1024 * 1024
+OWN_LO = "RBEE_TEST_OWN_LO"  # set in the copy of a test that runs in a network namespace of its own
+
+
+def ran_on_own_lo(request: pytest.FixtureRequest) -> bool:
+    """Run this test again in a network namespace of its own and say so (True: its result is that
+    run's, a failure raised here with its output); False where it is that run, or none can be made."""
+    if os.environ.get(OWN_LO):
+        return False
+    prefix, _ = own_network_prefix()
+    if not prefix:
+        return False
+    argv = [*prefix, sys.executable, "-m", "pytest", request.node.nodeid, "-q", "-p", "no:cacheprovider"]
+    env = {**os.environ, OWN_LO: "1"}
+    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, f"in its own network namespace:\n{result.stdout[-6000:]}{result.stderr[-2000:]}"
+    return True
 
 
 @pytest.fixture
@@ -96,8 +116,12 @@ class Competitor:
 
 
 def test_another_process_on_lo_slows_the_hive_and_it_speeds_up_once_that_stops(
-    make_lo_hive: Callable[..., ServerThread], sparse_server: ModelServer
+    request: pytest.FixtureRequest,
 ) -> None:
+    if ran_on_own_lo(request):
+        return
+    make_lo_hive: Callable[..., ServerThread] = request.getfixturevalue("make_lo_hive")
+    sparse_server: ModelServer = request.getfixturevalue("sparse_server")
     budget, floor, other = 40 * MB, 2 * MB, 25 * MB
     hive = make_lo_hive(nic="lo", nic_budget=budget, bandwidth_floor=floor, bandwidth_tick=0.25)
     state = bandwidth(hive)
@@ -209,9 +233,10 @@ def test_the_schedule_clock_offset_is_what_the_state_reads(make_lo_hive: Callabl
     assert timedelta(0) < until - datetime.now(UTC) <= timedelta(hours=12)
 
 
-def test_peer_uploads_are_held_to_the_nic_s_upload_cap(
-    make_lo_hive: Callable[..., ServerThread], tmp_path: Path
-) -> None:
+def test_peer_uploads_are_held_to_the_nic_s_upload_cap(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    if ran_on_own_lo(request):
+        return
+    make_lo_hive: Callable[..., ServerThread] = request.getfixturevalue("make_lo_hive")
     budget, size = 4 * MB, 12 * MiB
     hive = make_lo_hive(nic="lo", nic_budget=budget, bandwidth_floor=MB // 2, bandwidth_tick=0.25)
     digest = "ab" * 32
@@ -226,7 +251,10 @@ def test_peer_uploads_are_held_to_the_nic_s_upload_cap(
         got = sum(len(chunk) for chunk in resp.iter_bytes())
     took = time.monotonic() - t0
     assert got == size
-    # at most the budget (3.1 s at it), never under the floor (25 s); lo's other users (other tests on
-    # this machine) may push it toward the floor, so only these bounds are sure. That the hive's own
-    # upload is not taken for other traffic on lo is test_nic.py's (its controller, fed counters)
-    assert size / budget * 0.7 <= took <= size / (MB // 2) * 1.2, f"{took:.1f} s for {size / MB:.1f} MB"
+    # at most the budget: 3.1 s at it
+    assert took >= size / budget * 0.7, f"{took:.1f} s for {size / MB:.1f} MB at {budget / MB} MB/s"
+    # and not under it for long: had the hive taken its own upload on lo for other traffic, it would
+    # have held itself to the floor (0.5 MB/s: 25 s). Where lo is shared, others' traffic may do that
+    # too, so only the floor bounds it there
+    slowest = size / budget * 2.5 if os.environ.get(OWN_LO) else size / (MB // 2) * 1.2
+    assert took <= slowest, f"{took:.1f} s for {size / MB:.1f} MB at {budget / MB} MB/s"
