@@ -100,7 +100,6 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             store = HistoryStore(settings.state_db_path)
             records = await store.open()
             history = History(tracker, store, ttl=settings.history_ttl, max_entries=settings.history_max)
-            throttle = Throttle(settings.bandwidth_limit)
             downloader = Downloader(  # one HubQuota: every download and API call of this hive shares the hub's windows
                 client, config, throttle=throttle, stats=stats, checkpoints=history, quota=HubQuota()
             )
@@ -157,7 +156,8 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     app.state.tracker = tracker
     registry = CollectorRegistry()
     stats = HiveStats()
-    registry.register(HiveCollector(tracker, settings.id, stats))
+    throttle = Throttle(settings.bandwidth_limit)  # its rates are the BandwidthGovernor's (README, "Bandwidth")
+    registry.register(HiveCollector(tracker, settings.id, stats, throttle))
     register_runtime_metrics(registry)
     install_error_handlers(app)
     quiet_short_bodies(logging.getLogger("uvicorn.error"))  # a peer's blob body may end short (peers/blobs.py)

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from services.hive.bandwidth.nic import Counters, NicController, NicError, link_speed, read_counters
-from services.hive.bandwidth.schedule import InForce, Schedule, parse_schedule
+from services.hive.bandwidth.schedule import InForce, parse_schedule
 from services.hive.tracker.tracker import DownloadTracker
 from services.hive.transfer.throttle import Throttle
 from shared.models import DownloadStatus, rfc3339
@@ -67,9 +67,7 @@ class BandwidthGovernor:
         self.tracker = tracker
         self.own_in = own_in
         self.limit = limit
-        self.schedule_text: str | None = None
-        self.schedule: Schedule | None = None
-        self.set_schedule(schedule)
+        self.schedule_text, self.schedule = schedule or None, parse_schedule(schedule) if schedule else None
         self.zone = zone
         self.nic = nic
         self.tick_secs = tick

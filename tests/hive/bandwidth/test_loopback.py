@@ -13,6 +13,7 @@ where it does not they run here, and since other traffic on lo can only lower th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -251,6 +252,10 @@ def test_peer_uploads_are_held_to_the_nic_s_upload_cap(request: pytest.FixtureRe
         got = sum(len(chunk) for chunk in resp.iter_bytes())
     took = time.monotonic() - t0
     assert got == size
+    metrics = httpx.get(f"{hive.url}/metrics", timeout=10).text
+    served = re.search(r"^rbee_hive_bytes_served_total (\S+)$", metrics, re.MULTILINE)
+    assert served is not None and float(served[1]) == size, metrics
+    assert re.search(r'rbee_hive_bandwidth_cap_bps\{direction="upload"\} [1-9]', metrics), metrics
     # at most the budget: 3.1 s at it
     assert took >= size / budget * 0.7, f"{took:.1f} s for {size / MB:.1f} MB at {budget / MB} MB/s"
     # and not under it for long: had the hive taken its own upload on lo for other traffic, it would
