@@ -175,8 +175,8 @@ def test_a_schedule_boundary_crossed_during_a_download_changes_its_rate(
     assert (before["window"], before["effective_bps"], before["reason"]) == ("06:00-12:00", slow, "schedule"), before
     assert before["until"].endswith("T12:00:00Z"), before
     download_id = start(hive, sparse(sparse_server, "zero.bin", 48 * MiB))
-    wait_until(lambda: download(hive, download_id)["bytes_downloaded"] > 0, 10, what="bytes")
-    state = download(hive, download_id)
+    # (a running download is told its cap at the governor's next tick)
+    state = wait_until(lambda: (s := download(hive, download_id)).get("capped_bps") and s, 10, what="the cap")
     if bandwidth(hive)["window"] == "06:00-12:00":  # (a machine slow enough may be past it already)
         assert (state["capped_bps"], state["cap_reason"]) == (slow, "schedule"), state
         early = rate_over(hive, download_id, 1.5)
