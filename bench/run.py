@@ -20,7 +20,19 @@ from types import FrameType
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Kept, Report, Section, Target
-from bench.scenarios import download, fanout, fleet, memory, model, model_memory, models, segmented, soak, sse
+from bench.scenarios import (
+    bandwidth,
+    download,
+    fanout,
+    fleet,
+    memory,
+    model,
+    model_memory,
+    models,
+    segmented,
+    soak,
+    sse,
+)
 from bench.system import REPO, Tools, git_revision, machine_info, raise_nofile, tool_versions
 
 Scenario = Callable[[Context], Section]
@@ -84,8 +96,14 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         [],
         ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
     ),
+    "bandwidth": (
+        "10. Bandwidth that yields: a competing flow on lo",
+        bandwidth.bandwidth,
+        ["curl"],
+        ["hive settles within 2 s of a competing flow", "lo's total within the budget ±10% while competing"],
+    ),
     "models": (
-        "9a. The model store: GET /v2/models on a cache of 1,000 models",
+        "11a. The model store: GET /v2/models on a cache of 1,000 models",
         models.models,
         [],
         ["GET /v2/models p99 < 100 ms (1,000 models, 20,000 files)"],

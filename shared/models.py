@@ -111,6 +111,10 @@ class DownloadState:
     files_done: int | None = None
     warning: str | None = None  # e.g. "the hub could not be asked: the files on disk were used as they are"
     pull_id: str | None = None  # the queen's fleet pull this download is part of
+    # while a running download is held to a bandwidth cap: bytes/s, and which cap ("limit", "schedule",
+    # "nic", "max_bps"; README, "Bandwidth")
+    capped_bps: int | None = None
+    cap_reason: str | None = None
 
     @property
     def whole_model(self) -> bool:
@@ -145,7 +149,13 @@ class DownloadState:
             **self._model_fields(),
             **({"warning": self.warning} if self.warning else {}),
             **({"pull_id": self.pull_id} if self.pull_id else {}),
+            **self._cap_fields(),
         }
+
+    def _cap_fields(self) -> dict[str, Any]:
+        if self.capped_bps is None or self.status.is_terminal:
+            return {}
+        return {"capped_bps": self.capped_bps, "cap_reason": self.cap_reason}
 
     def _model_fields(self) -> dict[str, Any]:
         if self.files_total is None:
@@ -208,4 +218,5 @@ class ProgressEvent:
             base["queue_position"] = state.queue_position
         if state.waiting_until is not None:
             base.update(waiting_until=rfc3339(state.waiting_until), waiting_reason=state.waiting_reason)
+        base.update(state._cap_fields())
         return cls(event_id, EventType.PROGRESS, base)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import FastAPI, Response
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from services.hive.api import blobs, downloads, models, plans
 from services.hive.api import settings as settings_routes
+from services.hive.bandwidth.governor import BandwidthGovernor, offset_wall, open_nic
 from services.hive.cache.layout import marks_file
 from services.hive.downloads.manager import DownloadManager
 from services.hive.downloads.runner import DownloadRunner
@@ -82,6 +84,23 @@ def _model_store(settings: HiveSettings, tracker: DownloadTracker) -> ModelStore
     return store
 
 
+def governor_of(
+    settings: HiveSettings, throttle: Throttle, tracker: DownloadTracker, stats: HiveStats
+) -> BandwidthGovernor:
+    """The caps of README, "Bandwidth": the limit, the schedule and HIVE_NIC's controller."""
+    return BandwidthGovernor(
+        throttle,
+        tracker,
+        own_in=lambda: stats.bytes_downloaded,
+        limit=settings.bandwidth_limit,
+        schedule=settings.bandwidth_schedule,
+        zone=ZoneInfo(settings.bandwidth_tz) if settings.bandwidth_tz else None,
+        nic=open_nic(settings.nic, settings.nic_budget, settings.bandwidth_floor) if settings.nic else None,
+        tick=settings.bandwidth_tick,
+        wall=offset_wall(settings.bandwidth_clock_offset),
+    )
+
+
 def create_app(settings: HiveSettings | None = None) -> FastAPI:
     settings = settings or HiveSettings()
 
@@ -99,7 +118,6 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             store = HistoryStore(settings.state_db_path)
             records = await store.open()
             history = History(tracker, store, ttl=settings.history_ttl, max_entries=settings.history_max)
-            throttle = Throttle(settings.bandwidth_limit)
             downloader = Downloader(  # one HubQuota: every download and API call of this hive shares the hub's windows
                 client, config, throttle=throttle, stats=stats, checkpoints=history, quota=HubQuota()
             )
@@ -130,6 +148,9 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             )
             await manager.recover(records)
             app.state.manager = manager
+            app.state.governor = governor = governor_of(settings, throttle, tracker, stats)
+            app.state.upload_throttle = throttle.upload  # peer uploads (GET /v2/blobs) take it per chunk
+            governing = asyncio.create_task(governor.run_forever(), name="bandwidth-governor")
             pruner = asyncio.create_task(runner.prune_forever(), name="history-pruner")
             watcher = asyncio.create_task(model_store.watch_forever(), name="model-store-watch")
             flusher = asyncio.create_task(tracker.flush_forever(), name="progress-flusher")
@@ -148,6 +169,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                 pruner.cancel()
                 watcher.cancel()
                 flusher.cancel()
+                governing.cancel()
                 await runner.shutdown()
                 await store.close()
                 downloader.close()
@@ -162,7 +184,8 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     app.state.room = room
     registry = CollectorRegistry()
     stats = HiveStats()
-    registry.register(HiveCollector(tracker, settings.id, stats, model_store))
+    throttle = Throttle(settings.bandwidth_limit)  # its rates are the BandwidthGovernor's (README, "Bandwidth")
+    registry.register(HiveCollector(tracker, settings.id, stats, model_store, throttle))
     register_runtime_metrics(registry)
     install_error_handlers(app)
     quiet_short_bodies(logging.getLogger("uvicorn.error"))  # a peer's blob body may end short (peers/blobs.py)

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from services.hive.store.models import ModelStore
 from services.hive.tracker.tracker import DownloadTracker
+from services.hive.transfer.throttle import Throttle
 from shared.models import DownloadStatus
 
 __all__ = ["HiveCollector", "HiveStats", "render_metrics"]
@@ -28,12 +29,18 @@ class HiveStats:
 
 class HiveCollector(Collector):
     def __init__(
-        self, tracker: DownloadTracker, hive_id: str, stats: HiveStats | None = None, store: ModelStore | None = None
+        self,
+        tracker: DownloadTracker,
+        hive_id: str,
+        stats: HiveStats | None = None,
+        store: ModelStore | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.tracker = tracker
         self.store = store
         self.hive_id = hive_id
         self.stats = stats or HiveStats()
+        self.throttle = throttle or Throttle()
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         states = self.tracker.list_all()
@@ -63,6 +70,17 @@ class HiveCollector(Collector):
             "rbee_hive_bytes_downloaded",
             "Body bytes received from remotes (bytes fetched again after a fault count again)",
             value=self.stats.bytes_downloaded,
+        )
+        caps = GaugeMetricFamily(
+            "rbee_hive_bandwidth_cap_bps",
+            "The cap in force now, bytes/s (0 = none; README, Bandwidth)",
+            labels=["direction"],
+        )
+        caps.add_metric(["download"], self.throttle.limit)
+        caps.add_metric(["upload"], self.throttle.upload.rate)
+        yield caps
+        yield CounterMetricFamily(
+            "rbee_hive_bytes_served", "Body bytes sent to peer hives (GET /v2/blobs)", value=self.throttle.upload.taken
         )
         yield CounterMetricFamily(
             "rbee_hive_retries", "Failed transfer attempts that were tried again", value=self.stats.retries

@@ -8,10 +8,13 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.hive.bandwidth.schedule import parse_rate, parse_schedule
 from services.hive.cache import layout
 from services.hive.net.hub_headers import find_token
 from services.hive.refs import parse_allowed_hosts
@@ -19,6 +22,9 @@ from services.hive.store.budget import check_budget
 from shared.settings import CommonSettings
 
 __all__ = ["HiveSettings"]
+
+# bytes/s as a number or with a unit (`50MB`, `50MiB`: services/hive/bandwidth/schedule.py)
+Rate = Annotated[int, BeforeValidator(lambda v: parse_rate(v) if isinstance(v, str) else v), Field(ge=0)]
 
 
 class HiveSettings(CommonSettings):
@@ -37,6 +43,15 @@ class HiveSettings(CommonSettings):
     max_concurrent: int = Field(default=3, ge=1, le=256)
     model_files_concurrent: int = Field(default=4, ge=1, le=64)  # files of one whole model fetched at once
     bandwidth_limit: int = Field(default=0, ge=0)
+    # README, "Bandwidth": time windows with their own cap, the zone they are in (unset: this host's
+    # local time), and the interface the hive shares with serving, its budget and the hive's floor
+    bandwidth_schedule: str | None = Field(default=None, max_length=4096)
+    bandwidth_tz: str | None = None
+    nic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,31}$")
+    nic_budget: Rate | None = None  # bytes/s each direction; unset: the link's speed
+    bandwidth_floor: Rate = 1_000_000  # the least the NIC controller leaves the hive, bytes/s
+    bandwidth_tick: float = Field(default=1.0, ge=0.05, le=60)  # seconds between looks at the counters
+    bandwidth_clock_offset: float = 0.0  # seconds added to the schedule's clock (for tests)
     segments: int = Field(default=8, ge=1, le=32)  # parallel range connections (8: see BENCHMARKS.md)
     segment_min_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)  # smallest chunk
     # a download starts on one connection and splits over `segments` once that connection runs
@@ -97,6 +112,23 @@ class HiveSettings(CommonSettings):
     def _check_allowed_hosts(cls, value: str | None) -> str | None:
         parse_allowed_hosts(value)  # raises ValueError on a malformed entry
         return value
+
+    @field_validator("bandwidth_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_schedule(value)  # raises ScheduleError (a ValueError) naming the bad part
+        return value or None
+
+    @field_validator("bandwidth_tz")
+    @classmethod
+    def _check_zone(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as e:
+                raise ValueError(f"unknown time zone {value!r}: an IANA name such as Europe/Berlin or UTC") from e
+        return value or None
 
     @property
     def allowed_host_set(self) -> frozenset[tuple[str, int | None]] | None:

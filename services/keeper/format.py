@@ -1,15 +1,14 @@
-"""What rbee-keeper prints, as text: pure formatting of sizes, speeds, times, names and tables, and the
-Snapshot of one download that the renderers (`services/keeper/render.py`) show. No I/O here.
+"""What rbee-keeper prints, as text: pure formatting of sizes, speeds, times, names and tables, for the
+Snapshot of one download (`services/keeper/snapshot.py`) the renderers (`services/keeper/render.py`)
+show. No I/O here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Protocol
 
-from services.keeper.events import StreamEvent
+from services.keeper.snapshot import Snapshot, display_name, percent_of
 
 __all__ = [
     "Amount",
@@ -25,6 +24,7 @@ __all__ = [
     "progress_cell",
     "progress_line",
     "size_text",
+    "speed_text",
     "stats_text",
     "terminal_message",
 ]
@@ -79,116 +79,6 @@ def human_duration(secs: float | None) -> str:
     return human_eta(secs)
 
 
-def display_name(model_ref: str | None) -> str:
-    """The file a model ref names: `hf:org/repo::file=dir/model.bin` and `https://h/a/model.bin` -> `model.bin`;
-    a whole model is its repository: `hf:org/repo@rev` -> `org/repo@rev`."""
-    if not model_ref:
-        return "download"
-    if model_ref.startswith("hf:") and "::file=" not in model_ref:
-        return model_ref[3:] or model_ref
-    if model_ref.startswith("hf:"):
-        path = model_ref.split("::file=", 1)[1]
-    elif model_ref.startswith(("http://", "https://")):
-        path = unquote(urlsplit(model_ref).path)
-    else:
-        path = model_ref
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return name or model_ref
-
-
-def percent_of(percent: float | None, done: int, total: int | None) -> float | None:
-    """The percent the queen sent, else bytes of a known total; None while the total is unknown."""
-    if percent is not None:
-        return float(percent)
-    if total:
-        return min(100.0, done * 100.0 / total)
-    return None
-
-
-@dataclass
-class Snapshot:
-    """What the keeper knows about one download, folded from the queen's state JSON and stream events."""
-
-    download_id: str
-    model_ref: str | None = None
-    hive_id: str | None = None
-    status: str = "queued"
-    bytes: int = 0
-    total: int | None = None
-    speed_bps: int | None = None
-    eta_secs: int | None = None
-    percent: float | None = None
-    queue_position: int | None = None
-    error: str | None = None
-    code: str | None = None
-    sha256: str | None = None
-    path: str | None = None
-    duration_secs: float | None = None
-    files_total: int | None = None  # a whole model: its files, and how many are in place
-    files_done: int | None = None
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Snapshot:
-        return cls(
-            download_id=str(state.get("download_id", "")),
-            model_ref=state.get("model_ref"),
-            hive_id=state.get("hive_id"),
-            status=str(state.get("status") or "queued"),
-            bytes=int(state.get("bytes_downloaded") or 0),
-            total=state.get("total_bytes"),
-            speed_bps=state.get("speed_bps"),
-            eta_secs=state.get("eta_secs"),
-            percent=state.get("percent"),
-            queue_position=state.get("queue_position"),
-            error=state.get("error"),
-            code=state.get("error_code"),
-            sha256=state.get("sha256"),
-            path=state.get("path"),
-            files_total=state.get("files_total"),
-            files_done=state.get("files_done"),
-        )
-
-    @property
-    def name(self) -> str:
-        return display_name(self.model_ref)
-
-    def apply(self, event: StreamEvent) -> None:
-        """Fold one stream event in. `bytes` never goes backwards."""
-        data = event.data
-        self.bytes = max(self.bytes, int(data.get("bytes") or 0))
-        if data.get("total") is not None:
-            self.total = int(data["total"])
-        for key in ("hive_id", "model_ref"):
-            if data.get(key):
-                setattr(self, key, data[key])
-        if isinstance(data.get("files_total"), int):
-            self.files_total = data["files_total"]
-            self.files_done = max(self.files_done or 0, int(data.get("files_done") or 0))
-        if event.event == "progress":
-            self.status = str(data.get("status") or self.status)
-            self.speed_bps = data.get("speed_bps")
-            self.eta_secs = data.get("eta_secs")
-            self.percent = data.get("percent")
-            self.queue_position = data.get("queue_position")
-        elif event.event == "complete":
-            self.status = "complete"
-            self.sha256 = data.get("sha256")
-            self.path = data.get("path")
-            self.duration_secs = data.get("duration_secs")
-            self.speed_bps, self.eta_secs = 0, None
-            self.percent = 100.0 if self.total is not None else None
-        elif event.event == "error":
-            self.status = "failed"
-            self.error = data.get("error")
-            self.code = data.get("code")
-        elif event.event == "cancelled":
-            self.status = "cancelled"
-
-    @property
-    def percent_value(self) -> float | None:
-        return percent_of(self.percent, self.bytes, self.total)
-
-
 def files_text(snap: Snapshot) -> str | None:
     """`3/7` (files in place of a whole model's files), or None for one file."""
     if snap.files_total is None:
@@ -229,6 +119,12 @@ def progress_cell(amount: Amount) -> str:
     return f"{pct:.1f}% {size}" if pct is not None else size
 
 
+def speed_text(snap: Snapshot) -> str:
+    """`45.2 MB/s`; under a bandwidth cap `45.2 MB/s (capped 50.0 MB/s: schedule)`."""
+    cap = f" (capped {human_speed(snap.capped_bps)}: {snap.cap_reason})" if snap.capped_bps else ""
+    return human_speed(snap.speed_bps or 0) + cap
+
+
 def stats_text(snap: Snapshot, with_hive: bool = True) -> str:
     """The text beside the bar: `42.0% • 108.0 MB / 256.0 MB • 45.2 MB/s • ETA 3s • hive-a`; a whole model
     shows `files 3/7` before the hive. Without `with_hive` (the bar is named after the hive) no hive."""
@@ -239,7 +135,7 @@ def stats_text(snap: Snapshot, with_hive: bool = True) -> str:
     parts.append(size_text(snap, " / "))
     running = snap.status == "downloading"
     if running:
-        parts.append(human_speed(snap.speed_bps or 0))
+        parts.append(speed_text(snap))
         if snap.total is not None:
             parts.append(f"ETA {human_eta(snap.eta_secs)}")
     if not running:
@@ -260,7 +156,7 @@ def progress_line(snap: Snapshot) -> str:
         parts.append(f"{pct:.1f}%")
     parts.append(size_text(snap, "/"))
     if snap.status == "downloading":
-        parts.append(human_speed(snap.speed_bps or 0))
+        parts.append(speed_text(snap))
         if snap.total is not None:
             parts.append(f"ETA {human_eta(snap.eta_secs)}")
     if (files := files_text(snap)) is not None:

@@ -25,14 +25,17 @@ from shared.wire.common import REQUEST, ErrorDetail, MaxBps, Patterns
 
 __all__ = [
     "BandwidthLimit",
+    "BandwidthState",
     "DownloadStateBody",
     "Forgotten",
     "HiveDownloadList",
     "HiveHealth",
     "ModelFileBody",
+    "NicState",
     "PlanBody",
     "PlanRequest",
     "PlannedFile",
+    "RuntimeSettings",
     "StartDownload",
     "hive_stream_url",
 ]
@@ -79,11 +82,51 @@ class PlanRequest(BaseModel):
 
 
 class BandwidthLimit(BaseModel):
-    """GET and PUT /v2/settings/bandwidth."""
+    """PUT /v2/settings/bandwidth: the limit, the schedule, or both (README, "Bandwidth")."""
 
     model_config = REQUEST
 
-    bandwidth_limit: StrictInt = Field(ge=0, le=MAX_BPS, description="bytes/s across all downloads; 0 = unlimited")
+    bandwidth_limit: StrictInt | None = Field(
+        default=None, ge=0, le=MAX_BPS, description="bytes/s across all downloads; 0 = unlimited"
+    )
+    schedule: str | None = Field(
+        default=None, max_length=4096, description='time windows, "22:00-06:00=0,06:00-22:00=50MB"; null or "" = none'
+    )
+
+
+class NicState(BaseModel):
+    """The shared interface (HIVE_NIC) as the hive sees it; the numbers only while it is in use."""
+
+    name: str
+    active: bool
+    error: str | None = Field(description="why the interface is not in use")
+    budget: int | None = None
+    floor: int | None = None
+    other_rx_bps: int | None = Field(default=None, description="what the rest of the node receives, smoothed")
+    other_tx_bps: int | None = Field(default=None, description="what the rest of the node sends, smoothed")
+    download_bps: int | None = Field(default=None, description="the cap this leaves the hive's downloads")
+    upload_bps: int | None = Field(default=None, description="the cap this leaves its peer uploads")
+
+
+class BandwidthState(BaseModel):
+    """GET and PUT /v2/settings/bandwidth: the settings and the caps in force now."""
+
+    bandwidth_limit: int
+    schedule: str | None
+    timezone: str = Field(description="the schedule's zone")
+    window: str | None = Field(description="the schedule's window in force, 06:00-22:00; null between windows")
+    window_bps: int | None = Field(description="that window's cap, bytes/s (0 = none)")
+    until: str | None = Field(description="RFC 3339: when the window in force ends or the next begins")
+    effective_bps: int = Field(description="the cap all downloads share now, bytes/s; 0 = none")
+    reason: str | None = Field(description='which cap that is: "limit", "schedule" or "nic"')
+    upload_bps: int = Field(description="the cap on peer uploads now, bytes/s; 0 = none")
+    nic: NicState | None
+
+
+class RuntimeSettings(BaseModel):
+    """GET /v2/settings: the settings that change while the hive runs."""
+
+    bandwidth: BandwidthState
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -146,6 +189,8 @@ class DownloadStateBody(BaseModel):
     files_done: int | None = Field(default=None, description="a whole model: how many of them are in place")
     warning: str | None = Field(default=None, description="e.g. the hub could not be asked and the disk was trusted")
     files: list[ModelFileBody] | None = Field(default=None, description="a whole model, in GET of one download")
+    capped_bps: int | None = Field(default=None, description="while running under a bandwidth cap: that cap, bytes/s")
+    cap_reason: str | None = Field(default=None, description='which cap: "limit", "schedule", "nic" or "max_bps"')
     hive_id: str
 
 

@@ -166,3 +166,17 @@ def test_an_update_replaces_the_sections_run_and_keeps_the_others_as_written() -
     assert kept_after == kept_before  # a kept section is its old text, byte for byte
     assert "- code measured: abc1234\n- updated: sections 8, 2 by `python -m bench.run`" in new
     assert Kept.parse(new).sections.keys() == {(1, ""), (2, ""), (3, "b"), (8, "")}
+
+
+def test_bench_bandwidth_scenario_measures_a_download_beside_a_competing_flow(tmp_path: Path) -> None:
+    if find_tool("curl") is None:
+        pytest.skip("curl is not installed: the bandwidth scenario's competing flow is curl --limit-rate")
+    out = tmp_path / "BENCHMARKS.md"
+    _bench(out, "--only", "bandwidth")
+    text = out.read_text()
+    assert "\n## 9. Bandwidth that yields: a competing flow on lo\n" in text, text
+    # measured, so the download completed beside the flow and lo was sampled throughout (not a timing)
+    for label in ("lo's total while competing / budget", "the download's wall time (114 MiB)"):
+        assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
+    assert "failed: " not in text, text
+    assert re.search(r"\| the download completes, every run \| 1 \| \*\*met\*\* \|", text), text

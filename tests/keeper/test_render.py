@@ -273,3 +273,22 @@ def test_bar_renderer_fills_up_on_complete() -> None:
     done = StreamEvent.synthetic("complete", {"download_id": "dl-1", "bytes": 1000, "total": 1000})
     text = render_bar([done], snap(status="downloading", total=1000))
     assert "100.0%" in text.strip().splitlines()[-1]
+
+
+def test_a_capped_download_says_so_beside_its_speed_and_not_once_the_cap_is_gone() -> None:
+    s = Snapshot.from_state({"download_id": "dl-1", "model_ref": "hf:o/r::file=m.bin", "hive_id": "hive-a"})
+    s.apply(downloading(10_000_000, 100_000_000, 4_900_000, 18, capped_bps=5_000_000, cap_reason="schedule"))
+    assert stats_text(s) == " 10.0% • 10.0 MB / 100.0 MB • 4.9 MB/s (capped 5.0 MB/s: schedule) • ETA 18s • hive-a"
+    assert progress_line(s).endswith("4.9 MB/s (capped 5.0 MB/s: schedule) ETA 18s")
+    s.apply(downloading(20_000_000, 100_000_000, 40_000_000, 2))  # an event without a cap: none holds it now
+    assert "capped" not in stats_text(s) and (s.capped_bps, s.cap_reason) == (None, None)
+    held = Snapshot.from_state(
+        {"download_id": "dl-1", "status": "downloading", "capped_bps": 1000, "cap_reason": "nic"}
+    )
+    assert "(capped 1.0 kB/s: nic)" in stats_text(held)
+
+
+def test_bar_renderer_shows_a_capped_download_as_such() -> None:
+    event = downloading(50_000_000, 200_000_000, 2_000_000, 75, capped_bps=2_000_000, cap_reason="nic")
+    last = render_bar([event], snap(status="starting", total=200_000_000)).strip().splitlines()[-1]
+    assert "2.0 MB/s (capped 2.0 MB/s: nic)" in last, last

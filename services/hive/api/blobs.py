@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.hive.api.deps import ManagerDep, SettingsDep
+from services.hive.api.deps import ManagerDep, SettingsDep, UploadThrottleDep
 from services.hive.peers.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
 from shared.errors import ApiError, error_body
 from shared.wire.common import error_responses
@@ -21,6 +21,7 @@ async def get_blob(
     digest: str,
     settings: SettingsDep,
     manager: ManagerDep,
+    upload: UploadThrottleDep,
     range_: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
     """A blob this hive holds, or the part of one it is downloading that is on disk, by digest (for
@@ -55,7 +56,7 @@ async def get_blob(
     }
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
-    body = follow(view, start, stop, lambda: find_blob(models, view.digest))
+    body = follow(view, start, stop, lambda: find_blob(models, view.digest), throttle=upload)
     return StreamingResponse(
         body, status_code=206 if span is not None else 200, headers=headers, media_type="application/octet-stream"
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from services.hive.bandwidth.governor import BandwidthGovernor
 from services.hive.downloads.manager import DownloadManager
 from services.hive.settings import HiveSettings
 from services.hive.store.models import ModelStore
 from services.hive.store.room import DiskRoom
 from services.hive.tracker.tracker import DownloadTracker
+from services.hive.transfer.throttle import TokenBucket
 from shared.deps import from_state
 
 ManagerDep = Annotated[DownloadManager, from_state("manager", DownloadManager)]
@@ -16,3 +18,5 @@ TrackerDep = Annotated[DownloadTracker, from_state("tracker", DownloadTracker)]
 SettingsDep = Annotated[HiveSettings, from_state("settings", HiveSettings)]
 ModelStoreDep = Annotated[ModelStore, from_state("store", ModelStore)]
 DiskRoomDep = Annotated[DiskRoom, from_state("room", DiskRoom)]
+GovernorDep = Annotated[BandwidthGovernor, from_state("governor", BandwidthGovernor)]
+UploadThrottleDep = Annotated[TokenBucket, from_state("upload_throttle", TokenBucket)]

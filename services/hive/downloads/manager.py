@@ -262,10 +262,6 @@ class DownloadManager:
         states = self.tracker.list_all()
         return [s for s in states if status is None or s.status is status]
 
-    def set_bandwidth_limit(self, rate: int) -> None:
-        self.throttle.set_limit(rate)
-        log.info("bandwidth_limit_changed", bandwidth_limit=rate)
-
     # -- start-up and shutdown -------------------------------------------------------------
 
     async def recover(self, records: list[DownloadRecord]) -> None:

@@ -26,6 +26,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import h11
 import structlog
@@ -39,6 +40,7 @@ from shared.digits import is_ascii_digits
 __all__ = [
     "BadRange",
     "BlobView",
+    "ChunkThrottle",
     "ShortBodyLog",
     "find_blob",
     "follow",
@@ -52,6 +54,12 @@ log = structlog.get_logger()
 _CHUNK = 1024 * 1024
 _POLL = 0.05  # seconds between looks at a growing partial
 _IDLE_LIMIT = 120.0  # a partial that does not grow for this long ends the body (its download stalled)
+
+
+class ChunkThrottle(Protocol):
+    """What a body's chunks are taken through before they are sent (a TokenBucket)."""
+
+    async def consume(self, n: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +122,10 @@ async def follow(
     stop: int | None,
     find: Callable[[], BlobView | None],
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    throttle: ChunkThrottle | None = None,
 ) -> AsyncIterator[bytes]:
-    """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows.
+    """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows;
+    each chunk is taken through `throttle` (the hive's peer-upload cap, README "Bandwidth") first.
     One descriptor per file read (the partial's stays good when it is renamed to the blob), closed
     when the body ends, and never while a read on it is still running in its thread."""
     pos = start
@@ -143,6 +153,8 @@ async def follow(
                     if not chunk:
                         return
                     pos += len(chunk)
+                    if throttle is not None:
+                        await throttle.consume(len(chunk))
                     yield chunk
                 continue
             if current.blob is not None or (current.total is not None and pos >= current.total):

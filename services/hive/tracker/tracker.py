@@ -32,6 +32,7 @@ from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEven
 
 __all__ = ["DownloadTracker", "InvalidTransition", "StreamDecision", "Subscriber", "UnknownDownload"]
 
+
 EventListener = Callable[[DownloadState, ProgressEvent], None]
 
 
@@ -120,6 +121,9 @@ class DownloadTracker:
 
     def set_warning(self, download_id: str, warning: str | None) -> None:
         self._entry(download_id).note(warning=warning)
+
+    def set_cap(self, download_id: str, bps: int | None, reason: str | None) -> None:  # (its next event says)
+        self._entry(download_id).note(capped_bps=bps, cap_reason=reason)
 
     def set_queue_position(self, download_id: str, position: int | None) -> None:
         entry = self._entry(download_id)

@@ -1,4 +1,5 @@
-"""Bandwidth limits: token buckets shared by every download (and one per download with max_bps).
+"""Bandwidth limits: token buckets shared by every download (and one per download with max_bps), and
+one shared by every peer upload (the bodies of `GET /v2/blobs`).
 
 Consumers take tokens after reading a chunk and wait while the bucket is in debt, so the sum of
 all consumers stays at the rate however many there are; reading less (a slow server) leaves
@@ -22,6 +23,7 @@ class TokenBucket:
         self.burst_secs = burst_secs
         self.rate = max(0, rate)
         self.tokens = 0.0
+        self.taken = 0  # bytes taken in all (the peer uploads' count of what the hive sent)
         self._last = clock()
 
     def set_rate(self, rate: int) -> None:
@@ -40,6 +42,7 @@ class TokenBucket:
 
     def take(self, n: int) -> float:
         """Take n tokens; the seconds to wait before the bucket is out of debt (0 when unlimited)."""
+        self.taken += n
         if self.rate <= 0:
             return 0.0
         self._refill()
@@ -60,10 +63,12 @@ class TokenBucket:
 
 
 class Throttle:
-    """The hive-wide bucket (HIVE_BANDWIDTH_LIMIT) plus optional per-download buckets."""
+    """The hive-wide bucket of downloads plus optional per-download buckets, and the bucket of peer
+    uploads; the rates of the shared ones are set by the BandwidthGovernor (README, "Bandwidth")."""
 
     def __init__(self, rate: int = 0) -> None:
         self.total = TokenBucket(rate)
+        self.upload = TokenBucket(0)
         self._per_download: dict[str, TokenBucket] = {}
 
     @property
@@ -78,6 +83,11 @@ class Throttle:
             self._per_download[download_id] = TokenBucket(rate)
         else:
             self._per_download.pop(download_id, None)
+
+    def download_limit(self, download_id: str) -> int:
+        """The download's own cap (max_bps), 0 if it has none."""
+        own = self._per_download.get(download_id)
+        return 0 if own is None else own.rate
 
     def forget(self, download_id: str) -> None:
         self._per_download.pop(download_id, None)

@@ -92,3 +92,26 @@ def test_consume_waits_for_the_downloads_own_limit_only() -> None:
     own, other = asyncio.run(go())
     assert own >= 0.15
     assert other < own
+
+
+def test_a_raised_rate_reaches_a_consumer_already_waiting_within_a_wait_slice() -> None:
+    bucket = TokenBucket(10 * KiB)
+
+    async def go() -> float:
+        waiting = asyncio.create_task(bucket.consume(1000 * KiB))  # ~100 s of debt at 10 KiB/s
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        raised = time.monotonic()
+        bucket.set_rate(100_000 * KiB)  # the governor's change: the debt is paid in 10 ms now
+        await asyncio.wait_for(waiting, timeout=5)
+        return time.monotonic() - raised
+
+    assert asyncio.run(go()) < 1.0  # one wait slice (0.2 s) plus a loaded machine's slack
+
+
+def test_peer_uploads_have_their_own_bucket_that_counts_what_was_sent() -> None:
+    throttle = Throttle(5 * KiB)
+    assert throttle.upload.rate == 0  # downloads' limit is not the uploads'
+    asyncio.run(throttle.upload.consume(3 * KiB))
+    asyncio.run(throttle.upload.consume(KiB))
+    assert throttle.upload.taken == 4 * KiB
