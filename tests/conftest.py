@@ -14,6 +14,7 @@ import pytest
 from services.hive.main import create_app
 from services.hive.settings import HiveSettings
 from services.modelserver.server import ModelServer
+from shared.http_protocol import JsonErrorH11Protocol
 from tests.support import ServerThread, free_port
 
 # Fast, test-sized defaults: short intervals and backoffs, quick stall detection.
@@ -60,7 +61,8 @@ def hive_factory(tmp_path: Path, endpoint: str, **defaults: Any) -> Iterator[Cal
             **defaults,
             **overrides,
         }
-        server = ServerThread(create_app(HiveSettings(**fields)), port).start()
+        # (the protocol the service runs with: a complete blob is served zero-copy, as in production)
+        server = ServerThread(create_app(HiveSettings(**fields)), port, http=JsonErrorH11Protocol).start()
         started.append(server)
         return server
 

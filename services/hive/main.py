@@ -25,6 +25,7 @@ from services.hive.hub.trees import TreeCache
 from services.hive.metrics import HiveCollector, HiveStats, render_metrics
 from services.hive.net.quota import HubQuota
 from services.hive.peers.blobs import quiet_short_bodies
+from services.hive.peers.serve import ServeThrottle
 from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
 from services.hive.tracker.tracker import DownloadTracker
@@ -65,7 +66,8 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
     )
 
 
-def create_app(settings: HiveSettings | None = None) -> FastAPI:
+def create_app(settings: HiveSettings | None = None, serve_throttle: ServeThrottle | None = None) -> FastAPI:
+    """The hive's app; `serve_throttle` paces the blobs it serves its peers (default: no cap)."""
     settings = settings or HiveSettings()
 
     @asynccontextmanager
@@ -132,6 +134,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     app = FastAPI(title="rbee-hive", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.tracker = tracker
+    app.state.serve_throttle = serve_throttle or ServeThrottle()  # what paces blobs served to peers
     registry = CollectorRegistry()
     stats = HiveStats()
     registry.register(HiveCollector(tracker, settings.id, stats))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from services.hive.downloads.manager import DownloadManager
+from services.hive.peers.serve import ServeThrottle
 from services.hive.settings import HiveSettings
 from services.hive.tracker.tracker import DownloadTracker
 from shared.deps import from_state
@@ -12,3 +13,5 @@ from shared.deps import from_state
 ManagerDep = Annotated[DownloadManager, from_state("manager", DownloadManager)]
 TrackerDep = Annotated[DownloadTracker, from_state("tracker", DownloadTracker)]
 SettingsDep = Annotated[HiveSettings, from_state("settings", HiveSettings)]
+# what paces the blobs served to peers (peers/serve.py); create_app puts one there (the base class: no cap)
+ServeThrottleDep = Annotated[ServeThrottle, from_state("serve_throttle", ServeThrottle)]
