@@ -137,6 +137,7 @@ def create_app(settings: HiveSettings | None = None, serve_throttle: ServeThrott
     app.state.serve_throttle = serve_throttle or ServeThrottle()  # what paces blobs served to peers
     registry = CollectorRegistry()
     stats = HiveStats()
+    app.state.stats = stats
     registry.register(HiveCollector(tracker, settings.id, stats))
     register_runtime_metrics(registry)
     install_error_handlers(app)

@@ -23,6 +23,10 @@ class HiveStats:
     bytes_downloaded: int = 0  # body bytes received from remotes, re-fetched ones included
     retries: int = 0  # failed attempts that were tried again
     resumes: int = 0  # transfers continued from an offset (Range) instead of from zero
+    bytes_served: int = 0  # blob body bytes sent to peers (GET /v2/blobs)
+
+    def served(self, size: int) -> None:
+        self.bytes_served += size
 
 
 class HiveCollector(Collector):
@@ -59,6 +63,9 @@ class HiveCollector(Collector):
             "rbee_hive_bytes_downloaded",
             "Body bytes received from remotes (bytes fetched again after a fault count again)",
             value=self.stats.bytes_downloaded,
+        )
+        yield CounterMetricFamily(
+            "rbee_hive_bytes_served", "Blob body bytes sent to peers (GET /v2/blobs)", value=self.stats.bytes_served
         )
         yield CounterMetricFamily(
             "rbee_hive_retries", "Failed transfer attempts that were tried again", value=self.stats.retries

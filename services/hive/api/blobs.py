@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.hive.api.deps import ManagerDep, ServeThrottleDep, SettingsDep
+from services.hive.api.deps import ManagerDep, ServeThrottleDep, SettingsDep, StatsDep
 from services.hive.peers.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
 from services.hive.peers.serve import BlobFileResponse
 from shared.errors import ApiError, error_body
@@ -23,6 +23,7 @@ async def get_blob(
     settings: SettingsDep,
     manager: ManagerDep,
     throttle: ServeThrottleDep,
+    stats: StatsDep,
     range_: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
     """A blob this hive holds, or the part of one it is downloading that is on disk, by digest (for
@@ -63,6 +64,6 @@ async def get_blob(
             file = view.blob.open("rb", buffering=0)  # (kept open: a blob removed meanwhile is still sent whole)
         except OSError:
             raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive") from None
-        return BlobFileResponse(file, start, stop, status_code=status, headers=headers, throttle=throttle)
-    body = follow(view, start, stop, lambda: find_blob(models, view.digest))
+        return BlobFileResponse(file, start, stop, status_code=status, headers=headers, throttle=throttle, stats=stats)
+    body = follow(view, start, stop, lambda: find_blob(models, view.digest), sent=stats.served)
     return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")

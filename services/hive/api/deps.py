@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from services.hive.downloads.manager import DownloadManager
+from services.hive.metrics import HiveStats
 from services.hive.peers.serve import ServeThrottle
 from services.hive.settings import HiveSettings
 from services.hive.tracker.tracker import DownloadTracker
@@ -15,3 +16,4 @@ TrackerDep = Annotated[DownloadTracker, from_state("tracker", DownloadTracker)]
 SettingsDep = Annotated[HiveSettings, from_state("settings", HiveSettings)]
 # what paces the blobs served to peers (peers/serve.py); create_app puts one there (the base class: no cap)
 ServeThrottleDep = Annotated[ServeThrottle, from_state("serve_throttle", ServeThrottle)]
+StatsDep = Annotated[HiveStats, from_state("stats", HiveStats)]

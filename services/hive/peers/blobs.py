@@ -114,8 +114,10 @@ async def follow(
     stop: int | None,
     find: Callable[[], BlobView | None],
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    sent: Callable[[int], object] = lambda size: None,
 ) -> AsyncIterator[bytes]:
-    """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows.
+    """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows;
+    `sent` is told the size of each chunk as it goes.
     One descriptor per file read (the partial's stays good when it is renamed to the blob), closed
     when the body ends, and never while a read on it is still running in its thread."""
     pos = start
@@ -143,6 +145,7 @@ async def follow(
                     if not chunk:
                         return
                     pos += len(chunk)
+                    sent(len(chunk))
                     yield chunk
                 continue
             if current.blob is not None or (current.total is not None and pos >= current.total):

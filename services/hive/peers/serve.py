@@ -19,6 +19,7 @@ from typing import BinaryIO
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from services.hive.metrics import HiveStats
 from shared.http_protocol import SENDFILE, SendFile
 
 __all__ = ["SERVE_PIECE", "BlobFileResponse", "ServeThrottle"]
@@ -47,11 +48,12 @@ class BlobFileResponse(Response):
         status_code: int,
         headers: Mapping[str, str],
         throttle: ServeThrottle,
+        stats: HiveStats,
         piece: int = SERVE_PIECE,
     ) -> None:
         super().__init__(None, status_code, dict(headers), "application/octet-stream")
         self.file, self.start, self.stop = file, start, stop
-        self.throttle, self.piece = throttle, piece
+        self.throttle, self.stats, self.piece = throttle, stats, piece
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -59,7 +61,7 @@ class BlobFileResponse(Response):
             sendfile: SendFile | None = scope.get("extensions", {}).get(SENDFILE)
             count = self.stop - self.start
             if sendfile is not None:
-                await sendfile(self.file, self.start, count, self.throttle.take, self.piece)
+                self.stats.bytes_served += await sendfile(self.file, self.start, count, self.throttle.take, self.piece)
             else:
                 await self._read_and_send(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -75,4 +77,5 @@ class BlobFileResponse(Response):
             if not data:
                 return  # (shorter than said: the reader sees a short body)
             pos += len(data)
+            self.stats.bytes_served += len(data)
             await send({"type": "http.response.body", "body": data, "more_body": True})

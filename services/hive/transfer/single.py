@@ -89,7 +89,8 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
     job, part, tracker = t.job, t.part, t.tracker
     headers = {"Accept-Encoding": "identity"}
     offset = part.size
-    one_byte = probe and offset == 0 and ctx.config.split_below_bps <= 0
+    # (with mirrors at once: the pieces spread over the peers that hold the blob, README "Fleet pulls")
+    one_byte = probe and offset == 0 and (ctx.config.split_below_bps <= 0 or bool(job.mirrors))
     if one_byte:
         headers["Range"] = "bytes=0-0"
     elif offset == 0:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.types import Receive, Scope, Send
 
+from services.hive.metrics import HiveStats
 from services.hive.peers.serve import BlobFileResponse, ServeThrottle
 from shared.http_protocol import SENDFILE, JsonErrorH11Protocol
 from tests.conftest import hive_factory
@@ -96,6 +97,7 @@ def test_the_throttle_is_asked_before_each_piece_and_the_connection_stays_good(
     path = tmp_path / "blob"
     path.write_bytes(blob_bytes)
     throttle = _Counting()
+    stats = HiveStats()
     seen: list[bool] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,7 +106,7 @@ def test_the_throttle_is_asked_before_each_piece_and_the_connection_stays_good(
         seen.append(SENDFILE in scope.get("extensions", {}))
         headers = {"Content-Length": str(SIZE - 5)}
         await BlobFileResponse(
-            path.open("rb"), 5, SIZE, status_code=200, headers=headers, throttle=throttle, piece=MiB
+            path.open("rb"), 5, SIZE, status_code=200, headers=headers, throttle=throttle, stats=stats, piece=MiB
         )(scope, receive, send)
 
     server = ServerThread(app, http=JsonErrorH11Protocol if with_extension else "h11").start()
@@ -116,3 +118,4 @@ def test_the_throttle_is_asked_before_each_piece_and_the_connection_stays_good(
         server.stop()
     assert seen == [with_extension] * 2
     assert throttle.taken == [MiB, MiB, MiB, SIZE - 5 - 3 * MiB] * 2
+    assert stats.bytes_served == 2 * (SIZE - 5)
