@@ -20,7 +20,7 @@ from types import FrameType
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Kept, Report, Section, Target
-from bench.scenarios import download, fanout, fleet, memory, model, model_memory, segmented, soak, sse
+from bench.scenarios import download, fanout, fleet, memory, model, model_memory, peer, segmented, soak, sse
 from bench.system import REPO, Tools, git_revision, machine_info, raise_nofile, tool_versions
 
 Scenario = Callable[[Context], Section]
@@ -83,6 +83,16 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         fleet.fleet,
         [],
         ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
+    ),
+    "peer": (
+        "9. Peers at line rate: a model from a peer, the hub, nginx",
+        peer.peer,
+        ["nginx", "curl"],
+        [
+            "peer copy <= 1.0x the hub copy's time",
+            "blob serving >= 0.9x nginx's throughput",
+            "1,000-hive simulation <= 2.0x one hive alone",
+        ],
     ),
 }
 

@@ -125,6 +125,28 @@ def test_bench_fleet_scenario_pulls_onto_every_hive_three_ways(tmp_path: Path) -
     _assert_all_stopped(result.stdout)
 
 
+def test_bench_peer_scenario_copies_from_a_peer_the_hub_and_nginx(tmp_path: Path) -> None:
+    if find_tool("nginx") is None or find_tool("curl") is None:
+        pytest.skip("the peer scenario needs nginx and curl")
+    out = tmp_path / "BENCHMARKS.md"
+    result = _bench(out, "--only", "peer")
+    text = out.read_text()
+    assert "\n## 9. Peers at line rate: a 10 MiB model from a peer, the hub, nginx\n" in text, text
+    # measured, so both copies finished and their snapshots passed the file-by-file sha256 check
+    for label in (
+        "hub copy: from the test hub's CDN (POST -> complete)",
+        "peer copy: from a hive that holds it (POST with sources -> complete)",
+        "curl of the hive's GET /v2/blobs/{digest} to /dev/null",
+        "curl of nginx serving the same file to /dev/null",
+    ):
+        assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
+    assert "failed: " not in text, text
+    assert "1000 hives fan-out 2" in text  # the simulation's table
+    for target in (r"peer copy <= 1\.0x the hub copy's time", r"1,000-hive simulation <= 2\.0x one hive alone"):
+        assert re.search(rf"- {target}: measured [^ ]+ → \*\*(met|missed)\*\*", text), text
+    _assert_all_stopped(result.stdout)
+
+
 def _report(*sections: Section, kept: Kept | None = None) -> Report:
     report = Report("python -m bench.run", "today", 1, False, "abc1234", {}, {}, {}, kept=kept)
     report.sections = list(sections)
