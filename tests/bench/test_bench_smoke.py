@@ -97,6 +97,13 @@ def test_bench_whole_model_scenarios_measure_the_hive_and_the_baselines(tmp_path
     _assert_all_stopped(result.stdout)
 
 
+def _all_measured(text: str, *labels: str) -> None:
+    """Every row of `labels` has a figure, and no run failed."""
+    for label in labels:
+        assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
+    assert "failed: " not in text, text
+
+
 def _ratio(text: str, label: str) -> float:
     return float(_row(text, label)[1].removesuffix("x"))
 
@@ -133,14 +140,13 @@ def test_bench_peer_scenario_copies_from_a_peer_the_hub_and_nginx(tmp_path: Path
     text = out.read_text()
     assert "\n## 9. Peers at line rate: a 10 MiB model from a peer, the hub, nginx\n" in text, text
     # measured, so both copies finished and their snapshots passed the file-by-file sha256 check
-    for label in (
+    _all_measured(
+        text,
         "hub copy: from the test hub's CDN (POST -> complete)",
         "peer copy: from a hive that holds it (POST with sources -> complete)",
         "curl of the hive's GET /v2/blobs/{digest} to /dev/null",
         "curl of nginx serving the same file to /dev/null",
-    ):
-        assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
-    assert "failed: " not in text, text
+    )
     assert "1000 hives fan-out 2" in text  # the simulation's table
     for target in (r"peer copy <= 1\.0x the hub copy's time", r"1,000-hive simulation <= 2\.0x one hive alone"):
         assert re.search(rf"- {target}: measured [^ ]+ → \*\*(met|missed)\*\*", text), text
