@@ -10,11 +10,15 @@ peer) that sends under HIVE_PEER_MIN_BPS over HIVE_PEER_SLOW_SECS is dropped: it
 the others and go on from where their ranges stand. When none is left the transfer fails with the last
 source's error and the file's next source (another peer, finally the hub) resumes the segment plan.
 Every byte is pinned by the blob's digest, checked once the file is whole.
+
+A hive following a peer's partial over one connection asks the peer each second whether the blob is
+complete there (`watch_complete`); once it is, the rest of the file is split like any complete blob's.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.hive.net.answers import content_range
@@ -24,7 +28,9 @@ from services.hive.transfer.context import Context, Transfer
 from services.hive.transfer.pace import PaceWatch
 from shared.models import ErrorCode
 
-__all__ = ["SourcePool", "SourceSlot", "probe_mirrors"]
+__all__ = ["WATCH_SECS", "SourcePool", "SourceSlot", "probe_mirrors", "watch_complete"]
+
+WATCH_SECS = 1.0  # how often a follower of a peer's partial asks whether the blob is complete there
 
 
 @dataclass(slots=True, eq=False)
@@ -106,3 +112,23 @@ async def _complete(ctx: Context, source: Source, total: int) -> bool:
         )
     finally:
         await resp.aclose()
+
+
+async def watch_complete(
+    ctx: Context, t: Transfer, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+) -> None:
+    """While the transfer follows a peer's partial: ask the peer for the blob's first byte every
+    WATCH_SECS; once it answers `complete`, the partial is no longer followed (`peer_complete`: the
+    body's reader splits the rest). Ends then, or when cancelled (the body ended)."""
+    source = Source.of(t.job.url, None, None, t.job.peer_token)
+    while t.following_partial:
+        await sleep(WATCH_SECS)
+        try:
+            resp = await ctx.requester.open(source, {"Range": "bytes=0-0", "Accept-Encoding": "identity"})
+        except Exception:  # (the body's own connection tells of a peer gone)
+            continue
+        try:
+            if resp.status_code == 206 and resp.headers.get("x-rbee-blob-state") == "complete":
+                t.following_partial, t.peer_complete = False, True
+        finally:
+            await resp.aclose()

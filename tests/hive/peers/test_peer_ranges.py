@@ -15,11 +15,12 @@ import httpx
 import pytest
 
 from services.hive.peers.serve import ServeThrottle
+from services.modelserver.chaos import ChaosConfig, ChaosProxy
 from services.modelserver.hub import Hub, HubSwitches
 from services.modelserver.hub_repo import Generated
 from tests.hive.peers.test_peers import digests, finished, start
 from tests.hub_fixtures import HubSetup
-from tests.support import ServerThread
+from tests.support import ServerThread, wait_until
 
 MiB = 1024 * 1024
 REPO = "org/fleet"
@@ -128,3 +129,32 @@ def test_a_damaged_blob_among_the_peers_never_reaches_the_cache(
     sources = {d: [good.url, bad.url] for d in digests(hub).values()}
     state = finished(copier.url, start(copier.url, commit=commit, sources=sources))
     big_blob_check(hub, state)
+
+
+def test_a_follower_of_a_partial_takes_the_rest_in_ranges_once_the_peer_completes_it(
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The follower reads the seeder's partial over one connection capped at 1 MiB/s (a proxy), and is far
+    behind when the seeder's blob completes: it takes the rest in ranges (README, sources and ranges)."""
+    commit = hub.commit(REPO, FILES)
+    seeder_models = tmp_path / "seeder"
+    seeder = make_hub_hive(models_dir=seeder_models, **SPLIT)
+    follower = make_hub_hive(**SPLIT)
+    big = digests(hub)[BIG]
+    with ChaosProxy(seeder.url, ChaosConfig(seed=1, probability=0.0, body_bps=MiB)) as capped:
+        hub.uplink.set_rate(4 * MiB)  # the seeder's ranges from the CDN: a couple of seconds
+        try:
+            first = start(seeder.url)
+            wait_until(
+                lambda: any(p.stat().st_size > 0 for p in seeder_models.rglob(f"{big}.part")), 30, what="a partial"
+            )
+            copy = start(follower.url, commit=commit, sources={d: [capped.url] for d in digests(hub).values()})
+            assert finished(seeder.url, first)["status"] == "complete"
+        finally:
+            hub.uplink.set_rate(None)
+        state = finished(follower.url, copy)
+    big_blob_check(hub, state)
+    logged = capfd.readouterr()
+    lines = (logged.out + logged.err).splitlines()
+    assert any("download_split" in x and f"source={capped.url}" in x for x in lines), "no split once complete"
+    assert hub.cdn.total_bytes_sent() == hub.file(REPO, BIG).size  # one copy from the hub: the seeder's
