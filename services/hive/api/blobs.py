@@ -65,5 +65,5 @@ async def get_blob(
         except OSError:
             raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive") from None
         return BlobFileResponse(file, start, stop, status_code=status, headers=headers, throttle=throttle, stats=stats)
-    body = follow(view, start, stop, lambda: find_blob(models, view.digest), sent=stats.served)
+    body = follow(view, start, stop, lambda: find_blob(models, view.digest), sent=stats.served, take=throttle.take)
     return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")

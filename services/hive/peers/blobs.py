@@ -115,9 +115,10 @@ async def follow(
     find: Callable[[], BlobView | None],
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     sent: Callable[[int], object] = lambda size: None,
+    take: Callable[[int], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows;
-    `sent` is told the size of each chunk as it goes.
+    `take` (a ServeThrottle's, peers/serve.py) is awaited before each chunk goes, `sent` told its size.
     One descriptor per file read (the partial's stays good when it is renamed to the blob), closed
     when the body ends, and never while a read on it is still running in its thread."""
     pos = start
@@ -141,6 +142,8 @@ async def follow(
                 if fd is None:
                     continue  # (renamed meanwhile: look again)
                 while pos < limit:
+                    if take is not None:
+                        await take(min(_CHUNK, limit - pos))
                     chunk = await files.pread(fd, min(_CHUNK, limit - pos), pos)
                     if not chunk:
                         return

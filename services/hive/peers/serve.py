@@ -6,7 +6,8 @@ socket, the kernel moving the bytes, the event loop free meanwhile), in pieces o
 anywhere else (another server) it falls back to reads on a thread, piece by piece. Either way the
 `throttle` is awaited before each piece: a `ServeThrottle` is how a cap on what the hive sends its
 peers plugs in (`take(n)` returns once `n` more bytes may go); the base class caps nothing.
-A blob still downloading is no file yet: `peers.blobs.follow` serves it.
+A blob still downloading is no file yet: `peers.blobs.follow` serves it, the same throttle awaited
+before each of its chunks.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ piece, and the connection good for the next request after it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from starlette.types import Receive, Scope, Send
 
 from services.hive.metrics import HiveStats
+from services.hive.peers import blobs
 from services.hive.peers.serve import BlobFileResponse, ServeThrottle
 from shared.http_protocol import SENDFILE, JsonErrorH11Protocol
 from tests.conftest import hive_factory
@@ -119,3 +121,19 @@ def test_the_throttle_is_asked_before_each_piece_and_the_connection_stays_good(
     assert seen == [with_extension] * 2
     assert throttle.taken == [MiB, MiB, MiB, SIZE - 5 - 3 * MiB] * 2
     assert stats.bytes_served == 2 * (SIZE - 5)
+
+
+def test_a_followed_partial_asks_the_throttle_before_each_chunk(tmp_path: Path, blob_bytes: bytes) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(blob_bytes)
+    view = blobs.BlobView(DIGEST, path, None, SIZE)
+    taken: list[int] = []
+
+    async def take(n: int) -> None:
+        taken.append(n)
+
+    async def body() -> bytes:
+        return b"".join([c async for c in blobs.follow(view, 7, None, lambda: view, take=take)])
+
+    assert asyncio.run(body()) == blob_bytes[7:]
+    assert taken == [MiB, MiB, MiB, SIZE - 7 - 3 * MiB]
