@@ -158,3 +158,22 @@ def test_a_follower_of_a_partial_takes_the_rest_in_ranges_once_the_peer_complete
     lines = (logged.out + logged.err).splitlines()
     assert any("download_split" in x and f"source={capped.url}" in x for x in lines), "no split once complete"
     assert hub.cdn.total_bytes_sent() == hub.file(REPO, BIG).size  # one copy from the hub: the seeder's
+
+
+def test_a_peer_too_slow_among_the_sources_is_dropped_and_its_ranges_go_to_the_other(
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """HIVE_PEER_MIN_BPS judges each complete peer a split file takes ranges from: one behind a path
+    trickling 64 KiB/s is dropped, the other sends the rest, the hub nothing."""
+    commit = hub.commit(REPO, FILES)
+    slow_peer, steady = seeded(hub, make_hub_hive), seeded(hub, make_hub_hive)
+    copier = make_hub_hive(peer_min_bps=MiB, peer_slow_secs=0.5, stall_timeout=30.0, **SPLIT)
+    sent = hub.cdn.total_bytes_sent()
+    with ChaosProxy(slow_peer.url, ChaosConfig(seed=2, probability=0.0, body_bps=64 * 1024)) as trickle:
+        sources = {d: [steady.url, trickle.url] for d in digests(hub).values()}
+        state = finished(copier.url, start(copier.url, commit=commit, sources=sources))
+    big_blob_check(hub, state)
+    assert hub.cdn.total_bytes_sent() == sent
+    logged = capfd.readouterr()
+    dropped = [x for x in (logged.out + logged.err).splitlines() if "download_source_dropped" in x]
+    assert any(trickle.url in x and "HIVE_PEER_MIN_BPS" in x for x in dropped), dropped
