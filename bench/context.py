@@ -230,11 +230,12 @@ def rounds(ctx: Context, section: Section, trials: list[tuple[Measurement, Trial
             ctx.log(f"  run {run + 1} {measurement.label}: {seconds:.3f} s")
 
 
-def hive_fetch(hive_url: str, model_ref: str, timeout: float) -> tuple[float, dict[str, Any]]:
-    """POST a download to a hive and follow its SSE stream: (seconds from POST to `complete`, its payload)."""
+def hive_fetch(hive_url: str, model_ref: str, timeout: float, **body: Any) -> tuple[float, dict[str, Any]]:
+    """POST a download to a hive (`body`: more fields of the request, e.g. a fleet part's `sources`) and
+    follow its SSE stream: (seconds from POST to `complete`, its payload)."""
     with httpx.Client(timeout=httpx.Timeout(10.0, read=60.0)) as client:
         t0 = time.perf_counter()
-        resp = client.post(f"{hive_url}/v2/downloads", json={"model_ref": model_ref})
+        resp = client.post(f"{hive_url}/v2/downloads", json={"model_ref": model_ref, **body})
         if resp.status_code not in (200, 202):
             raise RuntimeError(f"POST /v2/downloads {model_ref} -> {resp.status_code}: {resp.text[:300]}")
         state = resp.json()

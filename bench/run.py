@@ -29,6 +29,7 @@ from bench.scenarios import (
     model,
     model_memory,
     models,
+    peer,
     segmented,
     soak,
     sse,
@@ -95,6 +96,16 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         fleet.fleet,
         [],
         ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
+    ),
+    "peer": (
+        "9. Peers at line rate: a model from a peer, the hub, nginx",
+        peer.peer,
+        ["nginx", "curl"],
+        [
+            "peer copy <= 1.0x the hub copy's time",
+            "blob serving >= 0.9x nginx's throughput",
+            "1,000-hive simulation <= 2.0x one hive alone",
+        ],
     ),
     "bandwidth": (
         "10. Bandwidth that yields: a competing flow on lo",

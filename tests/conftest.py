@@ -14,6 +14,7 @@ import pytest
 from services.hive.main import create_app
 from services.hive.settings import HiveSettings
 from services.modelserver.server import ModelServer
+from shared.http_protocol import JsonErrorH11Protocol
 from tests.support import ServerThread, free_port
 
 # Fast, test-sized defaults: short intervals and backoffs, quick stall detection.
@@ -47,11 +48,13 @@ def model_server(tmp_path: Path) -> Iterator[ModelServer]:
 
 @contextmanager
 def hive_factory(tmp_path: Path, endpoint: str, **defaults: Any) -> Iterator[Callable[..., ServerThread]]:
-    """Start real hives (in-process uvicorn) with HF_ENDPOINT `endpoint`; keywords override HiveSettings."""
+    """Start real hives (in-process uvicorn) with HF_ENDPOINT `endpoint`; keywords override HiveSettings
+    (and `serve_throttle`, create_app's)."""
     started: list[ServerThread] = []
 
     def _make(**overrides: Any) -> ServerThread:
         port = overrides.pop("port", None) or free_port()
+        serve_throttle = overrides.pop("serve_throttle", None)  # (create_app's, not a setting)
         fields = {
             "id": f"hive-{len(started)}",
             "port": port,  # so a hive that registers with a queen advertises where it really listens
@@ -61,7 +64,10 @@ def hive_factory(tmp_path: Path, endpoint: str, **defaults: Any) -> Iterator[Cal
             **defaults,
             **overrides,
         }
-        server = ServerThread(create_app(HiveSettings(**fields)), port).start()
+        # (the protocol the service runs with: a complete blob is served zero-copy, as in production)
+        server = ServerThread(
+            create_app(HiveSettings(**fields), serve_throttle=serve_throttle), port, http=JsonErrorH11Protocol
+        ).start()
         started.append(server)
         return server
 

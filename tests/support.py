@@ -86,11 +86,18 @@ def held_until(
 class ServerThread:
     """A uvicorn server running an ASGI app in its own thread and event loop."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, http: Any = "auto") -> None:
+        """`http`: uvicorn's protocol (a service's own, shared.http_protocol, to serve as it does)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, timeout_graceful_shutdown=2
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            http=http,
         )
         self.server = uvicorn.Server(config)  # off the main thread uvicorn installs no signal handlers
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn-{self.port}")

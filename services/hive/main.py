@@ -28,6 +28,7 @@ from services.hive.hub.trees import TreeCache
 from services.hive.metrics import HiveCollector, HiveStats, render_metrics
 from services.hive.net.quota import HubQuota
 from services.hive.peers.blobs import quiet_short_bodies
+from services.hive.peers.serve import BucketThrottle, ServeThrottle
 from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
 from services.hive.store.events import ModelEvents
@@ -101,7 +102,8 @@ def governor_of(
     )
 
 
-def create_app(settings: HiveSettings | None = None) -> FastAPI:
+def create_app(settings: HiveSettings | None = None, serve_throttle: ServeThrottle | None = None) -> FastAPI:
+    """The hive's app; `serve_throttle` paces the blobs it serves its peers (default: no cap)."""
     settings = settings or HiveSettings()
 
     @asynccontextmanager
@@ -149,7 +151,6 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             await manager.recover(records)
             app.state.manager = manager
             app.state.governor = governor = governor_of(settings, throttle, tracker, stats)
-            app.state.upload_throttle = throttle.upload  # peer uploads (GET /v2/blobs) take it per chunk
             governing = asyncio.create_task(governor.run_forever(), name="bandwidth-governor")
             pruner = asyncio.create_task(runner.prune_forever(), name="history-pruner")
             watcher = asyncio.create_task(model_store.watch_forever(), name="model-store-watch")
@@ -184,7 +185,10 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
     app.state.room = room
     registry = CollectorRegistry()
     stats = HiveStats()
+    app.state.stats = stats
     throttle = Throttle(settings.bandwidth_limit)  # its rates are the BandwidthGovernor's (README, "Bandwidth")
+    # what paces blobs served to peers: the NIC controller's upload cap (README, "Bandwidth")
+    app.state.serve_throttle = serve_throttle or BucketThrottle(throttle.upload)
     registry.register(HiveCollector(tracker, settings.id, stats, model_store, throttle))
     register_runtime_metrics(registry)
     install_error_handlers(app)

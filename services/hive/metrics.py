@@ -25,6 +25,10 @@ class HiveStats:
     bytes_downloaded: int = 0  # body bytes received from remotes, re-fetched ones included
     retries: int = 0  # failed attempts that were tried again
     resumes: int = 0  # transfers continued from an offset (Range) instead of from zero
+    bytes_served: int = 0  # blob body bytes sent to peers (GET /v2/blobs)
+
+    def served(self, size: int) -> None:
+        self.bytes_served += size
 
 
 class HiveCollector(Collector):
@@ -80,7 +84,7 @@ class HiveCollector(Collector):
         caps.add_metric(["upload"], self.throttle.upload.rate)
         yield caps
         yield CounterMetricFamily(
-            "rbee_hive_bytes_served", "Body bytes sent to peer hives (GET /v2/blobs)", value=self.throttle.upload.taken
+            "rbee_hive_bytes_served", "Blob body bytes sent to peers (GET /v2/blobs)", value=self.stats.bytes_served
         )
         yield CounterMetricFamily(
             "rbee_hive_retries", "Failed transfer attempts that were tried again", value=self.stats.retries

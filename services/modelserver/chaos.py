@@ -13,6 +13,7 @@ the upstream on a fresh connection. With probability `probability` per request, 
 Decisions (`chaos_book.ChaosBook`) come from one `random.Random` per path, seeded from (seed, path):
 the n-th request on a path always gets the same decision, so a failing run is replayed by its seed.
 Every fault is recorded (`faults`), and the body bytes sent to clients are counted (`body_bytes`).
+With `body_bps` each response body goes at most that fast (a path that caps each connection).
 """
 
 from __future__ import annotations
@@ -220,8 +221,10 @@ class ChaosProxy:
                 await up_writer.wait_closed()
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, limit: int | None, path: str) -> int:
-        """Copy up to `limit` bytes (all, to EOF, when None); the number copied."""
+        """Copy up to `limit` bytes (all, to EOF, when None), at most `body_bps` a second; the number copied."""
         sent = 0
+        clock = asyncio.get_running_loop().time
+        began = clock()
         while limit is None or sent < limit:
             want = _PIECE if limit is None else min(_PIECE, limit - sent)
             data = await src.read(want)
@@ -231,6 +234,8 @@ class ChaosProxy:
             self._book.count(path, len(data))
             sent += len(data)
             await dst.drain()
+            if self.config.body_bps and (ahead := sent / self.config.body_bps - (clock() - began)) > 0:
+                await asyncio.sleep(ahead)
         return sent
 
     async def _stall(self, client_reader: asyncio.StreamReader) -> None:

@@ -23,6 +23,7 @@ class ChaosConfig:
     kinds: tuple[str, ...] = KINDS
     retry_after: tuple[str, ...] = ("0", "1")  # Retry-After values a `status` fault picks from
     stall_secs: float = 30.0  # a stall ends sooner when the client disconnects or the proxy stops
+    body_bps: float | None = None  # each response body at most this many bytes/s (a path capping each connection)
 
 
 @dataclass(frozen=True, slots=True)

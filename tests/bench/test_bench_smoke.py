@@ -113,6 +113,13 @@ def test_bench_models_scenario_times_get_v2_models_on_a_generated_cache(tmp_path
     _assert_all_stopped(result.stdout)
 
 
+def _all_measured(text: str, *labels: str) -> None:
+    """Every row of `labels` has a figure, and no run failed."""
+    for label in labels:
+        assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
+    assert "failed: " not in text, text
+
+
 def _ratio(text: str, label: str) -> float:
     return float(_row(text, label)[1].removesuffix("x"))
 
@@ -138,6 +145,27 @@ def test_bench_fleet_scenario_pulls_onto_every_hive_three_ways(tmp_path: Path) -
     assert _ratio(text, "fleet pull: hub bytes / model size") < 2.0, text
     for target in (r"fleet: hub bytes <= 1\.1x the model", r"fleet wall time <= 1\.5x one hive's alone"):
         assert re.search(rf"\| {target} \| [^|—]+ \| \*\*(met|missed)\*\* \|", text), text
+    _assert_all_stopped(result.stdout)
+
+
+def test_bench_peer_scenario_copies_from_a_peer_the_hub_and_nginx(tmp_path: Path) -> None:
+    if find_tool("nginx") is None or find_tool("curl") is None:
+        pytest.skip("the peer scenario needs nginx and curl")
+    out = tmp_path / "BENCHMARKS.md"
+    result = _bench(out, "--only", "peer")
+    text = out.read_text()
+    assert "\n## 9. Peers at line rate: a 10 MiB model from a peer, the hub, nginx\n" in text, text
+    # measured, so both copies finished and their snapshots passed the file-by-file sha256 check
+    _all_measured(
+        text,
+        "hub copy: from the test hub's CDN (POST -> complete)",
+        "peer copy: from a hive that holds it (POST with sources -> complete)",
+        "curl of the hive's GET /v2/blobs/{digest} to /dev/null",
+        "curl of nginx serving the same file to /dev/null",
+    )
+    assert "1000 hives fan-out 2" in text  # the simulation's table
+    for target in (r"peer copy <= 1\.0x the hub copy's time", r"1,000-hive simulation <= 2\.0x one hive alone"):
+        assert re.search(rf"- {target}: measured [^ ]+ → \*\*(met|missed)\*\*", text), text
     _assert_all_stopped(result.stdout)
 
 

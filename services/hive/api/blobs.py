@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.hive.api.deps import ManagerDep, SettingsDep, UploadThrottleDep
+from services.hive.api.deps import ManagerDep, ServeThrottleDep, SettingsDep, StatsDep
 from services.hive.peers.blobs import BadRange, find_blob, follow, parse_range, safe_prefix
+from services.hive.peers.serve import BlobFileResponse
 from shared.errors import ApiError, error_body
 from shared.wire.common import error_responses
 
@@ -21,7 +22,8 @@ async def get_blob(
     digest: str,
     settings: SettingsDep,
     manager: ManagerDep,
-    upload: UploadThrottleDep,
+    throttle: ServeThrottleDep,
+    stats: StatsDep,
     range_: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
     """A blob this hive holds, or the part of one it is downloading that is on disk, by digest (for
@@ -54,9 +56,14 @@ async def get_blob(
         "X-Rbee-Available": str(total if view.blob is not None else safe_prefix(view.partial) if view.partial else 0),
         "Cache-Control": "no-store",
     }
+    status = 206 if span is not None else 200
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
-    body = follow(view, start, stop, lambda: find_blob(models, view.digest), throttle=upload)
-    return StreamingResponse(
-        body, status_code=206 if span is not None else 200, headers=headers, media_type="application/octet-stream"
-    )
+    if view.blob is not None:
+        try:
+            file = view.blob.open("rb", buffering=0)  # (kept open: a blob removed meanwhile is still sent whole)
+        except OSError:
+            raise ApiError(404, "NOT_FOUND", f"no blob {digest[:80]!r} on this hive") from None
+        return BlobFileResponse(file, start, stop, status_code=status, headers=headers, throttle=throttle, stats=stats)
+    body = follow(view, start, stop, lambda: find_blob(models, view.digest), sent=stats.served, take=throttle.take)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")

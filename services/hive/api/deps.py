@@ -6,11 +6,12 @@ from typing import Annotated
 
 from services.hive.bandwidth.governor import BandwidthGovernor
 from services.hive.downloads.manager import DownloadManager
+from services.hive.metrics import HiveStats
+from services.hive.peers.serve import ServeThrottle
 from services.hive.settings import HiveSettings
 from services.hive.store.models import ModelStore
 from services.hive.store.room import DiskRoom
 from services.hive.tracker.tracker import DownloadTracker
-from services.hive.transfer.throttle import TokenBucket
 from shared.deps import from_state
 
 ManagerDep = Annotated[DownloadManager, from_state("manager", DownloadManager)]
@@ -19,4 +20,6 @@ SettingsDep = Annotated[HiveSettings, from_state("settings", HiveSettings)]
 ModelStoreDep = Annotated[ModelStore, from_state("store", ModelStore)]
 DiskRoomDep = Annotated[DiskRoom, from_state("room", DiskRoom)]
 GovernorDep = Annotated[BandwidthGovernor, from_state("governor", BandwidthGovernor)]
-UploadThrottleDep = Annotated[TokenBucket, from_state("upload_throttle", TokenBucket)]
+# what paces the blobs served to peers (peers/serve.py); create_app puts one there (the base class: no cap)
+ServeThrottleDep = Annotated[ServeThrottle, from_state("serve_throttle", ServeThrottle)]
+StatsDep = Annotated[HiveStats, from_state("stats", HiveStats)]

@@ -4,7 +4,8 @@ for each. Pure (README, "Fleet pulls").
 A blob this hive fetches from the hub at once for a fleet pull (`hub_first`) goes to the hub first;
 any other blob comes from the peers that have or are getting it, and from the hub only when none of
 them could give it. From the hub a file is fetched at the commit (never a moved branch's bytes), with
-the hub's token; from a peer by digest, with RBEE_API_TOKEN and fewer attempts before the next source.
+the hub's token; from a peer by digest, with RBEE_API_TOKEN and fewer attempts before the next source,
+in ranges once the peer's blob is complete, spread over the peers after it that hold it too (mirrors).
 Whatever serves them, the bytes are pinned by the hub's digest.
 """
 
@@ -43,11 +44,14 @@ def file_job(
 ) -> DownloadJob:
     """The transfer of `f` into `blob` from `peer` (None: the hub), carrying on from `partial` and
     what its `notes` say (a peer's bytes resume a hub partial without its validator: the digest pins them)."""
+    mirrors: tuple[str, ...] = ()
     if peer is None:
         url = job.hub_ref.resolve_url(commit, f.path)  # at the commit: never a moved branch's bytes
         token_origin, validator = job.token_origin, notes.validator
     else:
         url, token_origin, validator = blob_url(peer, f.digest), None, None
+        peers = [p for p in order_sources(job, f) if p is not None]
+        mirrors = tuple(blob_url(p, f.digest) for p in peers[peers.index(peer) + 1 :])
     return DownloadJob(
         job.download_id,
         url,
@@ -62,6 +66,9 @@ def file_job(
         pinned=bool(f.digest),
         peer_token=peer_token,
         max_attempts=peer_attempts,
-        may_split=not (job.sources or job.hub_first),  # (a fleet pull's part: one connection a file)
+        # a fleet pull's part takes a file from the hub over one connection (its followers read the
+        # partial's prefix); from a peer, a complete blob is split (over the peers after it that hold it too)
+        may_split=peer is not None or not (job.sources or job.hub_first),
         peer=peer is not None,
+        mirrors=mirrors,
     )

@@ -122,10 +122,11 @@ async def follow(
     stop: int | None,
     find: Callable[[], BlobView | None],
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    throttle: ChunkThrottle | None = None,
+    sent: Callable[[int], object] = lambda size: None,
+    take: Callable[[int], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The bytes [start, stop) of the blob (to its end with None), following a partial as it grows;
-    each chunk is taken through `throttle` (the hive's peer-upload cap, README "Bandwidth") first.
+    `take` (a ServeThrottle's, peers/serve.py) is awaited before each chunk goes, `sent` told its size.
     One descriptor per file read (the partial's stays good when it is renamed to the blob), closed
     when the body ends, and never while a read on it is still running in its thread."""
     pos = start
@@ -149,12 +150,13 @@ async def follow(
                 if fd is None:
                     continue  # (renamed meanwhile: look again)
                 while pos < limit:
+                    if take is not None:
+                        await take(min(_CHUNK, limit - pos))
                     chunk = await files.pread(fd, min(_CHUNK, limit - pos), pos)
                     if not chunk:
                         return
                     pos += len(chunk)
-                    if throttle is not None:
-                        await throttle.consume(len(chunk))
+                    sent(len(chunk))
                     yield chunk
                 continue
             if current.blob is not None or (current.total is not None and pos >= current.total):

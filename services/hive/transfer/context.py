@@ -107,6 +107,8 @@ class Transfer:
     # the peer's answer follows a partial still downloading there (X-Rbee-Blob-State: partial): it
     # grows as fast as that hive's own source gives it, so it is no slower than a second copy from there
     following_partial: bool = False
+    # ... until the peer says the blob is complete there (mirrors.watch_complete): the rest may then be split
+    peer_complete: bool = False
 
     @property
     def expected_digest(self) -> str | None:

@@ -29,12 +29,16 @@ class DownloadJob:
     pinned: bool = False
     peer_token: str | None = field(default=None, repr=False)  # RBEE_API_TOKEN, for a peer hive's blob URL
     max_attempts: int | None = None  # consecutive failed attempts before giving up (default: the config's)
-    # may the file be split over several connections: not a fleet pull's, whose peers follow a
-    # partial's contiguous prefix as it grows (a split one's hardly grows before its end)
+    # may the file be split over several connections: not a fleet pull's from the hub, whose peers
+    # follow a partial's contiguous prefix as it grows (a split one's hardly grows before its end);
+    # a peer's blob is split once it is complete there (never a partial it follows)
     may_split: bool = True
     # from a peer hive (a fleet pull's source): dropped for the next source when it sends too slowly
     # (DownloaderConfig.peer_min_bps over peer_slow_secs, see transfer/pace.py)
     peer: bool = False
+    # other peers' URLs of the same blob: once the file is split, those that hold it complete serve
+    # ranges of it too (transfer/mirrors.py); with any, a large file is split at once
+    mirrors: tuple[str, ...] = ()
 
     @property
     def part_file(self) -> Path:

@@ -2,7 +2,8 @@
 
 Each connection takes a chunk of the SegmentPlan and writes it in place (pwrite); a hash follower
 hashes the file in order as the contiguous written prefix grows. The plan is checkpointed about
-once a second, so a restarted hive resumes exactly what is missing.
+once a second, so a restarted hive resumes exactly what is missing. A peer's blob may come from
+several peers at once, the connections spread over them (`mirrors.SourcePool`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import httpx
 
 from services.hive.disk.fileio import hash_range, in_thread, pwrite_all
 from services.hive.net.answers import content_range
-from services.hive.net.errors import RemoteChanged, Retry
+from services.hive.net.errors import DownloadError, RemoteChanged, Retry
 from services.hive.net.request import body_errors, check_status
 from services.hive.transfer.context import Context, Transfer, attempts_failed
+from services.hive.transfer.mirrors import SourcePool, SourceSlot, probe_mirrors
 from services.hive.transfer.segments import Chunk, SegmentPlan
+from shared.models import ErrorCode
 
 __all__ = ["saved_plan", "segmented"]
 
@@ -38,7 +41,7 @@ class _SegmentRun:
 async def saved_plan(ctx: Context, t: Transfer) -> SegmentPlan | None:
     """The plan of a segmented partial left by an earlier run, if file and plan agree."""
     job, part = t.job, t.part
-    if not (job.segments and job.validator):
+    if not (job.segments and (job.validator or job.pinned)):  # (pinned: whatever serves it, the digest checks it)
         return None
     plan = SegmentPlan.from_json(job.segments)
     if plan is None or not part.path.is_file() or part.path.stat().st_size != plan.total:
@@ -75,8 +78,10 @@ async def segmented(ctx: Context, t: Transfer, plan: SegmentPlan, saved: bool = 
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbee-hash")
     seg = _SegmentRun(plan, plan.written(), asyncio.Event())
     follower = asyncio.create_task(_hash_follower(fd, digest, hashed, seg, hasher))
+    pool = await probe_mirrors(ctx, t, plan.total)
     workers = [
-        asyncio.create_task(_segment_worker(ctx, t, fd, seg)) for _ in range(min(ctx.config.segments, len(plan.chunks)))
+        asyncio.create_task(_segment_worker(ctx, t, fd, seg, pool, i))
+        for i in range(min(ctx.config.segments, len(plan.chunks)))
     ]
     try:
         done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
@@ -115,43 +120,66 @@ async def _hash_follower(fd: int, digest: Any, hashed: int, seg: _SegmentRun, ha
     return str(digest.hexdigest())
 
 
-async def _segment_worker(ctx: Context, t: Transfer, fd: int, seg: _SegmentRun) -> None:
+async def _segment_worker(ctx: Context, t: Transfer, fd: int, seg: _SegmentRun, pool: SourcePool, index: int) -> None:
+    """Connection `index`: chunks until none is left, from its source; when that source is dropped
+    (its attempts used up, too slow, a wrong answer) and others are left, from another one."""
+    slot = pool.pick(index)
     while (chunk := seg.plan.take()) is not None:
         failures = 0
         try:
             while not chunk.done:
+                if slot.dropped is not None:  # (by another connection)
+                    slot = pool.pick(index)
+                    failures = 0
                 before = chunk.written
                 try:
-                    await _fetch_chunk(ctx, t, fd, chunk, seg)
-                except Retry as retry:
-                    failures = attempts_failed(retry, failures, chunk.written > before)
-                    await ctx.backoff(t, retry, failures, chunk.written)
-                    ctx.resumed(t)
+                    try:
+                        await _fetch_chunk(ctx, t, fd, chunk, seg, slot)
+                    except Retry as retry:
+                        failures = attempts_failed(retry, failures, chunk.written > before)
+                        await ctx.backoff(t, retry, failures, chunk.written)
+                        ctx.resumed(t)
+                except RemoteChanged:
+                    if not pool.several:
+                        raise
+                    slot = pool.drop(
+                        slot, DownloadError(ErrorCode.DOWNLOAD_FAILED, "not the range asked for"), index, t
+                    )
+                    failures = 0
+                except DownloadError as exc:
+                    if exc.code == ErrorCode.INSUFFICIENT_DISK:
+                        raise
+                    slot = pool.drop(slot, exc, index, t)
+                    failures = 0
         finally:
             seg.plan.release(chunk)
 
 
-async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun) -> None:
+async def _fetch_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun, slot: SourceSlot) -> None:
     headers = {"Accept-Encoding": "identity", "Range": f"bytes={chunk.written}-{chunk.end - 1}"}
-    if t.validator:
-        headers["If-Range"] = t.validator
-    resp = await ctx.requester.open(t.source, headers)
+    source = slot.source
+    if t.validator and not t.job.pinned and source is t.source:  # (as single's: a pinned file's digest guards it,
+        headers["If-Range"] = t.validator  # and the validator may be another source's, a peer's ETag)
+    resp = await ctx.requester.open(source, headers)
     try:
-        check_status(resp, t.source)
-        t.answered()
+        check_status(resp, source)
+        if source is t.source:
+            t.answered()
         answered = content_range(resp.headers)
         if resp.status_code != 206 or answered is None:
             raise RemoteChanged()
         if answered[0] != chunk.written or answered[1] != seg.plan.total:
             raise RemoteChanged()
-        await _read_chunk(ctx, t, fd, chunk, seg, resp)
+        await _read_chunk(ctx, t, fd, chunk, seg, resp, slot)
     finally:
         await resp.aclose()
     if not chunk.done:
         raise Retry(f"range ended at {chunk.written} of {chunk.end}")
 
 
-async def _read_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun, resp: httpx.Response) -> None:
+async def _read_chunk(
+    ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _SegmentRun, resp: httpx.Response, slot: SourceSlot
+) -> None:
     download_id = t.job.download_id
     update = t.tracker.update_progress
     throttle = ctx.throttle
@@ -184,10 +212,16 @@ async def _read_chunk(ctx: Context, t: Transfer, fd: int, chunk: Chunk, seg: _Se
                 batched += len(data)
                 seg.received += len(data)
                 update(download_id, seg.received)
+                slot.observe(time.monotonic(), len(data))
+                if slot.dropped is not None:
+                    raise Retry("the source was dropped")  # (by another connection: this one moves on)
                 if batched >= limit:
                     await flush()
                 if throttle is not None and throttle.active(download_id):
+                    held = time.monotonic()
                     await throttle.consume(download_id, len(data))
+                    if slot.pace is not None:
+                        slot.pace.held(time.monotonic() - held)  # (this hive's cap: not the source's pace)
                 if overrun:
                     break  # (otherwise the body ends by itself and the connection goes back to the pool)
     finally:

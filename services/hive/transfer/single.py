@@ -8,6 +8,7 @@ ranges work, a 200 is simply the whole file.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -22,6 +23,7 @@ from services.hive.net.answers import (
 from services.hive.net.errors import Retry
 from services.hive.net.request import body_errors, check_status
 from services.hive.transfer.context import Context, Outcome, Transfer, attempts_failed
+from services.hive.transfer.mirrors import watch_complete
 from services.hive.transfer.segments import RateWindow, SegmentPlan, SplitWatch, chunk_size
 from services.hive.transfer.split import may_split, split_due
 from services.hive.transfer.threaded import read_body_threaded
@@ -89,7 +91,8 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
     job, part, tracker = t.job, t.part, t.tracker
     headers = {"Accept-Encoding": "identity"}
     offset = part.size
-    one_byte = probe and offset == 0 and ctx.config.split_below_bps <= 0
+    # (with mirrors at once: the pieces spread over the peers that hold the blob, README "Fleet pulls")
+    one_byte = probe and offset == 0 and (ctx.config.split_below_bps <= 0 or bool(job.mirrors))
     if one_byte:
         headers["Range"] = "bytes=0-0"
     elif offset == 0:
@@ -99,6 +102,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         if t.validator and not job.pinned:
             headers["If-Range"] = t.validator
     resp = await ctx.requester.open(t.source, headers, threaded=threaded)
+    watcher: asyncio.Task[None] | None = None
     try:
         status = resp.status_code
         if status == 416:  # (every request asks for a range)
@@ -130,6 +134,8 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         t.validator = validator_of(resp.headers) or t.validator
         t.answered()
         t.following_partial = resp.headers.get("x-rbee-blob-state") == "partial"
+        if t.following_partial and t.job.may_split and ctx.config.segments > 1 and watcher is None:
+            watcher = asyncio.create_task(watch_complete(ctx, t))  # (a complete blob's rest goes in ranges)
         t.downloading()
         if one_byte and status == 206:
             await read_body(ctx, t, resp, None, False)
@@ -151,6 +157,9 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
             raise Retry(f"body ended at {part.size} of {t.total} bytes")
         return Outcome.DONE
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         await ctx.requester.close(resp)  # (a body left unread closes its connection)
 
 
@@ -181,6 +190,8 @@ async def read_body(
             t.keep_pace(now)
             if watch is not None and split_due(ctx, watch, now, t, part.size):
                 return Outcome.SPLIT
+            if t.peer_complete and may_split(ctx, t, part.size):
+                return Outcome.SPLIT  # the peer's partial became its blob: the rest in ranges
             if rates is not None and (rate := rates.observe(now, part.size)) is not None:
                 if rate >= thread_above_bps:
                     if t.total is not None and t.total - part.size >= thread_min_rest:

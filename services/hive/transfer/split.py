@@ -1,5 +1,6 @@
 """When a file is split over several range connections (README, "Segmented downloads"): only a file
-whose job allows it (a fleet pull's part does not: its peers follow the partial's prefix), whose total
+whose job allows it (a fleet pull's part from the hub does not: its peers follow the partial's
+prefix), that is not a peer's partial followed as it grows, whose total
 is known and whose bytes are pinned (a strong validator or the hub's digest: ranges from several
 connections could otherwise mix two versions), that is not capped by choice, and that has at least
 two chunks left; and, with HIVE_SPLIT_BELOW_BPS, only once one connection proves slow."""
@@ -17,7 +18,7 @@ __all__ = ["may_split", "split_due"]
 def may_split(ctx: Context, transfer: Transfer, offset: int) -> bool:
     """May the rest of the file from `offset` be split over several connections."""
     cfg = ctx.config
-    if not transfer.job.may_split or transfer.total is None:
+    if not transfer.job.may_split or transfer.total is None or transfer.following_partial:
         return False
     if cfg.segments < 2 or not (transfer.validator or transfer.job.pinned):
         return False  # without a strong validator, ranges from several connections could mix two files

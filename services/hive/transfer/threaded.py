@@ -20,7 +20,7 @@ from services.hive.net.request import body_errors
 from services.hive.transfer.context import Context, Outcome, Transfer
 from services.hive.transfer.httpcore_tuning import body_chunks, shut_down
 from services.hive.transfer.segments import SplitWatch
-from services.hive.transfer.split import split_due
+from services.hive.transfer.split import may_split, split_due
 
 __all__ = ["read_body_threaded"]
 
@@ -108,6 +108,8 @@ def _pump(
             t.held_back(clock() - now)
         if watch is not None and split_due(ctx, watch, now, t, part.size):
             return Outcome.SPLIT
+        if t.peer_complete and may_split(ctx, t, part.size):
+            return Outcome.SPLIT  # the peer's partial became its blob: the rest in ranges
     return Outcome.DONE
 
 

@@ -35,6 +35,9 @@ __all__ = [
     "totals_of",
 ]
 
+# chosen with simulate.py (README, "Fleet pulls", the model): 2 is the fastest tree at 100 and 1,000
+# hives (a wider one splits a parent's uplink over more followers than its depth saves), and 4 sources
+# give as much in ranges from holders as any other count, with three to fail over to
 FAN_OUT = 2  # followers one hive serves while every hive is well
 MAX_SOURCES = 4  # peers a hive is told of per blob (a hive's request body stays far below 64 KiB)
 
@@ -63,8 +66,15 @@ class PullPlan:
     sources: dict[str, list[str]] = field(default_factory=dict)
 
 
-def plan_pull(hives: Sequence[PeerHive], blobs: Iterable[Blob], hub_fetches_per_blob: int) -> dict[str, PullPlan]:
-    """Every hive's part of the pull (by hive id); see the module's rules."""
+def plan_pull(
+    hives: Sequence[PeerHive],
+    blobs: Iterable[Blob],
+    hub_fetches_per_blob: int,
+    fan_out: int = FAN_OUT,
+    max_sources: int = MAX_SOURCES,
+) -> dict[str, PullPlan]:
+    """Every hive's part of the pull (by hive id); see the module's rules (`fan_out` and `max_sources`
+    other than the constants: for `simulate.py`, which weighs them)."""
     plans = {h.hive_id: PullPlan() for h in hives}
     hub_bytes = dict.fromkeys(plans, 0)
     position = {h.hive_id: i for i, h in enumerate(hives)}
@@ -86,21 +96,21 @@ def plan_pull(hives: Sequence[PeerHive], blobs: Iterable[Blob], hub_fetches_per_
         for rank, hive in enumerate(ranked):
             if blob.digest in hive.present:
                 continue
-            peers = _sources(ranked, rank, len(first))
+            peers = _sources(ranked, rank, len(first), fan_out, max_sources)
             if peers:
                 plans[hive.hive_id].sources[blob.digest] = [p.url for p in peers]
     return plans
 
 
-def _sources(ranked: list[PeerHive], rank: int, firsts: int) -> list[PeerHive]:
+def _sources(ranked: list[PeerHive], rank: int, firsts: int, fan_out: int, max_sources: int) -> list[PeerHive]:
     """The hives ranked before `rank` a hive is told of: its parent first, then in rank order."""
     if rank == 0:
         return []
     earlier = ranked[:rank]
     if rank >= firsts:
-        parent = ranked[(rank - firsts) // FAN_OUT]
+        parent = ranked[(rank - firsts) // fan_out]
         earlier = [parent, *(h for h in earlier if h is not parent)]
-    return earlier[:MAX_SOURCES]
+    return earlier[:max_sources]
 
 
 # -- what the hives add up to --------------------------------------------------------------

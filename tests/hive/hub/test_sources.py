@@ -93,7 +93,17 @@ def test_from_a_peer_a_blob_is_fetched_by_digest_without_the_hub_token_or_valida
     assert (one.token_origin, one.validator) == (None, None)  # the digest pins a peer's bytes
     assert (one.peer_token, one.max_attempts) == ("rbee-secret", 2)
     assert (one.hub_digest, one.pinned, one.total) == (LFS, True, 4096)
-    assert one.may_split is False  # a fleet pull's part: one connection a file
+    assert one.may_split is True  # a peer's complete blob is split (a partial it follows is not: split.py)
+    assert one.mirrors == ()  # no peer after it
+
+
+def test_from_a_peer_the_peers_after_it_are_its_mirrors(partial: Path) -> None:
+    j = job(sources={LFS: (PEER_A, PEER_B)})
+    first = fetch(j, WEIGHTS, PEER_A, partial)
+    assert first.mirrors == (f"http://peer-b:9000/v2/blobs/{LFS}",)
+    assert fetch(j, WEIGHTS, PEER_B, partial).mirrors == ()  # (the one before it has failed)
+    hub = fetch(j, WEIGHTS, None, partial)
+    assert hub.mirrors == () and hub.may_split is False  # a fleet part's hub file: one connection
 
 
 def test_without_notes_the_total_is_the_listed_size(partial: Path) -> None:
