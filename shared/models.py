@@ -42,6 +42,7 @@ class EventType(enum.StrEnum):
     COMPLETE = "complete"
     ERROR = "error"
     CANCELLED = "cancelled"
+    MODEL = "model"  # (the aggregated streams only) a model added to, or gone from, a hive's cache
 
 
 TERMINAL_EVENTS = frozenset({EventType.COMPLETE, EventType.ERROR, EventType.CANCELLED})
@@ -169,6 +170,13 @@ class ProgressEvent:
     @property
     def is_terminal(self) -> bool:
         return self.event in TERMINAL_EVENTS
+
+    @property
+    def key(self) -> str:
+        """What a reader keeps only the latest event of: the download, or (a `model` event) the model on its hive."""
+        if self.event is EventType.MODEL:
+            return f"model {self.data.get('hive_id')} {self.data.get('repo_id')}"
+        return self.download_id
 
     @classmethod
     def from_state(cls, event_id: int, state: DownloadState, duration_secs: float | None = None) -> ProgressEvent:

@@ -249,7 +249,7 @@ def test_complete_event_without_a_duration_has_a_null_one() -> None:
 def test_statuses_events_and_codes_are_the_contract_strings() -> None:
     assert [s.value for s in S] == ["queued", "starting", "downloading", "complete", "failed", "cancelled"]
     assert {s for s in S if s.is_terminal} == {S.COMPLETE, S.FAILED, S.CANCELLED}
-    assert [e.value for e in EventType] == ["progress", "complete", "error", "cancelled"]
+    assert [e.value for e in EventType] == ["progress", "complete", "error", "cancelled", "model"]
     assert TERMINAL_EVENTS == {EventType.COMPLETE, EventType.ERROR, EventType.CANCELLED}
     assert {
         "DOWNLOAD_FAILED",

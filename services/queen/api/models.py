@@ -1,0 +1,54 @@
+"""/v1/models: the models on every hive, and deleting or pinning one across hives (README, "The model
+store"). Thin on purpose: the inventory answers from memory, the ModelStore fans changes out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from services.queen.api.deps import ModelsDep
+from services.queen.models.targets import checked_repo_id
+from shared.limits import COMMIT_PATTERN
+from shared.wire.common import error_responses
+from shared.wire.models import FleetModels, ModelResults
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 422))
+
+_CHANGE = error_responses(404)
+Hives = Annotated[
+    str | None,
+    Query(max_length=4096, description="`all`, or hive ids separated by commas; default: every hive holding it"),
+]
+
+
+@router.get("")
+async def list_models(models: ModelsDep) -> FleetModels:
+    """Models by hives, from what the hives' streams said (no hive is asked now)."""
+    return models.fleet()
+
+
+@router.delete("/{org}/{repo}", responses=_CHANGE)
+async def delete_model(
+    org: str,
+    repo: str,
+    models: ModelsDep,
+    hives: Hives = None,
+    revision: Annotated[str | None, Query(pattern=COMMIT_PATTERN)] = None,
+    force: bool = False,
+) -> ModelResults:
+    """The model (or one revision of it) deleted on each hive: a result per hive."""
+    params = {"revision": revision} if revision else {}
+    if force:
+        params["force"] = "true"
+    return await models.change(checked_repo_id(org, repo), hives, "DELETE", "", params)
+
+
+@router.put("/{org}/{repo}/pin", responses=_CHANGE)
+async def pin_model(org: str, repo: str, models: ModelsDep, hives: Hives = None) -> ModelResults:
+    return await models.change(checked_repo_id(org, repo), hives, "PUT", "/pin", {})
+
+
+@router.delete("/{org}/{repo}/pin", responses=_CHANGE)
+async def unpin_model(org: str, repo: str, models: ModelsDep, hives: Hives = None) -> ModelResults:
+    return await models.change(checked_repo_id(org, repo), hives, "DELETE", "/pin", {})
