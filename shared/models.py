@@ -42,7 +42,7 @@ class EventType(enum.StrEnum):
     COMPLETE = "complete"
     ERROR = "error"
     CANCELLED = "cancelled"
-    MODEL = "model"  # (the aggregated streams only) a model added to, or gone from, a hive's cache
+    MODEL = "model"  # no download's: the hive's model store (shared.wire.models.ModelEventBody)
 
 
 TERMINAL_EVENTS = frozenset({EventType.COMPLETE, EventType.ERROR, EventType.CANCELLED})
@@ -168,15 +168,14 @@ class ProgressEvent:
         return str(self.data["download_id"])
 
     @property
-    def is_terminal(self) -> bool:
-        return self.event in TERMINAL_EVENTS
+    def key(self) -> str:
+        """What a reader keeps one pending event of: the download, or for a model event the event itself
+        (each is news: none replaces another)."""
+        return f"model:{self.id}" if self.event is EventType.MODEL else self.download_id
 
     @property
-    def key(self) -> str:
-        """What a reader keeps only the latest event of: the download, or (a `model` event) the model on its hive."""
-        if self.event is EventType.MODEL:
-            return f"model {self.data.get('hive_id')} {self.data.get('repo_id')}"
-        return self.download_id
+    def is_terminal(self) -> bool:
+        return self.event in TERMINAL_EVENTS
 
     @classmethod
     def from_state(cls, event_id: int, state: DownloadState, duration_secs: float | None = None) -> ProgressEvent:

@@ -26,6 +26,7 @@ FAST_HIVE: dict[str, Any] = {
     "retry_max_delay": 0.05,
     "max_attempts": 4,
     "split_below_bps": 0,  # segmented tests split at once: whether to split is tested on its own
+    "min_free_bytes": 0,  # tests on small disks (tmpfs) fill them; the store's tests set their own
 }
 
 

@@ -12,8 +12,9 @@ import httpx
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
-from services.hive.api import blobs, downloads, plans
+from services.hive.api import blobs, downloads, models, plans
 from services.hive.api import settings as settings_routes
+from services.hive.cache.layout import marks_file
 from services.hive.downloads.manager import DownloadManager
 from services.hive.downloads.runner import DownloadRunner
 from services.hive.history.mirror import History
@@ -27,6 +28,12 @@ from services.hive.net.quota import HubQuota
 from services.hive.peers.blobs import quiet_short_bodies
 from services.hive.registration import register_forever
 from services.hive.settings import HiveSettings
+from services.hive.store.events import ModelEvents
+from services.hive.store.inventory import Inventory
+from services.hive.store.marks import Marks
+from services.hive.store.models import ModelStore
+from services.hive.store.room import DiskRoom
+from services.hive.store.watch import ActiveModels, DownloadWatch
 from services.hive.tracker.tracker import DownloadTracker
 from services.hive.transfer import Downloader, DownloaderConfig
 from services.hive.transfer.throttle import Throttle
@@ -65,6 +72,16 @@ def downloader_config(settings: HiveSettings) -> DownloaderConfig:
     )
 
 
+def _model_store(settings: HiveSettings, tracker: DownloadTracker) -> ModelStore:
+    """The model store on the hive's cache, told of every download by the tracker (README, "The model store")."""
+    models_dir = settings.models_dir.resolve()
+    events = ModelEvents(settings.id, tracker.broadcast)
+    running = ActiveModels(tracker, settings.hf_endpoint)
+    store = ModelStore(models_dir, Inventory(models_dir), Marks(marks_file(models_dir)), events, running)
+    tracker.add_listener(DownloadWatch(store, settings.hf_endpoint).on_event)
+    return store
+
+
 def create_app(settings: HiveSettings | None = None) -> FastAPI:
     settings = settings or HiveSettings()
 
@@ -78,6 +95,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=16),
             headers={"User-Agent": "rbee-hive/0.1"},
         ) as client:
+            await asyncio.to_thread(model_store.open)
             store = HistoryStore(settings.state_db_path)
             records = await store.open()
             history = History(tracker, store, ttl=settings.history_ttl, max_entries=settings.history_max)
@@ -87,7 +105,11 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             )
             models_dir = settings.models_dir.resolve()
             planner = HubPlanner(
-                HubApi(downloader.requester, config), models_dir, TreeCache(models_dir), downloader.disk_free
+                HubApi(downloader.requester, config),
+                models_dir,
+                TreeCache(models_dir),
+                downloader.disk_free,
+                room=room,
             )
             hub = HubFetcher(
                 downloader,
@@ -129,16 +151,20 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                 downloader.close()
 
     tracker = DownloadTracker(progress_interval=settings.progress_interval)
+    model_store = _model_store(settings, tracker)
+    room = DiskRoom(model_store, tracker, settings.cache_max_bytes, settings.min_free_bytes)
     app = FastAPI(title="rbee-hive", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.tracker = tracker
+    app.state.store = model_store
+    app.state.room = room
     registry = CollectorRegistry()
     stats = HiveStats()
-    registry.register(HiveCollector(tracker, settings.id, stats))
+    registry.register(HiveCollector(tracker, settings.id, stats, model_store))
     register_runtime_metrics(registry)
     install_error_handlers(app)
     quiet_short_bodies(logging.getLogger("uvicorn.error"))  # a peer's blob body may end short (peers/blobs.py)
-    for router in (downloads.router, settings_routes.router, blobs.router, plans.router):
+    for router in (downloads.router, settings_routes.router, blobs.router, plans.router, models.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.hive.store.models import ModelStore
 from services.hive.tracker.tracker import DownloadTracker
 from shared.models import DownloadStatus
 
@@ -26,8 +27,11 @@ class HiveStats:
 
 
 class HiveCollector(Collector):
-    def __init__(self, tracker: DownloadTracker, hive_id: str, stats: HiveStats | None = None) -> None:
+    def __init__(
+        self, tracker: DownloadTracker, hive_id: str, stats: HiveStats | None = None, store: ModelStore | None = None
+    ) -> None:
         self.tracker = tracker
+        self.store = store
         self.hive_id = hive_id
         self.stats = stats or HiveStats()
 
@@ -66,6 +70,19 @@ class HiveCollector(Collector):
         yield CounterMetricFamily(
             "rbee_hive_resumes", "Transfers continued from an offset with Range", value=self.stats.resumes
         )
+        if self.store is not None:
+            inventory = self.store.inventory
+            yield GaugeMetricFamily(
+                "rbee_hive_cache_bytes",
+                "Bytes of the Hugging Face cache, as scan_cache_dir counts them",
+                value=inventory.used(),
+            )
+            yield GaugeMetricFamily("rbee_hive_models", "Models in the Hugging Face cache", value=len(inventory.all()))
+            yield CounterMetricFamily(
+                "rbee_hive_model_evictions",
+                "Models evicted to make room for a download",
+                value=self.store.events.evictions,
+            )
 
 
 def render_metrics(registry: CollectorRegistry) -> bytes:

@@ -37,6 +37,7 @@ __all__ = [
     "HubRef",
     "InvalidModelRef",
     "ModelRef",
+    "check_repo_id",
     "check_repo_path",
     "host_allowed",
     "origin_of",
@@ -49,6 +50,7 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _HF_RE = re.compile(
     rf"hf:(?:(?P<org>{_NAME})/)?(?P<repo>{_NAME})(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?(?:::file=(?P<path>.+))?"
 )
+_REPO_ID_RE = re.compile(rf"(?:{_NAME}/)?{_NAME}")
 # C0, DEL, C1 controls, backslash, lone surrogates (cannot name a file), and invisible format
 # characters (bidi overrides, zero-width joiners, BOM) that make a name look like another
 _BAD_CHARS = re.compile(
@@ -125,6 +127,14 @@ def _check_segments(path: str, what: str, ours: bool = True) -> list[str]:
     if ours and any(seg.endswith(PART_SUFFIX) for seg in segments):  # (a repo's own files may end so)
         raise InvalidModelRef(f"{what} may not have a segment ending in '{PART_SUFFIX}'")
     return segments
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`org/repo` or `repo`, named as in an `hf:` ref, and without the `--` or `..` the hub refuses in
+    a name (a cache folder's `models--a--b` reads back as `a/b`); InvalidModelRef otherwise."""
+    if not _REPO_ID_RE.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise InvalidModelRef(f"not a repo id ('org/repo' or 'repo'): {repo_id[:200]!r}")
+    return repo_id
 
 
 def check_repo_path(path: str) -> None:

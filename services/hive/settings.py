@@ -15,6 +15,7 @@ from pydantic_settings import SettingsConfigDict
 from services.hive.cache import layout
 from services.hive.net.hub_headers import find_token
 from services.hive.refs import parse_allowed_hosts
+from services.hive.store.budget import check_budget
 from shared.settings import CommonSettings
 
 __all__ = ["HiveSettings"]
@@ -58,6 +59,11 @@ class HiveSettings(CommonSettings):
     heartbeat_secs: float = Field(default=10.0, gt=0)  # re-register with the queen this often
     history_ttl: float = Field(default=7 * 86400.0, gt=0)  # seconds a finished entry is kept
     history_max: int = Field(default=1000, ge=1)  # finished entries kept at most
+    # the model store's budget (README, "The model store"): the Hugging Face cache's size at most, in
+    # bytes or `NN%` of its filesystem (0 = none); a download evicts least recently used models to fit
+    cache_max_bytes: str = Field(default="0", max_length=32)
+    # free bytes a download always leaves on the cache's filesystem (evicting models for them if it must)
+    min_free_bytes: int = Field(default=1024**3, ge=0)
 
     # downloader tuning
     connect_timeout: float = Field(default=10.0, gt=0)
@@ -80,6 +86,11 @@ class HiveSettings(CommonSettings):
     # far above this on any link worth pulling models over; under it for 30 s, it is broken or hostile
     peer_min_bps: int = Field(default=256 * 1024, ge=0)
     peer_slow_secs: float = Field(default=30.0, gt=0)
+
+    @field_validator("cache_max_bytes")
+    @classmethod
+    def _check_cache_max_bytes(cls, value: str) -> str:
+        return check_budget(value)
 
     @field_validator("allowed_hosts", "hub_cdn_hosts")
     @classmethod

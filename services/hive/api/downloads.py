@@ -156,5 +156,3 @@ async def _one_download(
 ) -> AsyncIterator[bytes]:
     async for event in tracker.stream_progress(download_id, after):
         yield frame(event, {"hive_id": hive_id})
-
-

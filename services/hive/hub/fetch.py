@@ -124,13 +124,12 @@ class HubFetcher:
                     progress.finished(f.path)
                 else:
                     missing.append(f)
-            self.planner.check_disk(cache, missing)
+            await self.planner.make_room(job.download_id, cache, missing)
             bound.info(
                 "hub_download_planned", commit=commit, files=len(files), missing=len(missing), total=progress.total
             )
             fetched = await self._fetch_all(job, cache, commit, missing, progress)
-            # the snapshot is linked once every blob is in place, then the ref: huggingface_hub never
-            # finds a snapshot of this download with a file missing
+            # linked once every blob is in place, then the ref: never a snapshot with a file missing
             digests = {f.path: f.digest for f in files} | {path: digest for path, (digest, _) in fetched.items()}
             for f in files:
                 cache.link(commit, f.path, digests[f.path])
@@ -145,6 +144,7 @@ class HubFetcher:
             progress.stopped(DownloadStatus.FAILED)
             raise
         finally:
+            self.planner.release(job.download_id)
             if self._runs.get(job.download_id) is progress:
                 del self._runs[job.download_id]
             if job.whole:

@@ -5,7 +5,8 @@
 - `plan`: the commit (the revision API for a model, a one-byte probe for one file; a restarted
   download keeps the commit it had) and the files (the tree API, every page, kept in `TreeCache`,
   picked with `include` / `exclude`); a gated repo proves access on one file;
-- `check_disk`: the bytes still missing, less what their partials hold, must fit on the disk;
+- `make_room` / `check_disk`: the bytes still missing, less what their partials hold, must fit on the
+  disk (with the model store's budget: room is made for them by evicting models, `store/room.py`);
 - `report`: all of that for `POST /v2/plans`, nothing fetched.
 """
 
@@ -27,6 +28,7 @@ from services.hive.hub.trees import TreeCache
 from services.hive.net.errors import DownloadError
 from services.hive.net.retry import Waiting
 from services.hive.refs import HubRef
+from services.hive.store.room import DiskRoom
 from services.hive.tracker.tracker import DownloadTracker
 from shared.models import DownloadStatus, ErrorCode
 
@@ -61,8 +63,11 @@ class HubPlanner:
         disk_free: Callable[[Path], int],
         *,
         check_timeout: float = 5.0,
+        room: DiskRoom | None = None,
     ) -> None:
+        """`room`: the model store's disk budget (none: what is missing must fit in the free disk)."""
         self.api = api
+        self.room = room
         self.models_dir = models_dir
         self.trees = trees
         self.disk_free = disk_free
@@ -231,6 +236,19 @@ class HubPlanner:
             have = 0 if st is None else min(st.st_size, st.st_blocks * 512)
             needed += max(0, f.size - have)
         return needed
+
+    async def make_room(self, download_id: str, cache: RepoCache, missing: list[RepoFile]) -> None:
+        """Before the first byte: room for what is missing, made by the model store's budget (evicting
+        models it may) and reserved till `release`; without one, `check_disk`."""
+        if self.room is None:
+            self.check_disk(cache, missing)
+        else:
+            await self.room.make_room(download_id, cache.repo_id, self.needed(cache, missing))
+
+    def release(self, download_id: str) -> None:
+        """The download has ended: what it reserved is free for others."""
+        if self.room is not None:
+            self.room.release(download_id)
 
     def check_disk(self, cache: RepoCache, missing: list[RepoFile]) -> None:
         needed = self.needed(cache, missing)

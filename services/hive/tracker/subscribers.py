@@ -65,6 +65,11 @@ class Readers:
         for sub in self._of_all:
             sub.offer(event)
 
+    def offer_all(self, event: ProgressEvent) -> None:
+        """An event that is no download's (a model event): for the readers of every download only."""
+        for sub in self._of_all:
+            sub.offer(event)
+
     def end(self, download_id: str) -> None:
         """The download has ended: its own subscribers are closed (after its terminal event)."""
         for sub in self._of.pop(download_id, ()):

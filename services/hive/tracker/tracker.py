@@ -32,8 +32,6 @@ from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEven
 
 __all__ = ["DownloadTracker", "InvalidTransition", "StreamDecision", "Subscriber", "UnknownDownload"]
 
-
-
 EventListener = Callable[[DownloadState, ProgressEvent], None]
 
 
@@ -256,6 +254,10 @@ class DownloadTracker:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self._readers.discard(sub)
+
+    def broadcast(self, event: ProgressEvent) -> None:
+        """An event of no download (the model store's) for the readers of every download only."""
+        self._readers.offer_all(event)
 
     async def stream_progress(self, download_id: str, last_event_id: int | None = None) -> AsyncIterator[ProgressEvent]:
         """Events of one download, current state first, ending after its terminal event."""
