@@ -30,11 +30,11 @@ __all__ = [
     "repo_id_of",
 ]
 
-_REPO = re.compile(r"(?:hf:)?([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)")
+_REPO = re.compile(r"(?:hf:)?([A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)?)")
 
 
 def repo_id_of(text: str) -> str | None:
-    """`org/repo` of `hf:org/repo` (or of `org/repo`), else None."""
+    """`org/repo` of `hf:org/repo` (or of `org/repo`; `repo` without a namespace), else None."""
     m = _REPO.fullmatch(text.strip())
     return m[1] if m else None
 

@@ -32,15 +32,16 @@ def test_unknown_or_empty_hives_are_refused(hives: str, status: int) -> None:
     assert caught.value.status == status
 
 
-@pytest.mark.parametrize("org_repo", [("org", "repo"), ("Org-1", "my.model_v2")])
-def test_hub_repo_ids_pass(org_repo: tuple[str, str]) -> None:
-    assert checked_repo_id(*org_repo) == "/".join(org_repo)
+@pytest.mark.parametrize("org_repo", [("org", "repo"), ("Org-1", "my.model_v2"), ("gpt2",)])
+def test_hub_repo_ids_pass(org_repo: tuple[str, ...]) -> None:
+    assert checked_repo_id("/".join(org_repo)) == "/".join(org_repo)
 
 
 @pytest.mark.parametrize(
-    "org_repo", [("..", "x"), ("org", "a..b"), ("-org", "x"), ("org", "a--b"), ("o", "x" * 97), ("org", "a b")]
+    "org_repo",
+    [("..", "x"), ("org", "a..b"), ("-org", "x"), ("org", "a--b"), ("o", "x" * 97), ("org", "a b"), ("a", "b", "c")],
 )
-def test_other_ids_are_422(org_repo: tuple[str, str]) -> None:
+def test_other_ids_are_422(org_repo: tuple[str, ...]) -> None:
     with pytest.raises(ApiError) as caught:
-        checked_repo_id(*org_repo)
+        checked_repo_id("/".join(org_repo))
     assert caught.value.status == 422 and caught.value.code == "INVALID_REQUEST"

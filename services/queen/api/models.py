@@ -1,5 +1,9 @@
 """/v1/models: the models on every hive, and deleting or pinning one across hives (README, "The model
-store"). Thin on purpose: the inventory answers from memory, the ModelStore fans changes out."""
+store"). Thin on purpose: the inventory answers from memory, the ModelStore fans changes out.
+
+A repo id is `org/repo` or `repo`; the `…/pin` routes come first, as on the hive, so `/v1/models/gpt2/pin`
+is gpt2's pin.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +32,19 @@ async def list_models(models: ModelsDep) -> FleetModels:
     return models.fleet()
 
 
-@router.delete("/{org}/{repo}", responses=_CHANGE)
+@router.put("/{repo_id:path}/pin", responses=_CHANGE)
+async def pin_model(repo_id: str, models: ModelsDep, hives: Hives = None) -> ModelResults:
+    return await models.change(checked_repo_id(repo_id), hives, "PUT", "/pin", {})
+
+
+@router.delete("/{repo_id:path}/pin", responses=_CHANGE)
+async def unpin_model(repo_id: str, models: ModelsDep, hives: Hives = None) -> ModelResults:
+    return await models.change(checked_repo_id(repo_id), hives, "DELETE", "/pin", {})
+
+
+@router.delete("/{repo_id:path}", responses=_CHANGE)
 async def delete_model(
-    org: str,
-    repo: str,
+    repo_id: str,
     models: ModelsDep,
     hives: Hives = None,
     revision: Annotated[str | None, Query(pattern=COMMIT_PATTERN)] = None,
@@ -41,14 +54,4 @@ async def delete_model(
     params = {"revision": revision} if revision else {}
     if force:
         params["force"] = "true"
-    return await models.change(checked_repo_id(org, repo), hives, "DELETE", "", params)
-
-
-@router.put("/{org}/{repo}/pin", responses=_CHANGE)
-async def pin_model(org: str, repo: str, models: ModelsDep, hives: Hives = None) -> ModelResults:
-    return await models.change(checked_repo_id(org, repo), hives, "PUT", "/pin", {})
-
-
-@router.delete("/{org}/{repo}/pin", responses=_CHANGE)
-async def unpin_model(org: str, repo: str, models: ModelsDep, hives: Hives = None) -> ModelResults:
-    return await models.change(checked_repo_id(org, repo), hives, "DELETE", "/pin", {})
+    return await models.change(checked_repo_id(repo_id), hives, "DELETE", "", params)
