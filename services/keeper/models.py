@@ -129,7 +129,7 @@ def _change(ctx: Context, what: str, call: Callable[[str], dict[str, Any]]) -> i
     else:
         for r in results:
             if r.get("ok"):
-                ctx.say(f"{what} {repo_id} on {r.get('hive_id')}")
+                ctx.say(what.format(repo=repo_id, hive=r.get("hive_id")))
             else:
                 error = r.get("error") or {}
                 ctx.error(f"{r.get('hive_id')}: {error.get('code', 'ERROR')}: {error.get('message', '')}")
@@ -138,12 +138,14 @@ def _change(ctx: Context, what: str, call: Callable[[str], dict[str, Any]]) -> i
 
 def cmd_rm(ctx: Context) -> int:
     args = ctx.args
-    return _change(ctx, "removed", lambda r: delete_model(ctx.client, r, args.hives, args.revision, args.force))
+    return _change(
+        ctx, "removed {repo} from {hive}", lambda r: delete_model(ctx.client, r, args.hives, args.revision, args.force)
+    )
 
 
 def cmd_pin(ctx: Context) -> int:
-    return _change(ctx, "pinned", lambda r: pin_model(ctx.client, r, ctx.args.hives, on=True))
+    return _change(ctx, "pinned {repo} on {hive}", lambda r: pin_model(ctx.client, r, ctx.args.hives, on=True))
 
 
 def cmd_unpin(ctx: Context) -> int:
-    return _change(ctx, "unpinned", lambda r: pin_model(ctx.client, r, ctx.args.hives, on=False))
+    return _change(ctx, "unpinned {repo} on {hive}", lambda r: pin_model(ctx.client, r, ctx.args.hives, on=False))
