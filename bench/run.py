@@ -20,7 +20,7 @@ from types import FrameType
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Kept, Report, Section, Target
-from bench.scenarios import download, fanout, fleet, memory, model, model_memory, segmented, soak, sse
+from bench.scenarios import download, fanout, fleet, fleet_models, memory, model, model_memory, segmented, soak, sse
 from bench.system import REPO, Tools, git_revision, machine_info, raise_nofile, tool_versions
 
 Scenario = Callable[[Context], Section]
@@ -83,6 +83,12 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         fleet.fleet,
         [],
         ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
+    ),
+    "fleet-models": (
+        "9. GET /v1/models over 8 hives of 100 models each",
+        fleet_models.fleet_models,
+        [],
+        ["GET /v1/models p99 < 100 ms (8 x 100), every run"],
     ),
 }
 

@@ -125,6 +125,17 @@ def test_bench_fleet_scenario_pulls_onto_every_hive_three_ways(tmp_path: Path) -
     _assert_all_stopped(result.stdout)
 
 
+def test_bench_fleet_models_scenario_times_the_fleet_inventory(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    result = _bench(out, "--only", "fleet-models")
+    text = out.read_text()
+    assert "\n## 9. GET /v1/models over 2 hives of 10 models each\n" in text, text
+    # measured, so the queen showed every generated model on every hive before the timing
+    assert _row(text, "GET /v1/models p99")[1] != "—", text
+    assert re.search(r"\| GET /v1/models p99 < 100 ms \(2 x 10\), every run \| [^|—]+ \| \*\*(met|missed)\*\* \|", text)
+    _assert_all_stopped(result.stdout)
+
+
 def _report(*sections: Section, kept: Kept | None = None) -> Report:
     report = Report("python -m bench.run", "today", 1, False, "abc1234", {}, {}, {}, kept=kept)
     report.sections = list(sections)
