@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import threading
 from typing import Any
 
@@ -185,3 +186,29 @@ def test_a_model_goes_to_its_holder_and_a_plain_download_elsewhere_takes_it_from
     assert all(f["source"] != "hub" for f in state["files"]), state["files"]  # every file from hive-2
     assert fleet.hub.cdn.total_bytes_sent() == before
     fleet.assert_snapshot("hive-1", commit)
+
+
+def test_a_hive_down_is_unreachable_and_what_changed_meanwhile_shows_once_it_is_back(fleet: Fleet) -> None:
+    for name in ("hive-1", "hive-2"):
+        fleet.add_hive(name)
+    pulled(fleet, ["hive-1", "hive-2"])
+    shown_complete_on(fleet, {"hive-1", "hive-2"})
+    hive = fleet.hives["hive-1"]
+    hive.kill()
+
+    def hidden() -> bool:
+        body = models(fleet)
+        return body["unreachable_hives"] == ["hive-1"] and set(holders(fleet)) == {"hive-2"}
+
+    wait_until(hidden, 15, interval=0.1, what="hive-1 unreachable in GET /v1/models, its copy not shown")
+    assert [d["hive_id"] for d in models(fleet)["hives"]] == ["hive-2"]
+    # meanwhile another tool removes the model from hive-1's cache: no event will ever say so
+    shutil.rmtree(fleet.models["hive-1"] / "hub" / "models--org--fleet")
+    hive.start()
+
+    def back() -> bool:
+        body = models(fleet)
+        return body["unreachable_hives"] == [] and len(body["hives"]) == 2
+
+    wait_until(back, 20, interval=0.1, what="hive-1 back in GET /v1/models")
+    assert set(holders(fleet)) == {"hive-2"}  # its whole list, loaded again when its stream came back

@@ -29,10 +29,11 @@ from httpx_sse import EventSource
 
 from services.queen.hives.client import HiveClient, close_stream
 from services.queen.hives.registry import HiveInfo
-from services.queen.models.store import ModelStore
 from services.queen.streams.followers import Followers
 from services.queen.streams.upstream import (
+    NoWatcher,
     RelayStats,
+    StreamWatcher,
     Upstream,
     bytes_went_back,
     decode_event,
@@ -69,10 +70,10 @@ class AggregateHub:
         on_download: Callable[[str, str], None],
         config: AggregateConfig,
         stats: RelayStats,
-        models: ModelStore | None = None,
+        watcher: StreamWatcher | None = None,
     ) -> None:
         self.hives = hives
-        self.models = models  # fed with every hive's `model` events and connects (README, "The model store")
+        self.watcher = watcher or NoWatcher()  # the ModelStore: connects, drops, `model` events, finished downloads
         self.on_download = on_download  # (download_id, hive_id): where each download lives
         self.config = config
         self.stats = stats
@@ -120,6 +121,7 @@ class AggregateHub:
     def _release(self, hive_id: str) -> None:
         """The hive's stream dropped: close its downloads' followers (their readers go on elsewhere)."""
         self._followers.let_go([d for d in self._followers.downloads() if self._hive_of(d) == hive_id])
+        self.watcher.disconnected(hive_id)
 
     def _forget_active(self, download_id: str) -> None:
         """Stop showing a download the hive no longer has; its followers go on from the relay."""
@@ -185,8 +187,8 @@ class AggregateHub:
         else:
             self._latest[download_id] = event
         self.on_download(download_id, hive_id)
-        if event.event is EventType.COMPLETE and current is not None and self.models is not None:
-            self.models.download_ended(hive_id, current.data.get("model_ref"))
+        if event.event is EventType.COMPLETE and current is not None:
+            self.watcher.download_ended(hive_id, current.data.get("model_ref"))
         self._followers.offer(event)
         self._send(event)
 
@@ -236,11 +238,10 @@ class AggregateHub:
         if dropped_at is not None:
             self.stats.reconnects += 1
             self._check_later(hive, upstream, dropped_at)
-        if self.models is not None:
-            self.models.connected(hive)  # its whole list: what changed while the stream was down too
+        self.watcher.connected(hive)  # (its whole list: what changed while the stream was down too)
         async for sse in EventSource(response).aiter_sse():
             if sse.event == EventType.MODEL:
-                if self.models is not None and (model := self.models.on_model_event(hive.hive_id, sse.data)):
+                if (model := self.watcher.on_model_event(hive.hive_id, sse.data)) is not None:
                     self._send(model)
             elif (event := decode_event(sse.event, sse.data, sse.id)) is not None:
                 self.publish(hive.hive_id, event)
@@ -248,9 +249,7 @@ class AggregateHub:
 
     def _check_later(self, hive: HiveInfo, upstream: Upstream, dropped_at: float) -> None:
         stale = {d: e for d, e in self._latest.items() if e.data.get("hive_id") == hive.hive_id}
-        task = asyncio.create_task(self._check_stale(hive, stale, dropped_at))
-        upstream.helpers.add(task)
-        task.add_done_callback(upstream.helpers.discard)
+        upstream.help(self._check_stale(hive, stale, dropped_at))
 
     async def _check_stale(self, hive: HiveInfo, stale: dict[str, ProgressEvent], dropped_at: float) -> None:
         """Settle downloads that ended (or were forgotten) on the hive while its stream was down."""

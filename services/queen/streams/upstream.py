@@ -1,18 +1,23 @@
-"""Reading a hive's SSE stream: decoding its events, the relay counters, one followed stream. Pure."""
+"""Reading a hive's SSE stream: decoding its events, the relay counters, one followed stream, what else
+it feeds (`StreamWatcher`). Pure."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
+from services.queen.hives.registry import HiveInfo
 from shared.digits import is_ascii_digits
 from shared.models import EventType, ProgressEvent
 
 __all__ = [
+    "NoWatcher",
     "RelayStats",
+    "StreamWatcher",
     "Upstream",
     "bytes_went_back",
     "decode_event",
@@ -94,3 +99,41 @@ class Upstream:
     task: asyncio.Task[None] | None = None
     connected: bool = False
     helpers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def help(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the stream (cancelled with it)."""
+        task = asyncio.create_task(work)
+        self.helpers.add(task)
+        task.add_done_callback(self.helpers.discard)
+
+
+class StreamWatcher(Protocol):
+    """What else a hive's one stream feeds (the ModelStore, README "The model store")."""
+
+    def connected(self, hive: HiveInfo) -> None:
+        """The hive's stream (re)connected."""
+
+    def disconnected(self, hive_id: str) -> None:
+        """The hive's stream dropped."""
+
+    def on_model_event(self, hive_id: str, data: str) -> ProgressEvent | None:
+        """A `model` event's data; the event to relay, or None."""
+
+    def download_ended(self, hive_id: str, model_ref: object) -> None:
+        """A download of `model_ref` completed on the hive."""
+
+
+class NoWatcher:
+    """A StreamWatcher that watches nothing (and relays no `model` event)."""
+
+    def connected(self, hive: HiveInfo) -> None:
+        pass
+
+    def disconnected(self, hive_id: str) -> None:
+        pass
+
+    def on_model_event(self, hive_id: str, data: str) -> ProgressEvent | None:
+        return None
+
+    def download_ended(self, hive_id: str, model_ref: object) -> None:
+        pass
