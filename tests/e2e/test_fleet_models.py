@@ -202,6 +202,9 @@ def test_a_hive_down_is_unreachable_and_what_changed_meanwhile_shows_once_it_is_
 
     wait_until(hidden, 15, interval=0.1, what="hive-1 unreachable in GET /v1/models, its copy not shown")
     assert [d["hive_id"] for d in models(fleet)["hives"]] == ["hive-2"]
+    with fleet.api() as client:  # a change there: its result says it could not be reached
+        (result,) = client.put(f"/v1/models/{REPO}/pin", params={"hives": "hive-1"}).json()["results"]
+    assert result["ok"] is False and result["status"] is None and result["error"]["code"] == "HIVE_UNREACHABLE"
     # meanwhile another tool removes the model from hive-1's cache: no event will ever say so
     shutil.rmtree(fleet.models["hive-1"] / "hub" / "models--org--fleet")
     hive.start()
