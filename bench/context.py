@@ -76,11 +76,16 @@ class Sizes:
     fleet_hives: int = 8  # the fleet scenario: this many hives pull a model of four shards of
     fleet_shard: int = 256 * MIB  # this size
     fleet_uplink_bps: int = 50_000_000  # through the test hub's uplink, capped at this (all connections)
+    store_repos: int = 1000  # the model store scenario: a cache of this many models
+    store_files: int = 20_000  # and this many files in all
+    store_requests: int = 300  # GET /v2/models timed
 
     @classmethod
     def for_mode(cls, quick: bool, tiny: bool = False) -> Sizes:
         if tiny:  # the smoke test: seconds, not figures
-            return cls(8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0, 100, MIB, 16, 64 * 1024, 3, MIB, 10_000_000)
+            return cls(
+                8 * MIB, 4 * MIB, 10, 200 * 1024, 1.0, 50, 2.0, 100, MIB, 16, 64 * 1024, 3, MIB, 10_000_000, 20, 200, 20
+            )
         if quick:
             return cls(64 * MIB, 32 * MIB, 100, 200 * 1024, 4.0, 1000, 8.0, 1000, 32 * MIB, 100, 2 * MIB, 8, 32 * MIB)
         return cls(1024 * MIB, 256 * MIB, 100, 200 * 1024, 10.0, 1000, 15.0, 5000, 256 * MIB, 100, 2 * MIB)

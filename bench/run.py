@@ -20,7 +20,19 @@ from types import FrameType
 from bench.context import Context, Sizes, Skip
 from bench.procs import CpuShare, QuietGate
 from bench.report import Kept, Report, Section, Target
-from bench.scenarios import download, fanout, fleet, fleet_models, memory, model, model_memory, segmented, soak, sse
+from bench.scenarios import (
+    download,
+    fanout,
+    fleet,
+    fleet_models,
+    memory,
+    model,
+    model_memory,
+    models,
+    segmented,
+    soak,
+    sse,
+)
 from bench.system import REPO, Tools, git_revision, machine_info, raise_nofile, tool_versions
 
 Scenario = Callable[[Context], Section]
@@ -84,8 +96,14 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         [],
         ["fleet: hub bytes <= 1.1x the model", "fleet wall time <= 1.5x one hive's alone"],
     ),
+    "models": (
+        "9a. The model store: GET /v2/models on a cache of 1,000 models",
+        models.models,
+        [],
+        ["GET /v2/models p99 < 100 ms (1,000 models, 20,000 files)"],
+    ),
     "fleet-models": (
-        "9. GET /v1/models over 8 hives of 100 models each",
+        "9b. GET /v1/models over 8 hives of 100 models each",
         fleet_models.fleet_models,
         [],
         ["GET /v1/models p99 < 100 ms (8 x 100), every run"],

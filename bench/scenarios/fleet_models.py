@@ -1,61 +1,43 @@
-"""Scenario 9 (`--only fleet-models`): `GET /v1/models` over 8 hives of 100 models each.
+"""Scenario 9b (`--only fleet-models`): `GET /v1/models` over 8 hives of 100 models each.
 
-Each hive's Hugging Face cache is generated on disk before it starts (`models--org--mNNN`: blobs,
-snapshots of relative symlinks, `refs/main`), as `hf download` leaves one; the hive indexes it, the queen
-loads every hive's list when its stream connects, and then answers `GET /v1/models` from memory.
+Each hive's Hugging Face cache is generated on disk before it starts (scenario 9a's `write_cache`: the same
+models on every hive), as `hf download` leaves one; the hive indexes it, the queen loads every hive's list
+when its stream connects, and then answers `GET /v1/models` from memory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from pathlib import Path
 
 import httpx
 
 from bench.context import Context
 from bench.report import Section, Target, percentile
+from bench.scenarios.models import write_cache
 from shared.waiting import wait_until
 
-__all__ = ["fleet_models", "write_cache"]
+__all__ = ["fleet_models"]
 
 FILES_PER_MODEL = 3
-
-
-def write_cache(hub_dir: Path, models: int, seed: str) -> None:
-    """`models` repos `org/mNNN`, one commit of FILES_PER_MODEL small files each, in a Hugging Face cache."""
-    for i in range(models):
-        repo = hub_dir / f"models--org--m{i:03d}"
-        commit = hashlib.sha1(f"{seed}-{i}".encode()).hexdigest()
-        snapshot = repo / "snapshots" / commit
-        (repo / "blobs").mkdir(parents=True, exist_ok=True)
-        snapshot.mkdir(parents=True, exist_ok=True)
-        (repo / "refs").mkdir(exist_ok=True)
-        (repo / "refs" / "main").write_text(commit)
-        for f in range(FILES_PER_MODEL):
-            content = f"{seed} model {i} file {f}\n".encode() * (f + 1)
-            digest = hashlib.sha256(content).hexdigest()
-            (repo / "blobs" / digest).write_bytes(content)
-            (snapshot / f"file-{f}.bin").symlink_to(f"../../blobs/{digest}")
 
 
 def fleet_models(ctx: Context) -> Section:
     hives_n, models_n = (2, 10) if ctx.tiny else (8, 100)
     requests = 50 if ctx.tiny else 500
-    section = Section("fleet-models", f"9. GET /v1/models over {hives_n} hives of {models_n} models each")
+    section = Section("fleet-models", f"9b. GET /v1/models over {hives_n} hives of {models_n} models each")
     section.method = [
         f"{hives_n} `rbee-hive` processes, each on a Hugging Face cache generated on disk before it starts "
-        f"({models_n} repos of {FILES_PER_MODEL} files: blobs, snapshot symlinks, `refs/main`), and an "
-        "`rbee-queen` with `QUEEN_HIVES` naming them all. Once `GET /v1/models` shows every model on every "
-        f"hive, {requests} requests one after another on one keep-alive connection, each timed from send to "
-        "the whole body read (before that, every model is checked to be shown on every hive).",
+        f"({models_n} repos of {FILES_PER_MODEL} files: blobs, snapshot symlinks, `refs/main`; the same on "
+        "every hive), and an `rbee-queen` with `QUEEN_HIVES` naming them all.",
+        f"Once `GET /v1/models` shows every model on every hive, {requests} requests one after another on one "
+        "keep-alive connection, each timed from send to the whole body read.",
     ]
     section.commands = [f"QUEEN_HIVES=hive-01=…,…,hive-{hives_n:02d}=… rbee-queen", "GET {queen}/v1/models"]
     hives = []
     for h in range(hives_n):
         name = f"hive-{h + 1:02d}"
         models_dir = ctx.workdir / "models" / "fleet-models" / name
-        write_cache(models_dir / "hub", models_n, name)
+        write_cache(models_dir / "hub", models_n, models_n * FILES_PER_MODEL)
         hives.append(ctx.prepare(name, "services.hive.main", {"HIVE_ID": name, "HIVE_MODELS_DIR": str(models_dir)}))
     ctx.start_all(hives)
     listed = ",".join(f"{h.name}={h.url}" for h in hives)

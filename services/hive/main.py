@@ -131,6 +131,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
             await manager.recover(records)
             app.state.manager = manager
             pruner = asyncio.create_task(runner.prune_forever(), name="history-pruner")
+            watcher = asyncio.create_task(model_store.watch_forever(), name="model-store-watch")
             flusher = asyncio.create_task(tracker.flush_forever(), name="progress-flusher")
             registration = (
                 asyncio.create_task(register_forever(settings, client), name="queen-registration")
@@ -145,6 +146,7 @@ def create_app(settings: HiveSettings | None = None) -> FastAPI:
                     with contextlib.suppress(asyncio.CancelledError):
                         await registration
                 pruner.cancel()
+                watcher.cancel()
                 flusher.cancel()
                 await runner.shutdown()
                 await store.close()

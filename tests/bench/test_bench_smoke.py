@@ -97,6 +97,22 @@ def test_bench_whole_model_scenarios_measure_the_hive_and_the_baselines(tmp_path
     _assert_all_stopped(result.stdout)
 
 
+def test_bench_models_scenario_times_get_v2_models_on_a_generated_cache(tmp_path: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    out = tmp_path / "BENCHMARKS.md"
+    result = _bench(out, "--only", "models")
+    text = out.read_text()
+    assert "\n## 9a. The model store: GET /v2/models on a cache of 20 models\n" in text, text
+    for label in ("hive start, reading the cache (to /healthz)", "GET /v2/models p50", "GET /v2/models p99"):
+        assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
+    # the hive listed every model with the cache's size, and scan_cache_dir agreed on each model's
+    assert "scan_cache_dir on the same cache: 20 models, the same sizes, 0 warnings." in text, text
+    assert re.search(
+        r"\| GET /v2/models p99 < 100 ms \(20 models, 200 files\) \| [^|—]+ \| \*\*(met|missed)\*\* \|", text
+    )
+    _assert_all_stopped(result.stdout)
+
+
 def _ratio(text: str, label: str) -> float:
     return float(_row(text, label)[1].removesuffix("x"))
 
@@ -129,7 +145,7 @@ def test_bench_fleet_models_scenario_times_the_fleet_inventory(tmp_path: Path) -
     out = tmp_path / "BENCHMARKS.md"
     result = _bench(out, "--only", "fleet-models")
     text = out.read_text()
-    assert "\n## 9. GET /v1/models over 2 hives of 10 models each\n" in text, text
+    assert "\n## 9b. GET /v1/models over 2 hives of 10 models each\n" in text, text
     # measured, so the queen showed every generated model on every hive before the timing
     assert _row(text, "GET /v1/models p99")[1] != "—", text
     assert re.search(r"\| GET /v1/models p99 < 100 ms \(2 x 10\), every run \| [^|—]+ \| \*\*(met|missed)\*\* \|", text)

@@ -9,9 +9,10 @@ import structlog
 from fastapi import APIRouter, Header, Response
 from sse_starlette import EventSourceResponse
 
-from services.hive.api.deps import ManagerDep, SettingsDep, TrackerDep
+from services.hive.api.deps import ManagerDep, ModelStoreDep, SettingsDep, TrackerDep
 from services.hive.downloads.manager import InvalidModelRef, NotCancellable, StillActive
 from services.hive.peers.pull_part import PullPart
+from services.hive.store.watch import repo_of
 from services.hive.tracker.tracker import DownloadTracker, StreamDecision
 from shared.errors import ApiError
 from shared.limits import DOWNLOAD_ID_RE
@@ -60,7 +61,7 @@ def _sse(stream: AsyncIterator[bytes], keepalive: float) -> EventSourceResponse:
 
 @router.post("", status_code=202, responses=_SAME_FILE)
 async def start_download(
-    body: StartDownload, response: Response, manager: ManagerDep, settings: SettingsDep
+    body: StartDownload, response: Response, manager: ManagerDep, settings: SettingsDep, store: ModelStoreDep
 ) -> DownloadStateBody:
     try:
         pull = None
@@ -77,6 +78,8 @@ async def start_download(
     except InvalidModelRef as exc:
         raise ApiError(422, exc.code, str(exc)) from None
     response.status_code = 202 if created else 200
+    if not created and (repo := repo_of(state.model_ref, settings.hf_endpoint)) is not None:
+        store.mark_used(repo)  # a join uses the model too (a new download marks it itself: store/watch.py)
     return state_body(state, settings.id)
 
 

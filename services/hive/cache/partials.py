@@ -88,3 +88,4 @@ class PartialNotes:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+

@@ -168,7 +168,7 @@ class HubPlanner:
             files = _select(await self._listing(hub_ref, commit), job.include, job.exclude)
         missing = [f for f in files if not (f.digest and cache.blob(f.digest).is_file())]
         present = frozenset(f.digest for f in files if f not in missing)
-        free = self.disk_free(self.models_dir)
+        free = self.disk_free(self.models_dir) if self.room is None else self.room.room_for(hub_ref.repo_id)
         return PlanReport(commit, files, self.needed(cache, missing), present, free, refused)
 
     async def plan(

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Candidate", "budget_bytes", "bytes_to_free", "check_budget", "choose_evictions"]
+__all__ = ["Candidate", "budget_bytes", "bytes_to_free", "check_budget", "choose_evictions", "room_for"]
 
 _SPEC = re.compile(r"(\d{1,20})(%?)")
 
@@ -45,6 +45,14 @@ def bytes_to_free(needed: int, used: int, free: int, reserved: int, budget: int 
     over_free = needed + reserved + min_free - free
     over_budget = 0 if budget is None else used + reserved + needed - budget
     return max(0, over_free, over_budget)
+
+
+def room_for(used: int, free: int, reserved: int, budget: int | None, min_free: int, evictable: int) -> int:
+    """The most a download could have, evicting every model that may go (`evictable` bytes): the largest
+    `needed` for which `bytes_to_free` asks no more than that (what a plan reports as free)."""
+    by_free = free + evictable - reserved - min_free
+    by_budget = by_free if budget is None else budget - used + evictable - reserved
+    return max(0, min(by_free, by_budget))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,35 +1,48 @@
 """The index of the models in the hive's Hugging Face cache (README, "The model store").
 
-Read once at start (`load`, every model's folder); kept current by the hive's own changes (`rescan`,
-`drop`) and by noticing what other tools change (`refresh`): a listing of `hub/` and a few `stat`s per
-model (`scan.stamp_of`), at most once every `recheck_secs`, and only a folder whose stamp moved is read
-again. Never a walk of every file per request. Call it from one thread at a time (the event loop).
+Read once at start (`load`, every model's folder); kept current by the hive's own changes (`rescan`)
+and by noticing what other tools change: `look` lists `hub/` and takes a few `stat`s per model
+(`scan.stamp_of`), reading again only a folder whose stamp moved, and `apply` puts what it found in
+the index. `look` only reads the disk and what it is given, so the store runs it on a thread, off the
+event loop, once a second; `apply` and everything else run on the event loop. A request never walks
+the tree.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.hive.cache.layout import hub_dir, repo_folder, repo_id_of
 from services.hive.store.scan import model_folders, scan_repo, stamp_of
 from services.hive.store.sizes import RepoScan
 
-__all__ = ["Change", "Inventory"]
+__all__ = ["Change", "Inventory", "Looked"]
 
 Change = tuple[str, RepoScan | None, RepoScan | None]  # repo_id, before, after (None: absent)
+Stamps = Mapping[str, tuple[int, ...]]  # folder name -> its stamp as the index holds it
+
+
+@dataclass(frozen=True, slots=True)
+class Looked:
+    """What a look at the disk found against the stamps it was given."""
+
+    known: Stamps
+    version: int  # the index's version when the look began
+    gone: frozenset[str]
+    read: Mapping[str, RepoScan | None]  # folders new or changed, read again
 
 
 class Inventory:
-    def __init__(
-        self, models_dir: Path, recheck_secs: float = 1.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, models_dir: Path) -> None:
         self.hub = hub_dir(models_dir)
-        self.recheck_secs = recheck_secs
-        self._clock = clock
         self._repos: dict[str, RepoScan] = {}  # by folder name
-        self._checked = float("-inf")
+        self._used = 0
+        self._version = 0  # counts the hive's own changes (`rescan`)
+        self._touched: dict[str, int] = {}  # folder name -> the version of the hive's last change to it
+        self._changing: set[str] = set()  # folders the hive is changing now (`changing`)
 
     def load(self) -> None:
         """Read every model's folder (at start, off the event loop)."""
@@ -38,7 +51,7 @@ class Inventory:
             if (scan := scan_repo(Path(entry.path))) is not None:
                 repos[name] = scan
         self._repos = repos
-        self._checked = self._clock()
+        self._used = sum(scan.size_on_disk for scan in repos.values())
 
     def root(self, repo_id: str) -> Path:
         return self.hub / repo_folder(repo_id)
@@ -50,39 +63,66 @@ class Inventory:
         return list(self._repos.values())
 
     def used(self) -> int:
-        return sum(scan.size_on_disk for scan in self._repos.values())
+        return self._used
 
-    def refresh(self, force: bool = False) -> list[Change]:
-        """Notice what changed on disk since the last look (at most every `recheck_secs` unless `force`)."""
-        now = self._clock()
-        if not force and now - self._checked < self.recheck_secs:
-            return []
-        self._checked = now
+    def stamps(self) -> tuple[dict[str, tuple[int, ...]], int]:
+        """What a look compares the disk with: each folder's stamp, and the index's version."""
+        return {name: scan.stamp for name, scan in self._repos.items()}, self._version
+
+    def look(self, known: Stamps, version: int) -> Looked:
+        """What changed on disk against `known` (safe on a thread: touches nothing of the index)."""
         folders = model_folders(self.hub)
+        read = {
+            name: scan_repo(Path(entry.path))
+            for name, entry in folders.items()
+            if known.get(name) != stamp_of(Path(entry.path))
+        }
+        return Looked(known, version, frozenset(known.keys() - folders.keys()), read)
+
+    def apply(self, looked: Looked) -> list[Change]:
+        """Put what `look` found in the index, but for a model the hive changed since the look began (the
+        next look sees it as it is then)."""
         changes: list[Change] = []
-        for name in [n for n in self._repos if n not in folders]:
-            gone = self._repos.pop(name)
-            changes.append((gone.repo_id, gone, None))
-        for name, entry in folders.items():
-            before = self._repos.get(name)
-            root = Path(entry.path)
-            if before is not None and stamp_of(root) == before.stamp:
+        for name in [*looked.gone, *looked.read]:
+            if name in self._changing or self._touched.get(name, 0) > looked.version:
                 continue
-            after = scan_repo(root)
+            current = self._repos.get(name)
+            after = looked.read.get(name)
             self._put(name, after)
-            changes.append((repo_id_of(name) or name, before, after))
+            changes.append((repo_id_of(name) or name, current, after))
         return changes
+
+    def refresh(self) -> list[Change]:
+        """Look and apply at once, on this thread."""
+        return self.apply(self.look(*self.stamps()))
+
+    @contextmanager
+    def changing(self, repo_id: str) -> Iterator[None]:
+        """While the hive changes a model's folder (a delete on a thread), a look does not apply what it
+        saw of it half way; `rescan` it before the end."""
+        name = repo_folder(repo_id)
+        self._changing.add(name)
+        try:
+            yield
+        finally:
+            self._changing.discard(name)
+
+    def is_changing(self, repo_id: str) -> bool:
+        return repo_folder(repo_id) in self._changing
 
     def rescan(self, repo_id: str) -> Change:
         """Read one model's folder again now (the hive changed it)."""
         name = repo_folder(repo_id)
+        self._version += 1
+        self._touched[name] = self._version
         before = self._repos.get(name)
         after = scan_repo(self.hub / name)
         self._put(name, after)
         return repo_id, before, after
 
     def _put(self, name: str, scan: RepoScan | None) -> None:
-        if scan is None:
-            self._repos.pop(name, None)
-        else:
+        before = self._repos.pop(name, None)
+        self._used -= before.size_on_disk if before is not None else 0
+        if scan is not None:
             self._repos[name] = scan
+            self._used += scan.size_on_disk

@@ -79,6 +79,7 @@ class ModelStore:
         self.events = events
         self.running = running
         self.trash = trash_dir(models_dir)
+        self._bodies: dict[str, tuple[RepoScan, tuple[object, ...], ModelBody]] = {}  # repo_id -> what it was made of
 
     def open(self) -> None:
         """At start, off the event loop: what a killed deletion left goes, then the cache is read once."""
@@ -89,12 +90,20 @@ class ModelStore:
 
     # -- what is there ---------------------------------------------------------------------
 
-    def refresh(self, force: bool = False) -> None:
-        """Notice what other tools added or removed (cheap: see Inventory.refresh), and tell of it."""
-        self._tell(self.inventory.refresh(force))
+    def refresh(self) -> None:
+        """Notice now what other tools added or removed (Inventory.refresh), and tell of it."""
+        self._tell(self.inventory.refresh())
+
+    async def watch_forever(self, interval: float = 1.0) -> None:
+        """Notice what other tools change, every `interval` seconds, looking at the disk on a thread (the
+        hive's lifespan runs this)."""
+        while True:
+            await asyncio.sleep(interval)
+            looked = await asyncio.to_thread(self.inventory.look, *self.inventory.stamps())
+            self._tell(self.inventory.apply(looked))
 
     def models(self) -> list[ModelBody]:
-        self.refresh()
+        """Every model, by repo id, from the index (a body is made again only when its model changed)."""
         running = self.running()
         return [self._body(scan, running) for scan in sorted(self.inventory.all(), key=lambda s: s.repo_id)]
 
@@ -169,14 +178,18 @@ class ModelStore:
 
     async def _remove(self, scan: RepoScan, revision: str | None, action: ModelAction) -> ModelEventBody:
         repo_id, root = scan.repo_id, self.inventory.root(scan.repo_id)
+        if self.inventory.is_changing(repo_id):
+            raise ModelBusy(f"{repo_id} is being deleted")
         whole = revision is None or len(scan.revisions) == 1
-        if whole:
-            await asyncio.to_thread(remove_repo, root, self.trash)
-            self.marks.forget(repo_id)
-        else:
-            assert revision is not None
-            await asyncio.to_thread(remove_revision, root, scan, revision, self.trash)
-        _, _, after = self.inventory.rescan(repo_id)
+        with self.inventory.changing(repo_id):
+            if whole:
+                await asyncio.to_thread(remove_repo, root, self.trash)
+                self.marks.forget(repo_id)
+                self._bodies.pop(repo_id, None)
+            else:
+                assert revision is not None
+                await asyncio.to_thread(remove_revision, root, scan, revision, self.trash)
+            _, _, after = self.inventory.rescan(repo_id)
         freed = scan.size_on_disk - (after.size_on_disk if after is not None else 0)
         commit = None if revision is None else revision
         self.events.emit(action, repo_id, commit, freed)
@@ -190,9 +203,19 @@ class ModelStore:
                 self.events.emit(action, repo_id, commit, size)
             if after is None and before is not None:
                 self.marks.forget(repo_id)
+                self._bodies.pop(repo_id, None)
 
     def _body(self, scan: RepoScan, running: Mapping[str, set[str | None]]) -> ModelBody:
-        filling = running.get(scan.repo_id, set())
+        filling = running.get(scan.repo_id)
+        marks = (self.marks.pinned(scan.repo_id), self.marks.last_used(scan.repo_id), filling)
+        cached = self._bodies.get(scan.repo_id)
+        if cached is not None and cached[0] is scan and cached[1] == marks:
+            return cached[2]
+        body = self._make_body(scan, filling or set())
+        self._bodies[scan.repo_id] = (scan, marks, body)
+        return body
+
+    def _make_body(self, scan: RepoScan, filling: set[str | None]) -> ModelBody:
         revisions = [
             RevisionBody(
                 commit=r.commit,
@@ -209,5 +232,5 @@ class ModelStore:
             revisions=revisions,
             last_used=rfc3339(self.marks.last_used(scan.repo_id)),
             pinned=self.marks.pinned(scan.repo_id),
-            in_use=scan.repo_id in running,
+            in_use=bool(filling),
         )

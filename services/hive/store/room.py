@@ -20,7 +20,7 @@ from typing import NamedTuple
 import structlog
 
 from services.hive.net.errors import DownloadError
-from services.hive.store.budget import budget_bytes, bytes_to_free, choose_evictions
+from services.hive.store.budget import budget_bytes, bytes_to_free, choose_evictions, room_for
 from services.hive.store.models import ModelStore, StoreError
 from services.hive.tracker.tracker import DownloadTracker
 from shared.models import ErrorCode
@@ -63,6 +63,13 @@ class DiskRoom:
         usage = self.usage(self.store.models_dir)
         return DiskBody(used=self.store.used_bytes(), budget=budget_bytes(self.max_bytes, usage.total), free=usage.free)
 
+    def room_for(self, repo_id: str | None) -> int:
+        """The most a new download of `repo_id` could have here, evicting what may go (a plan's free bytes)."""
+        usage = self.usage(self.store.models_dir)
+        evictable = sum(c.size for c in self.store.candidates() if not (c.pinned or c.in_use or c.repo_id == repo_id))
+        budget = budget_bytes(self.max_bytes, usage.total)
+        return room_for(self.store.used_bytes(), usage.free, self.reserved(), budget, self.min_free, evictable)
+
     def reserved(self, but: str | None = None) -> int:
         """What running downloads (but `but`) will still write of what they reserved."""
         left = 0
@@ -79,7 +86,7 @@ class DiskRoom:
         if needed <= 0:
             return
         async with self._lock:
-            self.store.refresh(force=True)
+            self.store.refresh()
             usage = self.usage(self.store.models_dir)
             budget = budget_bytes(self.max_bytes, usage.total)
             reserved = self.reserved(but=download_id)
