@@ -59,6 +59,7 @@ def test_complete_holders_are_those_of_the_commit() -> None:
     assert complete_holders(inv, "org/m", C1, {"h1", "h2", "h3"}) == ["h1", "h3"]
     assert complete_holders(inv, "org/m", C1, {"h2", "h3"}) == ["h3"]
     assert complete_holders(inv, "org/m", C2, {"h1", "h2", "h3"}) == ["h2"]
+    assert complete_holders(inv, "org/m", C1, {"h1", "h2", "h3"}, files=2) == []  # each holds 1 file of it
 
 
 def test_a_hive_alone_in_a_pull_takes_every_blob_from_the_holders_beyond_it() -> None:

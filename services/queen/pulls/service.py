@@ -69,7 +69,7 @@ class PullService:
         beyond = (
             []
             if self.presence is None
-            else self.presence.peers_beyond(request.model_ref, commit, (b.digest for b in blobs), taking)
+            else self.presence.peers_beyond(request.model_ref, commit, [b.digest for b in blobs], taking)
         )
         parts = plan_pull([*beyond, *peers], blobs, self.settings.hub_fetches_per_blob)  # (holders rank first)
         pull_id = f"pull-{uuid.uuid4().hex}"
