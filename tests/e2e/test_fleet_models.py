@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from tests.e2e.fleet import AUTH, FILES, REPO, Fleet
-from tests.support import wait_until
+from services.modelserver.hub_repo import Generated
+from tests.e2e.fleet import AUTH, FILES, REPO, Fleet, MiB
+from tests.support import Hold, wait_until
 
 
 def models(fleet: Fleet) -> dict[str, Any]:
@@ -215,3 +216,22 @@ def test_a_hive_down_is_unreachable_and_what_changed_meanwhile_shows_once_it_is_
 
     wait_until(back, 20, interval=0.1, what="hive-1 back in GET /v1/models")
     assert set(holders(fleet)) == {"hive-2"}  # its whole list, loaded again when its stream came back
+
+
+def test_a_download_running_on_a_holder_shows_it_in_use_until_it_ends(fleet: Fleet) -> None:
+    fleet.add_hive("hive-1")
+    first = pulled(fleet, ["hive-1"])["commit"]
+    shown_complete_on(fleet, {"hive-1"})
+    second = fleet.hub.commit(REPO, {"config.json": b'{"hidden": 128}\n', "extra.bin": Generated(MiB, seed=5)})
+    with Hold(fleet.hives["hive-1"].url, AUTH), fleet.api() as client:
+        started = client.post("/v1/downloads", json={"model_ref": f"hf:{REPO}", "hive_id": "hive-1"})
+        assert started.status_code == 202, started.text
+        wait_until(lambda: holders(fleet)["hive-1"]["in_use"], 15, interval=0.1, what="hive-1's copy in use")
+    # released: the download ends, the hive adds the new revision and it is no longer in use
+    copy = wait_until(
+        lambda: sorted((c := holders(fleet)["hive-1"])["commits"]) == sorted([first, second]) and not c["in_use"] and c,
+        30,
+        interval=0.1,
+        what="the second revision in place, not in use",
+    )
+    assert copy["complete"]

@@ -127,8 +127,8 @@ def test_changes_during_a_load_or_a_question_are_asked_for_once_more_after_it() 
         (holder,) = store.fleet().models[0].hives
         assert holder.size_on_disk == 30 and holder.pinned  # the answer after the list wins
 
-        store.download_ended("hive-a", "hf:org/x::file=config.json")  # a finished hf: download: ask again
-        store.download_ended("hive-a", "https://example.com/f.bin")  # not a repository: nothing
+        store.download_changed("hive-a", "hf:org/x::file=config.json")  # an hf: download began or ended
+        store.download_changed("hive-a", "https://example.com/f.bin")  # not a repository: nothing
         await settled(store)
         assert asked.call_count == 2
 

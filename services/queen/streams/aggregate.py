@@ -187,8 +187,8 @@ class AggregateHub:
         else:
             self._latest[download_id] = event
         self.on_download(download_id, hive_id)
-        if event.event is EventType.COMPLETE and current is not None:
-            self.watcher.download_ended(hive_id, current.data.get("model_ref"))
+        if (current is None) is not event.is_terminal:  # a download begun or ended: its model changed
+            self.watcher.download_changed(hive_id, (current or event).data.get("model_ref"))
         self._followers.offer(event)
         self._send(event)
 

@@ -119,8 +119,8 @@ class StreamWatcher(Protocol):
     def on_model_event(self, hive_id: str, data: str) -> ProgressEvent | None:
         """A `model` event's data; the event to relay, or None."""
 
-    def download_ended(self, hive_id: str, model_ref: object) -> None:
-        """A download of `model_ref` completed on the hive."""
+    def download_changed(self, hive_id: str, model_ref: object) -> None:
+        """A download of `model_ref` began or ended on the hive."""
 
 
 class NoWatcher:
@@ -135,5 +135,5 @@ class NoWatcher:
     def on_model_event(self, hive_id: str, data: str) -> ProgressEvent | None:
         return None
 
-    def download_ended(self, hive_id: str, model_ref: object) -> None:
+    def download_changed(self, hive_id: str, model_ref: object) -> None:
         pass
