@@ -88,4 +88,3 @@ class PartialNotes:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-

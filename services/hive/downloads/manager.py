@@ -62,7 +62,6 @@ class StillActive(Exception):
 Key = Path | tuple[object, ...]  # a URL download's destination, or what an hf: ref names
 
 
-
 def _hub_key(job: HubJob) -> Key:
     """What a request joins: the same ref and selection, and the same fleet pull (a pull's part never
     joins another download, which may be at another commit or of another pull)."""

@@ -212,6 +212,7 @@ class HubApi:
                 log.warning("hub_api_retry", reason=str(retry), failures=failures, delay=round(delay, 2))
                 await self.retry.sleep(delay)
 
+
 def _checked(parse: Callable[[Any], T], data: Any) -> T:
     try:
         return parse(data)

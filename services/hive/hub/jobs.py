@@ -62,14 +62,12 @@ class HubJob:
         )
 
 
-
 @dataclass(frozen=True, slots=True)
 class HubResult:
     path: Path  # the snapshot directory of a model, the snapshot file of one file
     commit: str
     sha256: str | None  # one file only
     files: int
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,6 @@ class PlanReport:
     present: frozenset[str]  # digests whose blobs are in the cache
     free_bytes: int
     refused: DownloadError | None  # the hub's refusal of this hive's token (a gated repo), if any
-
 
 
 @dataclass(frozen=True, slots=True)

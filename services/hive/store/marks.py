@@ -28,18 +28,21 @@ class Marks:
         self._used: dict[str, datetime] = {}
 
     def load(self) -> None:
+        pinned: set[str] = set()
+        used: dict[str, datetime] = {}
         try:
             data: Any = json.loads(self.path.read_text())
-            models = data["models"]
-            for repo_id, mark in models.items():
+            for repo_id, mark in data["models"].items():
                 if mark.get("pinned") is True:
-                    self._pinned.add(repo_id)
-                if isinstance(used := mark.get("last_used"), str):
-                    self._used[repo_id] = datetime.fromisoformat(used)
+                    pinned.add(repo_id)
+                if isinstance(when := mark.get("last_used"), str):
+                    used[repo_id] = datetime.fromisoformat(when)
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("model_marks_unreadable", path=str(self.path), error=str(exc))
+            return
+        self._pinned, self._used = pinned, used
 
     def pinned(self, repo_id: str) -> bool:
         return repo_id in self._pinned

@@ -99,7 +99,11 @@ class ModelStore:
         hive's lifespan runs this)."""
         while True:
             await asyncio.sleep(interval)
-            looked = await asyncio.to_thread(self.inventory.look, *self.inventory.stamps())
+            try:
+                looked = await asyncio.to_thread(self.inventory.look, *self.inventory.stamps())
+            except OSError as exc:  # (the models dir gone or unreadable a moment: the next look tries again)
+                log.warning("model_store_look_failed", error=str(exc))
+                continue
             self._tell(self.inventory.apply(looked))
 
     def models(self) -> list[ModelBody]:
@@ -152,8 +156,11 @@ class ModelStore:
         return self._body(scan, self.running())
 
     def mark_used(self, repo_id: str) -> None:
-        """A download, a join or a serving engine used the model now (it may not be on disk yet)."""
+        """A download, a join or a serving engine used the model now (told as a `used` event when the model
+        is here: one still to come is told of when it is added)."""
         self.marks.used(repo_id, datetime.now(UTC))
+        if (scan := self.inventory.get(repo_id)) is not None:
+            self.events.emit(ModelAction.USED, repo_id, None, scan.size_on_disk)
 
     def use(self, repo_id: str) -> ModelBody:
         """POST …/used: the model must be here."""

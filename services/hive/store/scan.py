@@ -79,8 +79,8 @@ def _revision(snapshot: str, commit: str, refs: set[str], sizes: dict[str, int],
     for dirpath, _dirs, names in os.walk(snapshot):  # (a link to a folder is a folder, as huggingface_hub sees it)
         for name in names:
             path = os.path.join(dirpath, name)
-            blob = os.path.abspath(os.path.join(dirpath, os.readlink(path))) if os.path.islink(path) else path
-            try:
+            try:  # (a file removed while this reads is a missing one)
+                blob = os.path.abspath(os.path.join(dirpath, os.readlink(path))) if os.path.islink(path) else path
                 st = os.stat(blob)
             except OSError:
                 broken = True

@@ -58,7 +58,7 @@ class DownloadWatch:
         if repo is None:
             return
         if event.event is EventType.COMPLETE:
+            self.store.written(repo)  # (first: an added model's `added` event comes before its `used`)
             self.store.mark_used(repo)
-            self.store.written(repo)
         elif first:
             self.store.mark_used(repo)

@@ -81,7 +81,6 @@ def attempts_failed(retry: Retry, failures: int, progressed: bool) -> int:
     return failures if isinstance(retry, RateLimited | PeerNotReady) else failures + 1
 
 
-
 class Outcome(enum.Enum):
     """How a body read on one connection ended."""
 
