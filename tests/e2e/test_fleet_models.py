@@ -235,3 +235,26 @@ def test_a_download_running_on_a_holder_shows_it_in_use_until_it_ends(fleet: Fle
         what="the second revision in place, not in use",
     )
     assert copy["complete"]
+
+
+def test_a_model_no_hive_holds_complete_goes_to_the_hive_holding_most_of_it(fleet: Fleet) -> None:
+    for name in ("hive-1", "hive-2"):
+        fleet.add_hive(name)
+    pulled(fleet, ["hive-2"])
+    shown_complete_on(fleet, {"hive-2"})
+    # while hive-2 is down, one blob of its copy goes (a disk cleanup): its copy is partial when it is back
+    fleet.hives["hive-2"].kill()
+    blobs = fleet.models["hive-2"] / "hub" / "models--org--fleet" / "blobs"
+    max(blobs.iterdir(), key=lambda p: p.stat().st_size).unlink()
+    fleet.hives["hive-2"].start()
+    wait_until(
+        lambda: holders(fleet).get("hive-2", {"complete": True})["complete"] is False,
+        15,
+        interval=0.1,
+        what="hive-2's copy shown partial",
+    )
+    with fleet.api() as client:  # hive-1 is as idle and first by id: only what hive-2 holds sends it there
+        placed = client.post("/v1/downloads", json={"model_ref": f"hf:{REPO}"})
+    assert placed.status_code == 202, placed.text
+    assert placed.json()["hive_id"] == "hive-2", placed.json()
+    shown_complete_on(fleet, {"hive-2"})  # the missing file fetched again, there
