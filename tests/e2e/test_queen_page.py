@@ -533,6 +533,7 @@ def test_the_models_view_shows_the_matrix_live_and_its_buttons_pin_and_delete(br
             for hive_id in ("hive-a", "hive-b"):  # a disk bar per hive
                 disk = page.locator(f'#disk-list .disk[data-hive-id="{hive_id}"]')
                 expect(disk.locator(".bar")).to_have_attribute("role", "progressbar")
+                expect(disk.locator(".disk-text")).to_have_text(re.compile(r"^\d.* used · \d.* free$"))
 
             pull("hive-a")  # live: the hive's model event brings the new copy in, no reload
             expect(r.locator('td.model-cell[data-hive-id="hive-a"]')).to_have_attribute(

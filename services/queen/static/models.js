@@ -105,8 +105,9 @@
       const limit = d.budget || d.used + d.free;
       const bar = buildBar();
       setBar(bar, limit > 0 ? (d.used * 100) / limit : null, false);
-      const of = d.budget ? `of ${humanBytes(d.budget)} budget` : `${humanBytes(d.free)} free`;
-      li.append(el('span', 'hive-id', d.hive_id), bar, el('span', 'muted', `${humanBytes(d.used)} ${of}`));
+      const text = d.budget ? `${humanBytes(d.used)} of ${humanBytes(d.budget)} budget · ${humanBytes(d.free)} free`
+        : `${humanBytes(d.used)} used · ${humanBytes(d.free)} free`;
+      li.append(el('span', 'hive-id', d.hive_id), bar, el('span', 'disk-text muted', text));
       list.append(li);
     }
   }
