@@ -46,7 +46,8 @@ def with_store(fn: Callable[[ModelStore, HiveRegistry], Awaitable[T]]) -> T:
 
     async def run() -> T:
         async with httpx.AsyncClient() as client:
-            store = ModelStore(registry, HiveClient(client, None, 1.0, 5.0), FleetInventory(), 1.0, "queen-t")
+            hives = HiveClient(client, None, 1.0, 5.0)
+            store = ModelStore(registry, hives, FleetInventory(), 1.0, "queen-t", retry_initial=0.01)
             try:
                 return await fn(store, registry)
             finally:
@@ -155,5 +156,23 @@ def test_a_change_goes_to_the_holders_and_gives_a_result_per_hive() -> None:
         assert [(r.hive_id, r.ok, r.status) for r in results.results] == [("hive-a", True, 200), ("hive-b", False, 409)]
         assert results.results[1].error == {"code": "MODEL_PINNED", "message": "org/x is pinned"}
         assert repos(store) == {"org/x": ["hive-b"]}  # asked again at once where it changed
+
+    with_store(scenario)
+
+
+@respx.mock
+def test_a_list_that_fails_is_asked_for_again() -> None:
+    failing = {"error": {"code": "BUSY", "message": "later"}}
+    route = respx.get("http://hive-a.test/v2/models")
+    route.side_effect = [
+        httpx.Response(500, json=failing),
+        httpx.Response(200, json={"not": "a list"}),
+        httpx.Response(200, json=listing("hive-a", entry("org/x"))),
+    ]
+
+    async def scenario(store: ModelStore, registry: HiveRegistry) -> None:
+        store.connected(registry.get("hive-a"))  # type: ignore[arg-type]
+        await settled(store)
+        assert route.call_count == 3 and repos(store) == {"org/x": ["hive-a"]}
 
     with_store(scenario)
