@@ -1,8 +1,8 @@
 """/v2/models: HTTP <-> the ModelStore (README, "The model store"). Thin on purpose.
 
 A repo id is `org/repo` or `repo` (`/v2/models/gpt2`); the `…/pin` and `…/used` routes come first, so
-`/v2/models/gpt2/pin` is gpt2's pin, not a model named `gpt2/pin` (a repo named `pin` or `used` with a
-namespace is reached by GET and DELETE all the same: those take no suffix).
+`/v2/models/gpt2/pin` is gpt2's pin, not a model named `gpt2/pin` (GET reaches a model `org/pin`; its
+DELETE is `org`'s unpin: such a model is deleted with huggingface_hub).
 """
 
 from __future__ import annotations

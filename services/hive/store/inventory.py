@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.hive.cache.layout import hub_dir, repo_folder, repo_id_of
-from services.hive.store.scan import model_folders, scan_repo, stamp_of
+from services.hive.store.scan import Stamp, model_folders, scan_repo, stamp_of
 from services.hive.store.sizes import RepoScan
 
 __all__ = ["Change", "Inventory", "Looked"]
 
 Change = tuple[str, RepoScan | None, RepoScan | None]  # repo_id, before, after (None: absent)
-Stamps = Mapping[str, tuple[int, ...]]  # folder name -> its stamp as the index holds it
+Stamps = Mapping[str, Stamp]  # folder name -> its stamp as the index holds it
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ class Inventory:
     def used(self) -> int:
         return self._used
 
-    def stamps(self) -> tuple[dict[str, tuple[int, ...]], int]:
+    def stamps(self) -> tuple[dict[str, Stamp], int]:
         """What a look compares the disk with: each folder's stamp, and the index's version."""
         return {name: scan.stamp for name, scan in self._repos.items()}, self._version
 
@@ -75,7 +75,7 @@ class Inventory:
         read = {
             name: scan_repo(Path(entry.path))
             for name, entry in folders.items()
-            if known.get(name) != stamp_of(Path(entry.path))
+            if (stamp := known.get(name)) is None or stamp_of(Path(entry.path), stamp) != stamp
         }
         return Looked(known, version, frozenset(known.keys() - folders.keys()), read)
 

@@ -1,7 +1,7 @@
 """Reading the Hugging Face cache under `{models}/hub` as huggingface_hub's `scan_cache_dir` reads it
-(README, "The model store"): `scan_repo` reads one model's folder into a `RepoScan`, `stamp_of` says
-cheaply whether a folder changed since (the mtimes of the folders a change touches), `model_folders`
-lists the models' folders.
+(README, "The model store"): `scan_repo` reads one model's folder into a `RepoScan`, with the mtime
+of each of its folders; `stamp_of` says cheaply whether any changed since (a stat per folder, no
+listing); `model_folders` lists the models' folders.
 
 Where huggingface_hub gives up on a repo (a snapshot's link points at no blob, a ref names a commit
 with no snapshot, no `snapshots/` at all) and only warns, this reads what is there: the revision with a
@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from services.hive.cache.layout import MODEL_FOLDER_PREFIX, repo_id_of
 from services.hive.store.sizes import RepoScan, RevisionScan, repo_size
 
-__all__ = ["model_folders", "scan_repo", "stamp_of"]
+__all__ = ["Stamp", "model_folders", "scan_repo", "stamp_of"]
 
 # what huggingface_hub skips among a repo's snapshots and refs (its FILES_TO_IGNORE)
 _IGNORED = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
@@ -34,6 +35,9 @@ def model_folders(hub: Path) -> dict[str, os.DirEntry[str]]:
         return {}
 
 
+Stamp = tuple[tuple[str, int], ...]  # (a folder of the model's, relative; its mtime), sorted
+
+
 def _mtime(path: str) -> int:
     try:
         return os.stat(path).st_mtime_ns
@@ -41,28 +45,46 @@ def _mtime(path: str) -> int:
         return -1
 
 
-def stamp_of(root: Path) -> tuple[int, ...]:
-    """The mtimes of the folder, its `blobs/`, `refs/`, `snapshots/` and each snapshot: a file added
-    or removed by anyone (a blob, a link at a snapshot's top, a ref, a revision) changes one of them.
-    (A link added deep inside a snapshot whose blob was already there is seen at the next change.)"""
+def stamp_of(root: Path, stamp: Stamp) -> Stamp:
+    """The folders of `stamp` as they are now: equal to it when nobody added or removed a file in any of
+    them (a blob, a link at any depth of a snapshot, a ref, a revision), a stat per folder. A new folder
+    changes its parent's mtime."""
     base = str(root)
-    stamp = [_mtime(base), _mtime(f"{base}/blobs"), _mtime(f"{base}/refs"), _mtime(f"{base}/snapshots")]
-    try:
-        with os.scandir(f"{base}/snapshots") as entries:
-            stamp.extend(sorted(e.stat(follow_symlinks=False).st_mtime_ns for e in entries))
-    except OSError:
-        pass
-    return tuple(stamp)
+    return tuple((rel, _mtime(os.path.join(base, rel))) for rel, _ in stamp)
 
 
-def _refs(refs_dir: Path) -> dict[str, set[str]]:
+def _walk(top: str, base: str, mtimes: dict[str, int]) -> Iterator[tuple[str, list[str]]]:
+    """(folder, the names in it that are not folders) for `top` and every folder under it, each folder's
+    mtime noted in `mtimes` before it is listed (a change while this reads shows in the stamp). A link
+    to a folder is a folder, as huggingface_hub sees it, and is not followed."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            mtimes[os.path.relpath(folder, base)] = os.stat(folder).st_mtime_ns
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            mtimes.setdefault(os.path.relpath(folder, base), -1)
+            continue
+        names = []
+        for e in entries:
+            if e.is_dir():
+                if not e.is_symlink():
+                    stack.append(e.path)
+            else:
+                names.append(e.name)
+        yield folder, names
+
+
+def _refs(refs_dir: str, base: str, mtimes: dict[str, int]) -> dict[str, set[str]]:
     """commit -> the refs naming it (`main`, `refs/pr/1`), the file's text as it is (as huggingface_hub reads it)."""
     by_commit: dict[str, set[str]] = defaultdict(set)
-    for dirpath, _dirs, names in os.walk(refs_dir):
+    for folder, names in _walk(refs_dir, base, mtimes):
         for name in names:
             if name in _IGNORED:
                 continue
-            path = os.path.join(dirpath, name)
+            path = os.path.join(folder, name)
             try:
                 with open(path) as f:
                     commit = f.read()
@@ -72,15 +94,17 @@ def _refs(refs_dir: Path) -> dict[str, set[str]]:
     return by_commit
 
 
-def _revision(snapshot: str, commit: str, refs: set[str], sizes: dict[str, int], mtimes: list[float]) -> RevisionScan:
+def _revision(
+    snapshot: str, commit: str, refs: set[str], sizes: dict[str, int], mtimes: dict[str, float], seen: dict[str, int]
+) -> RevisionScan:
     files = 0
     blobs: set[str] = set()
     broken = False
-    for dirpath, _dirs, names in os.walk(snapshot):  # (a link to a folder is a folder, as huggingface_hub sees it)
+    for folder, names in _walk(snapshot, os.path.dirname(os.path.dirname(snapshot)), seen):
         for name in names:
-            path = os.path.join(dirpath, name)
+            path = os.path.join(folder, name)
             try:  # (a file removed while this reads is a missing one)
-                blob = os.path.abspath(os.path.join(dirpath, os.readlink(path))) if os.path.islink(path) else path
+                blob = os.path.abspath(os.path.join(folder, os.readlink(path))) if os.path.islink(path) else path
                 st = os.stat(blob)
             except OSError:
                 broken = True
@@ -89,7 +113,7 @@ def _revision(snapshot: str, commit: str, refs: set[str], sizes: dict[str, int],
             blobs.add(blob)
             if blob not in sizes:
                 sizes[blob] = st.st_size
-                mtimes.append(st.st_mtime)
+                mtimes[blob] = st.st_mtime
     return RevisionScan(commit, tuple(sorted(refs)), files, frozenset(blobs), broken)
 
 
@@ -98,10 +122,11 @@ def scan_repo(root: Path) -> RepoScan | None:
     repo_id = repo_id_of(root.name)
     if repo_id is None or not root.is_dir():
         return None
-    stamp = stamp_of(root)
-    by_commit = _refs(root / "refs")
+    base = str(root)
+    seen = {rel: _mtime(os.path.join(base, rel)) for rel in (".", "blobs", "snapshots")}  # (before reading)
+    by_commit = _refs(os.path.join(base, "refs"), base, seen)
     sizes: dict[str, int] = {}
-    mtimes: list[float] = []
+    mtimes: dict[str, float] = {}
     revisions = []
     try:
         with os.scandir(root / "snapshots") as entries:
@@ -109,6 +134,7 @@ def scan_repo(root: Path) -> RepoScan | None:
     except OSError:
         snapshots = []
     for commit, path in snapshots:
-        revisions.append(_revision(path, commit, by_commit.get(commit, set()), sizes, mtimes))
-    last_modified = max(mtimes) if mtimes else stamp[0] / 1e9
+        revisions.append(_revision(path, commit, by_commit.get(commit, set()), sizes, mtimes, seen))
+    last_modified = max(mtimes.values()) if mtimes else seen["."] / 1e9
+    stamp = tuple(sorted(seen.items()))
     return RepoScan(repo_id, tuple(revisions), sizes, repo_size(revisions, sizes), last_modified, stamp)

@@ -31,7 +31,7 @@ class RepoScan:
     blob_sizes: Mapping[str, int]  # every blob a revision points at -> its size in bytes
     size_on_disk: int  # `repo_size` of its revisions
     last_modified: float  # the newest blob's mtime, else the folder's (huggingface_hub's last_modified)
-    stamp: tuple[int, ...]  # the folders' mtimes when read: another stamp means read it again
+    stamp: tuple[tuple[str, int], ...]  # its folders' mtimes when read (scan.stamp_of): another means read it again
 
     def revision(self, commit: str) -> RevisionScan | None:
         return next((r for r in self.revisions if r.commit == commit), None)

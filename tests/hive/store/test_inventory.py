@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -104,3 +105,19 @@ def test_a_look_leaves_alone_a_model_the_hive_is_changing(tmp_path: Path) -> Non
         assert inventory.refresh() == [] and inventory.get("org/m") is not None
         inventory.rescan("org/m")
     assert not inventory.is_changing("org/m") and inventory.get("org/m") is None
+
+
+def test_a_link_added_deep_in_a_snapshot_to_a_blob_already_there_is_noticed(tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    commit = commit_of("1")
+    root = write_repo(hub, "org/m", {commit: {"w.bin": b"www", "sub/dir/a.txt": b"a"}})
+    inventory = Inventory(tmp_path)
+    inventory.load()
+    assert inventory.refresh() == []
+    blob = next((root / "blobs").iterdir())
+    deep = root / "snapshots" / commit / "sub" / "dir" / "b.txt"  # only sub/dir's mtime changes
+    deep.symlink_to(os.path.relpath(blob, deep.parent))
+    (change,) = inventory.refresh()
+    assert change[0] == "org/m" and view_of(inventory) == hf_view(hub)
+    scan = inventory.get("org/m")
+    assert scan is not None and scan.revisions[0].files == 3
