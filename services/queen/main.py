@@ -101,7 +101,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
                 ),
             )
             app.state.metrics = CollectorRegistry()
-            app.state.metrics.register(QueenCollector(registry, relay, hub, stats))
+            app.state.metrics.register(QueenCollector(registry, relay, hub, stats, inventory))
             register_runtime_metrics(app.state.metrics)
             for hive_id, url in settings.hives.items():
                 service.register(hive_id, url, source="static")

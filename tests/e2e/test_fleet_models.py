@@ -96,6 +96,13 @@ def test_the_fleet_inventory_delete_and_pin_through_the_queen(fleet: Fleet) -> N
         assert {d["hive_id"] for d in body["hives"]} == {"hive-1", "hive-2"}
         assert all(d["used"] >= copies[d["hive_id"]]["size_on_disk"] > 0 for d in body["hives"])
         assert all(c["commits"] == [commit] and not c["pinned"] for c in copies.values())
+        scraped = httpx.get(f"{fleet.queen.url}/metrics", headers=AUTH, timeout=10).text
+        samples = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines() if line[:1] != "#"
+        }
+        for disk in body["hives"]:
+            assert samples[f'rbee_queen_hive_models{{hive_id="{disk["hive_id"]}"}}'] == 1
+            assert samples[f'rbee_queen_hive_cache_bytes{{hive_id="{disk["hive_id"]}"}}'] == disk["used"]
         added = wait_until(
             lambda: {e["hive_id"] for e in stream.events if e["action"] == "added"} >= {"hive-1", "hive-2"},
             15,
