@@ -171,7 +171,9 @@ class ModelStore:
         self, repo_id: str, hives: str | None, method: str, suffix: str, params: dict[str, str]
     ) -> ModelResults:
         """One change of the model on its hives (`DELETE` the model, `PUT`/`DELETE` its pin): a result per hive."""
-        chosen = target_hives(hives, (h.hive_id for h in self.registry.all()), self.inventory.holdings(repo_id), repo_id)
+        chosen = target_hives(
+            hives, (h.hive_id for h in self.registry.all()), self.inventory.holdings(repo_id), repo_id
+        )
         targets = [h for hive_id in chosen if (h := self.registry.get(hive_id)) is not None]
         answers = await fan_out(
             targets, lambda h: self.hives.change_model(h, method, repo_id + suffix, params, self.time_limit), None
@@ -182,11 +184,17 @@ class ModelStore:
             if isinstance(answer, ApiError):
                 reached = answer.code != "HIVE_UNREACHABLE"
                 error = {"code": answer.code, "message": answer.message}
-                results.append(HiveModelResult(hive_id=hive.hive_id, ok=False, status=answer.status if reached else None, error=error))
+                results.append(
+                    HiveModelResult(
+                        hive_id=hive.hive_id, ok=False, status=answer.status if reached else None, error=error
+                    )
+                )
             else:
                 results.append(HiveModelResult(hive_id=hive.hive_id, ok=True, status=answer.status_code))
         # what changed, asked for at once, so the next GET /v1/models shows it (the events confirm it)
         await asyncio.gather(*(self._ask(h, repo_id) for h, r in zip(targets, results, strict=True) if r.ok))
         failed = [r.hive_id for r in results if not r.ok]
-        log.info("fleet_model_changed", repo_id=repo_id, method=method, suffix=suffix, hives=chosen, failed=failed or None)
+        log.info(
+            "fleet_model_changed", repo_id=repo_id, method=method, suffix=suffix, hives=chosen, failed=failed or None
+        )
         return ModelResults(repo_id=repo_id, results=results)
