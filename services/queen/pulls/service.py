@@ -65,13 +65,11 @@ class PullService:
             PeerHive(h.hive_id, h.url, frozenset(str(f["digest"]) for f in plans[h.hive_id]["files"] if f["present"]))
             for h in hives
         ]
-        taking = [h.hive_id for h in hives]
-        beyond = (
-            []
-            if self.presence is None
-            else self.presence.peers_beyond(request.model_ref, commit, [b.digest for b in blobs], taking)
-        )
-        parts = plan_pull([*beyond, *peers], blobs, self.settings.hub_fetches_per_blob)  # (holders rank first)
+        beyond: list[PeerHive] = []  # the hives outside the pull holding its commit complete: holders too
+        if self.presence is not None:
+            taking = [h.hive_id for h in hives]
+            beyond = self.presence.peers_beyond(request.model_ref, commit, [b.digest for b in blobs], taking)
+        parts = plan_pull([*beyond, *peers], blobs, self.settings.hub_fetches_per_blob)
         pull_id = f"pull-{uuid.uuid4().hex}"
         structlog.contextvars.bind_contextvars(pull_id=pull_id)
 
