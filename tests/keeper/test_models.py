@@ -20,7 +20,7 @@ from services.queen.main import create_app as create_queen
 from services.queen.settings import QueenSettings
 from tests.conftest import hive_factory
 from tests.hub_fixtures import running_hub
-from tests.keeper.support import keeper
+from tests.keeper.support import keeper, keeper_on_a_terminal
 from tests.support import ServerThread, serve, wait_until
 
 MODEL = "org/kept"
@@ -114,6 +114,9 @@ def test_models_rm_pin_and_unpin_through_the_queen(fleet: Fleet) -> None:
     assert lines[1].split("  ")[0] == MODEL and f"complete {human_bytes(size)}" in lines[1] and lines[1].endswith("-")
     assert lines[2].split() == ["HIVE", "USED", "BUDGET", "FREE"]
     assert lines[3].startswith("hive-a") and human_bytes(size) in lines[3] and "none" in lines[3]
+
+    on_a_terminal = keeper_on_a_terminal("models", "--queen", fleet.url, done=b"FREE", columns=100)
+    assert on_a_terminal.code == EXIT_OK and MODEL in on_a_terminal.out and "complete" in on_a_terminal.out
 
     as_json = keeper("models", "--json", queen=fleet.url)
     assert json.loads(as_json.out)["models"][0]["repo_id"] == MODEL

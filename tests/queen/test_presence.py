@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from services.queen.hives.placement import present_hive, repo_id_of
 from services.queen.models.inventory import FleetInventory
 from services.queen.models.presence import complete_holders
@@ -72,3 +75,22 @@ def test_a_hive_alone_in_a_pull_takes_every_blob_from_the_holders_beyond_it() ->
     assert set(mine.sources) == {"d1", "d2"}
     assert all(set(urls) == {"http://h1", "http://h2"} for urls in mine.sources.values())
     assert parts["hive-1"].sources == {} and parts["hive-1"].hub_first == set()
+
+
+copies = st.dictionaries(
+    st.sampled_from(["h1", "h2", "h3", "h4"]),
+    st.tuples(st.integers(0, 1000), st.sampled_from([C1, C2]), st.booleans()),
+)
+
+
+@given(copies)
+def test_the_chosen_hive_holds_the_revision_complete_or_the_most_of_it(found: dict[str, tuple[int, str, bool]]) -> None:
+    holdings = {h: held(size, (commit, [], ok)) for h, (size, commit, ok) in found.items()}
+    complete = present_hive(f"hf:org/m@{C1}", holdings, complete=True)
+    whole = sorted(h for h, (_, commit, ok) in found.items() if commit == C1 and ok)
+    assert complete == (whole[0] if whole else None)
+    most = present_hive(f"hf:org/m@{C1}", holdings, complete=False)
+    if most is None:
+        assert all(size == 0 for size, _, _ in found.values())
+    else:
+        assert found[most][0] == max(size for size, _, _ in found.values())
