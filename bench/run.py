@@ -25,6 +25,7 @@ from bench.scenarios import (
     download,
     fanout,
     fleet,
+    fleet_models,
     memory,
     model,
     model_memory,
@@ -118,6 +119,12 @@ SCENARIOS: dict[str, tuple[str, Scenario, list[str], list[str]]] = {
         models.models,
         [],
         ["GET /v2/models p99 < 100 ms (1,000 models, 20,000 files)"],
+    ),
+    "fleet-models": (
+        "11b. GET /v1/models over 8 hives of 100 models each",
+        fleet_models.fleet_models,
+        [],
+        ["GET /v1/models p99 < 100 ms (8 x 100), every run"],
     ),
 }
 

@@ -2,10 +2,11 @@
 
 The hive's tracker and the queen's relay offer every event to every reader without waiting, so a
 slow reader never slows the others, the download or the upstream. Per download at most one event
-waits (latest wins, never an older id), a terminal event is never replaced, and at most `maxsize`
-downloads may wait at once (None: no limit beyond the number of downloads): a reader that falls
-further behind than that is closed (it reconnects and gets the current state) instead of growing
-memory. So a connected reader never loses a terminal event.
+waits (latest wins, never an older id), a terminal event is never replaced (a `model` event is news
+of its own: none replaces another), and at most `maxsize` events may wait at once (None: no limit
+beyond the number of downloads): a reader that falls further behind than that is closed (it
+reconnects and gets the current state) instead of growing memory. So a connected reader never loses
+a terminal event.
 """
 
 from __future__ import annotations

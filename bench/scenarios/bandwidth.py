@@ -75,7 +75,7 @@ def bandwidth(ctx: Context) -> Section:
         if prefix
         else f"on the machine's shared lo ({how}): other processes' loopback traffic counts too"
     )
-    section = Section("bandwidth", "9. Bandwidth that yields: a competing flow on lo")
+    section = Section("bandwidth", "10. Bandwidth that yields: a competing flow on lo")
     section.method = [
         f"A `rbee-hive` subprocess with `HIVE_NIC=lo HIVE_NIC_BUDGET={budget}` (and the default 1 s tick, "
         f"floor and smoothing) downloads a {size // MIB} MiB file from a local model server (sparse, sendfile). "

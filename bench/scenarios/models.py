@@ -46,7 +46,7 @@ def write_cache(hub: Path, repos: int, files: int) -> int:
 
 def models(ctx: Context) -> Section:
     repos, files, requests = ctx.sizes.store_repos, ctx.sizes.store_files, ctx.sizes.store_requests
-    section = Section("models", f"9a. The model store: GET /v2/models on a cache of {repos:,} models")
+    section = Section("models", f"11a. The model store: GET /v2/models on a cache of {repos:,} models")
     section.method = [
         f"A Hugging Face cache of {repos:,} models and {files:,} files is written directly on disk (no download): "
         "each model one commit of small files (blobs linked from its snapshot, a quarter in a sub-folder), "

@@ -1,4 +1,5 @@
-"""rbee-keeper: start, follow, list and cancel model downloads and fleet pulls through the queen.
+"""rbee-keeper: start, follow, list and cancel model downloads and fleet pulls, and see and free the fleet's
+models, through the queen.
 
 Exit codes: 0 done, 1 download (or pull) failed, 2 usage error or request rejected, 3 download cancelled,
 4 queen unreachable, 5 not found, 6 other error from the queen, 130 interrupted.
@@ -17,6 +18,7 @@ from services.keeper.client import DEFAULT_QUEEN_URL, QueenClient, QueenError, Q
 from services.keeper.commands import cmd_cancel, cmd_hives, cmd_ls
 from services.keeper.context import EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, Context, describe, exit_for
 from services.keeper.follow import cmd_download, cmd_watch
+from services.keeper.models import cmd_models, cmd_pin, cmd_rm, cmd_unpin
 from services.keeper.pull import cmd_cancel_pull, cmd_pull, cmd_pulls, cmd_watch_pull
 from shared.limits import SHA256_RE
 from shared.models import DownloadStatus
@@ -143,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("download_id", metavar="ID", help=ids)
 
     sub.add_parser("hives", parents=[common], help="list hives with health and active downloads")
+
+    sub.add_parser("models", parents=[common], help="the models on every hive (a column per hive) and their disks")
+    hives = argparse.ArgumentParser(add_help=False)
+    hives.add_argument(
+        "--hives", metavar="all|ID,ID", help="these hives, or all (default: every hive that holds the model)"
+    )
+    p = sub.add_parser("rm", parents=[common, hives], help="remove a model (or one revision) from hives")
+    p.add_argument("model", metavar="hf:org/repo")
+    p.add_argument("--revision", metavar="COMMIT", help="only this revision (its blobs no other revision uses)")
+    p.add_argument("--force", action="store_true", help="remove it even where it is pinned")
+    for name, does in (("pin", "pin a model on hives: never evicted"), ("unpin", "unpin a model on hives")):
+        p = sub.add_parser(name, parents=[common, hives], help=does)
+        p.add_argument("model", metavar="hf:org/repo")
     return parser
 
 
@@ -154,6 +169,10 @@ _COMMANDS = {
     "pulls": cmd_pulls,
     "cancel": cmd_cancel,
     "hives": cmd_hives,
+    "models": cmd_models,
+    "rm": cmd_rm,
+    "pin": cmd_pin,
+    "unpin": cmd_unpin,
 }
 _OF_A_PULL = {"watch": cmd_watch_pull, "cancel": cmd_cancel_pull}  # given a pull's id (pull-…)
 
@@ -173,7 +192,8 @@ def run(argv: Sequence[str] | None, out: TextIO, err: TextIO, environ: Mapping[s
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_usage(err)
-        err.write("rbee-keeper: error: a command is required (download, pull, watch, ls, pulls, cancel, hives)\n")
+        commands = "download, pull, watch, ls, pulls, cancel, hives, models, rm, pin, unpin"
+        err.write(f"rbee-keeper: error: a command is required ({commands})\n")
         return EXIT_USAGE
     queen = args.queen or environ.get("RBEE_QUEEN_URL") or DEFAULT_QUEEN_URL
     if not re.match(r"^https?://[^/\s]+", queen):

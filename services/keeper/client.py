@@ -119,7 +119,7 @@ class QueenClient:
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         return _json_body(self._send(method, path, **kwargs))
 
-    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def json_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """A call the contract answers with a JSON object."""
         body: dict[str, Any] = self._request(method, path, **kwargs)
         return body
@@ -148,13 +148,13 @@ class QueenClient:
 
     def downloads(self, status: str | None = None) -> dict[str, Any]:
         params = {"status": status} if status else None
-        return self._object("GET", "/v1/downloads", params=params)
+        return self.json_object("GET", "/v1/downloads", params=params)
 
     def download(self, download_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/downloads/{_quote(download_id)}")
+        return self.json_object("GET", f"/v1/downloads/{_quote(download_id)}")
 
     def cancel(self, download_id: str) -> dict[str, Any]:
-        return self._object("DELETE", f"/v1/downloads/{_quote(download_id)}")
+        return self.json_object("DELETE", f"/v1/downloads/{_quote(download_id)}")
 
     def start_pull(
         self,
@@ -166,16 +166,16 @@ class QueenClient:
         """A fleet pull: `hive_ids` a list, or "all". The answer: {pull_id, commit, downloads}."""
         hives = hive_ids if hive_ids == "all" else list(hive_ids)
         payload = _with_patterns({"model_ref": model_ref, "hive_ids": hives}, include, exclude)
-        return self._object("POST", "/v1/pulls", json=payload)
+        return self.json_object("POST", "/v1/pulls", json=payload)
 
     def pulls(self) -> dict[str, Any]:
-        return self._object("GET", "/v1/pulls")
+        return self.json_object("GET", "/v1/pulls")
 
     def pull(self, pull_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/pulls/{_quote(pull_id)}")
+        return self.json_object("GET", f"/v1/pulls/{_quote(pull_id)}")
 
     def cancel_pull(self, pull_id: str) -> dict[str, Any]:
-        return self._object("DELETE", f"/v1/pulls/{_quote(pull_id)}")
+        return self.json_object("DELETE", f"/v1/pulls/{_quote(pull_id)}")
 
     # -- streams
 

@@ -14,7 +14,8 @@ from shared.models import TERMINAL_EVENT_OF, TERMINAL_EVENTS, EventType
 
 __all__ = ["STREAM_EVENTS", "StreamEvent", "terminal_event_from_pull", "terminal_event_from_state"]
 
-STREAM_EVENTS = frozenset(EventType)  # the event types the keeper reads; anything else on a stream is skipped
+# the event types the keeper reads; anything else on a stream (a `model` event too) is skipped
+STREAM_EVENTS = frozenset(EventType) - {EventType.MODEL}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from services.queen.api.downloads import router as downloads_router
 from services.queen.api.hives import router as hives_router
+from services.queen.api.models import router as models_router
 from services.queen.api.page import PUBLIC_PATHS
 from services.queen.api.page import router as page_router
 from services.queen.api.pulls import router as pulls_router
 from services.queen.hives.client import HiveClient
 from services.queen.hives.registry import HiveRegistry
 from services.queen.metrics import QueenCollector
+from services.queen.models.inventory import FleetInventory
+from services.queen.models.presence import FleetPresence
+from services.queen.models.store import ModelStore
 from services.queen.pulls.service import PullService
 from services.queen.pulls.streams import PullStreamConfig, PullStreams
 from services.queen.service import QueenService
@@ -53,6 +57,11 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
             headers={"User-Agent": "rbee-queen/0.1"},
         ) as client:
             hives = HiveClient(client, settings.api_token, settings.hive_timeout, settings.upstream_read_timeout)
+            inventory = FleetInventory()
+            app.state.models = models = ModelStore(
+                registry, hives, inventory, settings.hive_timeout, settings.orchestrator_id
+            )
+            presence = FleetPresence(registry, hives, inventory, settings.plan_timeout)
             hub = AggregateHub(
                 hives,
                 registry.record_download,
@@ -64,6 +73,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
                     settings.hive_timeout,
                 ),
                 stats,
+                models,
             )
             relay = DownloadRelay(
                 hives,
@@ -76,9 +86,9 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
                 ),
                 stats,
             )
-            service = QueenService(settings, registry, hives, hub)
+            service = QueenService(settings, registry, hives, hub, presence)
             app.state.service, app.state.relay, app.state.hub = service, relay, hub
-            app.state.pulls = pulls = PullService(settings, registry, hives)
+            app.state.pulls = pulls = PullService(settings, registry, hives, presence)
             app.state.pull_streams = pull_streams = PullStreams(
                 relay,
                 registry.get,
@@ -91,7 +101,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
                 ),
             )
             app.state.metrics = CollectorRegistry()
-            app.state.metrics.register(QueenCollector(registry, relay, hub, stats))
+            app.state.metrics.register(QueenCollector(registry, relay, hub, stats, inventory))
             register_runtime_metrics(app.state.metrics)
             for hive_id, url in settings.hives.items():
                 service.register(hive_id, url, source="static")
@@ -108,6 +118,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
                 await pull_streams.aclose()
                 await relay.close()
                 await hub.close()
+                await models.close()
 
     app = FastAPI(title="rbee-queen", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -116,6 +127,7 @@ def create_app(settings: QueenSettings | None = None) -> FastAPI:
     app.include_router(hives_router)
     app.include_router(downloads_router)
     app.include_router(pulls_router)
+    app.include_router(models_router)
     app.include_router(page_router)
 
     @app.get("/healthz", tags=["health"])

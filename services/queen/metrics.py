@@ -8,6 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.queen.hives.registry import HiveRegistry
+from services.queen.models.inventory import FleetInventory
 from services.queen.streams.aggregate import AggregateHub
 from services.queen.streams.relay import DownloadRelay
 from services.queen.streams.upstream import RelayStats
@@ -16,8 +17,16 @@ __all__ = ["QueenCollector"]
 
 
 class QueenCollector(Collector):
-    def __init__(self, registry: HiveRegistry, relay: DownloadRelay, hub: AggregateHub, stats: RelayStats) -> None:
+    def __init__(
+        self,
+        registry: HiveRegistry,
+        relay: DownloadRelay,
+        hub: AggregateHub,
+        stats: RelayStats,
+        inventory: FleetInventory | None = None,
+    ) -> None:
         self.registry = registry
+        self.inventory = inventory
         self.relay = relay
         self.hub = hub
         self.stats = stats
@@ -55,3 +64,15 @@ class QueenCollector(Collector):
             "Downloads whose hive the queen knows",
             value=self.registry.known_downloads(),
         )
+        if self.inventory is not None:
+            models = GaugeMetricFamily(
+                "rbee_queen_hive_models", "Models in each hive's cache, as last known", labels=["hive_id"]
+            )
+            cached = GaugeMetricFamily(
+                "rbee_queen_hive_cache_bytes", "Bytes of each hive's cache, as last known", labels=["hive_id"]
+            )
+            for hive_id, (count, used) in sorted(self.inventory.counts().items()):
+                models.add_metric([hive_id], count)
+                cached.add_metric([hive_id], used)
+            yield models
+            yield cached

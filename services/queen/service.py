@@ -21,6 +21,7 @@ from services.queen.hives.client import HiveClient, HiveUnreachable
 from services.queen.hives.fan_out import ask_every_hive
 from services.queen.hives.placement import holding_hive, repo_key
 from services.queen.hives.registry import Health, HiveInfo, HiveRegistry
+from services.queen.models.presence import FleetPresence
 from services.queen.settings import QueenSettings
 from services.queen.streams.aggregate import AggregateHub
 from shared.errors import ApiError
@@ -48,8 +49,16 @@ def _started_at(download: dict[str, Any]) -> datetime:
 
 
 class QueenService:
-    def __init__(self, settings: QueenSettings, registry: HiveRegistry, hives: HiveClient, hub: AggregateHub) -> None:
+    def __init__(
+        self,
+        settings: QueenSettings,
+        registry: HiveRegistry,
+        hives: HiveClient,
+        hub: AggregateHub,
+        presence: FleetPresence | None = None,
+    ) -> None:
         self.settings = settings
+        self.presence = presence  # what the fleet holds: placement by presence, peer sources
         self.registry = registry
         self.hives = hives
         self.hub = hub
@@ -129,7 +138,8 @@ class QueenService:
 
     async def start_download(self, request: StartDownload, hive_id: str | None) -> tuple[int, dict[str, Any]]:
         """Start on the named hive, else where the same model is already running, else on the least busy
-        healthy hive (the next if that one refuses connections). Rules: `services/queen/hives/placement.py`."""
+        healthy hive (the next if that one refuses connections). Rules: `services/queen/hives/placement.py`;
+        the hives holding the model complete are its sources (`FleetPresence`)."""
         if hive_id is not None:
             return await self._start_on(self._named_hive(hive_id), request)
         key = repo_key(request.model_ref)
@@ -153,6 +163,9 @@ class QueenService:
                 self._placing[key] = (lock, users - 1)
 
     async def _place(self, request: StartDownload) -> tuple[int, dict[str, Any]]:
+        if self.presence is not None and (hive := self.presence.place(request.model_ref, complete=True)):
+            log.info("download_goes_where_its_model_is", hive_id=hive.hive_id, model_ref=request.model_ref)
+            return await self._start_on(hive, request)
         holder = holding_hive(request.model_ref, self._active())
         if holder is not None and (hive := self.registry.get(holder)) is not None:
             if hive.health is Health.UNHEALTHY:
@@ -162,6 +175,9 @@ class QueenService:
                 )
                 raise ApiError(503, ErrorCode.HIVE_UNREACHABLE, message, hive_id=holder)
             log.info("download_follows_its_model", hive_id=holder, model_ref=request.model_ref)
+            return await self._start_on(hive, request)
+        if self.presence is not None and (hive := self.presence.place(request.model_ref, complete=False)):
+            log.info("download_goes_where_most_of_its_model_is", hive_id=hive.hive_id, model_ref=request.model_ref)
             return await self._start_on(hive, request)
         tried: set[str] = set()
         last_error: ApiError | None = None
@@ -177,6 +193,8 @@ class QueenService:
         raise last_error or ApiError(503, ErrorCode.HIVE_UNREACHABLE, "no healthy hive to start the download on")
 
     async def _start_on(self, hive: HiveInfo, request: StartDownload) -> tuple[int, dict[str, Any]]:
+        if self.presence is not None:
+            request = await self.presence.with_sources(hive, request)
         status, body = await self.hives.start_download(hive, request)
         download_id = str(body.get("download_id"))
         self.registry.record_download(download_id, hive.hive_id)

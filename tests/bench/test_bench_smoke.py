@@ -102,7 +102,7 @@ def test_bench_models_scenario_times_get_v2_models_on_a_generated_cache(tmp_path
     out = tmp_path / "BENCHMARKS.md"
     result = _bench(out, "--only", "models")
     text = out.read_text()
-    assert "\n## 9a. The model store: GET /v2/models on a cache of 20 models\n" in text, text
+    assert "\n## 11a. The model store: GET /v2/models on a cache of 20 models\n" in text, text
     for label in ("hive start, reading the cache (to /healthz)", "GET /v2/models p50", "GET /v2/models p99"):
         assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"
     # the hive listed every model with the cache's size, and scan_cache_dir agreed on each model's
@@ -169,6 +169,17 @@ def test_bench_peer_scenario_copies_from_a_peer_the_hub_and_nginx(tmp_path: Path
     _assert_all_stopped(result.stdout)
 
 
+def test_bench_fleet_models_scenario_times_the_fleet_inventory(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    result = _bench(out, "--only", "fleet-models")
+    text = out.read_text()
+    assert "\n## 11b. GET /v1/models over 2 hives of 10 models each\n" in text, text
+    # measured, so the queen showed every generated model on every hive before the timing
+    assert _row(text, "GET /v1/models p99")[1] != "—", text
+    assert re.search(r"\| GET /v1/models p99 < 100 ms \(2 x 10\), every run \| [^|—]+ \| \*\*(met|missed)\*\* \|", text)
+    _assert_all_stopped(result.stdout)
+
+
 def _report(*sections: Section, kept: Kept | None = None) -> Report:
     report = Report("python -m bench.run", "today", 1, False, "abc1234", {}, {}, {}, kept=kept)
     report.sections = list(sections)
@@ -202,7 +213,7 @@ def test_bench_bandwidth_scenario_measures_a_download_beside_a_competing_flow(tm
     out = tmp_path / "BENCHMARKS.md"
     _bench(out, "--only", "bandwidth")
     text = out.read_text()
-    assert "\n## 9. Bandwidth that yields: a competing flow on lo\n" in text, text
+    assert "\n## 10. Bandwidth that yields: a competing flow on lo\n" in text, text
     # measured, so the download completed beside the flow and lo was sampled throughout (not a timing)
     for label in ("lo's total while competing / budget", "the download's wall time (114 MiB)"):
         assert _row(text, label)[1] != "—", f"{label} not measured:\n{text}"

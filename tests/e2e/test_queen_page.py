@@ -452,7 +452,7 @@ def test_a_fleet_pull_is_one_row_with_a_bar_per_hive_and_the_total(browser: Brow
             pull = started.json()
             r = page.locator(f'tr.pull[data-pull-id="{pull["pull_id"]}"]')
             expect(r).to_have_count(1, timeout=WAIT)
-            expect(page.locator("tbody tr")).to_have_count(1)  # one row: the hives' downloads fold into it
+            expect(page.locator("#download-rows tr")).to_have_count(1)  # one row: the hives' downloads fold into it
             for download_id in pull["downloads"].values():
                 expect(row(page, download_id)).to_have_count(0)
             expect(r.locator(".name")).to_have_text("acme/fleet")
@@ -491,7 +491,7 @@ def test_a_fleet_pull_is_one_row_with_a_bar_per_hive_and_the_total(browser: Brow
             r = page.locator(f'tr.pull[data-pull-id="{pull["pull_id"]}"]')
             expect(r).to_have_attribute("data-status", "complete", timeout=WAIT)
             expect(r.locator(".pull-hives .pull-hive")).to_have_count(2)
-            expect(page.locator("tbody tr")).to_have_count(1)
+            expect(page.locator("#download-rows tr")).to_have_count(1)
 
 
 def test_a_fleet_pulls_cancel_button_cancels_it_on_every_hive(browser: Browser, tmp_path: Path) -> None:
@@ -509,3 +509,51 @@ def test_a_fleet_pulls_cancel_button_cancels_it_on_every_hive(browser: Browser, 
             expect(r).to_have_attribute("data-status", "cancelled", timeout=WAIT)
             expect(r.locator('.pull-hive[data-status="cancelled"]')).to_have_count(2, timeout=WAIT)
             expect(r.locator(".cancel")).to_be_hidden()
+
+
+def test_the_models_view_shows_the_matrix_live_and_its_buttons_pin_and_delete(browser: Browser, tmp_path: Path) -> None:
+    files = {"config.json": b'{"hidden": 8}', "model.safetensors": Generated(SIZE, seed=9)}
+    with fleet_stack(tmp_path, files) as (queen, _hives):
+
+        def pull(hive_id: str) -> None:
+            started = httpx.post(
+                f"{queen.url}/v1/pulls", json={"model_ref": "hf:acme/fleet", "hive_ids": [hive_id]}, timeout=30
+            )
+            assert started.status_code == 202, started.text
+
+        pull("hive-b")
+        with open_page(browser, queen.url) as page:
+            r = page.locator('#model-rows tr.model[data-repo-id="acme/fleet"]')
+            expect(r).to_have_count(1, timeout=WAIT)
+            cell = r.locator('td.model-cell[data-hive-id="hive-b"]')
+            expect(cell).to_have_attribute("data-state", "complete", timeout=WAIT)
+            expect(cell.locator(".state")).to_have_text("complete")
+            expect(r.locator("td.model-cell")).to_have_count(1)  # hive-a holds none of it
+            expect(page.locator("#models-head th")).to_have_text(["Model", "Size", "hive-a", "hive-b"])
+            for hive_id in ("hive-a", "hive-b"):  # a disk bar per hive
+                disk = page.locator(f'#disk-list .disk[data-hive-id="{hive_id}"]')
+                expect(disk.locator(".bar")).to_have_attribute("role", "progressbar")
+                expect(disk.locator(".disk-text")).to_have_text(re.compile(r"^\d.* used · \d.* free$"))
+
+            pull("hive-a")  # live: the hive's model event brings the new copy in, no reload
+            expect(r.locator('td.model-cell[data-hive-id="hive-a"]')).to_have_attribute(
+                "data-state", "complete", timeout=WAIT
+            )
+
+            cell.locator("button.pin").click()
+            expect(cell.locator(".pinned")).to_have_text("pinned", timeout=WAIT)
+            page.once("dialog", lambda dialog: dialog.accept())
+            cell.locator("button.delete").click()  # pinned: the hive refuses, the page says why
+            expect(page.locator("#models-message")).to_contain_text("MODEL_PINNED", timeout=WAIT)
+            expect(cell).to_have_count(1)
+
+            cell.locator("button.pin").click()  # unpin
+            expect(cell.locator(".pinned")).to_have_count(0, timeout=WAIT)
+            page.once("dialog", lambda dialog: dialog.accept())
+            cell.locator("button.delete").click()
+            expect(cell).to_have_count(0, timeout=WAIT)
+            expect(page.locator("#models-message")).to_be_hidden()
+            expect(r.locator('td.model-cell[data-hive-id="hive-a"]')).to_have_count(1)  # only hive-b's copy went
+            body = httpx.get(f"{queen.url}/v1/models", timeout=10).json()
+            assert [[h["hive_id"] for h in m["hives"]] for m in body["models"]] == [["hive-a"]]
+            assert not (tmp_path / "hive-b" / "hub" / "models--acme--fleet").exists()

@@ -13,8 +13,8 @@ import pytest
 from services.modelserver.server import ModelServer
 from services.queen.hives.client import HiveClient
 from services.queen.hives.registry import HiveInfo
-from services.queen.streams.aggregate import AggregateConfig, AggregateHub, _Upstream
-from services.queen.streams.upstream import RelayStats
+from services.queen.streams.aggregate import AggregateConfig, AggregateHub
+from services.queen.streams.upstream import RelayStats, Upstream
 from shared.mailbox import Mailbox
 from shared.models import EventType, ProgressEvent
 from tests.support import ServerThread
@@ -143,7 +143,7 @@ def test_watch_follows_a_real_hive_stream(make_hive: Callable[..., ServerThread]
 
 def connected(h: AggregateHub, hive_id: str) -> AggregateHub:
     """Mark the hive's stream as connected, as `_follow` does once the hive answers (no socket here)."""
-    h._upstreams[hive_id] = _Upstream("http://127.0.0.1:9", connected=True)
+    h._upstreams[hive_id] = Upstream("http://127.0.0.1:9", connected=True)
     return h
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from services.queen.models.store import ModelStore
 from services.queen.pulls.service import PullService
 from services.queen.pulls.streams import PullStreams
 from services.queen.service import QueenService
@@ -18,3 +19,4 @@ HubDep = Annotated[AggregateHub, from_state("hub", AggregateHub)]
 PullsDep = Annotated[PullService, from_state("pulls", PullService)]
 PullStreamsDep = Annotated[PullStreams, from_state("pull_streams", PullStreams)]
 SettingsDep = Annotated[QueenSettings, from_state("settings", QueenSettings)]
+ModelsDep = Annotated[ModelStore, from_state("models", ModelStore)]

@@ -1,6 +1,7 @@
 """The queen's live page: `GET /` and its static files, served from the package (no build step).
 
-The page itself talks to the public `/v1` routes only (list, start, cancel, the aggregated stream).
+The page itself talks to the public `/v1` routes only (list, start, cancel, the aggregated stream, the
+models and their delete and pin).
 The files are public: with RBEE_API_TOKEN set the page still loads and asks for the token.
 """
 
@@ -21,6 +22,7 @@ router = APIRouter(include_in_schema=False)
 STATIC_FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "models.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 

@@ -203,6 +203,26 @@ class HiveClient:
         response = await self.request(hive, "POST", "/v2/plans", json=body, time_limit=time_limit)
         return self._json_object(hive, response)
 
+    async def models(self, hive: HiveInfo, time_limit: float) -> dict[str, Any]:
+        """`GET /v2/models`: every model in the hive's cache, and its disk."""
+        return self._json_object(hive, await self.request(hive, "GET", "/v2/models", time_limit=time_limit))
+
+    async def model(self, hive: HiveInfo, repo_id: str, time_limit: float) -> dict[str, Any] | None:
+        """`GET /v2/models/{repo_id}`, or None when the hive does not hold it."""
+        try:
+            response = await self.request(hive, "GET", f"/v2/models/{repo_id}", time_limit=time_limit)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._json_object(hive, response)
+
+    async def change_model(
+        self, hive: HiveInfo, method: str, path: str, params: dict[str, str], time_limit: float
+    ) -> httpx.Response:
+        """A `DELETE /v2/models/…` or `PUT`/`DELETE …/pin`: the hive's answer (an error raised as ApiError)."""
+        return await self.request(hive, method, f"/v2/models/{path}", params=params or None, time_limit=time_limit)
+
     @staticmethod
     def stream_url(hive_url: str, download_id: str | None = None) -> str:
         """The hive's stream of one download, or of every download (`shared.wire.hive.hive_stream_url`)."""

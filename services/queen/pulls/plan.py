@@ -116,7 +116,6 @@ def _sources(ranked: list[PeerHive], rank: int, firsts: int, fan_out: int, max_s
 # -- what the hives add up to --------------------------------------------------------------
 
 
-
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -24,6 +24,7 @@ import structlog
 from services.queen.hives.client import HiveClient
 from services.queen.hives.fan_out import ask_every_hive, fan_out
 from services.queen.hives.registry import Health, HiveInfo, HiveRegistry
+from services.queen.models.presence import FleetPresence
 from services.queen.pulls.plan import Blob, PeerHive, plan_pull
 from services.queen.pulls.preflight import Failure, check_plan, failure_of, preflight_failed
 from services.queen.pulls.state import Pull, body_of, started_at
@@ -41,8 +42,11 @@ _REMEMBERED = 1000  # pulls kept in memory; older ones are rebuilt from the hive
 
 
 class PullService:
-    def __init__(self, settings: QueenSettings, registry: HiveRegistry, hives: HiveClient) -> None:
+    def __init__(
+        self, settings: QueenSettings, registry: HiveRegistry, hives: HiveClient, presence: FleetPresence | None = None
+    ) -> None:
         self.settings = settings
+        self.presence = presence  # the hives outside the pull that hold its commit: sources too
         self.registry = registry
         self.hives = hives
         self._pulls: OrderedDict[str, Pull] = OrderedDict()
@@ -61,7 +65,11 @@ class PullService:
             PeerHive(h.hive_id, h.url, frozenset(str(f["digest"]) for f in plans[h.hive_id]["files"] if f["present"]))
             for h in hives
         ]
-        parts = plan_pull(peers, blobs, self.settings.hub_fetches_per_blob)
+        beyond: list[PeerHive] = []  # the hives outside the pull holding its commit complete: holders too
+        if self.presence is not None:
+            taking = [h.hive_id for h in hives]
+            beyond = self.presence.peers_beyond(request.model_ref, commit, [b.digest for b in blobs], taking)
+        parts = plan_pull([*beyond, *peers], blobs, self.settings.hub_fetches_per_blob)
         pull_id = f"pull-{uuid.uuid4().hex}"
         structlog.contextvars.bind_contextvars(pull_id=pull_id)
 
@@ -99,6 +107,7 @@ class PullService:
             hives=len(hives),
             blobs=len({b.digest for b in blobs}),
             seeders={h: len(p.hub_first) for h, p in parts.items() if p.hub_first},
+            sources_beyond=[p.hive_id for p in beyond] or None,
         )
         return pull
 
@@ -277,5 +286,3 @@ class PullService:
             )
             found[pull_id] = (pull, states)
         return found, sorted(unreachable)
-
-

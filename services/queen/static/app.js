@@ -10,6 +10,8 @@
 // stream and drawn as the pull's bars. Which hives a pull has, its commit and its status come from
 // GET /v1/pulls (on every resync) and GET /v1/pulls/{id} (a pull first seen, a hive's download that
 // ended); the total is summed from the hives' downloads as the queen sums it.
+//
+// The Models view is models.js: this file passes it the stream's `model` events and every resync.
 'use strict';
 
 (function () {
@@ -736,6 +738,7 @@
     const list = Array.isArray(r.data) ? r.data : (r.data.downloads || []);
     for (const s of list) mergeState(s);
     renderUnreachable(r.data.unreachable_hives);
+    document.dispatchEvent(new CustomEvent('rbee:resync'));
     const found = await api('GET', '/v1/pulls');
     if (found.ok && found.data && Array.isArray(found.data.pulls)) for (const body of found.data.pulls) mergePull(body);
   }
@@ -783,6 +786,8 @@
     for (const type of ['progress', 'complete', 'cancelled']) {
       es.addEventListener(type, (ev) => onMessage(type, ev));
     }
+    // a model added to or gone from a hive: the Models view (models.js) asks for the matrix again
+    es.addEventListener('model', () => document.dispatchEvent(new CustomEvent('rbee:model')));
     // 'error' is two things: a failed download (a MessageEvent with data, sent as `event: error`)
     // and the EventSource's own connection error (a plain Event, no data).
     es.addEventListener('error', (ev) => {
@@ -805,6 +810,8 @@
 
   // ------------------------------------------------------------------ start
 
+  // what models.js (the Models view) shares with this page
+  window.rbee = { api, el, errorText, humanBytes, buildBar, setBar };
   summarize();
   refreshHives();
   resyncThenStream();

@@ -4,15 +4,14 @@ Each registered hive's `/v2/downloads/stream` is followed forever (reconnecting 
 fanned out, with `orchestrator_id` and `hive_id` added, to any number of clients' bounded Mailboxs. The hub
 keeps the latest event of every active download, so a new client first gets the current state of all of them.
 Event ids are the per-download ids as the hives give them; Last-Event-ID is ignored here: a reconnecting client
-simply gets the full current state.
+simply gets the full current state. A hive's `model` events go to the ModelStore and on to the clients.
 
 After a reconnect, the hive's downloads are checked once: the terminal event of one the hub thought active that
 ended meanwhile is fetched and relayed, and so is that of one the hub never saw that began and ended while the
 stream was down; one the hive forgot is dropped.
 
 The same upstream also feeds per-download clients (`follow`; `followers.py` keeps them): a client of one
-download the hub is showing live, while its hive's stream is connected, is served from here and opens no
-connection to the hive.
+download the hub shows live, while its hive's stream is connected, is served from here, not by the hive.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 
 import httpx
 import structlog
@@ -32,11 +30,21 @@ from httpx_sse import EventSource
 from services.queen.hives.client import HiveClient, close_stream
 from services.queen.hives.registry import HiveInfo
 from services.queen.streams.followers import Followers
-from services.queen.streams.upstream import RelayStats, bytes_went_back, decode_event, enrich, is_event_stream
+from services.queen.streams.upstream import (
+    NoWatcher,
+    RelayStats,
+    StreamWatcher,
+    Upstream,
+    bytes_went_back,
+    decode_event,
+    ended_after,
+    enrich,
+    is_event_stream,
+)
 from shared.backoff import Backoff
 from shared.errors import ApiError
 from shared.mailbox import Mailbox
-from shared.models import TERMINAL_STATUSES, ProgressEvent
+from shared.models import TERMINAL_STATUSES, EventType, ProgressEvent
 
 __all__ = ["AggregateConfig", "AggregateHub"]
 
@@ -55,14 +63,6 @@ class AggregateConfig:
     check_timeout: float
 
 
-@dataclass(slots=True)
-class _Upstream:
-    url: str
-    task: asyncio.Task[None] | None = None
-    connected: bool = False
-    helpers: set[asyncio.Task[None]] = field(default_factory=set)
-
-
 class AggregateHub:
     def __init__(
         self,
@@ -70,8 +70,10 @@ class AggregateHub:
         on_download: Callable[[str, str], None],
         config: AggregateConfig,
         stats: RelayStats,
+        watcher: StreamWatcher | None = None,
     ) -> None:
         self.hives = hives
+        self.watcher = watcher or NoWatcher()  # the ModelStore: connects, drops, `model` events, finished downloads
         self.on_download = on_download  # (download_id, hive_id): where each download lives
         self.config = config
         self.stats = stats
@@ -79,7 +81,7 @@ class AggregateHub:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._clients: set[Mailbox] = set()
         self._followers = Followers()
-        self._upstreams: dict[str, _Upstream] = {}
+        self._upstreams: dict[str, Upstream] = {}
         self.closing = False
 
     # -- clients ---------------------------------------------------------------------------
@@ -119,6 +121,7 @@ class AggregateHub:
     def _release(self, hive_id: str) -> None:
         """The hive's stream dropped: close its downloads' followers (their readers go on elsewhere)."""
         self._followers.let_go([d for d in self._followers.downloads() if self._hive_of(d) == hive_id])
+        self.watcher.disconnected(hive_id)
 
     def _forget_active(self, download_id: str) -> None:
         """Stop showing a download the hive no longer has; its followers go on from the relay."""
@@ -152,7 +155,7 @@ class AggregateHub:
             return
         if upstream is not None and upstream.task is not None:
             upstream.task.cancel()
-        upstream = _Upstream(hive.url)
+        upstream = Upstream(hive.url)
         upstream.task = asyncio.create_task(self._follow(hive, upstream), name=f"hive-stream-{hive.hive_id}")
         self._upstreams[hive.hive_id] = upstream
 
@@ -184,7 +187,12 @@ class AggregateHub:
         else:
             self._latest[download_id] = event
         self.on_download(download_id, hive_id)
+        if (current is None) is not event.is_terminal:  # a download begun or ended: its model changed
+            self.watcher.download_changed(hive_id, (current or event).data.get("model_ref"))
         self._followers.offer(event)
+        self._send(event)
+
+    def _send(self, event: ProgressEvent) -> None:
         for queue in list(self._clients):
             if not queue.offer(event):
                 self._clients.discard(queue)
@@ -192,7 +200,7 @@ class AggregateHub:
 
     # -- upstream --------------------------------------------------------------------------
 
-    async def _follow(self, hive: HiveInfo, upstream: _Upstream) -> None:
+    async def _follow(self, hive: HiveInfo, upstream: Upstream) -> None:
         structlog.contextvars.bind_contextvars(correlation_id=f"stream-{uuid.uuid4().hex[:16]}", hive_id=hive.hive_id)
         backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
         connected_before = False
@@ -222,7 +230,7 @@ class AggregateHub:
             await asyncio.sleep(backoff.next())
 
     async def _relay(
-        self, hive: HiveInfo, upstream: _Upstream, response: httpx.Response, dropped_at: float | None
+        self, hive: HiveInfo, upstream: Upstream, response: httpx.Response, dropped_at: float | None
     ) -> None:
         """Relay one connection's events; `dropped_at`: when the previous connection went down."""
         upstream.connected = True
@@ -230,23 +238,24 @@ class AggregateHub:
         if dropped_at is not None:
             self.stats.reconnects += 1
             self._check_later(hive, upstream, dropped_at)
+        self.watcher.connected(hive)  # (its whole list: what changed while the stream was down too)
         async for sse in EventSource(response).aiter_sse():
-            if (event := decode_event(sse.event, sse.data, sse.id)) is not None:
+            if sse.event == EventType.MODEL:
+                if (model := self.watcher.on_model_event(hive.hive_id, sse.data)) is not None:
+                    self._send(model)
+            elif (event := decode_event(sse.event, sse.data, sse.id)) is not None:
                 self.publish(hive.hive_id, event)
         log.warning("hive_stream_ended")
 
-    def _check_later(self, hive: HiveInfo, upstream: _Upstream, dropped_at: float) -> None:
+    def _check_later(self, hive: HiveInfo, upstream: Upstream, dropped_at: float) -> None:
         stale = {d: e for d, e in self._latest.items() if e.data.get("hive_id") == hive.hive_id}
-        task = asyncio.create_task(self._check_stale(hive, stale, dropped_at))
-        upstream.helpers.add(task)
-        task.add_done_callback(upstream.helpers.discard)
+        upstream.help(self._check_stale(hive, stale, dropped_at))
 
     async def _check_stale(self, hive: HiveInfo, stale: dict[str, ProgressEvent], dropped_at: float) -> None:
         """Settle downloads that ended (or were forgotten) on the hive while its stream was down."""
         try:
-            states = {
-                s["download_id"]: s for s in await self.hives.list_downloads(hive, time_limit=self.config.check_timeout)
-            }
+            listed = await self.hives.list_downloads(hive, time_limit=self.config.check_timeout)
+            states = {s["download_id"]: s for s in listed}
         except ApiError as exc:
             log.warning("hive_stale_check_failed", error=exc.message)
             return
@@ -265,7 +274,7 @@ class AggregateHub:
                 and download_id not in self._finished
                 and download_id not in self._latest
                 and state.get("status") in TERMINAL_STATUSES
-                and _ended_after(state.get("completed_at"), dropped_at - _GAP_SLACK)
+                and ended_after(state.get("completed_at"), dropped_at - _GAP_SLACK)
             ):
                 await self._fetch_terminal(hive, download_id, 0)
 
@@ -288,12 +297,3 @@ class AggregateHub:
         current = self._latest.get(download_id)
         if current is not None and current.id <= after:
             self._forget_active(download_id)  # no terminal event to be had: stop showing it as active
-
-
-def _ended_after(completed_at: object, since: float) -> bool:
-    if not isinstance(completed_at, str):
-        return False
-    try:
-        return datetime.fromisoformat(completed_at).timestamp() >= since
-    except ValueError:
-        return False
