@@ -25,9 +25,9 @@ FLEET_REPO = "bench/fleet"
 
 SHARDS = 4
 
-HUB_BYTES_GOAL = 1.1  # the fleet's hub bytes over the model's size
+HUB_BYTES_GOAL = 1.05  # (issue #25) the fleet's hub bytes over the model's size
 
-WALL_GOAL = 1.5  # the fleet's wall time over one hive's alone
+WALL_GOAL = 1.1  # (issue #25) the fleet's wall time over one hive's alone
 
 
 def fleet(ctx: Context) -> Section:

@@ -143,7 +143,7 @@ def test_bench_fleet_scenario_pulls_onto_every_hive_three_ways(tmp_path: Path) -
     assert 0.99 <= _ratio(text, "one hive alone: hub bytes / model size") < 1.05, text
     assert 2.97 <= _ratio(text, "3 independent pulls: hub bytes / model size") < 3.1, text
     assert _ratio(text, "fleet pull: hub bytes / model size") < 2.0, text
-    for target in (r"fleet: hub bytes <= 1\.1x the model", r"fleet wall time <= 1\.5x one hive's alone"):
+    for target in (r"fleet: hub bytes <= 1\.05x the model", r"fleet wall time <= 1\.1x one hive's alone"):
         assert re.search(rf"\| {target} \| [^|—]+ \| \*\*(met|missed)\*\* \|", text), text
     _assert_all_stopped(result.stdout)
 
