@@ -6,11 +6,12 @@ line, an illegal header), and uvicorn answers that with a text/plain 400. Every 
 ours gets is JSON (README, "Errors"), so the services run uvicorn with this protocol class instead.
 
 uvicorn implements no ASGI `pathsend`, so each request's scope gets an extension of our own,
-`scope["extensions"][SENDFILE]`: `await sendfile(file, offset, count, pace)` sends `count` bytes
+`scope["extensions"][SENDFILE]`: `await sendfile(file, offset, count, pace, piece)` sends `count` bytes
 of `file` from `offset` as (part of) the response body, after the app's `http.response.start`,
 with `loop.sendfile` on the connection's non-blocking socket (the kernel copies the bytes; the event
 loop only wakes when the socket can take more, so it keeps serving everything else). `pace(n)` is
-awaited before each piece of at most `piece` bytes (a bandwidth cap's throttle). h11 is told of the
+awaited before each piece of at most `piece()` bytes (a bandwidth cap's throttle; asked each piece).
+Offered only on asyncio's own event loop (uvloop has no `loop.sendfile`). h11 is told of the
 bytes by its documented sendfile placeholder (a `Data` whose `data` only has a length). It answers
 how many bytes went; fewer than `count` means the connection is gone (it is closed: the reader sees
 a short body), and the app ends its response as usual (`http.response.body`, no more body).
@@ -32,7 +33,7 @@ from shared.errors import error_body
 __all__ = ["SENDFILE", "JsonErrorH11Protocol", "SendFile"]
 
 SENDFILE = "rbee.sendfile"
-SendFile = Callable[[BinaryIO, int, int, Callable[[int], Awaitable[None]], int], Awaitable[int]]
+SendFile = Callable[[BinaryIO, int, int, Callable[[int], Awaitable[None]], Callable[[], int]], Awaitable[int]]
 
 
 class _Sent:
@@ -64,7 +65,9 @@ class JsonErrorH11Protocol(H11Protocol):
         super().handle_events()
         cycle = self.cycle
         # (the cycle's task is created but has not run yet: the app sees the extension)
-        if cycle is not None and not cycle.response_started:
+        # only on asyncio's own loop: uvloop has no loop.sendfile (it raises NotImplementedError), and
+        # without the extension the app sends the file by reads instead
+        if cycle is not None and not cycle.response_started and isinstance(self.loop, asyncio.BaseEventLoop):
             extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
             extensions.setdefault(SENDFILE, functools.partial(self._sendfile, cycle))
 
@@ -75,7 +78,7 @@ class JsonErrorH11Protocol(H11Protocol):
         offset: int,
         count: int,
         pace: Callable[[int], Awaitable[None]],
-        piece: int,
+        piece: Callable[[], int],
     ) -> int:
         if cycle.disconnected or not cycle.response_started or self.transport.is_closing():
             return 0
@@ -84,7 +87,7 @@ class JsonErrorH11Protocol(H11Protocol):
         sent = 0
         try:
             while sent < count:
-                size = min(piece, count - sent)
+                size = min(piece(), count - sent)  # (asked each time: a cap may come or go meanwhile)
                 await pace(size)
                 if cycle.disconnected or self.transport.is_closing():
                     break

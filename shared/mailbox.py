@@ -4,18 +4,20 @@ The hive's tracker and the queen's relay offer every event to every reader witho
 slow reader never slows the others, the download or the upstream. Per download at most one event
 waits (latest wins, never an older id), a terminal event is never replaced (a `model` event is news
 of its own: none replaces another), and at most `maxsize` events may wait at once (None: no limit
-beyond the number of downloads): a reader that falls further behind than that is closed (it
-reconnects and gets the current state) instead of growing memory. So a connected reader never loses
-a terminal event.
+beyond the number of downloads; `model` events at most MAX_MODEL_EVENTS): a reader that falls
+further behind than that is closed (it reconnects and gets the current state) instead of growing
+memory. So a connected reader never loses a terminal event.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from shared.models import ProgressEvent
+from shared.models import EventType, ProgressEvent
 
-__all__ = ["Mailbox"]
+__all__ = ["MAX_MODEL_EVENTS", "Mailbox"]
+
+MAX_MODEL_EVENTS = 1024  # `model` events waiting for one reader (each is news: they do not coalesce)
 
 
 class Mailbox:
@@ -25,6 +27,7 @@ class Mailbox:
         self.closed = False
         self.overflowed = False
         self._pending: dict[str, ProgressEvent] = {}
+        self._models = 0  # how many of them are `model` events
         self._wake = asyncio.Event()
 
     def offer(self, event: ProgressEvent) -> bool:
@@ -38,10 +41,14 @@ class Mailbox:
         if current is not None:
             if current.is_terminal or event.id <= current.id:
                 return True
-        elif self.maxsize is not None and len(self._pending) >= self.maxsize:
+        elif (self.maxsize is not None and len(self._pending) >= self.maxsize) or (
+            event.event is EventType.MODEL and self._models >= MAX_MODEL_EVENTS
+        ):
             self.overflowed = True
             self.close()
             return False
+        elif event.event is EventType.MODEL:
+            self._models += 1
         self._pending[key] = event
         self._wake.set()
         return True
@@ -63,4 +70,5 @@ class Mailbox:
             await self._wake.wait()
         batch = list(self._pending.values())
         self._pending.clear()
+        self._models = 0
         return batch

@@ -35,7 +35,6 @@ class ModelAction(enum.StrEnum):
     EVICTED = "evicted"
     PINNED = "pinned"
     UNPINNED = "unpinned"
-    USED = "used"
 
 
 # -- the hive (/v2/models) -------------------------------------------------------------------

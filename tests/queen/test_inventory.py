@@ -74,7 +74,6 @@ def test_events_that_say_all_are_applied_and_the_others_ask_for_the_repository()
     assert not inv.model("h", "org/x").pinned  # type: ignore[union-attr]
     assert inv.apply(event("h", ModelAction.ADDED, "org/new", C1))  # what it holds: ask
     assert inv.apply(event("h", ModelAction.DELETED, "org/x", C2))  # one revision: what is left, ask
-    assert inv.apply(event("h", ModelAction.USED, "org/x"))
     assert not inv.apply(event("h", ModelAction.EVICTED, "org/x"))  # all of it
     assert inv.holdings("org/x") == {}
     assert not inv.apply(event("other", ModelAction.ADDED, "org/x"))  # a hive not loaded: its list will come

@@ -21,7 +21,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from services.queen.streams.subscription import Subscription
 from services.queen.streams.upstream import bytes_went_back, decode_event, is_event_stream
 from shared.backoff import Backoff
-from shared.mailbox import Mailbox
+from shared.mailbox import MAX_MODEL_EVENTS, Mailbox
 from shared.models import EventType, ProgressEvent
 from tests.queen.support import AUTH, TOKEN, FakeHive, ev, queen_for
 from tests.support import ServerThread, wait_until
@@ -55,6 +55,20 @@ def test_client_queue_keeps_the_latest_event_per_download_and_every_terminal_one
         ("dl-32000000000000000000000000000000", 1, EventType.PROGRESS),
     ]
     assert queue.pending() == 0
+
+
+def test_a_reader_that_never_reads_model_events_is_closed_at_the_bound_not_grown_without_one() -> None:
+    queue = Mailbox(maxsize=None)
+    for i in range(1, MAX_MODEL_EVENTS + 1):  # each is news of its own: none replaces another
+        assert queue.offer(ProgressEvent(i, EventType.MODEL, {"action": "added", "repo_id": f"org/m{i}"}))
+    assert queue.pending() == MAX_MODEL_EVENTS and not queue.closed
+    assert not queue.offer(ProgressEvent(MAX_MODEL_EVENTS + 1, EventType.MODEL, {"action": "added", "repo_id": "x"}))
+    assert queue.closed and queue.overflowed  # it reconnects and gets the current state
+    fresh = Mailbox(maxsize=None)
+    for i in range(1, 3 * MAX_MODEL_EVENTS):  # a reader that keeps up is never closed
+        assert fresh.offer(ProgressEvent(i, EventType.MODEL, {"action": "added", "repo_id": f"org/m{i}"}))
+        if i % 100 == 0:
+            assert len(take(fresh)) == 100
 
 
 def test_client_queue_honours_last_event_id_and_drains_before_closing() -> None:

@@ -13,6 +13,7 @@ before each of its chunks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Mapping
 from typing import BinaryIO
@@ -84,7 +85,7 @@ class BlobFileResponse(Response):
             sendfile: SendFile | None = scope.get("extensions", {}).get(SENDFILE)
             count = self.stop - self.start
             if sendfile is not None:
-                piece = self.throttle.piece(self.piece)
+                piece = functools.partial(self.throttle.piece, self.piece)  # asked before each piece
                 self.stats.bytes_served += await sendfile(self.file, self.start, count, self.throttle.take, piece)
             else:
                 await self._read_and_send(send)

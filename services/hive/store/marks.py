@@ -64,7 +64,10 @@ class Marks:
     def used(self, repo_id: str, when: datetime | None = None) -> datetime:
         now = when or datetime.now(UTC)
         self._used[repo_id] = now
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:  # (a full or read-only disk: the use is kept in memory, saved with the next change)
+            log.warning("model_marks_not_saved", repo_id=repo_id, error=str(exc))
         return now
 
     def forget(self, repo_id: str) -> None:

@@ -51,6 +51,10 @@ class ModelPinned(StoreError):
     status, code = 409, "MODEL_PINNED"
 
 
+class DeleteFailed(StoreError):
+    status, code = 500, "DELETE_FAILED"
+
+
 def news(before: RepoScan | None, after: RepoScan | None) -> list[tuple[ModelAction, str | None, int]]:
     """What a change of one model's folder tells: (action, commit, size) for each revision that came or went,
     or the whole model gone."""
@@ -90,21 +94,21 @@ class ModelStore:
 
     # -- what is there ---------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Notice now what other tools added or removed (Inventory.refresh), and tell of it."""
-        self._tell(self.inventory.refresh())
+    async def look(self) -> None:
+        """Notice now what other tools added or removed, and tell of it; the disk is read on a thread."""
+        looked = await asyncio.to_thread(self.inventory.look, *self.inventory.stamps())
+        self._tell(self.inventory.apply(looked))
 
     async def watch_forever(self, interval: float = 1.0) -> None:
-        """Notice what other tools change, every `interval` seconds, looking at the disk on a thread (the
-        hive's lifespan runs this)."""
+        """Notice what other tools change, every `interval` seconds (the hive's lifespan runs this)."""
         while True:
             await asyncio.sleep(interval)
             try:
-                looked = await asyncio.to_thread(self.inventory.look, *self.inventory.stamps())
+                await self.look()
             except OSError as exc:  # (the models dir gone or unreadable a moment: the next look tries again)
                 log.warning("model_store_look_failed", error=str(exc))
-                continue
-            self._tell(self.inventory.apply(looked))
+            except Exception:  # never the end of the watch: what other tools change is still noticed later
+                log.exception("model_store_look_failed")
 
     def models(self) -> list[ModelBody]:
         """Every model, by repo id, from the index (a body is made again only when its model changed)."""
@@ -145,8 +149,13 @@ class ModelStore:
         return await self._remove(scan, revision, ModelAction.DELETED)
 
     async def evict(self, repo_id: str) -> int:
-        """Remove a whole model to make room; the bytes freed."""
+        """Remove a whole model to make room; the bytes freed. Checked again now, not as it was when
+        chosen: a download of it may have begun, or a pin come, since (ModelBusy, ModelPinned)."""
         scan = self._scan(repo_id)
+        if repo_id in self.running():
+            raise ModelBusy(f"a download of {repo_id} began meanwhile")
+        if self.marks.pinned(repo_id):
+            raise ModelPinned(f"{repo_id} was pinned meanwhile")
         return (await self._remove(scan, None, ModelAction.EVICTED)).size_on_disk
 
     def pin(self, repo_id: str, pinned: bool) -> ModelBody:
@@ -156,11 +165,10 @@ class ModelStore:
         return self._body(scan, self.running())
 
     def mark_used(self, repo_id: str) -> None:
-        """A download, a join or a serving engine used the model now (told as a `used` event when the model
-        is here: one still to come is told of when it is added)."""
+        """A download, a join or a serving engine used the model now: its `last_used`, and a log line (not
+        a `model` event: those are the five actions of README "Progress events")."""
         self.marks.used(repo_id, datetime.now(UTC))
-        if (scan := self.inventory.get(repo_id)) is not None:
-            self.events.emit(ModelAction.USED, repo_id, None, scan.size_on_disk)
+        log.info("model_used", repo_id=repo_id)
 
     def use(self, repo_id: str) -> ModelBody:
         """POST …/used: the model must be here."""
@@ -198,6 +206,11 @@ class ModelStore:
                 await asyncio.to_thread(remove_revision, root, scan, revision, self.trash)
             _, _, after = self.inventory.rescan(repo_id)
         freed = scan.size_on_disk - (after.size_on_disk if after is not None else 0)
+        if after is not None and (whole or after.revision(revision or "") is not None):
+            # (permissions, a read-only disk: what could not go is still there; nothing is told as gone)
+            self._tell([(repo_id, scan, after)])
+            log.error("model_delete_failed", repo_id=repo_id, revision=revision, freed=freed)
+            raise DeleteFailed(f"{repo_id} could not be removed from this hive's disk ({freed} bytes freed)")
         commit = None if revision is None else revision
         self.events.emit(action, repo_id, commit, freed)
         return ModelEventBody(

@@ -21,7 +21,7 @@ import structlog
 
 from services.hive.net.errors import DownloadError
 from services.hive.store.budget import budget_bytes, bytes_to_free, choose_evictions, room_for
-from services.hive.store.models import ModelStore, StoreError
+from services.hive.store.models import ModelNotFound, ModelStore, StoreError
 from services.hive.tracker.tracker import DownloadTracker
 from shared.models import ErrorCode
 from shared.wire.models import DiskBody
@@ -86,7 +86,7 @@ class DiskRoom:
         if needed <= 0:
             return
         async with self._lock:
-            self.store.refresh()
+            await self.store.look()
             usage = self.usage(self.store.models_dir)
             budget = budget_bytes(self.max_bytes, usage.total)
             reserved = self.reserved(but=download_id)
@@ -106,12 +106,22 @@ class DiskRoom:
                 )
                 bound.warning("disk_room_refused", needed=needed, to_free=to_free, pinned=pinned, in_use=in_use)
                 raise DownloadError(ErrorCode.INSUFFICIENT_DISK, message)
+            kept: list[str] = []
             for candidate in chosen:
                 try:
                     freed = await self.store.evict(candidate.repo_id)
-                except StoreError:  # (gone meanwhile: its bytes are free all the same)
+                except ModelNotFound:  # (gone meanwhile: its bytes are free all the same)
+                    continue
+                except StoreError:  # (in use or pinned since it was chosen: it stays)
+                    kept.append(candidate.repo_id)
                     continue
                 bound.info("model_evicted_for_room", evicted=candidate.repo_id, freed=freed, needed=needed)
+            if kept:
+                raise DownloadError(
+                    ErrorCode.INSUFFICIENT_DISK,
+                    f"the download needs {needed} bytes; {to_free} more had to be freed, but"
+                    f" {', '.join(kept)} began a download or was pinned while room was being made",
+                )
             state = self.tracker.get_download(download_id)
             self._reserved[download_id] = (needed, state.bytes_downloaded if state is not None else 0)
 

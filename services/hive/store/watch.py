@@ -58,7 +58,7 @@ class DownloadWatch:
         if repo is None:
             return
         if event.event is EventType.COMPLETE:
-            self.store.written(repo)  # (first: an added model's `added` event comes before its `used`)
+            self.store.written(repo)  # (its `added` event, then its last use)
             self.store.mark_used(repo)
         elif first:
             self.store.mark_used(repo)

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime
 
+import structlog
+
 from services.hive.tracker.entry import Entry
 from services.hive.tracker.speed import SpeedMeter
 from services.hive.tracker.statuses import InvalidTransition, UnknownDownload, check_transition
@@ -32,6 +34,8 @@ from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEven
 
 __all__ = ["DownloadTracker", "InvalidTransition", "StreamDecision", "Subscriber", "UnknownDownload"]
 
+
+log = structlog.get_logger(__name__)
 
 EventListener = Callable[[DownloadState, ProgressEvent], None]
 
@@ -300,4 +304,7 @@ class DownloadTracker:
         self._dirty.discard(entry.state.download_id)
         self._readers.offer(entry.state.download_id, event)
         for listener in self._listeners:
-            listener(entry.state, event)
+            try:
+                listener(entry.state, event)
+            except Exception:  # one listener's failure (a full disk, say) never stops the others or the stream
+                log.exception("tracker_listener_failed", download_id=entry.state.download_id, event=event.event.value)

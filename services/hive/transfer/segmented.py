@@ -67,6 +67,7 @@ async def segmented(ctx: Context, t: Transfer, plan: SegmentPlan, saved: bool = 
     else:
         await t.checkpoints.persist_segments(job.download_id, plan.to_json())
         digest, hashed = await part.detach()
+    pool = await probe_mirrors(ctx, t, plan.total)  # (before anything is opened: a cancel here leaks nothing)
     f: IO[bytes] = await loop.run_in_executor(ctx.io, open, part.path, "r+b")
     fd = f.fileno()
     await loop.run_in_executor(ctx.io, os.ftruncate, fd, plan.total)
@@ -78,7 +79,6 @@ async def segmented(ctx: Context, t: Transfer, plan: SegmentPlan, saved: bool = 
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbee-hash")
     seg = _SegmentRun(plan, plan.written(), asyncio.Event())
     follower = asyncio.create_task(_hash_follower(fd, digest, hashed, seg, hasher))
-    pool = await probe_mirrors(ctx, t, plan.total)
     workers = [
         asyncio.create_task(_segment_worker(ctx, t, fd, seg, pool, i))
         for i in range(min(ctx.config.segments, len(plan.chunks)))

@@ -14,7 +14,7 @@ from services.hive.net.errors import DownloadError
 from services.hive.store.events import ModelEvents
 from services.hive.store.inventory import Inventory
 from services.hive.store.marks import Marks
-from services.hive.store.models import ModelStore
+from services.hive.store.models import DeleteFailed, ModelStore
 from services.hive.store.room import DiskRoom, DiskUsage
 from services.hive.store.watch import ActiveModels
 from services.hive.tracker.tracker import DownloadTracker
@@ -83,3 +83,33 @@ def test_when_only_pinned_and_in_use_models_hold_the_space_nothing_goes(tmp_path
     tight = DiskRoom(store, tracker, "0", 1000, lambda _p: DiskUsage(10**9, 1000 + 100))
     asyncio.run(tight.make_room("d", "org/big", 100))
     assert store.inventory.get("org/old") is not None  # it fit: nothing went
+
+
+def test_a_model_pinned_or_downloaded_after_it_was_chosen_stays_and_the_download_is_refused(tmp_path: Path) -> None:
+    tracker = DownloadTracker()
+    store = store_on(tmp_path, tracker, [])
+    room = DiskRoom(store, tracker, str(store.used_bytes()), 0, lambda _p: DiskUsage(10**9, 10**8))
+    tracker.start_download("d", "hf:org/big", None)
+    evict = store.evict
+
+    async def a_download_of_it_begins_first(repo_id: str) -> int:  # (between the choice and the removal)
+        tracker.start_download("late", f"hf:{repo_id}", 10)
+        return await evict(repo_id)
+
+    store.evict = a_download_of_it_begins_first  # type: ignore[method-assign]
+    with pytest.raises(DownloadError) as refused:
+        asyncio.run(room.make_room("d", "org/big", 100))
+    assert refused.value.code == "INSUFFICIENT_DISK" and "org/old" in refused.value.message
+    assert store.inventory.get("org/old") is not None  # it stayed: its download would link its blobs
+
+
+def test_a_delete_that_removes_nothing_is_an_error_not_a_deleted_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    told: list[ProgressEvent] = []
+    store = store_on(tmp_path, DownloadTracker(), told)
+    monkeypatch.setattr("services.hive.store.models.remove_repo", lambda root, trash: None)  # (a read-only disk)
+    with pytest.raises(DeleteFailed):
+        asyncio.run(store.delete("org/old"))
+    assert store.inventory.get("org/old") is not None
+    assert not [e for e in told if e.data["action"] == "deleted"]
