@@ -131,11 +131,10 @@ class HubFetcher:
             fetched = await self._fetch_all(job, cache, commit, missing, progress)
             # linked once every blob is in place, then the ref: never a snapshot with a file missing
             digests = {f.path: f.digest for f in files} | {path: digest for path, (digest, _) in fetched.items()}
+            one, got = files[0].path, fetched.get(files[0].path, ("", None))[1]  # sha256: fetched, LFS name or read
+            sha = None if job.whole else await _checked_sha(job, cache, one, digests[one], got)
             for f in files:
                 cache.link(commit, f.path, digests[f.path])
-            sha = fetched[files[0].path][1] if not job.whole and files[0].path in fetched else None
-            if not job.whole and sha is None:
-                sha = await _sha256_of(cache, RepoFile(files[0].path, files[0].size, digests[files[0].path]))
             cache.write_ref(hub_ref.revision, commit)
         except asyncio.CancelledError:
             progress.stopped(DownloadStatus.CANCELLED)
@@ -294,7 +293,8 @@ def _discard(partial: Path, notes: PartialNotes) -> None:
     notes.remove()
 
 
-async def _sha256_of(cache: RepoCache, f: RepoFile) -> str:
-    if len(f.digest) == 64:
-        return f.digest  # an LFS file's blob is named by its verified sha256
-    return await asyncio.to_thread(sha256_file, cache.blob(f.digest))
+async def _checked_sha(job: HubJob, cache: RepoCache, path: str, digest: str, got: str | None) -> str:
+    sha = got if got else digest if len(digest) == 64 else await asyncio.to_thread(sha256_file, cache.blob(digest))
+    if job.expected_sha256 is not None and sha != job.expected_sha256:
+        raise DownloadError(ErrorCode.CHECKSUM_MISMATCH, f"{path} has sha256 {sha}, not {job.expected_sha256}")
+    return sha

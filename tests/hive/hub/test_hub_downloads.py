@@ -131,6 +131,23 @@ def test_a_file_bigger_than_an_open_range_may_be_is_fetched_in_bounded_ranges(
     assert state["status"] == "failed" and state["error_code"] == "DOWNLOAD_FAILED", state
 
 
+@pytest.mark.parametrize("path", ["config.json", "model.safetensors"])
+def test_a_file_already_here_is_still_checked_against_the_sha256_asked_for(
+    hub: Hub, make_hub_hive: Callable[..., ServerThread], path: str
+) -> None:
+    hub.commit(REPO, {"config.json": b'{"hidden": 64}\n', "model.safetensors": Generated(MiB, 7)})
+    hive = make_hub_hive(segments=1)
+    _, first, _ = pull(hive.url, f"hf:{REPO}::file={path}")
+    assert first["status"] == "complete", first
+    wrong = "0" * 64
+    _, state, events = pull(hive.url, f"hf:{REPO}::file={path}", sha256=wrong)  # its blob is here already
+    assert state["status"] == "failed" and state["error_code"] == "CHECKSUM_MISMATCH", state
+    assert wrong in state["error"] and first["sha256"] in state["error"]
+    assert events[-1][0] == "error"
+    _, again, _ = pull(hive.url, f"hf:{REPO}::file={path}", sha256=first["sha256"])  # the right one: complete
+    assert again["status"] == "complete" and again["sha256"] == first["sha256"], again
+
+
 def test_bytes_that_fail_the_hubs_digest_never_reach_the_final_path(
     hub: Hub, make_hub_hive: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
