@@ -24,20 +24,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime
 
-import structlog
-
 from services.hive.tracker.entry import Entry
+from services.hive.tracker.listeners import EventListener, Listeners
 from services.hive.tracker.speed import SpeedMeter
 from services.hive.tracker.statuses import InvalidTransition, UnknownDownload, check_transition
 from services.hive.tracker.subscribers import Readers, StreamDecision, Subscriber, events_until_terminal
 from shared.models import DownloadState, DownloadStatus, ErrorCode, ProgressEvent
 
 __all__ = ["DownloadTracker", "InvalidTransition", "StreamDecision", "Subscriber", "UnknownDownload"]
-
-
-log = structlog.get_logger(__name__)
-
-EventListener = Callable[[DownloadState, ProgressEvent], None]
 
 
 class DownloadTracker:
@@ -52,7 +46,7 @@ class DownloadTracker:
         self._clock = clock
         self._entries: dict[str, Entry] = {}
         self._readers = Readers()
-        self._listeners: list[EventListener] = []
+        self._listeners = Listeners()
         self._dirty: set[str] = set()  # downloads whose bytes moved since their last event
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -241,7 +235,7 @@ class DownloadTracker:
 
     def add_listener(self, listener: EventListener) -> None:
         """Called with (state, event) after every emitted event, e.g. to persist or count."""
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -303,8 +297,4 @@ class DownloadTracker:
         event = entry.next_event(self._clock() if now is None else now)
         self._dirty.discard(entry.state.download_id)
         self._readers.offer(entry.state.download_id, event)
-        for listener in self._listeners:
-            try:
-                listener(entry.state, event)
-            except Exception:  # one listener's failure (a full disk, say) never stops the others or the stream
-                log.exception("tracker_listener_failed", download_id=entry.state.download_id, event=event.event.value)
+        self._listeners.tell(entry.state, event)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.hive.tracker.tracker import DownloadTracker, InvalidTransition
-from shared.models import DownloadStatus, ErrorCode, EventType
+from shared.models import DownloadState, DownloadStatus, ErrorCode, EventType, ProgressEvent
 from tests.hive.tracker.support import (
     COMPLETE_KEYS,
     DL,
@@ -357,3 +357,16 @@ def test_listeners_see_every_event_with_the_live_state(tracker: DownloadTracker,
     tracker.update_progress(DL, 10)
     tracker.cancel_download(DL)
     assert seen == [("queued", 0, 1), ("downloading", 0, 2), ("downloading", 10, 3), ("cancelled", 10, 4)]
+
+
+def test_a_failing_listener_never_stops_the_next_one_or_the_stream(tracker: DownloadTracker) -> None:
+    heard: list[str] = []
+
+    def full_disk(state: DownloadState, event: ProgressEvent) -> None:
+        raise OSError("No space left on device")
+
+    tracker.add_listener(full_disk)
+    tracker.add_listener(lambda state, event: heard.append(event.event.value))
+    tracker.start_download("dl-l", "http://x/f", 10)
+    tracker.complete_download("dl-l", sha256="ab" * 32, path="/m/f")
+    assert heard[-1] == "complete" and tracker.get_download("dl-l").status is DownloadStatus.COMPLETE  # type: ignore[union-attr]
