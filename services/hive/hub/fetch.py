@@ -3,8 +3,8 @@
 For each download (`HubJob`), in order (README, "Whole models"):
 1. the plan (`HubPlanner.plan`): the commit pinned, the files listed and picked, a gated repo's
    access proved, the bytes still missing checked against the disk — all before the first byte;
-2. fetch the missing files, `files_concurrent` at once, each from its sources in order
-   (`sources.order_sources`: peers and the hub) into its partial under `.rbee/partial/`, verified
+2. fetch the missing files, `files_concurrent` at once (`selection.fetch_order`), each from its sources
+   in order (`sources.order_sources`: peers and the hub) into its partial under `.rbee/partial/`, verified
    against the hub's digest (the Downloader), renamed to `blobs/{digest}` and linked from
    `snapshots/{commit}/{path}`; a blob already there (another revision's, an earlier pull's) is
    linked without a byte fetched;
@@ -35,6 +35,7 @@ from services.hive.hub.api import RepoFile
 from services.hive.hub.jobs import HubJob, HubResult
 from services.hive.hub.plan import HubPlanner
 from services.hive.hub.progress import FileProgress, ModelProgress
+from services.hive.hub.selection import fetch_order
 from services.hive.hub.sources import file_job, order_sources
 from services.hive.refs import HubRef
 from services.hive.tracker.tracker import DownloadTracker
@@ -155,13 +156,12 @@ class HubFetcher:
     async def _fetch_all(
         self, job: HubJob, cache: RepoCache, commit: str, missing: list[RepoFile], progress: ModelProgress
     ) -> dict[str, tuple[str, str | None]]:
-        """Fetch the files into their blobs, `files_concurrent` at once (the blobs this hive seeds for a
-        fleet first, then the largest); the first failure stops the rest. path -> (digest, sha256 if
-        fetched here)."""
+        """Fetch the files into their blobs, `files_concurrent` at once, in `fetch_order`; the first
+        failure stops the rest. path -> (digest, sha256 if fetched here)."""
         if not missing:
             return {}
         gate = asyncio.Semaphore(self.files_concurrent)
-        ordered = sorted(missing, key=lambda f: (f.digest not in job.hub_first, -f.size))
+        ordered = fetch_order(missing, job.hub_first)
         tasks = [
             asyncio.create_task(self._fetch_one(job, cache, commit, f, progress, gate), name=f"{job.download_id}:{i}")
             for i, f in enumerate(ordered)

@@ -1,4 +1,5 @@
-"""Which files of a repository a whole-model download takes: `include` / `exclude` globs. Pure.
+"""Which files of a repository a whole-model download takes (`include` / `exclude` globs), and in
+which order it fetches them (`fetch_order`). Pure.
 
 The patterns mean what huggingface_hub's `allow_patterns` / `ignore_patterns` mean (its
 `filter_repo_objects`): `fnmatch.fnmatchcase` on the whole path, case-sensitive, `*` matching
@@ -8,12 +9,15 @@ across `/` (so `*.json` also takes `sub/x.json`), backslashes read as `/`, and a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from fnmatch import fnmatchcase
+from typing import Protocol, TypeVar
 
 from shared.limits import MAX_PATTERN_LENGTH, MAX_PATTERNS
 
-__all__ = ["MAX_PATTERNS", "MAX_PATTERN_LENGTH", "normalize_patterns", "select_paths"]
+__all__ = ["MAX_PATTERNS", "MAX_PATTERN_LENGTH", "SMALL_FILE", "fetch_order", "normalize_patterns", "select_paths"]
+
+SMALL_FILE = 16 * 1024 * 1024  # a file under this is fetched before the large ones (see fetch_order)
 
 
 def normalize_patterns(patterns: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -41,3 +45,28 @@ def select_paths(
             continue
         chosen.append(path)
     return chosen
+
+
+class Sized(Protocol):
+    @property
+    def digest(self) -> str | None: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+F = TypeVar("F", bound=Sized)
+
+
+def fetch_order(files: Iterable[F], hub_first: Collection[str] = ()) -> list[F]:
+    """The order a download's files start in (README, "Whole models"): the blobs this hive seeds for a
+    fleet (`hub_first`), then the small files, smallest first (the config and tokenizer are there in a
+    moment, for this hive and for the peers that take them from it), then the large ones, largest first
+    (the longest transfers begin first). In a fleet pull of 8 hives a tokenizer left after the shards
+    kept the last hives waiting 2 s for it, peer after peer."""
+
+    def key(f: F) -> tuple[bool, bool, int]:
+        small = f.size < SMALL_FILE
+        return f.digest not in hub_first, not small, f.size if small else -f.size
+
+    return sorted(files, key=key)
