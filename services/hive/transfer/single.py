@@ -57,7 +57,9 @@ async def single(ctx: Context, t: Transfer, probe: bool) -> SegmentPlan | None:
     cfg = ctx.config
     part = t.part
     failures = 0
-    threaded = cfg.thread_above_bps <= 0
+    # a peer's blob goes on a worker thread from its first byte when it is large: peers share the
+    # cluster's network, where a body proves fast anyway (README, "Fleet pulls")
+    threaded = cfg.thread_above_bps <= 0 or (t.job.peer and (t.total or 0) >= cfg.thread_min_rest)
     while True:
         offset_before = part.size
         try:
@@ -101,6 +103,7 @@ async def _attempt(ctx: Context, t: Transfer, probe: bool, threaded: bool) -> Ou
         headers["Range"] = f"bytes={offset}-"
         if t.validator and not job.pinned:
             headers["If-Range"] = t.validator
+    threaded = threaded and not one_byte  # (the probe's one byte is read on the loop)
     resp = await ctx.requester.open(t.source, headers, threaded=threaded)
     watcher: asyncio.Task[None] | None = None
     try:

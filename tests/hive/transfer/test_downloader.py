@@ -469,3 +469,36 @@ def test_threaded_body_resumes_after_a_drop_or_stall(model_server: ModelServer, 
     out = download(model_server.url + path, dest, config)
     assert out.result is not None and out.result.sha256 == sha and out.result.resumed == 1
     assert range_starts(model_server, path) == [0, MiB]
+
+
+def test_a_large_peer_blob_is_read_on_a_worker_thread_from_its_first_byte(
+    model_server: ModelServer, dest: Path
+) -> None:
+    """A peer's blob of at least `thread_min_rest` starts on a worker thread: one request, where a hub file
+    of the same pace starts on the loop and moves to a thread with a second one (the test above)."""
+    size = 6 * MiB
+    sha = model_server.add_file("org/repo/p.bin", size)
+    path = "/org/repo/resolve/main/p.bin"
+    model_server.set_fault(path, Fault(rate_bps=8 * MiB))  # (a loop's rate window would close first)
+    config = dataclasses.replace(FAST, thread_above_bps=1, thread_min_rest=256 * 1024, write_batch_bytes=64 * 1024)
+    out = download(model_server.url + path, dest, config, peer=True, total=size)
+    assert out.result is not None and out.result.sha256 == sha
+    assert [r.range for r in model_server.records(path)] == ["bytes=0-"]
+    seen = bytes_seen(out.events)
+    assert seen == sorted(seen) and seen[-1] == size
+
+
+def test_a_large_peer_blob_with_mirrors_probes_one_byte_then_splits(model_server: ModelServer, dest: Path) -> None:
+    """With mirrors named, a peer's large blob is split at once: the one-byte probe is read on the loop
+    (not on a thread: that large blob would go there), then ranges; a mirror that refuses is no source."""
+    size = 3 * MiB
+    sha = model_server.add_file("org/repo/p.bin", size)
+    path = "/org/repo/resolve/main/p.bin"
+    config = dataclasses.replace(
+        FAST, segments=4, segment_min_bytes=256 * 1024, thread_min_rest=256 * 1024, write_batch_bytes=64 * 1024
+    )
+    refused = "http://127.0.0.1:9/blob"  # (the discard port: nothing listens)
+    out = download(model_server.url + path, dest, config, peer=True, total=size, pinned=True, mirrors=(refused,))
+    assert out.error is None and out.result is not None and out.result.sha256 == sha
+    ranges = [r.range for r in model_server.records(path)]
+    assert ranges[0] == "bytes=0-0" and len(ranges) > 2, ranges
