@@ -41,7 +41,7 @@ class HiveSettings(CommonSettings):
     )
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "hf_token"))
     max_concurrent: int = Field(default=3, ge=1, le=256)
-    model_files_concurrent: int = Field(default=4, ge=1, le=64)  # files of one whole model fetched at once
+    model_files_concurrent: int = Field(default=4, ge=1, le=64)  # large files of one model at once (small ones beside)
     bandwidth_limit: int = Field(default=0, ge=0)
     # README, "Bandwidth": time windows with their own cap, the zone they are in (unset: this host's
     # local time), and the interface the hive shares with serving, its budget and the hive's floor

@@ -3,9 +3,9 @@
 For each download (`HubJob`), in order (README, "Whole models"):
 1. the plan (`HubPlanner.plan`): the commit pinned, the files listed and picked, a gated repo's
    access proved, the bytes still missing checked against the disk — all before the first byte;
-2. fetch the missing files, `files_concurrent` at once (`selection.fetch_order`), each from its sources
-   in order (`sources.order_sources`: peers and the hub) into its partial under `.rbee/partial/`, verified
-   against the hub's digest (the Downloader), renamed to `blobs/{digest}` and linked from
+2. fetch the missing files, `files_concurrent` at once and small ones beside them (`selection.fetch_order`),
+   each from its sources in order (`sources.order_sources`: peers and the hub) into its partial under
+   `.rbee/partial/`, verified against the hub's digest (the Downloader), renamed to `blobs/{digest}` and linked from
    `snapshots/{commit}/{path}`; a blob already there (another revision's, an earlier pull's) is
    linked without a byte fetched;
 3. write `refs/{rev}` once every file is in place, so huggingface_hub never sees half a snapshot.
@@ -35,7 +35,7 @@ from services.hive.hub.api import RepoFile
 from services.hive.hub.jobs import HubJob, HubResult
 from services.hive.hub.plan import HubPlanner
 from services.hive.hub.progress import FileProgress, ModelProgress
-from services.hive.hub.selection import fetch_order
+from services.hive.hub.selection import SMALL_FILE, fetch_order
 from services.hive.hub.sources import file_job, order_sources
 from services.hive.refs import HubRef
 from services.hive.tracker.tracker import DownloadTracker
@@ -156,14 +156,14 @@ class HubFetcher:
     async def _fetch_all(
         self, job: HubJob, cache: RepoCache, commit: str, missing: list[RepoFile], progress: ModelProgress
     ) -> dict[str, tuple[str, str | None]]:
-        """Fetch the files into their blobs, `files_concurrent` at once, in `fetch_order`; the first
-        failure stops the rest. path -> (digest, sha256 if fetched here)."""
+        """Fetch the files into their blobs in `fetch_order`, `files_concurrent` large ones at once and as
+        many small ones beside them; the first failure stops the rest. path -> (digest, sha256 if here)."""
         if not missing:
             return {}
-        gate = asyncio.Semaphore(self.files_concurrent)
+        gates = {small: asyncio.Semaphore(self.files_concurrent) for small in (True, False)}
         ordered = fetch_order(missing, job.hub_first)
         tasks = [
-            asyncio.create_task(self._fetch_one(job, cache, commit, f, progress, gate), name=f"{job.download_id}:{i}")
+            asyncio.create_task(self._fetch_one(job, cache, commit, f, progress, gates), name=f"{job.download_id}:{i}")
             for i, f in enumerate(ordered)
         ]
         failed: list[asyncio.Task[tuple[str, str | None]]] = []
@@ -202,7 +202,7 @@ class HubFetcher:
         commit: str,
         f: RepoFile,
         progress: ModelProgress,
-        gate: asyncio.Semaphore,
+        gates: dict[bool, asyncio.Semaphore],  # (by whether the file is small)
     ) -> tuple[str, str | None]:
         """One file into its blob: (its digest, its sha256 when it was fetched here). A file the hub
         gave no digest for (a server that is no real hub) is named by the sha256 its bytes have."""
@@ -212,7 +212,7 @@ class HubFetcher:
         blob = cache.blob(f.digest) if f.digest else partial.with_name(f"{name}.fetched")
         digest: str = f.digest
         sha: str | None = None
-        async with gate, self._blob_lock(partial):
+        async with gates[f.size < SMALL_FILE], self._blob_lock(partial):
             if not blob.is_file() or not f.digest:  # (another download may have put it in place meanwhile)
                 result = await self._fetch_from_sources(job, commit, f, blob, partial, progress)
                 sha = result.sha256

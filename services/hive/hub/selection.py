@@ -62,8 +62,9 @@ def fetch_order(files: Iterable[F], hub_first: Collection[str] = ()) -> list[F]:
     """The order a download's files start in (README, "Whole models"): the blobs this hive seeds for a
     fleet (`hub_first`), then the small files, smallest first (the config and tokenizer are there in a
     moment, for this hive and for the peers that take them from it), then the large ones, largest first
-    (the longest transfers begin first). In a fleet pull of 8 hives a tokenizer left after the shards
-    kept the last hives waiting 2 s for it, peer after peer."""
+    (the longest transfers begin first). The small files also have slots of their own beside the large
+    ones' (hub/fetch.py), so neither waits for the other. In a fleet pull of 8 hives a tokenizer left
+    after the shards kept the last hives waiting 2 s for it, peer after peer."""
 
     def key(f: F) -> tuple[bool, bool, int]:
         small = f.size < SMALL_FILE

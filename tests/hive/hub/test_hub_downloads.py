@@ -260,3 +260,32 @@ def test_kill_9_then_restart_verifies_the_file_and_refetches_a_damaged_partial(
         assert "download_refetch" in (tmp_path / "hive-k.log").read_text()
     finally:
         hive.stop()
+
+
+def test_small_files_run_beside_the_large_ones_in_slots_of_their_own(
+    hub: Hub, make_hub_hive: Callable[..., ServerThread]
+) -> None:
+    """HIVE_MODEL_FILES_CONCURRENT=1: the one large file (16 MiB, the uplink capped so that it takes a
+    couple of seconds) and a small file are downloading at the same moment (README, "Whole models")."""
+    small = {f"part-{i}.bin": Generated(2 * MiB, seed=30 + i) for i in range(3)}
+    hub.commit(REPO, {"model.safetensors": Generated(16 * MiB, seed=29), **small})
+    hive = make_hub_hive(model_files_concurrent=1)
+    both = False
+    hub.uplink.set_rate(8 * MiB)
+    try:
+        with httpx.Client(base_url=hive.url, timeout=10) as client:
+            download_id = client.post("/v2/downloads", json={"model_ref": f"hf:{REPO}"}).json()["download_id"]
+
+            def look() -> bool:
+                nonlocal both
+                state = client.get(f"/v2/downloads/{download_id}").json()
+                running = {f["path"] for f in state.get("files") or [] if f["status"] == "downloading"}
+                both = both or ("model.safetensors" in running and bool(running & set(small)))
+                return state["status"] in ("complete", "failed")
+
+            wait_until(look, 60, what="the model downloaded", interval=0.02)
+            state = ended(client, download_id, "the model")
+    finally:
+        hub.uplink.set_rate(None)
+    assert state["status"] == "complete", state
+    assert both, "a small file never ran beside the large one"
