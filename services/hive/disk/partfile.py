@@ -3,8 +3,10 @@
 The bytes go to disk through a BlockWriter (O_DIRECT where the filesystem allows; blockwriter.py
 says why). Threads: a batch is written on one thread and hashed on another at the same time, while
 the body's reader fills the next one; both release the GIL (pwrite, sha256 over 2 KiB). The two pools
-are shared by every download (FilePools). Each file's writes run one after another, in order, and so
-do its hash updates (a job waits for the one queued before it), but the two lanes do not wait for
+are shared by every download (FilePools). Each file's jobs on the writer pool (its writes, and the
+flush, fsync and close of its BlockWriter) run one after another, in order, and so do its hash updates
+(a job waits for the one submitted before it): nothing touches the BlockWriter while a write of it runs,
+even when the task that was waiting for that write was cancelled. The two lanes do not wait for
 each other: up to `_DEPTH` batches may wait in each, so a write that takes longer than its hash (a
 direct write waits for the disk) does not hold the hash back, nor the reader. In lock-step (the reader
 waiting for both of the last batch) a 1 GiB copy spent 45% of its body thread's time waiting (py-spy),
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import errno
 import hashlib
 import os
 from collections.abc import Callable
@@ -41,12 +44,26 @@ def _update_all(digest: Any, pieces: list[bytes]) -> None:
         digest.update(piece)
 
 
-def _after(before: concurrent.futures.Future[None] | None, func: Callable[..., None], *args: Any) -> None:
-    """Run `func` once the lane's job before it is done (its error is this job's too). The one before
-    was queued first, so it runs already or is done: waiting for it never waits for a free thread."""
+_Job = concurrent.futures.Future[Any]
+
+
+def _after(before: _Job | None, func: Callable[..., None], *args: Any) -> None:
+    """Run `func` once the lane's job before it is done (its error is this job's too: no write after a
+    failed one, which would leave a hole). The one before was submitted first, so it runs already or is
+    done: waiting for it never waits for a free thread."""
     if before is not None:
-        before.result()
+        try:
+            before.result()
+        except concurrent.futures.CancelledError:  # (not this task's cancel: an error of the file's)
+            raise OSError(errno.ECANCELED, "a write before this one was cancelled") from None
     func(*args)
+
+
+def _after_settled(before: _Job | None, func: Callable[..., Any], *args: Any) -> Any:
+    """Run `func` once the job before it has ended, however it ended (closing the file, opening it anew)."""
+    if before is not None:
+        concurrent.futures.wait([before])
+    return func(*args)
 
 
 class FilePools:
@@ -85,8 +102,10 @@ class PartFile:
         self.size = 0
         self._batch: list[bytes] = []
         self._batched = 0
-        self._writes: collections.deque[concurrent.futures.Future[None]] = collections.deque()
-        self._hashes: collections.deque[concurrent.futures.Future[None]] = collections.deque()
+        self._writes: collections.deque[_Job] = collections.deque()  # queued, not yet waited for
+        self._hashes: collections.deque[_Job] = collections.deque()
+        self._last_write: _Job | None = None  # every writer-pool job of this file comes after this one
+        self._last_hash: _Job | None = None
 
     @property
     def _writer_pool(self) -> ThreadPoolExecutor:
@@ -104,7 +123,9 @@ class PartFile:
         return self._own
 
     def _on_writer(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().run_in_executor(self._writer_pool, func, *args)
+        job = self._writer_pool.submit(_after_settled, self._last_write, func, *args)
+        self._last_write = job
+        return asyncio.wrap_future(job)
 
     async def open_fresh(self) -> None:
         await self._drain_quietly()
@@ -158,12 +179,12 @@ class PartFile:
     def _queue(self, batch: list[bytes]) -> None:
         writer = self._writer
         assert writer is not None
-        before = self._writes[-1] if self._writes else None
-        self._writes.append(self._writer_pool.submit(_after, before, writer.write, batch))
-        before = self._hashes[-1] if self._hashes else None
-        self._hashes.append(self._hash_pool.submit(_after, before, _update_all, self._hash, batch))
+        self._last_write = self._writer_pool.submit(_after, self._last_write, writer.write, batch)
+        self._writes.append(self._last_write)
+        self._last_hash = self._hash_pool.submit(_after, self._last_hash, _update_all, self._hash, batch)
+        self._hashes.append(self._last_hash)
 
-    def _inflight(self) -> list[concurrent.futures.Future[None]]:
+    def _inflight(self) -> list[_Job]:
         return [*self._writes, *self._hashes]
 
     async def _submit(self) -> None:

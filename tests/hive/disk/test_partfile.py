@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
 import random
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -142,3 +145,64 @@ def test_part_file_open_fresh_discards_what_was_there(tmp_path: Path) -> None:
 
     assert asyncio.run(go()) == hashlib.sha256(b"new").hexdigest()
     assert path.read_bytes() == b"new"
+
+
+def test_part_file_closes_only_after_a_write_still_running_when_its_waiter_was_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush cancelled while a write runs (a sibling file failed, the download stops): the close that
+    follows must not flush or close the BlockWriter under that write (three writer threads here), and the
+    write queued after it still lands after it: the file is both batches, in order."""
+    path = tmp_path / "m.bin.part"
+    gate, entered = threading.Event(), threading.Event()
+    writing = [0]
+    overlapped: list[str] = []
+    original_write, original_flush, original_close = BlockWriter.write, BlockWriter.flush, BlockWriter.close
+
+    def slow_write(self: BlockWriter, pieces: list[bytes]) -> None:
+        writing[0] += 1
+        entered.set()
+        gate.wait(10)
+        try:
+            original_write(self, pieces)
+        finally:
+            writing[0] -= 1
+
+    def watched(name: str, original: Callable[[BlockWriter], None]) -> Callable[[BlockWriter], None]:
+        def call(self: BlockWriter) -> None:
+            if writing[0]:
+                overlapped.append(name)
+            original(self)
+
+        return call
+
+    monkeypatch.setattr(BlockWriter, "write", slow_write)
+    monkeypatch.setattr(BlockWriter, "flush", watched("flush", original_flush))
+    monkeypatch.setattr(BlockWriter, "close", watched("close", original_close))
+
+    async def go() -> None:
+        pools = partfile.FilePools(writers=3, hashers=1)
+        part = PartFile(path, 64 * KiB, direct=False, pools=pools)
+        try:
+            await part.open_fresh()
+            await part.write(b"a" * 64 * KiB)  # (a batch: its write starts and waits at the gate)
+            await asyncio.to_thread(entered.wait, 10)
+            await part.write(b"b" * 64 * KiB)
+            flushing = asyncio.create_task(part.flush())
+            await asyncio.sleep(0)
+            flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flushing
+            closing = asyncio.create_task(part.close())
+            # the bug this guards against flushes at once, on the second writer thread
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(closing), 0.5)
+            gate.set()
+            await closing
+        finally:
+            gate.set()
+            pools.shutdown()
+
+    asyncio.run(go())
+    assert overlapped == []
+    assert path.read_bytes() == b"a" * 64 * KiB + b"b" * 64 * KiB
