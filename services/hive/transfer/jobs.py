@@ -71,7 +71,8 @@ class DownloaderConfig:
     # with at least thread_min_rest left goes on from there on a worker thread (0 = always on a thread).
     # On the loop, httpx took 1.90 s per GiB from local nginx against 1.46 s on a thread; but 100 slow
     # downloads on threads raised the SSE p99 from 43 to 67 ms (their wake-ups cost the whole
-    # machine), so slow bodies stay on the loop.
+    # machine), so slow bodies stay on the loop. A peer's blob of thread_min_rest or more is read on a
+    # thread from its first byte (transfer/single.py): a peer on the cluster's network proves fast anyway.
     thread_above_bps: int = 50_000_000
     thread_min_rest: int = 64 * 1024 * 1024
     allowed_hosts: frozenset[tuple[str, int | None]] | None = None  # HIVE_ALLOWED_HOSTS; None = any

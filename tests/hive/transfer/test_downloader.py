@@ -20,6 +20,7 @@ from services.hive.tracker.tracker import DownloadTracker
 from services.hive.transfer import Downloader, DownloaderConfig, DownloadError, DownloadJob, DownloadResult
 from services.modelserver.server import Fault, ModelServer
 from shared.models import DownloadStatus, ProgressEvent
+from tests.support import free_port
 
 MiB = 1024 * 1024
 FAST = DownloaderConfig(
@@ -480,7 +481,9 @@ def test_a_large_peer_blob_is_read_on_a_worker_thread_from_its_first_byte(
     sha = model_server.add_file("org/repo/p.bin", size)
     path = "/org/repo/resolve/main/p.bin"
     model_server.set_fault(path, Fault(rate_bps=8 * MiB))  # (a loop's rate window would close first)
-    config = dataclasses.replace(FAST, thread_above_bps=1, thread_min_rest=256 * 1024, write_batch_bytes=64 * 1024)
+    config = dataclasses.replace(
+        FAST, stall_timeout=5.0, thread_above_bps=1, thread_min_rest=256 * 1024, write_batch_bytes=64 * 1024
+    )  # (a stall would resume with a second request: not what is asserted below)
     out = download(model_server.url + path, dest, config, peer=True, total=size)
     assert out.result is not None and out.result.sha256 == sha
     assert [r.range for r in model_server.records(path)] == ["bytes=0-"]
@@ -497,7 +500,7 @@ def test_a_large_peer_blob_with_mirrors_probes_one_byte_then_splits(model_server
     config = dataclasses.replace(
         FAST, segments=4, segment_min_bytes=256 * 1024, thread_min_rest=256 * 1024, write_batch_bytes=64 * 1024
     )
-    refused = "http://127.0.0.1:9/blob"  # (the discard port: nothing listens)
+    refused = f"http://127.0.0.1:{free_port()}/blob"  # (nothing listens there)
     out = download(model_server.url + path, dest, config, peer=True, total=size, pinned=True, mirrors=(refused,))
     assert out.error is None and out.result is not None and out.result.sha256 == sha
     ranges = [r.range for r in model_server.records(path)]
