@@ -27,7 +27,7 @@ COPY_GOAL = 1.0  # the peer copy's time over the hub copy's
 SERVE_GOAL = 0.9  # the hive's blob throughput over nginx's
 SIM_GOAL = 2.0  # the 1,000-hive simulation's time over one hive alone
 SIM_MODEL = [2 * 1024**3] * 8 + [10_000]  # a 16 GiB model of 8 shards and a small file
-MIN_RUNS = 5  # the copies' times vary by ~10% from run to run (the disk): their medians need more runs
+MIN_RUNS = 7  # the copies' times vary by ~10% from run to run (the disk): their medians need more runs
 
 
 def peer(ctx: Context) -> Section:
